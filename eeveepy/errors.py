@@ -1,0 +1,85 @@
+"""Every error eeveepy raises, under one root.
+
+    EeveeError
+     ├── ConfigError                 broken or missing configuration (carries file and key path)
+     ├── SubjectError                a subject or token that is not part of the tree
+     ├── EnvelopeError               a payload that is not a valid envelope (carries subject and reason)
+     ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
+     ├── BusError                    talking to NATS failed
+     │    └── BusNotRunningError     no running system found (no state file, nothing answering)
+     ├── NatsServerError             the embedded nats-server could not be started or stopped
+     ├── OperatorError               an operator's runtime could not start or was misused
+     └── SupervisorError             a supervisor request failed (unknown operator id, lease held...)
+"""
+
+from __future__ import annotations
+
+
+class EeveeError(Exception):
+    """Root of every error raised by eeveepy."""
+
+
+class ConfigError(EeveeError):
+    """Configuration is missing or invalid.
+
+    ``problems`` holds one ``(location, message)`` pair per problem, where the location names
+    the file and the key path, e.g. ``config/eevee.toml: operators.echo.restart``.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[tuple[str, str]] = problems or []
+
+    def __str__(self) -> str:
+        if not self.problems:
+            return super().__str__()
+        lines = [super().__str__()]
+        lines.extend(f"  {where}: {what}" for where, what in self.problems)
+        return "\n".join(lines)
+
+
+class SubjectError(EeveeError):
+    """A subject, token or operator id that does not fit the subject tree."""
+
+
+class EnvelopeError(EeveeError):
+    """A payload that could not be decoded or validated as an envelope."""
+
+    def __init__(self, reason: str, subject: str = "", payload: bytes = b"") -> None:
+        super().__init__(f"{subject}: {reason}" if subject else reason)
+        self.reason = reason
+        self.subject = subject
+        self.payload = payload
+
+
+class PayloadTooLargeError(EeveeError):
+    """An encoded envelope is larger than the server accepts; nothing was sent."""
+
+    def __init__(self, subject: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"payload for {subject} is {size} bytes, over the server's max_payload of {limit} "
+            "bytes; split the message or raise max_payload in the bus configuration"
+        )
+        self.subject = subject
+        self.size = size
+        self.limit = limit
+
+
+class BusError(EeveeError):
+    """Talking to the NATS bus failed."""
+
+
+class BusNotRunningError(BusError):
+    """No running eeveepy system could be found."""
+
+
+class NatsServerError(EeveeError):
+    """The embedded nats-server could not be started, or did not stop."""
+
+
+class OperatorError(EeveeError):
+    """An operator runtime could not start, or was used wrongly."""
+
+
+class SupervisorError(EeveeError):
+    """A request to the supervisor failed."""
