@@ -1,15 +1,18 @@
 """Every error eeveepy raises, under one root.
 
-    EeveeError
-     ├── ConfigError                 broken or missing configuration (carries file and key path)
-     ├── SubjectError                a subject or token that is not part of the tree
-     ├── EnvelopeError               a payload that is not a valid envelope (carries subject and reason)
-     ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
-     ├── BusError                    talking to NATS failed
-     │    └── BusNotRunningError     no running system found (no state file, nothing answering)
-     ├── NatsServerError             the embedded nats-server could not be started or stopped
-     ├── OperatorError               an operator's runtime could not start or was misused
-     └── SupervisorError             a supervisor request failed (unknown operator id, lease held...)
+EeveeError
+ ├── ConfigError                 broken or missing configuration (carries file and key path)
+ ├── SubjectError                a subject or token that is not part of the tree
+ ├── EnvelopeError               a payload that is not a valid envelope (subject, reason)
+ ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
+ ├── BusError                    talking to NATS failed
+ │    ├── BusNotRunningError     no running system found (no state file, nothing answering)
+ │    ├── RequestTimeoutError    a request got no reply in time
+ │    ├── NoRespondersError      nobody subscribes to a request's subject
+ │    └── RemoteError            the responder answered with an error
+ ├── NatsServerError             the embedded nats-server could not be started or stopped
+ ├── OperatorError               an operator's runtime could not start or was misused
+ └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
 """
 
 from __future__ import annotations
@@ -71,6 +74,22 @@ class BusError(EeveeError):
 
 class BusNotRunningError(BusError):
     """No running eeveepy system could be found."""
+
+
+class RequestTimeoutError(BusError):
+    """A request got no reply within its timeout."""
+
+
+class NoRespondersError(BusError):
+    """Nobody is subscribed to the subject a request was sent to."""
+
+
+class RemoteError(BusError):
+    """The responder answered a request with an error."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NatsServerError(EeveeError):

@@ -1,0 +1,134 @@
+"""Connecting to NATS: the embedded server's URL or an external one with its credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import BusError
+
+
+class BusConfig(BaseModel):
+    """Where the bus is and how to log in. No ``url`` means the embedded server."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = Field(default=None, description="nats:// or tls:// URL; none = embedded.")
+    servers: list[str] = Field(default_factory=list, description="More cluster URLs.")
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey).")
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_verify: bool = True
+    connect_timeout: float = Field(default=5.0, gt=0)
+    max_payload: int | None = Field(
+        default=None, gt=0, description="Embedded server's max_payload in bytes (default 1 MiB)."
+    )
+
+
+def _tls_context(cfg: BusConfig) -> ssl.SSLContext | None:
+    if not (cfg.tls_ca or cfg.tls_cert or (cfg.url or "").startswith("tls://")):
+        return None
+    ctx = ssl.create_default_context(cafile=str(cfg.tls_ca) if cfg.tls_ca else None)
+    if cfg.tls_cert:
+        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key) if cfg.tls_key else None)
+    if not cfg.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def connect(
+    cfg: BusConfig,
+    *,
+    name: str,
+    url: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    reconnect: bool = True,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NatsClient:
+    """Connect (bounded by ``cfg.connect_timeout``) and return the nats-py client.
+
+    ``url``/``user``/``password`` override the configuration (the supervisor hands each operator
+    its own credentials). After the first connect, lost connections are retried forever.
+    """
+    log = structlog.get_logger("eeveepy.bus")
+    servers = [u for u in [url or cfg.url, *cfg.servers] if u]
+    if not servers:
+        raise BusError("no bus URL: start `eevee up` or give --nats-url / EEVEE_NATS_URL")
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("bus error", error=str(exc))
+
+    async def disconnected_cb() -> None:
+        log.info("bus disconnected")
+        if on_disconnect:
+            await on_disconnect()
+
+    async def reconnected_cb() -> None:
+        log.info("bus reconnected")
+        if on_reconnect:
+            await on_reconnect()
+
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": name,
+        "connect_timeout": cfg.connect_timeout,
+        "allow_reconnect": reconnect,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "error_cb": error_cb,
+        "disconnected_cb": disconnected_cb,
+        "reconnected_cb": reconnected_cb,
+    }
+    user = user or cfg.user
+    password = password or cfg.password
+    if user:
+        options["user"] = user
+        options["password"] = password or ""
+    if cfg.token:
+        options["token"] = cfg.token
+    if cfg.creds_file:
+        options["user_credentials"] = str(cfg.creds_file)
+    tls = _tls_context(cfg)
+    if tls is not None:
+        options["tls"] = tls
+    nc = NatsClient()
+    try:
+        # With reconnects allowed nats-py keeps retrying a refused first connect: bound it.
+        await asyncio.wait_for(nc.connect(**options), timeout=cfg.connect_timeout + 1)
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        await _close_quietly(nc)
+        reason = str(exc) or type(exc).__name__
+        raise BusError(f"cannot connect to the bus at {', '.join(servers)}: {reason}") from None
+    return nc
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), timeout=2)
+    except Exception:  # it never connected: nothing to close
+        pass
+
+
+async def barrier(nc: NatsClient) -> None:
+    """Make sure the server has processed everything sent so far on ``nc``.
+
+    nats-py's ``flush()`` can overtake commands still in its own buffer, so one flush is not
+    a barrier; a second one after the first round trip is.
+    """
+    await nc.flush()
+    await nc.flush()

@@ -1,0 +1,196 @@
+"""Envelope encoding and decoding, kept cheap because it sits on every message's path.
+
+Encoding does not build an :class:`~eeveepy.models.Envelope` model: the body is already a
+validated pydantic model, so its JSON is produced by pydantic's serializer and the envelope
+around it is assembled from pre-encoded pieces. Decoding validates the whole payload in one
+``model_validate_json`` call (pydantic-core, no intermediate dicts).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import EnvelopeError
+from .models import Body, DeadLetter, Envelope
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+B = TypeVar("B", bound=Body)
+
+
+class IdFactory:
+    """Makes ULID-like ids: 10 characters of millisecond time, 16 of per-process randomness.
+
+    Within one millisecond the random part is incremented, so ids from one process are unique
+    and sort by creation; across processes the 80 random bits keep them apart.
+    """
+
+    __slots__ = ("_last_ms", "_prefix", "_rand")
+
+    def __init__(self) -> None:
+        self._last_ms = -1
+        self._prefix = ""
+        self._rand = 0
+
+    def __call__(self) -> str:
+        ms = time.time_ns() // 1_000_000
+        if ms != self._last_ms:
+            self._last_ms = ms
+            self._prefix = _b32(ms, 10)
+            self._rand = int.from_bytes(os.urandom(10), "big") >> 1
+        else:
+            self._rand = (self._rand + 1) & ((1 << 80) - 1)
+        return self._prefix + _b32(self._rand, 16)
+
+
+def _b32(value: int, width: int) -> str:
+    chars = []
+    for _ in range(width):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def format_timestamp(when: datetime) -> str:
+    """RFC 3339 with microseconds and a ``Z``: the envelope's timestamp format."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EnvelopeEncoder:
+    """Encodes bodies into envelope JSON for one publisher (its ``source`` is fixed)."""
+
+    __slots__ = ("_head", "_ids")
+
+    def __init__(self, source: str) -> None:
+        self._ids = IdFactory()
+        self._head = b'{"v":1,"source":' + json.dumps(source).encode()
+
+    def new_id(self) -> str:
+        """A fresh message id."""
+        return self._ids()
+
+    def encode(
+        self,
+        body: Body,
+        headers: dict[str, str] | None = None,
+        *,
+        msg_id: str | None = None,
+        timestamp: datetime | None = None,
+    ) -> tuple[str, bytes]:
+        """Return ``(id, payload)`` for ``body`` wrapped in an envelope."""
+        kind = body.KIND
+        if not kind:
+            raise EnvelopeError(f"{type(body).__name__} has no KIND; subclass a protocol body")
+        mid = msg_id or self._ids()
+        ts = format_timestamp(timestamp) if timestamp else _now_str()
+        head = json.dumps(headers, ensure_ascii=False).encode() if headers else b"{}"
+        payload = b"".join(
+            (
+                self._head,
+                b',"kind":"',
+                kind.encode(),
+                b'","id":"',
+                mid.encode(),
+                b'","timestamp":"',
+                ts.encode(),
+                b'","headers":',
+                head,
+                b',"body":',
+                body.__pydantic_serializer__.to_json(body),
+                b"}",
+            )
+        )
+        return mid, payload
+
+
+def _now_str() -> str:
+    # time.time() and a manual format is about 3x faster than datetime.now().isoformat().
+    now = time.time()
+    secs = int(now)
+    micros = int((now - secs) * 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
+
+
+class EnvelopeDecoder(Generic[B]):
+    """Validates payloads as ``Envelope[model]`` and checks the kind."""
+
+    __slots__ = ("_adapter", "kind", "model")
+
+    def __init__(self, model: type[B]) -> None:
+        self.model = model
+        self.kind = model.KIND
+        self._adapter: type[Envelope[B]] = Envelope[model]  # type: ignore[valid-type]
+
+    def decode(self, payload: bytes, subject: str = "") -> Envelope[B]:
+        """Decode and validate, or raise :class:`EnvelopeError` saying what is wrong."""
+        try:
+            env = self._adapter.model_validate_json(payload)
+        except ValidationError as exc:
+            raise EnvelopeError(describe_validation_error(exc), subject, payload) from None
+        if env.kind != self.kind:
+            raise EnvelopeError(
+                f"unexpected kind {env.kind!r} (expected {self.kind!r})", subject, payload
+            )
+        return env
+
+
+class AnyEnvelopeDecoder:
+    """Validates the envelope around any body, keeping the body as a JSON object."""
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self) -> None:
+        self._adapter: type[Envelope[dict[str, Any]]] = Envelope[dict[str, Any]]
+
+    def decode(self, payload: bytes, subject: str = "") -> Envelope[dict[str, Any]]:
+        """Decode and validate the envelope; the body only has to be a JSON object."""
+        try:
+            return self._adapter.model_validate_json(payload)
+        except ValidationError as exc:
+            raise EnvelopeError(describe_validation_error(exc), subject, payload) from None
+
+
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
+    """A one-line summary of a pydantic error: where and what, for the first few problems."""
+    parts = []
+    for err in exc.errors(include_url=False)[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        parts.append(f"{loc}: {err['msg']}")
+    extra = exc.error_count() - limit
+    if extra > 0:
+        parts.append(f"and {extra} more")
+    return "; ".join(parts)
+
+
+def dead_letter(
+    subject: str, reason: str, receiver: str, payload: bytes, limit: int = 4096
+) -> DeadLetter:
+    """Wrap a rejected payload for the DLQ, cut to ``limit`` bytes so it always fits."""
+    cut = payload[:limit]
+    try:
+        text = cut.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        text = base64.b64encode(cut).decode("ascii")
+        encoding = "base64"
+    return DeadLetter(
+        subject=subject,
+        reason=reason,
+        receiver=receiver,
+        size=len(payload),
+        payload=text,
+        encoding=encoding,
+        truncated=len(payload) > limit,
+    )
+
+
+def dump_model(model: BaseModel) -> bytes:
+    """JSON of any pydantic model, compact."""
+    return model.__pydantic_serializer__.to_json(model)

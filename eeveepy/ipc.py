@@ -1,0 +1,455 @@
+"""The bus API an operator author sees: ``publish``, ``subscribe``, ``request``, ``respond``.
+
+Subjects given to these methods are relative to the bus prefix (``"chat.in.>"``) unless they
+already start with it (``"eevee.chat.in.>"``), so code works with any configured prefix.
+
+A handler names what it wants by its parameter's annotation:
+
+- a body model (``msg: ChatMessage``): gets the validated body;
+- ``Envelope[ChatMessage]``: gets the validated envelope with its metadata;
+- ``Envelope[dict[str, Any]]`` (or bare ``Envelope``): any kind, body as a JSON object.
+
+A payload that fails validation never reaches the handler: it is counted, logged with subject
+and reason, and republished on ``<prefix>.dlq.<subject>`` as a :class:`DeadLetter`. A handler
+that raises is logged with the envelope id; the subscription goes on. A handler that returns a
+body on a request answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+from nats.errors import NoRespondersError as NatsNoResponders
+from nats.errors import TimeoutError as NatsTimeout
+
+from .codec import AnyEnvelopeDecoder, EnvelopeDecoder, EnvelopeEncoder, dead_letter
+from .errors import (
+    BusError,
+    EnvelopeError,
+    NoRespondersError,
+    OperatorError,
+    PayloadTooLargeError,
+    RemoteError,
+    RequestTimeoutError,
+)
+from .models import Body, Envelope, ErrorReply
+from .subjects import Subjects
+
+B = TypeVar("B", bound=Body)
+Handler = Callable[[Any], Awaitable[Any] | Any]
+H = TypeVar("H", bound=Handler)
+
+DEFAULT_MAX_INBOUND = 1024 * 1024
+DEFAULT_PENDING_MSGS = 65536
+
+
+@dataclass
+class SubscriptionStats:
+    """Counters of one subscription."""
+
+    received: int = 0
+    handled: int = 0
+    rejected: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Delivery:
+    reply: str
+    envelope: Envelope[Any]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A subscription of an :class:`Ipc`; ``await``-able, and an async context manager."""
+
+    ipc: Ipc
+    pattern: str
+    handler: Handler
+    queue: str | None
+    stats: SubscriptionStats = field(default_factory=SubscriptionStats)
+    gated: bool = True
+    _nats_sub: NatsSubscription | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while it receives messages."""
+        return self._nats_sub is not None
+
+    async def start(self) -> Subscription:
+        """Subscribe on the bus (idempotent)."""
+        if self._nats_sub is None:
+            self._nats_sub = await self.ipc._activate(self)
+        return self
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; messages already buffered are dropped."""
+        sub, self._nats_sub = self._nats_sub, None
+        if sub is not None:
+            await sub.unsubscribe()
+        self.ipc._forget(self)
+
+    def __await__(self) -> typing.Generator[Any, None, Subscription]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.unsubscribe()
+
+
+class Ipc:
+    """Typed publish/subscribe over one NATS connection, for one operator id."""
+
+    def __init__(
+        self,
+        subjects: Subjects,
+        source: str,
+        *,
+        logger: Any = None,
+        max_inbound: int = DEFAULT_MAX_INBOUND,
+        pending_msgs_limit: int = DEFAULT_PENDING_MSGS,
+        dlq: bool = True,
+    ) -> None:
+        self.subjects = subjects
+        self.source = source
+        self.max_inbound = max_inbound
+        self.pending_msgs_limit = pending_msgs_limit
+        self.dlq_enabled = dlq
+        self._log = logger if logger is not None else structlog.get_logger("eeveepy.ipc")
+        self._encoder = EnvelopeEncoder(source)
+        self._nc: NatsClient | None = None
+        self._subs: list[Subscription] = []
+        self._prefix_dot = subjects.prefix + "."
+        self._halted = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._current: ContextVar[_Delivery | None] = ContextVar(
+            f"eevee_delivery_{id(self)}", default=None
+        )
+        self._dlq_prefix = subjects.prefix + ".dlq."
+        self.rejected = 0
+
+    # -- connection ------------------------------------------------------------------------
+
+    @property
+    def nc(self) -> NatsClient:
+        """The underlying nats-py client (for what the ipc layer does not cover)."""
+        if self._nc is None:
+            raise OperatorError("the bus is not connected yet; wait for on_start")
+        return self._nc
+
+    @property
+    def connected(self) -> bool:
+        """True once attached to a connection."""
+        return self._nc is not None
+
+    async def attach(self, nc: NatsClient) -> None:
+        """Use ``nc`` and activate every subscription declared so far."""
+        self._nc = nc
+        for sub in list(self._subs):
+            await sub.start()
+
+    async def detach(self) -> None:
+        """Unsubscribe everything (the connection itself is left to its owner)."""
+        for sub in list(self._subs):
+            sub_ = sub._nats_sub
+            sub._nats_sub = None
+            if sub_ is not None:
+                try:
+                    await sub_.unsubscribe()
+                except Exception:  # connection already closed: nothing left to undo
+                    pass
+        self._nc = None
+
+    def full(self, subject: str) -> str:
+        """``subject`` with the bus prefix, unless it already has it."""
+        if subject.startswith(self._prefix_dot):
+            return subject
+        return self._prefix_dot + subject
+
+    # -- halt / resume ---------------------------------------------------------------------
+
+    @property
+    def halted(self) -> bool:
+        """True while delivery to gated handlers is paused."""
+        return self._halted
+
+    def halt(self) -> None:
+        """Pause delivery: messages wait in the client's buffer (bounded per subscription)."""
+        self._halted = True
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        """Deliver again, starting with what was buffered."""
+        self._halted = False
+        self._resumed.set()
+
+    # -- publish ---------------------------------------------------------------------------
+
+    def encode(
+        self, body: Body, headers: dict[str, str] | None = None, trace: str | None = None
+    ) -> tuple[str, bytes]:
+        """Envelope ``body`` as this operator would publish it; returns ``(id, payload)``."""
+        if trace is None:
+            current = self._current.get()
+            if current is not None:
+                trace = current.envelope.trace
+        if trace is not None:
+            headers = {**headers, "trace": trace} if headers else {"trace": trace}
+        return self._encoder.encode(body, headers)
+
+    async def publish(
+        self,
+        subject: str,
+        body: Body,
+        *,
+        headers: dict[str, str] | None = None,
+        trace: str | None = None,
+    ) -> str:
+        """Publish ``body`` in an envelope; returns the envelope id.
+
+        Inside a handler the trace id of the message being handled is carried over unless
+        ``trace`` is given. Raises :class:`PayloadTooLargeError` before sending anything when
+        the envelope is over the server's max_payload.
+        """
+        nc = self.nc
+        msg_id, payload = self.encode(body, headers, trace)
+        subj = self.full(subject)
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        await nc.publish(subj, payload)
+        return msg_id
+
+    async def publish_raw(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """Publish bytes as they are (no envelope): for tools and tests."""
+        nc = self.nc
+        subj = self.full(subject)
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        await nc.publish(subj, payload, reply=reply)
+
+    # -- request / reply -------------------------------------------------------------------
+
+    async def request(
+        self,
+        subject: str,
+        body: Body,
+        reply_model: type[B],
+        *,
+        timeout: float = 2.0,
+        headers: dict[str, str] | None = None,
+    ) -> Envelope[B]:
+        """Send a request and wait (bounded) for one reply of ``reply_model``.
+
+        Raises :class:`RequestTimeoutError`, :class:`NoRespondersError`, :class:`RemoteError`
+        (the responder answered with an error) or :class:`EnvelopeError` (a malformed reply).
+        """
+        nc = self.nc
+        _, payload = self.encode(body, headers)
+        subj = self.full(subject)
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        try:
+            msg = await nc.request(subj, payload, timeout=timeout)
+        except NatsNoResponders:
+            raise NoRespondersError(f"nobody answers on {subj}") from None
+        except NatsTimeout:
+            raise RequestTimeoutError(f"no reply on {subj} within {timeout:g} s") from None
+        env = AnyEnvelopeDecoder().decode(msg.data, subj)
+        if env.kind == ErrorReply.KIND:
+            err = ErrorReply.model_validate(env.body)
+            raise RemoteError(f"{env.source}: {err.message}", err.error)
+        return EnvelopeDecoder(reply_model).decode(msg.data, subj)
+
+    async def respond(self, body: Body) -> bool:
+        """Answer the request being handled; False when it was not a request."""
+        current = self._current.get()
+        if current is None or not current.reply:
+            return False
+        _, payload = self.encode(body)
+        await self.nc.publish(current.reply, payload)
+        return True
+
+    def current(self) -> Envelope[Any] | None:
+        """The envelope being handled in this task, if any."""
+        delivery = self._current.get()
+        return delivery.envelope if delivery else None
+
+    # -- subscribe -------------------------------------------------------------------------
+
+    @typing.overload
+    def subscribe(
+        self, pattern: str, handler: None = None, *, queue: str | None = None
+    ) -> Callable[[H], H]: ...
+
+    @typing.overload
+    def subscribe(
+        self, pattern: str, handler: Handler, *, queue: str | None = None
+    ) -> Subscription: ...
+
+    def subscribe(
+        self, pattern: str, handler: Handler | None = None, *, queue: str | None = None
+    ) -> Callable[[H], H] | Subscription:
+        """Subscribe ``handler`` to ``pattern`` (NATS wildcards), optionally in a queue group.
+
+        As a decorator (no handler) it declares a subscription that starts when the operator
+        connects. With a handler it returns a :class:`Subscription` to ``await`` (or use as an
+        async context manager) once connected.
+        """
+        if handler is None:
+
+            def decorator(fn: H) -> H:
+                if self.connected:
+                    raise OperatorError(
+                        "the bus is already connected: use "
+                        "`await ipc.subscribe(pattern, handler)` instead of the decorator"
+                    )
+                self._add(pattern, fn, queue)
+                return fn
+
+            return decorator
+        return self._add(pattern, handler, queue)
+
+    def _add(self, pattern: str, handler: Handler, queue: str | None) -> Subscription:
+        full = self.full(pattern)
+        self.subjects.pattern(full[len(self._prefix_dot) :])  # validates the pattern
+        sub = Subscription(self, full, handler, queue)
+        _resolve_decoder(handler)  # fail now, not on the first message
+        self._subs.append(sub)
+        return sub
+
+    def _forget(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+
+    async def _activate(self, sub: Subscription) -> NatsSubscription:
+        nc = self.nc
+        cb = self._make_callback(sub)
+        return await nc.subscribe(
+            sub.pattern,
+            queue=sub.queue or "",
+            cb=cb,
+            pending_msgs_limit=self.pending_msgs_limit,
+        )
+
+    def _make_callback(self, sub: Subscription) -> Callable[[Msg], Awaitable[None]]:
+        decoder, want_envelope = _resolve_decoder(sub.handler)
+        handler = sub.handler
+        is_async = inspect.iscoroutinefunction(handler)
+        stats = sub.stats
+        max_inbound = self.max_inbound
+        current = self._current
+        log = self._log
+
+        async def on_msg(msg: Msg) -> None:
+            stats.received += 1
+            data = msg.data
+            if len(data) > max_inbound:
+                await self._reject(
+                    stats, msg, f"payload of {len(data)} bytes is over the limit of {max_inbound}"
+                )
+                return
+            try:
+                env = decoder.decode(data, msg.subject)
+            except EnvelopeError as exc:
+                await self._reject(stats, msg, exc.reason)
+                return
+            if self._halted and sub.gated:
+                await self._resumed.wait()
+            token = current.set(_Delivery(msg.reply, env))
+            try:
+                arg = env if want_envelope else env.body
+                result = handler(arg)
+                if is_async:
+                    result = await result
+                stats.handled += 1
+                if isinstance(result, Body) and msg.reply:
+                    await self.respond(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                stats.failed += 1
+                log.exception(
+                    "handler failed",
+                    subject=msg.subject,
+                    envelope_id=env.id,
+                    handler=getattr(handler, "__qualname__", repr(handler)),
+                    error=repr(exc),
+                )
+                if msg.reply:
+                    await self.respond(ErrorReply(error=type(exc).__name__, message=str(exc)))
+            finally:
+                current.reset(token)
+
+        return on_msg
+
+    async def _reject(self, stats: SubscriptionStats, msg: Msg, reason: str) -> None:
+        stats.rejected += 1
+        self.rejected += 1
+        self._log.warning(
+            "envelope rejected", subject=msg.subject, reason=reason, size=len(msg.data)
+        )
+        if msg.reply:
+            try:
+                _, payload = self._encoder.encode(ErrorReply(error="invalid", message=reason))
+                await self.nc.publish(msg.reply, payload)
+            except Exception:  # the requester may be gone; the DLQ below still records it
+                pass
+        if not self.dlq_enabled or msg.subject.startswith(self._dlq_prefix):
+            return
+        letter = dead_letter(msg.subject, reason, self.source, msg.data)
+        try:
+            await self.publish(self.subjects.dlq(msg.subject), letter)
+        except Exception as exc:  # never let the DLQ take the subscription down
+            self._log.error("could not publish dead letter", subject=msg.subject, error=repr(exc))
+
+
+_Decoder = EnvelopeDecoder[Any] | AnyEnvelopeDecoder
+
+
+def _resolve_decoder(handler: Handler) -> tuple[_Decoder, bool]:
+    """From the handler's first parameter annotation: (decoder, handler wants the envelope)."""
+    target = handler
+    func = getattr(handler, "__func__", handler)
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as exc:
+        raise OperatorError(f"cannot read the type hints of handler {handler!r}: {exc}") from None
+    params = [p for p in inspect.signature(target).parameters.values()]
+    if not params:
+        raise OperatorError(f"handler {handler!r} must take one parameter (the message)")
+    ann = hints.get(params[0].name)
+    if ann is None:
+        raise OperatorError(
+            f"annotate the parameter of {handler!r} with a body model (e.g. ChatMessage) "
+            "or Envelope[...] so the bus knows what to validate"
+        )
+    if isinstance(ann, type) and issubclass(ann, Body):
+        return EnvelopeDecoder(ann), False
+    if ann is Envelope:
+        return AnyEnvelopeDecoder(), True
+    meta = getattr(ann, "__pydantic_generic_metadata__", None)
+    if meta and meta.get("origin") is Envelope and meta.get("args"):
+        arg = meta["args"][0]
+        if isinstance(arg, type) and issubclass(arg, Body):
+            return EnvelopeDecoder(arg), True
+        return AnyEnvelopeDecoder(), True
+    raise OperatorError(
+        f"cannot subscribe {handler!r}: its parameter is annotated {ann!r}; "
+        "use a body model or Envelope[...]"
+    )
+
+
+__all__ = ["BusError", "Ipc", "Subscription", "SubscriptionStats"]

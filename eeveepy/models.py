@@ -1,0 +1,371 @@
+"""Typed envelopes and message bodies: the wire protocol of the bus.
+
+Every message on the bus is one JSON object, an :class:`Envelope`::
+
+    {"v": 1, "kind": "chat.message", "id": "01JD...", "source": "irc.libera",
+     "timestamp": "2026-11-22T03:04:05.123456Z", "headers": {"trace": "..."},
+     "body": {...}}
+
+``kind`` names the body's model (``ChatMessage.KIND == "chat.message"``). Unknown fields are
+ignored, so a newer producer can add fields without breaking older consumers; a missing or
+mistyped required field makes the whole envelope invalid. The JSON Schemas in ``schemas/`` are
+generated from these models (``eevee schema``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+PROTOCOL_VERSION = 1
+
+_MODEL_CONFIG = ConfigDict(frozen=True, extra="ignore", ser_json_timedelta="float")
+
+
+class Body(BaseModel):
+    """Base class of every envelope body; ``KIND`` names it on the wire."""
+
+    model_config = _MODEL_CONFIG
+    KIND: ClassVar[str] = ""
+
+
+BodyT = TypeVar("BodyT")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+class Envelope(BaseModel, Generic[BodyT]):
+    """The one message shape on the bus: metadata around a typed body."""
+
+    model_config = _MODEL_CONFIG
+
+    v: Literal[1] = Field(default=1, description="Protocol version; always 1 for now.")
+    kind: str = Field(description="The body's kind, e.g. 'chat.message'.", min_length=1)
+    id: str = Field(description="Unique message id (ULID-like, sortable by time).", min_length=1)
+    source: str = Field(description="Operator id of the publisher, enforced by the broker.")
+    timestamp: AwareDatetime = Field(description="When it was published, RFC 3339, UTC.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form string metadata: 'trace' (trace id), 'reply_to' (message id)...",
+    )
+    body: BodyT
+
+    _utc = field_validator("timestamp")(_to_utc)
+
+    @property
+    def trace(self) -> str:
+        """The trace id: the header if set, else this message's own id."""
+        return self.headers.get("trace") or self.id
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat
+
+
+class ChatUser(BaseModel):
+    """Who said something, as the chat platform identifies them."""
+
+    model_config = _MODEL_CONFIG
+
+    id: str = Field(description="Stable platform id: IRC nick, XMPP bare JID, Matrix user id.")
+    name: str = Field(description="Display name or nick.")
+    account: str | None = Field(
+        default=None, description="Authenticated account (IRC services account, XMPP JID...)."
+    )
+    host: str | None = Field(default=None, description="IRC user@host, where known.")
+
+
+class MessageStyle(StrEnum):
+    """How a chat line is presented."""
+
+    MESSAGE = "message"
+    ACTION = "action"
+    NOTICE = "notice"
+
+
+class ChatMessage(Body):
+    """A chat message received by a connector."""
+
+    KIND: ClassVar[str] = "chat.message"
+
+    platform: str = Field(description="irc, xmpp, matrix, console...")
+    network: str = Field(description="The connector's network or account name.")
+    room: str = Field(description="Channel / room id; for private messages, the sender's id.")
+    user: ChatUser
+    text: str = Field(description="Plain text, formatting removed.")
+    raw: str | None = Field(default=None, description="Text as received, formatting kept.")
+    style: MessageStyle = MessageStyle.MESSAGE
+    private: bool = Field(default=False, description="Sent to the bot alone, not to a room.")
+    mentioned: bool = Field(default=False, description="The text mentions the bot by name.")
+    message_id: str | None = Field(default=None, description="Platform message id, if any.")
+
+
+class ChatEventType(StrEnum):
+    """Things that happen in chat besides messages."""
+
+    JOIN = "join"
+    PART = "part"
+    QUIT = "quit"
+    KICK = "kick"
+    TOPIC = "topic"
+    NICK = "nick"
+    INVITE = "invite"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class ChatEvent(Body):
+    """A join, part, topic change, connection change... seen by a connector."""
+
+    KIND: ClassVar[str] = "chat.event"
+
+    platform: str
+    network: str
+    event: ChatEventType
+    room: str | None = None
+    user: ChatUser | None = Field(default=None, description="Who did it.")
+    target: ChatUser | None = Field(default=None, description="Who it was done to (kick).")
+    text: str | None = Field(default=None, description="Reason, topic or new nick.")
+
+
+class OutgoingMessage(Body):
+    """Ask a connector to send a message to a room or a user."""
+
+    KIND: ClassVar[str] = "chat.out"
+
+    platform: str
+    network: str
+    target: str = Field(description="Room id, or user id when private is true.")
+    text: str = Field(description="Text; newlines become separate lines where the platform needs.")
+    style: MessageStyle = MessageStyle.MESSAGE
+    private: bool = False
+    reply_to: str | None = Field(default=None, description="Platform message id answered.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+class RateLimit(BaseModel):
+    """At most ``count`` invocations per ``period`` seconds."""
+
+    model_config = _MODEL_CONFIG
+
+    count: int = Field(ge=1)
+    period: float = Field(gt=0)
+
+
+class CommandScope(BaseModel):
+    """Where a command is offered; empty lists mean everywhere."""
+
+    model_config = _MODEL_CONFIG
+
+    platforms: list[str] = Field(default_factory=list)
+    networks: list[str] = Field(default_factory=list)
+    rooms: list[str] = Field(default_factory=list)
+
+
+class CommandRegistration(Body):
+    """An operator offers a command; the router dispatches it on ``command.run.<name>``."""
+
+    KIND: ClassVar[str] = "command.register"
+
+    operator: str = Field(description="Operator id serving the command.")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    aliases: list[str] = Field(default_factory=list)
+    pattern: str | None = Field(
+        default=None, description="Regex with named groups matched against the arguments."
+    )
+    usage: str = ""
+    help: str = ""
+    permission: str | None = Field(default=None, description="Permission (group) required.")
+    rate_limit: RateLimit | None = None
+    scope: CommandScope = Field(default_factory=CommandScope)
+
+
+class CommandInvocation(Body):
+    """The router asks a command operator to run a command."""
+
+    KIND: ClassVar[str] = "command.run"
+
+    command: str
+    args: dict[str, str] = Field(default_factory=dict, description="Named arguments.")
+    text: str = Field(default="", description="Everything after the command name.")
+    message: ChatMessage = Field(description="The chat message that invoked the command.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs
+
+
+class LogLevel(StrEnum):
+    """Log levels, lowest first."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class LogRecord(Body):
+    """One structured log event of an operator or the supervisor."""
+
+    KIND: ClassVar[str] = "log"
+
+    operator: str
+    level: LogLevel
+    event: str
+    fields: dict[str, Any] = Field(default_factory=dict, description="Bound context.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+class ControlAction(StrEnum):
+    """What the supervisor (or an operator's ``ctl`` subject) can be asked to do."""
+
+    HALT = "halt"
+    RESUME = "resume"
+    RELOAD = "reload"
+    RESTART = "restart"
+    STOP = "stop"
+    START = "start"
+    SHUTDOWN = "shutdown"
+
+
+class Control(Body):
+    """A lifecycle command for an operator, or for the supervisor about an operator."""
+
+    KIND: ClassVar[str] = "control"
+
+    action: ControlAction
+    target: str = Field(default="", description="Operator id, 'all', or empty for the receiver.")
+
+
+class ControlResult(Body):
+    """The answer to a :class:`Control` request."""
+
+    KIND: ClassVar[str] = "control.result"
+
+    ok: bool
+    message: str = ""
+    operators: list[OperatorStatus] = Field(default_factory=list)
+
+
+class Ping(Body):
+    """A liveness probe, sent as a request on ``operator.ping.<id>``."""
+
+    KIND: ClassVar[str] = "ping"
+
+
+class Pong(Body):
+    """The answer to a :class:`Ping`."""
+
+    KIND: ClassVar[str] = "pong"
+
+    operator: str
+    state: str = Field(description="running or halted")
+
+
+class Ready(Body):
+    """An operator announces it is ready, on ``operator.ready.<id>``."""
+
+    KIND: ClassVar[str] = "ready"
+
+    operator: str
+    pid: int
+
+
+class OperatorStatus(BaseModel):
+    """One operator as the supervisor sees it."""
+
+    model_config = _MODEL_CONFIG
+
+    id: str
+    state: str
+    pid: int | None = None
+    restarts: int = 0
+    uptime_s: float | None = None
+    rss_bytes: int | None = None
+    cpu_percent: float | None = None
+    ping_ms: float | None = None
+    message: str = ""
+
+
+class SupervisorStatus(Body):
+    """The supervisor's answer on ``supervisor.status``."""
+
+    KIND: ClassVar[str] = "supervisor.status"
+
+    supervisor: str
+    pid: int
+    started: AwareDatetime
+    operators: list[OperatorStatus] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and dead letters
+
+
+class DeadLetter(Body):
+    """A payload that failed validation, republished on ``dlq.<original subject>``."""
+
+    KIND: ClassVar[str] = "dlq"
+
+    subject: str = Field(description="Where the bad payload was received.")
+    reason: str = Field(description="What was wrong with it.")
+    receiver: str = Field(description="Operator id that rejected it.")
+    size: int = Field(description="Size of the original payload in bytes.")
+    payload: str = Field(description="The payload (as text, or base64 if not UTF-8).")
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    truncated: bool = Field(default=False, description="Payload cut to fit the DLQ message.")
+
+
+class ErrorReply(Body):
+    """A request could not be served."""
+
+    KIND: ClassVar[str] = "error"
+
+    error: str
+    message: str
+
+
+ControlResult.model_rebuild()
+
+BODY_MODELS: tuple[type[Body], ...] = (
+    ChatMessage,
+    ChatEvent,
+    OutgoingMessage,
+    CommandRegistration,
+    CommandInvocation,
+    LogRecord,
+    Control,
+    ControlResult,
+    Ping,
+    Pong,
+    Ready,
+    SupervisorStatus,
+    DeadLetter,
+    ErrorReply,
+)
+"""Every body kind of the protocol, in documentation order."""
+
+
+def body_model(kind: str) -> type[Body] | None:
+    """The body model for ``kind``, or None when the kind is not part of the protocol."""
+    for model in BODY_MODELS:
+        if model.KIND == kind:
+            return model
+    return None
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)

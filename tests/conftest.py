@@ -1,0 +1,33 @@
+"""Shared fixtures: one embedded nats-server for the whole test session."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # the project may not be installed into the venv
+    sys.path.insert(0, str(_ROOT))
+
+from eeveepy.natsserver import EmbeddedNats  # noqa: E402
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedNats]:
+    """One nats-server (no users, JetStream on) shared by every test in the session."""
+    server = EmbeddedNats(store_dir=tmp_path_factory.mktemp("nats"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: EmbeddedNats) -> str:
+    """The shared server's client URL, ``nats://127.0.0.1:PORT``."""
+    return nats_server.url
