@@ -37,6 +37,36 @@ class BusConfig(BaseModel):
     )
 
 
+FastHandler = Callable[[bytes, bytes, bytes], None]
+
+
+class EeveeClient(NatsClient):
+    """nats-py's client with a lean delivery path for eeveepy's own subscriptions.
+
+    For a subscription registered in :attr:`fast_paths`, a received message goes straight from
+    the protocol parser to the subscription's inbox as ``(subject, reply, payload)`` bytes: no
+    ``Msg`` object, no header parsing, no ``asyncio.Queue``. That is most of nats-py's own
+    per-message cost, and what pays for validating every envelope. Everything else (JetStream,
+    requests, plain subscriptions) takes nats-py's usual path.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast_paths: dict[int, FastHandler] = {}
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        fast = self.fast_paths.get(sid)
+        if fast is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        fast(subject, reply, data)
+
+
 def _tls_context(cfg: BusConfig) -> ssl.SSLContext | None:
     if not (cfg.tls_ca or cfg.tls_cert or (cfg.url or "").startswith("tls://")):
         return None
@@ -106,7 +136,7 @@ async def connect(
     tls = _tls_context(cfg)
     if tls is not None:
         options["tls"] = tls
-    nc = NatsClient()
+    nc = EeveeClient()
     try:
         # With reconnects allowed nats-py keeps retrying a refused first connect: bound it.
         await asyncio.wait_for(nc.connect(**options), timeout=cfg.connect_timeout + 1)

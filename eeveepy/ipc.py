@@ -18,8 +18,10 @@ body on a request answers it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import typing
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import NoRespondersError as NatsNoResponders
 from nats.errors import TimeoutError as NatsTimeout
 
+from .bus import EeveeClient
 from .codec import AnyEnvelopeDecoder, EnvelopeDecoder, EnvelopeEncoder, dead_letter
 from .errors import (
     BusError,
@@ -55,18 +58,43 @@ DEFAULT_PENDING_MSGS = 65536
 
 @dataclass
 class SubscriptionStats:
-    """Counters of one subscription."""
+    """Counters of one subscription. ``dropped`` counts messages lost to a full inbox."""
 
     received: int = 0
     handled: int = 0
     rejected: int = 0
     failed: int = 0
+    dropped: int = 0
 
 
-@dataclass
-class _Delivery:
-    reply: str
-    envelope: Envelope[Any]
+_Delivery = tuple[str, Envelope[Any]]  # (reply subject, envelope being handled)
+
+
+class _Inbox:
+    """Bounded FIFO between the connection's reader and one subscription's consumer task."""
+
+    __slots__ = ("_waiter", "limit", "queue", "stats")
+
+    def __init__(self, limit: int, stats: SubscriptionStats) -> None:
+        self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
+        self.limit = limit
+        self.stats = stats
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        if len(self.queue) >= self.limit:
+            self.stats.dropped += 1
+            return
+        self.queue.append((subject, reply, data))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
 
 
 @dataclass(eq=False)
@@ -80,23 +108,45 @@ class Subscription:
     stats: SubscriptionStats = field(default_factory=SubscriptionStats)
     gated: bool = True
     _nats_sub: NatsSubscription | None = None
+    _inbox: _Inbox | None = None
+    _task: asyncio.Task[None] | None = None
+    _busy: bool = False
 
     @property
     def active(self) -> bool:
         """True while it receives messages."""
         return self._nats_sub is not None
 
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet handled."""
+        return (len(self._inbox.queue) if self._inbox else 0) + (1 if self._busy else 0)
+
     async def start(self) -> Subscription:
         """Subscribe on the bus (idempotent)."""
         if self._nats_sub is None:
-            self._nats_sub = await self.ipc._activate(self)
+            await self.ipc._activate(self)
         return self
+
+    async def stop_receiving(self) -> None:
+        """Unsubscribe on the bus; what was already received is still handled."""
+        sub, self._nats_sub = self._nats_sub, None
+        if sub is not None:
+            nc = self.ipc._nc
+            if isinstance(nc, EeveeClient):
+                nc.fast_paths.pop(sub._id, None)
+            with contextlib.suppress(Exception):  # a closed connection has nothing to undo
+                await sub.unsubscribe()
 
     async def unsubscribe(self) -> None:
         """Stop receiving; messages already buffered are dropped."""
-        sub, self._nats_sub = self._nats_sub, None
-        if sub is not None:
-            await sub.unsubscribe()
+        await self.stop_receiving()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._inbox = None
         self.ipc._forget(self)
 
     def __await__(self) -> typing.Generator[Any, None, Subscription]:
@@ -162,16 +212,32 @@ class Ipc:
             await sub.start()
 
     async def detach(self) -> None:
-        """Unsubscribe everything (the connection itself is left to its owner)."""
+        """Unsubscribe everything now (the connection itself is left to its owner)."""
         for sub in list(self._subs):
-            sub_ = sub._nats_sub
-            sub._nats_sub = None
-            if sub_ is not None:
-                try:
-                    await sub_.unsubscribe()
-                except Exception:  # connection already closed: nothing left to undo
-                    pass
+            await sub.stop_receiving()
+            task, sub._task = sub._task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         self._nc = None
+
+    async def drain(self, timeout: float = 5.0) -> bool:
+        """Stop receiving, let handlers finish what was received (bounded), then detach.
+
+        Returns False when the timeout passed with messages still unhandled (they are dropped).
+        """
+        for sub in list(self._subs):
+            await sub.stop_receiving()
+        deadline = asyncio.get_running_loop().time() + timeout
+        self.resume()
+        while any(sub.pending for sub in self._subs):
+            if asyncio.get_running_loop().time() >= deadline:
+                await self.detach()
+                return False
+            await asyncio.sleep(0.01)
+        await self.detach()
+        return True
 
     def full(self, subject: str) -> str:
         """``subject`` with the bus prefix, unless it already has it."""
@@ -205,7 +271,7 @@ class Ipc:
         if trace is None:
             current = self._current.get()
             if current is not None:
-                trace = current.envelope.trace
+                trace = current[1].trace
         if trace is not None:
             headers = {**headers, "trace": trace} if headers else {"trace": trace}
         return self._encoder.encode(body, headers)
@@ -276,16 +342,16 @@ class Ipc:
     async def respond(self, body: Body) -> bool:
         """Answer the request being handled; False when it was not a request."""
         current = self._current.get()
-        if current is None or not current.reply:
+        if current is None or not current[0]:
             return False
         _, payload = self.encode(body)
-        await self.nc.publish(current.reply, payload)
+        await self.nc.publish(current[0], payload)
         return True
 
     def current(self) -> Envelope[Any] | None:
         """The envelope being handled in this task, if any."""
         delivery = self._current.get()
-        return delivery.envelope if delivery else None
+        return delivery[1] if delivery else None
 
     # -- subscribe -------------------------------------------------------------------------
 
@@ -334,86 +400,112 @@ class Ipc:
         if sub in self._subs:
             self._subs.remove(sub)
 
-    async def _activate(self, sub: Subscription) -> NatsSubscription:
+    async def _activate(self, sub: Subscription) -> None:
         nc = self.nc
-        cb = self._make_callback(sub)
-        return await nc.subscribe(
+        inbox = _Inbox(self.pending_msgs_limit, sub.stats)
+
+        async def fallback(msg: Msg) -> None:
+            # Plain nats-py delivery, used until the fast path is registered (or without it).
+            inbox.push(msg.subject.encode(), msg.reply.encode(), msg.data)
+
+        sub._inbox = inbox
+        sub._task = asyncio.get_running_loop().create_task(
+            self._consume(sub, inbox), name=f"ipc:{sub.pattern}"
+        )
+        nats_sub = await nc.subscribe(
             sub.pattern,
             queue=sub.queue or "",
-            cb=cb,
+            cb=fallback,
             pending_msgs_limit=self.pending_msgs_limit,
         )
+        if isinstance(nc, EeveeClient):
+            nc.fast_paths[nats_sub._id] = inbox.push
+        sub._nats_sub = nats_sub
 
-    def _make_callback(self, sub: Subscription) -> Callable[[Msg], Awaitable[None]]:
+    async def _consume(self, sub: Subscription, inbox: _Inbox) -> None:
+        """The subscription's task: validate each received payload and call the handler.
+
+        This is the per-message hot path, so it is one flat loop with its lookups hoisted.
+        """
         decoder, want_envelope = _resolve_decoder(sub.handler)
         handler = sub.handler
         is_async = inspect.iscoroutinefunction(handler)
         stats = sub.stats
         max_inbound = self.max_inbound
         current = self._current
-        log = self._log
-
-        async def on_msg(msg: Msg) -> None:
+        queue = inbox.queue
+        decode = decoder.decode
+        while True:
+            if not queue:
+                await inbox.wait()
+                continue
+            raw_subject, raw_reply, data = queue.popleft()
+            sub._busy = True
             stats.received += 1
-            data = msg.data
-            if len(data) > max_inbound:
-                await self._reject(
-                    stats, msg, f"payload of {len(data)} bytes is over the limit of {max_inbound}"
-                )
-                return
+            subject = raw_subject.decode()
+            reply = raw_reply.decode() if raw_reply else ""
             try:
-                env = decoder.decode(data, msg.subject)
-            except EnvelopeError as exc:
-                await self._reject(stats, msg, exc.reason)
-                return
-            if self._halted and sub.gated:
-                await self._resumed.wait()
-            token = current.set(_Delivery(msg.reply, env))
-            try:
-                arg = env if want_envelope else env.body
-                result = handler(arg)
-                if is_async:
-                    result = await result
-                stats.handled += 1
-                if isinstance(result, Body) and msg.reply:
-                    await self.respond(result)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                stats.failed += 1
-                log.exception(
-                    "handler failed",
-                    subject=msg.subject,
-                    envelope_id=env.id,
-                    handler=getattr(handler, "__qualname__", repr(handler)),
-                    error=repr(exc),
-                )
-                if msg.reply:
-                    await self.respond(ErrorReply(error=type(exc).__name__, message=str(exc)))
+                if len(data) > max_inbound:
+                    reason = f"payload of {len(data)} bytes is over the limit of {max_inbound}"
+                    await self._reject(stats, subject, reply, data, reason)
+                    continue
+                try:
+                    env = decode(data, subject)
+                except EnvelopeError as exc:
+                    await self._reject(stats, subject, reply, data, exc.reason)
+                    continue
+                if self._halted and sub.gated:
+                    await self._resumed.wait()
+                token = current.set((reply, env))
+                try:
+                    result = handler(env if want_envelope else env.body)
+                    if is_async:
+                        result = await result
+                    stats.handled += 1
+                    if reply and isinstance(result, Body):
+                        await self.respond(result)
+                except Exception as exc:
+                    stats.failed += 1
+                    await self._handler_failed(handler, subject, reply, env, exc)
+                finally:
+                    current.reset(token)
+            except Exception as exc:  # a bug of ours must not end the subscription
+                self._log.exception("delivery failed", subject=subject, error=repr(exc))
             finally:
-                current.reset(token)
+                sub._busy = False
 
-        return on_msg
+    async def _handler_failed(
+        self, handler: Handler, subject: str, reply: str, env: Envelope[Any], exc: Exception
+    ) -> None:
+        self._log.error(
+            "handler failed",
+            subject=subject,
+            envelope_id=env.id,
+            handler=getattr(handler, "__qualname__", repr(handler)),
+            error=repr(exc),
+            exc_info=exc,
+        )
+        if reply:
+            with contextlib.suppress(Exception):
+                await self.respond(ErrorReply(error=type(exc).__name__, message=str(exc)))
 
-    async def _reject(self, stats: SubscriptionStats, msg: Msg, reason: str) -> None:
+    async def _reject(
+        self, stats: SubscriptionStats, subject: str, reply: str, data: bytes, reason: str
+    ) -> None:
         stats.rejected += 1
         self.rejected += 1
-        self._log.warning(
-            "envelope rejected", subject=msg.subject, reason=reason, size=len(msg.data)
-        )
-        if msg.reply:
-            try:
+        self._log.warning("envelope rejected", subject=subject, reason=reason, size=len(data))
+        if reply:
+            with contextlib.suppress(Exception):  # the requester may be gone; the DLQ records it
                 _, payload = self._encoder.encode(ErrorReply(error="invalid", message=reason))
-                await self.nc.publish(msg.reply, payload)
-            except Exception:  # the requester may be gone; the DLQ below still records it
-                pass
-        if not self.dlq_enabled or msg.subject.startswith(self._dlq_prefix):
+                await self.nc.publish(reply, payload)
+        if not self.dlq_enabled or subject.startswith(self._dlq_prefix):
             return
-        letter = dead_letter(msg.subject, reason, self.source, msg.data)
+        letter = dead_letter(subject, reason, self.source, data)
         try:
-            await self.publish(self.subjects.dlq(msg.subject), letter)
+            await self.publish(self.subjects.dlq(subject), letter)
         except Exception as exc:  # never let the DLQ take the subscription down
-            self._log.error("could not publish dead letter", subject=msg.subject, error=repr(exc))
+            self._log.error("could not publish dead letter", subject=subject, error=repr(exc))
 
 
 _Decoder = EnvelopeDecoder[Any] | AnyEnvelopeDecoder

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 PROTOCOL_VERSION = 1
 
@@ -35,10 +35,6 @@ class Body(BaseModel):
 BodyT = TypeVar("BodyT")
 
 
-def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
-
-
 class Envelope(BaseModel, Generic[BodyT]):
     """The one message shape on the bus: metadata around a typed body."""
 
@@ -48,14 +44,14 @@ class Envelope(BaseModel, Generic[BodyT]):
     kind: str = Field(description="The body's kind, e.g. 'chat.message'.", min_length=1)
     id: str = Field(description="Unique message id (ULID-like, sortable by time).", min_length=1)
     source: str = Field(description="Operator id of the publisher, enforced by the broker.")
-    timestamp: AwareDatetime = Field(description="When it was published, RFC 3339, UTC.")
+    timestamp: AwareDatetime = Field(
+        description="When it was published: RFC 3339 with a UTC offset (publishers write Z)."
+    )
     headers: dict[str, str] = Field(
         default_factory=dict,
         description="Free-form string metadata: 'trace' (trace id), 'reply_to' (message id)...",
     )
     body: BodyT
-
-    _utc = field_validator("timestamp")(_to_utc)
 
     @property
     def trace(self) -> str:
