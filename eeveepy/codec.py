@@ -137,12 +137,26 @@ class EnvelopeDecoder(Generic[B]):
         try:
             env: Envelope[B] = self._validate(payload)
         except ValidationError as exc:
-            raise EnvelopeError(describe_validation_error(exc), subject, payload) from None
+            reason = describe_validation_error(exc)
+            kind = _peek_kind(payload)  # a body of another kind fails as missing fields: say so
+            if kind is not None and kind != self.kind:
+                reason = f"unexpected kind {kind!r} (expected {self.kind!r})"
+            raise EnvelopeError(reason, subject, payload) from None
         if env.kind != self.kind:
             raise EnvelopeError(
                 f"unexpected kind {env.kind!r} (expected {self.kind!r})", subject, payload
             )
         return env
+
+
+def _peek_kind(payload: bytes) -> str | None:
+    """The ``kind`` of a payload that failed validation, if it is readable at all."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) and kind else None
 
 
 class AnyEnvelopeDecoder:

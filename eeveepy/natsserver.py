@@ -268,6 +268,32 @@ class EmbeddedNats:
     ) -> None:
         await self.stop()
 
+    async def set_users(self, users: Sequence[NatsUser], timeout: float = 5.0) -> None:
+        """Replace the users; a running server reloads its configuration (SIGHUP), bounded.
+
+        Connections of users that remain keep going; removed users are disconnected.
+        """
+        names = [u.user for u in users]
+        if len(set(names)) != len(names):
+            raise NatsServerError(f"duplicate user names in {names}")
+        self._users = tuple(users)
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        self._requested_port = self.port  # a reload must not move the server
+        before = self._read_log().count("Reloaded server configuration")
+        self._write_config()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self._read_log()
+            if log.count("Reloaded server configuration") > before:
+                return
+            if "[ERR]" in log[-2000:] and "reload" in log[-2000:].lower():
+                break
+            await asyncio.sleep(_POLL_INTERVAL)
+        raise self._failure("nats-server did not reload its configuration")
+
     # -- internals ---------------------------------------------------------------------------
 
     def _render_config(self) -> str:

@@ -1,0 +1,49 @@
+# eeveepy: `make up` runs the bot on the default config, `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= config/eevee.toml
+
+.PHONY: help venv up test lint format pytest bench schemas clean
+
+help:
+	@echo "make up       start eevee (embedded NATS, default operators) on $(CONFIG)"
+	@echo "make test     lint (ruff, mypy --strict) and run the whole test suite"
+	@echo "make bench    run the benchmarks and print figures"
+	@echo "make schemas  regenerate the JSON Schemas in schemas/"
+	@echo "make lint     ruff and mypy only"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/eevee up -c $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check eeveepy operators tests
+	$(BIN)/ruff format --check eeveepy operators tests
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint pytest
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix eeveepy operators tests
+	$(BIN)/ruff format eeveepy operators tests
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+schemas: $(STAMP)
+	$(BIN)/eevee schema --out schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

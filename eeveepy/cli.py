@@ -1,0 +1,420 @@
+"""The ``eevee`` command: builds a configuration, picks what to run, prints results.
+
+Only this module calls ``sys.exit``. Exit codes: 0 ok, 1 failure (nothing running, unknown
+operator, request refused), 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import __version__
+from .errors import ConfigError, EeveeError
+
+
+def _configure_logging(json_logs: bool = False, level: str = "info") -> None:
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_logs
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    from .config import find_config
+
+    return find_config(Path(args.config) if args.config else None)
+
+
+def _paths(args: argparse.Namespace) -> Any:
+    """The installation's paths: from the configuration when there is one."""
+    from .config import load_config
+    from .paths import Paths
+
+    try:
+        path = _config_path(args)
+    except ConfigError:
+        return Paths.default()
+    if path is None:
+        return Paths.default()
+    try:
+        return load_config(path).resolved_paths()
+    except ConfigError:
+        return Paths.default()
+
+
+def _print_problems(exc: ConfigError) -> None:
+    print(f"eevee: {exc.args[0] if exc.args else 'invalid configuration'}", file=sys.stderr)
+    for where, what in exc.problems:
+        print(f"  {where}: {what}", file=sys.stderr)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .supervisor import Supervisor
+
+    try:
+        config = load_config(_config_path(args))
+    except ConfigError as exc:
+        _print_problems(exc)
+        print(
+            "eevee: nothing started; fix the configuration (`eevee config check`)", file=sys.stderr
+        )
+        return 2
+    _configure_logging(args.json_logs, args.log_level)
+    supervisor = Supervisor(config)
+    try:
+        return asyncio.run(supervisor.run())
+    except EeveeError as exc:
+        print(f"eevee: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _client(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Connect to the running supervisor's bus with the CLI's credentials."""
+    from .bus import BusConfig, connect
+    from .ipc import Ipc
+    from .subjects import Subjects
+    from .supervisor import read_state
+
+    state = read_state(_paths(args))
+    nc = await connect(
+        BusConfig(connect_timeout=3),
+        name="eevee-cli",
+        url=state["url"],
+        user=state.get("user"),
+        password=state.get("password"),
+        reconnect=False,
+    )
+    ipc = Ipc(Subjects(state.get("prefix") or "eevee"), "cli")
+    await ipc.attach(nc)
+    return nc, ipc
+
+
+def _fmt_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / (1024 * 1024):.1f}M"
+
+
+_COLORS = {
+    "RUNNING": "\033[32m",
+    "STARTING": "\033[36m",
+    "HALTED": "\033[33m",
+    "BACKOFF": "\033[33m",
+    "STOPPING": "\033[36m",
+    "STOPPED": "\033[2m",
+    "EXITED": "\033[2m",
+    "FATAL": "\033[31m",
+}
+
+
+def _table(operators: Sequence[Any], color: bool) -> str:
+    rows = [("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")]
+    for op in operators:
+        rows.append(
+            (
+                op.id,
+                op.state,
+                str(op.pid or "-"),
+                _fmt_uptime(op.uptime_s),
+                str(op.restarts),
+                _fmt_bytes(op.rss_bytes),
+                "-" if op.cpu_percent is None else f"{op.cpu_percent:.1f}",
+                "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms",
+                op.message,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        if color and n > 0 and row[1] in _COLORS:
+            cells[1] = f"{_COLORS[row[1]]}{cells[1]}\033[0m"
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from .models import Ping, SupervisorStatus
+
+    async def go() -> SupervisorStatus:
+        nc, ipc = await _client(args)
+        try:
+            env = await ipc.request(
+                ipc.subjects.supervisor("status"), Ping(), SupervisorStatus, timeout=3
+            )
+            return env.body  # type: ignore[no-any-return]
+        finally:
+            await nc.close()
+
+    status = asyncio.run(go())
+    if args.json:
+        print(json.dumps([op.model_dump(mode="json") for op in status.operators], indent=2))
+    else:
+        print(_table(status.operators, sys.stdout.isatty()))
+    return 0
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from .models import Control, ControlAction, ControlResult
+
+    async def go() -> ControlResult:
+        nc, ipc = await _client(args)
+        try:
+            env = await ipc.request(
+                ipc.subjects.supervisor("ctl"),
+                Control(action=ControlAction(args.action), target=args.target),
+                ControlResult,
+                timeout=args.timeout,
+            )
+            return env.body  # type: ignore[no-any-return]
+        finally:
+            await nc.close()
+
+    result = asyncio.run(go())
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        if result.operators:
+            print(_table(result.operators, sys.stdout.isatty()))
+        if result.message:
+            print(result.message, file=sys.stderr if not result.ok else sys.stdout)
+    return 0 if result.ok else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    import time
+
+    from .models import Control, ControlAction, ControlResult
+    from .supervisor import read_state
+
+    state = read_state(_paths(args))
+
+    async def go() -> ControlResult:
+        nc, ipc = await _client(args)
+        try:
+            env = await ipc.request(
+                ipc.subjects.supervisor("ctl"),
+                Control(action=ControlAction.SHUTDOWN, target="all"),
+                ControlResult,
+                timeout=3,
+            )
+            return env.body  # type: ignore[no-any-return]
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    pid = int(state["pid"])
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print("eevee is down")
+            return 0
+        time.sleep(0.05)
+    print(f"eevee (pid {pid}) is still stopping after {args.timeout:g} s", file=sys.stderr)
+    return 1
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from .config import check_config
+
+    path = _config_path(args)
+    problems = check_config(path)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "config": str(path) if path else None,
+                    "problems": [{"where": w, "what": m} for w, m in problems],
+                },
+                indent=2,
+            )
+        )
+    elif problems:
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        for where, what in problems:
+            print(f"  {where}: {what}", file=sys.stderr)
+    else:
+        print(f"{path or 'built-in defaults'}: ok")
+    return 2 if problems else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from . import schema
+
+    if args.check:
+        problems = schema.drift(Path(args.out))
+        for p in problems:
+            print(f"{args.out}/{p}", file=sys.stderr)
+        if problems:
+            print("run `make schemas` to regenerate", file=sys.stderr)
+        return 1 if problems else 0
+    if args.out == "-":
+        print(json.dumps(schema.schemas(), indent=2, sort_keys=True))
+        return 0
+    for path in schema.write(Path(args.out)):
+        print(path)
+    return 0
+
+
+def cmd_pub(args: argparse.Namespace) -> int:
+    async def go() -> None:
+        nc, ipc = await _client(args)
+        try:
+            data = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
+            await ipc.publish_raw(args.subject, data)
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+    return 0
+
+
+def cmd_sub(args: argparse.Namespace) -> int:
+    async def go() -> None:
+        nc, ipc = await _client(args)
+        done = asyncio.Event()
+        count = 0
+
+        async def on_msg(msg: Any) -> None:
+            nonlocal count
+            text = msg.data.decode("utf-8", errors="replace")
+            if args.json:
+                print(json.dumps({"subject": msg.subject, "data": text}), flush=True)
+            else:
+                print(f"{msg.subject}  {text}", flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                done.set()
+
+        await nc.subscribe(ipc.full(args.subject), cb=on_msg)
+        try:
+            await done.wait()
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``eevee`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="eevee",
+        description="A chat-ops bot of operator processes on a NATS bus.",
+        epilog="Start with `eevee up`; then `eevee ps` in another terminal.",
+    )
+    parser.add_argument("--version", action="version", version=f"eevee {__version__}")
+    parser.add_argument(
+        "-c", "--config", help="configuration file (default: $EEVEE_CONFIG, ./config/eevee.toml)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", help="start the bus and the operators (foreground)")
+    up.add_argument("--json-logs", action="store_true", help="log JSON lines instead of text")
+    up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop a running `eevee up` gracefully")
+    down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    down.set_defaults(func=cmd_down)
+
+    ps = sub.add_parser("ps", help="list operators with state, pid, uptime, memory, ping")
+    ps.add_argument("--json", action="store_true", help="print a JSON list")
+    ps.set_defaults(func=cmd_ps)
+
+    ctl = sub.add_parser("ctl", help="halt, resume, reload, restart, stop or start operators")
+    ctl.add_argument("action", choices=["halt", "resume", "reload", "restart", "stop", "start"])
+    ctl.add_argument("target", help="operator id, or `all`")
+    ctl.add_argument("--json", action="store_true", help="print the result as JSON")
+    ctl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
+    ctl.set_defaults(func=cmd_ctl)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
+    check = config_sub.add_parser("check", help="validate the configuration; list every problem")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_config_check)
+
+    schema = sub.add_parser("schema", help="write the JSON Schemas of every envelope kind")
+    schema.add_argument("--out", default="schemas", help="directory, or - for stdout")
+    schema.add_argument("--check", action="store_true", help="fail if the files are stale")
+    schema.set_defaults(func=cmd_schema)
+
+    pub = sub.add_parser("pub", help="publish raw bytes on a subject (debugging)")
+    pub.add_argument("subject", help="subject, relative to the prefix (chat.in.console.x.y)")
+    pub.add_argument("payload", nargs="?", help="payload (default: standard input)")
+    pub.set_defaults(func=cmd_pub)
+
+    subp = sub.add_parser("sub", help="print messages on a subject pattern (debugging)")
+    subp.add_argument("subject", help="pattern, relative to the prefix (e.g. `chat.>`)")
+    subp.add_argument("--count", type=int, default=0, help="exit after N messages")
+    subp.add_argument("--json", action="store_true", help="one JSON object per line")
+    subp.set_defaults(func=cmd_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``eevee`` command."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "json_logs", None) is None:
+        _configure_logging(False, "warning")
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        _print_problems(exc)
+        code = 2
+    except EeveeError as exc:
+        print(f"eevee: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

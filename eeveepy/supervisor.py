@@ -1,0 +1,507 @@
+"""``eevee up``: the bus, then every enabled operator, supervised until shutdown.
+
+The supervisor owns the embedded nats-server (when no bus URL is configured), gives each
+operator its own bus user, holds a JetStream KV lease per operator id so that two supervisors
+on one bus never run the same id, answers ``supervisor.status`` / ``supervisor.ctl``, and writes
+a state file the CLI uses to find it. SIGHUP re-reads the configuration; SIGINT/SIGTERM stop
+everything (bounded), a second one forces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from .bus import BusConfig, connect
+from .config import Config, OperatorConfig, load_config
+from .errors import ConfigError, EeveeError, SupervisorError
+from .ipc import Ipc
+from .models import (
+    Control,
+    ControlAction,
+    ControlResult,
+    Envelope,
+    Ready,
+    SupervisorStatus,
+)
+from .natsserver import EmbeddedNats, NatsUser
+from .paths import Paths
+from .process import OperatorProcess, State
+
+SUPERVISOR_USER = "eevee-supervisor"
+CLI_USER = "eevee-cli"
+
+
+def _secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _kv_name(prefix: str, what: str) -> str:
+    return f"{prefix.replace('.', '_')}_{what}"
+
+
+class Supervisor:
+    """Runs the bus and the operators of one configuration."""
+
+    def __init__(self, config: Config, *, name: str | None = None) -> None:
+        self.config = config
+        self.name = name or config.supervisor.name or f"{socket.gethostname()}-{os.getpid()}"
+        self.paths: Paths = config.resolved_paths()
+        self.started = datetime.now(UTC)
+        self._log = structlog.get_logger("eeveepy.supervisor").bind(supervisor=self.name)
+        self._server: EmbeddedNats | None = None
+        self._nc: NatsClient | None = None
+        self._ipc: Ipc | None = None
+        self._procs: dict[str, OperatorProcess] = {}
+        self._order: list[str] = []
+        self._secrets: dict[str, str] = {}
+        self._cli_password = _secret()
+        self._sup_password = _secret()
+        self._url = ""
+        self._leases: KeyValue | None = None
+        self._lease_revs: dict[str, int] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._force = False
+        self.on_change: Callable[[OperatorProcess], None] | None = None
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The bus URL operators and the CLI use."""
+        return self._url
+
+    @property
+    def operators(self) -> dict[str, OperatorProcess]:
+        """Supervised operators by id, in start order."""
+        return {i: self._procs[i] for i in self._order if i in self._procs}
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown; called twice, force it."""
+        if self._stop.is_set():
+            self._force = True
+            self._log.warning("second stop request: killing operators now")
+            for proc in self._procs.values():
+                proc.kill_now()
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start everything, wait for a stop request, stop everything. Returns an exit code."""
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+            installed.append(sig)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        installed.append(signal.SIGHUP)
+        try:
+            await self.start()
+            await self._stop.wait()
+            return 0
+        finally:
+            await self.shutdown()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def start(self) -> None:
+        """Start the bus, connect, take control subjects, spawn the enabled operators."""
+        self.paths.ensure()
+        await self._start_bus()
+        await self._start_leases()
+        ipc = self._ipc
+        assert ipc is not None
+
+        async def on_ready(env: Envelope[Ready]) -> None:
+            proc = self._procs.get(env.body.operator)
+            if proc is not None and env.body.pid == proc.pid:
+                proc.mark_ready()
+
+        async def on_status(env: Envelope[dict[str, Any]]) -> SupervisorStatus:
+            return self.status()
+
+        async def on_ctl(ctl: Control) -> ControlResult:
+            return await self.control(ctl.action, ctl.target)
+
+        await ipc.subscribe(ipc.subjects.pattern("operator.ready.>"), on_ready)
+        await ipc.subscribe(ipc.subjects.supervisor("status"), on_status)
+        await ipc.subscribe(ipc.subjects.supervisor("ctl"), on_ctl)
+        await self._write_state()
+        for cfg in self.config.operators.values():
+            self._add(cfg)
+        self._log.info("up", bus=self._url, operators=len(self._procs))
+
+    async def reload(self) -> ControlResult:
+        """Re-read the configuration: add, remove, reload or restart what changed."""
+        source = self.config.source
+        try:
+            new = load_config(source)
+        except ConfigError as exc:
+            self._log.error("configuration not reloaded", problems=exc.problems or str(exc))
+            return ControlResult(ok=False, message=str(exc))
+        if new.bus != self.config.bus or new.prefix != self.config.prefix:
+            self._log.warning("bus and prefix changes need a restart of eevee up")
+        old_ops = self.config.operators
+        self.config = new
+        for op_id in [i for i in old_ops if i not in new.operators]:
+            await self._remove(op_id)
+        await self._sync_users()
+        for op_id, cfg in new.operators.items():
+            old = old_ops.get(op_id)
+            if old is None:
+                self._add(cfg)
+            elif cfg != old:
+                proc = self._procs[op_id]
+                only_settings = old.model_copy(update={"settings": cfg.settings}) == cfg
+                proc.update_config(cfg)
+                if not cfg.enabled:
+                    proc.stop()
+                elif only_settings:
+                    proc.reload()
+                else:
+                    proc.restart()
+            elif cfg.enabled:
+                self._procs[op_id].reload()
+        self._log.info("configuration reloaded", operators=len(self._procs))
+        return ControlResult(ok=True, message="configuration reloaded", operators=self._statuses())
+
+    async def control(self, action: ControlAction, target: str) -> ControlResult:
+        """Apply a lifecycle action to one operator or ``all``."""
+        if action == ControlAction.SHUTDOWN:
+            asyncio.get_running_loop().call_soon(self.request_stop)
+            return ControlResult(ok=True, message="shutting down")
+        if action == ControlAction.RELOAD and target in ("", "supervisor"):
+            return await self.reload()
+        if target in ("all", ""):
+            ids = list(self._order)
+        elif target in self._procs:
+            ids = [target]
+        else:
+            known = ", ".join(self._order) or "none"
+            return ControlResult(ok=False, message=f"unknown operator {target!r} (known: {known})")
+        ok = True
+        notes: list[str] = []
+        for op_id in ids:
+            proc = self._procs[op_id]
+            if action == ControlAction.HALT:
+                res = await proc.halt()
+            elif action == ControlAction.RESUME:
+                res = await proc.resume()
+            elif action == ControlAction.RELOAD:
+                sent = proc.reload()
+                res = ControlResult(ok=sent, message="" if sent else f"{op_id} is not running")
+            elif action == ControlAction.RESTART:
+                proc.restart()
+                res = ControlResult(ok=True)
+            elif action == ControlAction.STOP:
+                proc.stop()
+                res = ControlResult(ok=True)
+            elif action == ControlAction.START:
+                proc.start()
+                res = ControlResult(ok=True)
+            else:  # pragma: no cover - every action is handled above
+                res = ControlResult(ok=False, message=f"unknown action {action}")
+            ok = ok and res.ok
+            if res.message:
+                notes.append(res.message)
+        if action in (ControlAction.RESTART, ControlAction.STOP, ControlAction.START):
+            await self._settle(ids, action)
+        statuses = [s for s in self._statuses() if s.id in ids]
+        return ControlResult(ok=ok, message="; ".join(notes), operators=statuses)
+
+    def status(self) -> SupervisorStatus:
+        """What ``eevee ps`` shows."""
+        return SupervisorStatus(
+            supervisor=self.name, pid=os.getpid(), started=self.started, operators=self._statuses()
+        )
+
+    async def shutdown(self) -> None:
+        """Stop every operator (reverse start order, bounded), then the bus. Idempotent."""
+        timeout = self.config.supervisor.shutdown_timeout
+        procs = [self._procs[i] for i in reversed(self._order) if i in self._procs]
+        for proc in procs:
+            proc.stop()
+            proc.send_term()
+        if procs:
+            self._log.info("stopping operators", count=len(procs))
+            deadline = time.monotonic() + timeout
+            results = await asyncio.gather(
+                *(
+                    p.close(max(0.1, min(p.cfg.stop_timeout, deadline - time.monotonic())))
+                    for p in procs
+                ),
+                return_exceptions=True,
+            )
+            for res in results:
+                if isinstance(res, BaseException):
+                    self._log.error("operator stop failed", error=repr(res))
+        self._procs.clear()
+        self._order.clear()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._lease_task
+            self._lease_task = None
+        if self._ipc is not None:
+            await self._ipc.detach()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nc.close(), timeout=3)
+            self._nc = None
+        self._remove_state()
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        self._log.info("down")
+
+    # -- bus -------------------------------------------------------------------------------
+
+    def _users(self) -> list[NatsUser]:
+        users = [
+            NatsUser(SUPERVISOR_USER, self._sup_password),
+            NatsUser(CLI_USER, self._cli_password),
+        ]
+        for op_id in self.config.operators:
+            password = self._secrets.setdefault(op_id, _secret())
+            users.append(NatsUser(f"op:{op_id}", password))
+        return users
+
+    async def _sync_users(self) -> None:
+        if self._server is not None:
+            await self._server.set_users(self._users())
+
+    async def _start_bus(self) -> None:
+        bus = self.config.bus
+        if bus.url is None:
+            self._server = EmbeddedNats(
+                store_dir=self.paths.state_dir / "nats",
+                users=self._users(),
+                max_payload=bus.max_payload,
+            )
+            await self._server.start()
+            self._url = self._server.url
+            self._nc = await connect(
+                BusConfig(),
+                name=f"supervisor:{self.name}",
+                url=self._url,
+                user=SUPERVISOR_USER,
+                password=self._sup_password,
+            )
+        else:
+            self._url = bus.url
+            self._nc = await connect(bus, name=f"supervisor:{self.name}")
+        from .subjects import Subjects
+
+        self._ipc = Ipc(Subjects(self.config.prefix), "supervisor", logger=self._log)
+        await self._ipc.attach(self._nc)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def _start_leases(self) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        ttl = self.config.supervisor.lease_ttl
+        bucket = _kv_name(self.config.prefix, "leases")
+        try:
+            self._leases = await js.key_value(bucket)
+        except Exception:
+            from nats.js.api import KeyValueConfig
+
+            self._leases = await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl))
+        self._lease_task = asyncio.ensure_future(self._renew_leases(ttl))
+
+    async def _acquire(self, op_id: str) -> str | None:
+        kv = self._leases
+        if kv is None:
+            return None
+        if op_id in self._lease_revs:
+            return None
+        try:
+            rev = await kv.create(op_id, self.name.encode())
+        except KeyWrongLastSequenceError:
+            try:
+                entry = await kv.get(op_id)
+                holder = (entry.value or b"").decode() or "another supervisor"
+            except KeyNotFoundError:
+                return "another supervisor"
+            if holder == self.name:
+                self._lease_revs[op_id] = entry.revision or 0
+                return None
+            return f"supervisor {holder}"
+        except Exception as exc:
+            return f"(lease unavailable: {exc})"
+        self._lease_revs[op_id] = rev
+        return None
+
+    async def _release(self, op_id: str) -> None:
+        rev = self._lease_revs.pop(op_id, None)
+        if rev is not None and self._leases is not None:
+            with contextlib.suppress(Exception):
+                await self._leases.delete(op_id, last=rev)
+
+    async def _renew_leases(self, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            kv = self._leases
+            if kv is None:
+                continue
+            for op_id, rev in list(self._lease_revs.items()):
+                try:
+                    self._lease_revs[op_id] = await kv.update(op_id, self.name.encode(), last=rev)
+                except Exception as exc:
+                    self._log.error("lease lost: stopping", operator=op_id, error=str(exc))
+                    self._lease_revs.pop(op_id, None)
+                    proc = self._procs.get(op_id)
+                    if proc is not None:
+                        proc.restart()  # back to waiting for the lease
+
+    # -- operators -------------------------------------------------------------------------
+
+    def _env_for(self, cfg: OperatorConfig) -> dict[str, str]:
+        env = {
+            "EEVEE_OPERATOR_ID": cfg.id,
+            "EEVEE_NATS_URL": self._url,
+            "EEVEE_SUBJECT_PREFIX": self.config.prefix,
+            "EEVEE_SETTINGS": json.dumps(cfg.settings),
+            "EEVEE_SETTINGS_FILE": str(self._settings_file(cfg.id)),
+            "EEVEE_CACHE_DIR": str(self.paths.operator_cache_dir(cfg.id)),
+            "EEVEE_DATA_DIR": str(self.paths.operator_data_dir(cfg.id)),
+            "EEVEE_SUPERVISOR": self.name,
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self._server is not None:
+            env["EEVEE_NATS_USER"] = f"op:{cfg.id}"
+            env["EEVEE_NATS_PASSWORD"] = self._secrets[cfg.id]
+        else:
+            bus = self.config.bus
+            if bus.user:
+                env["EEVEE_NATS_USER"] = bus.user
+                env["EEVEE_NATS_PASSWORD"] = bus.password or ""
+        return env
+
+    def _settings_file(self, op_id: str) -> Path:
+        return self.paths.state_dir / "operators" / op_id / "settings.json"
+
+    def _add(self, cfg: OperatorConfig) -> None:
+        assert self._ipc is not None
+        self._secrets.setdefault(cfg.id, _secret())
+        self.paths.operator_data_dir(cfg.id).mkdir(parents=True, exist_ok=True)
+        proc = OperatorProcess(
+            cfg,
+            ipc=self._ipc,
+            env=self._env_for(cfg),
+            settings_file=self._settings_file(cfg.id),
+            cache_dir=self.paths.operator_cache_dir(cfg.id),
+            acquire_lease=self._acquire,
+            release_lease=self._release,
+            on_change=self._changed,
+        )
+        self._procs[cfg.id] = proc
+        self._order.append(cfg.id)
+        if cfg.enabled:
+            proc.start()
+
+    async def _remove(self, op_id: str) -> None:
+        proc = self._procs.pop(op_id, None)
+        if op_id in self._order:
+            self._order.remove(op_id)
+        self._secrets.pop(op_id, None)
+        if proc is not None:
+            await proc.close(proc.cfg.stop_timeout)
+
+    def _changed(self, proc: OperatorProcess) -> None:
+        if self.on_change is not None:
+            self.on_change(proc)
+
+    def _statuses(self) -> list[Any]:
+        return [self._procs[i].status() for i in self._order if i in self._procs]
+
+    async def _settle(self, ids: list[str], action: ControlAction, timeout: float = 10.0) -> None:
+        """Wait (bounded) until the operators reach a resting state after an action."""
+        want = {State.STOPPED} if action == ControlAction.STOP else {State.RUNNING}
+        resting = want | {State.FATAL, State.EXITED}
+        deadline = time.monotonic() + timeout
+        await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            if all(self._procs[i].state in resting for i in ids if i in self._procs):
+                return
+            await asyncio.sleep(0.05)
+
+    # -- state file ------------------------------------------------------------------------
+
+    async def _write_state(self) -> None:
+        embedded = self._server is not None
+        state = {
+            "supervisor": self.name,
+            "pid": os.getpid(),
+            "url": self._url,
+            "user": CLI_USER if embedded else self.config.bus.user,
+            "password": self._cli_password if embedded else self.config.bus.password,
+            "prefix": self.config.prefix,
+            "config": str(self.config.source) if self.config.source else None,
+            "started": self.started.isoformat(),
+        }
+        path = self.paths.state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+        tmp.replace(path)
+
+    def _remove_state(self) -> None:
+        path = self.paths.state_file
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if data.get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def read_state(paths: Paths) -> dict[str, Any]:
+    """The running supervisor's state file, or :class:`SupervisorError` when none is running."""
+    path = paths.state_file
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SupervisorError(
+            f"no running eevee found (no state file at {path}); start one with `eevee up`"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise SupervisorError(f"cannot read the state file {path}: {exc}") from None
+    pid = data.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        raise SupervisorError(
+            f"no running eevee found (the state file {path} names pid {pid}, which is gone); "
+            "start one with `eevee up`"
+        )
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["EeveeError", "Supervisor", "read_state"]
