@@ -28,6 +28,7 @@ from .models import (
     LogRecord,
     OutgoingMessage,
 )
+from .runtime import Operator
 from .subjects import Subjects
 
 __version__ = "0.1.0"
@@ -46,6 +47,7 @@ __all__ = [
     "Envelope",
     "EnvelopeError",
     "LogRecord",
+    "Operator",
     "OperatorError",
     "OutgoingMessage",
     "PayloadTooLargeError",

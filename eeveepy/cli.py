@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,12 +96,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _client(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Connect to the running supervisor's bus with the CLI's credentials."""
+async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
+    """Connect to the running supervisor's bus with the CLI's credentials.
+
+    Also returns the headers that address supervisor requests to that supervisor: several
+    supervisors may share the bus and prefix, and only the one in the state file must answer.
+    """
     from .bus import BusConfig, connect
     from .ipc import Ipc
     from .subjects import Subjects
-    from .supervisor import read_state
+    from .supervisor import SUPERVISOR_HEADER, read_state
 
     state = read_state(_paths(args))
     nc = await connect(
@@ -115,7 +118,8 @@ async def _client(args: argparse.Namespace) -> tuple[Any, Any]:
     )
     ipc = Ipc(Subjects(state.get("prefix") or "eevee"), "cli")
     await ipc.attach(nc)
-    return nc, ipc
+    to = {SUPERVISOR_HEADER: state["supervisor"]} if state.get("supervisor") else {}
+    return nc, ipc, to
 
 
 def _fmt_uptime(seconds: float | None) -> str:
@@ -177,10 +181,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from .models import Ping, SupervisorStatus
 
     async def go() -> SupervisorStatus:
-        nc, ipc = await _client(args)
+        nc, ipc, to = await _client(args)
         try:
             env = await ipc.request(
-                ipc.subjects.supervisor("status"), Ping(), SupervisorStatus, timeout=3
+                ipc.subjects.supervisor("status"), Ping(), SupervisorStatus, timeout=3, headers=to
             )
             return env.body  # type: ignore[no-any-return]
         finally:
@@ -198,13 +202,14 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from .models import Control, ControlAction, ControlResult
 
     async def go() -> ControlResult:
-        nc, ipc = await _client(args)
+        nc, ipc, to = await _client(args)
         try:
             env = await ipc.request(
                 ipc.subjects.supervisor("ctl"),
                 Control(action=ControlAction(args.action), target=args.target),
                 ControlResult,
                 timeout=args.timeout,
+                headers=to,
             )
             return env.body  # type: ignore[no-any-return]
         finally:
@@ -224,19 +229,22 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     import time
 
+    import psutil
+
     from .models import Control, ControlAction, ControlResult
     from .supervisor import read_state
 
     state = read_state(_paths(args))
 
     async def go() -> ControlResult:
-        nc, ipc = await _client(args)
+        nc, ipc, to = await _client(args)
         try:
             env = await ipc.request(
                 ipc.subjects.supervisor("ctl"),
                 Control(action=ControlAction.SHUTDOWN, target="all"),
                 ControlResult,
                 timeout=3,
+                headers=to,
             )
             return env.body  # type: ignore[no-any-return]
         finally:
@@ -247,8 +255,11 @@ def cmd_down(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            # A zombie has exited; only its parent has not reaped it yet.
+            gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            gone = True
+        if gone:
             print("eevee is down")
             return 0
         time.sleep(0.05)
@@ -300,7 +311,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_pub(args: argparse.Namespace) -> int:
     async def go() -> None:
-        nc, ipc = await _client(args)
+        nc, ipc, _ = await _client(args)
         try:
             data = args.payload.encode() if args.payload is not None else sys.stdin.buffer.read()
             await ipc.publish_raw(args.subject, data)
@@ -314,7 +325,7 @@ def cmd_pub(args: argparse.Namespace) -> int:
 
 def cmd_sub(args: argparse.Namespace) -> int:
     async def go() -> None:
-        nc, ipc = await _client(args)
+        nc, ipc, _ = await _client(args)
         done = asyncio.Event()
         count = 0
 

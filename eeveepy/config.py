@@ -155,6 +155,11 @@ class SupervisorConfig(OperatorDefaults):
     """Seconds ``eevee down`` waits for everything to stop."""
     lease_ttl: Seconds = 10.0
     """Seconds the supervisor's lease on the bus lasts without being renewed."""
+    forkserver: bool = Field(
+        default=True,
+        description="Start `module` operators by forking a preloaded Python process.",
+    )
+    """Start ``module`` operators from a preloaded fork server (much faster, less memory)."""
 
 
 class OperatorConfig(OperatorDefaults):

@@ -190,6 +190,7 @@ class Ipc:
         )
         self._dlq_prefix = subjects.prefix + ".dlq."
         self.rejected = 0
+        self._decoders: dict[type[Body], Any] = {}
 
     # -- connection ------------------------------------------------------------------------
 
@@ -333,11 +334,20 @@ class Ipc:
             raise NoRespondersError(f"nobody answers on {subj}") from None
         except NatsTimeout:
             raise RequestTimeoutError(f"no reply on {subj} within {timeout:g} s") from None
-        env = AnyEnvelopeDecoder().decode(msg.data, subj)
-        if env.kind == ErrorReply.KIND:
-            err = ErrorReply.model_validate(env.body)
-            raise RemoteError(f"{env.source}: {err.message}", err.error)
-        return EnvelopeDecoder(reply_model).decode(msg.data, subj)
+        try:
+            return self._decoder(reply_model).decode(msg.data, subj)
+        except EnvelopeError:
+            try:
+                err = self._decoder(ErrorReply).decode(msg.data, subj)
+            except EnvelopeError:
+                raise
+            raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None
+
+    def _decoder(self, model: type[B]) -> EnvelopeDecoder[B]:
+        decoder = self._decoders.get(model)
+        if decoder is None:
+            decoder = self._decoders[model] = EnvelopeDecoder(model)
+        return decoder
 
     async def respond(self, body: Body) -> bool:
         """Answer the request being handled; False when it was not a request."""

@@ -26,13 +26,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 import structlog
 
 from .config import OperatorConfig, RestartPolicy
 from .errors import BusError
+from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
 from .models import Control, ControlAction, ControlResult, OperatorStatus, Ping, Pong
 
@@ -80,6 +81,38 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
+class Child(Protocol):
+    """What the supervisor needs of a process: asyncio's Process, or a forked child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    stdout: asyncio.StreamReader | None
+    stderr: asyncio.StreamReader | None
+
+    async def wait(self) -> int: ...
+
+    def send_signal(self, signal: int) -> None: ...
+
+
+async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> None:
+    """Cancel ``task`` and wait (bounded) until it has ended.
+
+    One ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` swallows a
+    cancellation that arrives just as the future it awaits completes (fixed in 3.12), and the
+    task then goes on, e.g. into its next ``await`` forever. So cancel again until it ends.
+    """
+    deadline = time.monotonic() + timeout
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: a failure while stopping is not worth a warning
+
+
 LeaseFn = Callable[[str], Awaitable[str | None]]
 """Try to hold the lease of an operator id; returns None when held, else the holder's name."""
 
@@ -98,6 +131,7 @@ class OperatorProcess:
         acquire_lease: LeaseFn,
         release_lease: Callable[[str], Awaitable[None]],
         on_change: Callable[[OperatorProcess], None] | None = None,
+        forkserver: Callable[[], Awaitable[ForkServer | None]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.id = cfg.id
@@ -114,13 +148,15 @@ class OperatorProcess:
         self._acquire_lease = acquire_lease
         self._release_lease = release_lease
         self._on_change = on_change
+        self._forkserver = forkserver
         self._log = structlog.get_logger("eeveepy.supervisor").bind(operator=cfg.id)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._ps: psutil.Process | None = None
         self._want_running = False
         self._restart_requested = False
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
+        self._early_ready: set[int] = set()
         self._backoff = Backoff(cfg.backoff_initial, cfg.backoff_max)
         self._failures: deque[float] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -177,9 +213,11 @@ class OperatorProcess:
             proc.send_signal(signal.SIGHUP)
         return True
 
-    def update_config(self, cfg: OperatorConfig) -> None:
+    def update_config(self, cfg: OperatorConfig, env: dict[str, str] | None = None) -> None:
         """Take a new configuration (the caller decides between reload and restart)."""
         self.cfg = cfg
+        if env is not None:
+            self._env = env
         self._backoff = Backoff(cfg.backoff_initial, cfg.backoff_max)
         self.write_settings()
 
@@ -192,9 +230,12 @@ class OperatorProcess:
             json.dump(self.cfg.settings, f)
         tmp.replace(self._settings_file)
 
-    def mark_ready(self) -> None:
-        """The operator announced it is ready."""
-        self._ready.set()
+    def mark_ready(self, pid: int) -> None:
+        """Process ``pid`` announced it is ready (it may beat the spawn call's return)."""
+        if pid == self.pid:
+            self._ready.set()
+        elif self.pid is None and self.state == State.STARTING:
+            self._early_ready.add(pid)
 
     async def close(self, timeout: float) -> None:
         """Stop the process (bounded) and end the lifecycle task."""
@@ -203,9 +244,7 @@ class OperatorProcess:
         await self._terminate(timeout)
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
         with contextlib.suppress(Exception):
             await self._release_lease(self.id)
 
@@ -368,8 +407,9 @@ class OperatorProcess:
                 self._log.warning("missed ping", missed=missed, error=str(exc))
                 if missed >= self.cfg.max_missed_pings:
                     self._log.error("hung: restarting", missed=missed)
-                    self.message = f"hung: {missed} pings missed"
                     await self._terminate(self.cfg.stop_timeout)
+                    # After _terminate: its STOPPING state would clear the message.
+                    self.message = f"hung: {missed} pings missed"
                     return "hung"
 
     async def _after(self, outcome: str) -> None:
@@ -379,11 +419,15 @@ class OperatorProcess:
         if self.state in (State.RUNNING, State.HALTED) and ran_for >= self.cfg.healthy_after:
             self._backoff.reset()
             self._failures.clear()
+        if proc is not None:
+            # Whatever the operator left behind in its process group goes with it.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         self._proc = None
         self._ps = None
         self.pid = None
         self.ping_ms = None
-        if outcome == "requested":
+        if outcome == "requested" or not self._want_running:  # (it may exit as it is stopped)
             if self._restart_requested and self._want_running:
                 self.restarts += 1
                 return
@@ -425,17 +469,30 @@ class OperatorProcess:
         _empty_dir(self._cache_dir)
         argv = self.cfg.argv(sys.executable)
         env = {**os.environ, **self._env, **self.cfg.env}
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        proc: Child | None = None
+        server = await self._forkserver() if self._forkserver and self.cfg.module else None
+        if server is not None and self.cfg.module:
+            try:
+                proc = await server.spawn(self.cfg.module, [], env, cwd=os.getcwd())
+            except ForkServerError as exc:
+                self._log.warning(
+                    "fork server failed; starting a fresh interpreter", error=str(exc)
+                )
+        if proc is None:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self._proc = proc
         self.pid = proc.pid
+        if proc.pid in self._early_ready:
+            self._ready.set()
+        self._early_ready.clear()
         self.started_at = time.monotonic()
         try:
             self._ps = psutil.Process(proc.pid)

@@ -30,6 +30,7 @@ from nats.js.kv import KeyValue
 from .bus import BusConfig, connect
 from .config import Config, OperatorConfig, load_config
 from .errors import ConfigError, EeveeError, SupervisorError
+from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
 from .models import (
     Control,
@@ -41,10 +42,12 @@ from .models import (
 )
 from .natsserver import EmbeddedNats, NatsUser
 from .paths import Paths
-from .process import OperatorProcess, State
+from .process import OperatorProcess, State, cancel_and_wait
 
 SUPERVISOR_USER = "eevee-supervisor"
 CLI_USER = "eevee-cli"
+SUPERVISOR_HEADER = "supervisor"
+"""Header naming the supervisor a status/ctl request is for (from the state file)."""
 
 
 def _secret() -> str:
@@ -79,6 +82,10 @@ class Supervisor:
         self._stop = asyncio.Event()
         self._force = False
         self.on_change: Callable[[OperatorProcess], None] | None = None
+        self._fork: ForkServer | None = None
+        self._fork_lock = asyncio.Lock()
+        self._fork_failed_at = 0.0
+        self._fork_warm: asyncio.Task[ForkServer | None] | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -122,6 +129,9 @@ class Supervisor:
     async def start(self) -> None:
         """Start the bus, connect, take control subjects, spawn the enabled operators."""
         self.paths.ensure()
+        if any(op.module and op.enabled for op in self.config.operators.values()):
+            # Preload the fork server while the bus starts.
+            self._fork_warm = asyncio.ensure_future(self._forkserver())
         await self._start_bus()
         await self._start_leases()
         ipc = self._ipc
@@ -129,14 +139,21 @@ class Supervisor:
 
         async def on_ready(env: Envelope[Ready]) -> None:
             proc = self._procs.get(env.body.operator)
-            if proc is not None and env.body.pid == proc.pid:
-                proc.mark_ready()
+            if proc is not None:
+                proc.mark_ready(env.body.pid)
 
-        async def on_status(env: Envelope[dict[str, Any]]) -> SupervisorStatus:
-            return self.status()
+        def for_me(env: Envelope[Any]) -> bool:
+            # Every supervisor on the bus with this prefix gets these requests: answer only
+            # the ones addressed to this supervisor (or to none in particular).
+            return env.headers.get(SUPERVISOR_HEADER, self.name) == self.name
 
-        async def on_ctl(ctl: Control) -> ControlResult:
-            return await self.control(ctl.action, ctl.target)
+        async def on_status(env: Envelope[dict[str, Any]]) -> SupervisorStatus | None:
+            return self.status() if for_me(env) else None
+
+        async def on_ctl(env: Envelope[Control]) -> ControlResult | None:
+            if not for_me(env):
+                return None
+            return await self.control(env.body.action, env.body.target)
 
         await ipc.subscribe(ipc.subjects.pattern("operator.ready.>"), on_ready)
         await ipc.subscribe(ipc.subjects.supervisor("status"), on_status)
@@ -168,7 +185,7 @@ class Supervisor:
             elif cfg != old:
                 proc = self._procs[op_id]
                 only_settings = old.model_copy(update={"settings": cfg.settings}) == cfg
-                proc.update_config(cfg)
+                proc.update_config(cfg, self._env_for(cfg))
                 if not cfg.enabled:
                     proc.stop()
                 elif only_settings:
@@ -252,10 +269,15 @@ class Supervisor:
                     self._log.error("operator stop failed", error=repr(res))
         self._procs.clear()
         self._order.clear()
-        if self._lease_task is not None:
-            self._lease_task.cancel()
+        if self._fork_warm is not None:
+            self._fork_warm.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._lease_task
+                await self._fork_warm
+        if self._fork is not None:
+            await self._fork.stop()
+            self._fork = None
+        if self._lease_task is not None:
+            await cancel_and_wait(self._lease_task)
             self._lease_task = None
         if self._ipc is not None:
             await self._ipc.detach()
@@ -309,6 +331,29 @@ class Supervisor:
 
         self._ipc = Ipc(Subjects(self.config.prefix), "supervisor", logger=self._log)
         await self._ipc.attach(self._nc)
+
+    # -- fork server -----------------------------------------------------------------------
+
+    async def _forkserver(self) -> ForkServer | None:
+        """The running fork server, started on first use; None when disabled or broken."""
+        if not self.config.supervisor.forkserver:
+            return None
+        async with self._fork_lock:
+            if self._fork is not None and self._fork.running:
+                return self._fork
+            if time.monotonic() - self._fork_failed_at < 30:
+                return None
+            server = ForkServer()
+            try:
+                await server.start()
+            except ForkServerError as exc:
+                self._fork_failed_at = time.monotonic()
+                self._log.warning(
+                    "no fork server: operators start as fresh processes", error=str(exc)
+                )
+                return None
+            self._fork = server
+            return server
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -410,6 +455,7 @@ class Supervisor:
             acquire_lease=self._acquire,
             release_lease=self._release,
             on_change=self._changed,
+            forkserver=self._forkserver,
         )
         self._procs[cfg.id] = proc
         self._order.append(cfg.id)

@@ -1,0 +1,1 @@
+"""The operators shipped with eeveepy, each runnable as ``python -m operators.<name>``."""

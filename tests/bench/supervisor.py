@@ -1,0 +1,155 @@
+"""Supervisor benchmark: start-up of 50 operators, restart latency, memory, ping CPU.
+
+Runs the supervisor in this process (so its own CPU can be measured) with isolated paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from eeveepy.config import Config, OperatorConfig, PathsConfig, SupervisorConfig
+from eeveepy.process import State
+from eeveepy.supervisor import Supervisor
+
+MODULE = "tests.operators.null_operator"
+
+
+def _config(tmp: Path, count: int, forkserver: bool) -> Config:
+    sup = SupervisorConfig(
+        forkserver=forkserver,
+        start_timeout=60,
+        ping_interval=2,
+        ping_timeout=2,
+        backoff_initial=0.5,
+        max_restarts=1000,
+        healthy_after=0.5,
+        lease_ttl=5,
+    )
+    ops = {
+        f"null{i}": OperatorConfig(
+            id=f"null{i}", module=MODULE, start_timeout=60, max_restarts=1000
+        )
+        for i in range(count)
+    }
+    paths = PathsConfig(
+        state_dir=tmp / "state", log_dir=tmp / "log", cache_dir=tmp / "cache", data_dir=tmp / "data"
+    )
+    return Config(supervisor=sup, operators=ops, paths=paths)
+
+
+async def _wait(sup: Supervisor, pred: Any, timeout: float) -> float:
+    t0 = time.perf_counter()
+    while not pred(sup):
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("benchmark condition not reached")
+        await asyncio.sleep(0.005)
+    return time.perf_counter() - t0
+
+
+def _all_running(sup: Supervisor) -> bool:
+    return all(p.state == State.RUNNING for p in sup.operators.values())
+
+
+async def startup(count: int, forkserver: bool) -> dict[str, Any]:
+    """Seconds from Supervisor.start() to every operator RUNNING."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sup = Supervisor(_config(Path(tmp), count, forkserver), name="bench")
+        t0 = time.perf_counter()
+        try:
+            await sup.start()
+            await _wait(sup, _all_running, 120)
+            elapsed = time.perf_counter() - t0
+            result: dict[str, Any] = {
+                "operators": count,
+                "forkserver": forkserver,
+                "seconds": elapsed,
+            }
+            if forkserver:
+                result.update(await _steady_state(sup))
+            return result
+        finally:
+            await sup.shutdown()
+
+
+async def _steady_state(sup: Supervisor) -> dict[str, Any]:
+    # Memory of the minimal operator.
+    rss, uss, pss = [], [], []
+    for proc in sup.operators.values():
+        if proc.pid is None:
+            continue
+        try:
+            info = psutil.Process(proc.pid).memory_full_info()
+        except psutil.Error:
+            continue
+        rss.append(info.rss)
+        uss.append(info.uss)
+        pss.append(info.pss)
+    # Supervisor CPU while it pings everything (this process is the supervisor).
+    me = psutil.Process()
+    await asyncio.sleep(2)
+    c0 = sum(me.cpu_times()[:2])
+    w0 = time.perf_counter()
+    await asyncio.sleep(10)
+    cpu = (sum(me.cpu_times()[:2]) - c0) / (time.perf_counter() - w0) * 100
+    # kill -9 -> RUNNING again.
+    restarts = []
+    procs = list(sup.operators.values())
+    for i in range(20):
+        proc = procs[i % len(procs)]
+        old = proc.pid
+        assert old is not None
+        t0 = time.perf_counter()
+        os.kill(old, signal.SIGKILL)
+        while not (proc.state == State.RUNNING and proc.pid not in (None, old)):
+            if time.perf_counter() - t0 > 30:
+                raise TimeoutError("operator not restarted")
+            await asyncio.sleep(0.002)
+        restarts.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.6)  # past healthy_after, so each kill is a first failure
+    restarts.sort()
+    mb = 1024 * 1024
+    return {
+        "rss_mb_median": statistics.median(rss) / mb,
+        "uss_mb_median": statistics.median(uss) / mb,
+        "pss_mb_median": statistics.median(pss) / mb,
+        "supervisor_cpu_percent": cpu,
+        "restart_p50_s": statistics.median(restarts),
+        "restart_max_s": restarts[-1],
+    }
+
+
+def main() -> None:
+    count = 50
+    fresh = asyncio.run(startup(count, forkserver=False))
+    print(f"  {count} operators, fresh interpreters: {fresh['seconds']:.2f} s to all RUNNING")
+    fork = asyncio.run(startup(count, forkserver=True))
+    print(
+        f"  {count} operators, fork server:       {fork['seconds']:.2f} s to all RUNNING"
+        f"  (target <= 5 s; {fresh['seconds'] / fork['seconds']:.1f}x faster)"
+    )
+    print(
+        f"  kill -9 -> RUNNING again: p50 {fork['restart_p50_s'] * 1000:.0f} ms,"
+        f" max {fork['restart_max_s'] * 1000:.0f} ms (target p50 <= 1 s)"
+    )
+    print(
+        f"  minimal operator memory: RSS {fork['rss_mb_median']:.1f} MB,"
+        f" USS {fork['uss_mb_median']:.1f} MB, PSS {fork['pss_mb_median']:.1f} MB"
+        " (target RSS <= 40 MB)"
+    )
+    print(
+        f"  supervisor CPU pinging {count} operators every 2 s:"
+        f" {fork['supervisor_cpu_percent']:.2f} % (target <= 2 %)"
+    )
+
+
+if __name__ == "__main__":
+    main()

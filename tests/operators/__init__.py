@@ -1,0 +1,1 @@
+"""Small operators used by the tests and benchmarks."""
