@@ -1,18 +1,28 @@
-"""``make bench``: every benchmark, figures printed, docs/benchmarks.md to be updated by hand."""
+"""``make bench``: every benchmark, figures printed (copy them to docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import sys
 
-from . import bus
+import structlog
+
+from . import bus, supervisor
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {sys.version.split()[0]}")
+    # The benchmarks measure; the supervisor's info logs would only add noise and CPU.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus,"
+        f" python {sys.version.split()[0]}, {platform.platform()}"
+    )
     print("== bus: raw nats-py vs eeveepy envelopes (publisher and subscriber processes)")
-    bus.main(["--count", "200000", "--rounds", "3"])
+    bus.main(["--count", "200000", "--rounds", "5"])
+    print("== supervisor")
+    supervisor.main()
 
 
 if __name__ == "__main__":

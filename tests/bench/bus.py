@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from eeveepy.bus import BusConfig, barrier, connect
 from eeveepy.ipc import Ipc
@@ -196,6 +199,66 @@ def latency(url: str, mode: str, count: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 
 
+async def _parse_cost(mode: str, count: int) -> float:
+    """Microseconds of subscriber CPU per message, fed straight into the client's parser.
+
+    No publisher and no server compete for the CPU here, so this isolates what the
+    subscriber side of each path costs per message.
+    """
+    from nats.protocol.parser import Parser
+
+    from eeveepy.bus import EeveeClient
+
+    nc = EeveeClient()
+    parser = Parser(nc)
+
+    async def no_send(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    nc._send_subscribe = no_send  # type: ignore[method-assign]
+    nc._status = nc.CONNECTED
+    subject = Subjects().chat_in("irc", "libera", SUBJECT_ROOM)
+    done = asyncio.Event()
+    received = 0
+
+    def tick() -> None:
+        nonlocal received
+        received += 1
+        if received == count:
+            done.set()
+
+    if mode == "raw":
+
+        async def raw_cb(msg: Any) -> None:
+            tick()
+
+        sid = (await nc.subscribe(subject, cb=raw_cb, pending_msgs_limit=PENDING))._id
+    else:
+        ipc = Ipc(Subjects(), "bench.sub", pending_msgs_limit=PENDING)
+
+        def on_chat(msg: ChatMessage) -> None:
+            tick()
+
+        ipc._nc = nc
+        sub = await ipc.subscribe(subject, on_chat)
+        assert sub._nats_sub is not None
+        sid = sub._nats_sub._id
+    _, payload = Ipc(Subjects(), "bench.pub").encode(_message())
+    line = b"MSG %s %d %d\r\n%s\r\n" % (subject.encode(), sid, len(payload), payload)
+    chunk = line * 500
+    t0 = time.perf_counter()
+    for _ in range(count // 500):
+        await parser.parse(chunk)
+        await asyncio.sleep(0)
+    await done.wait()
+    return (time.perf_counter() - t0) / count * 1e6
+
+
+def parse_cost(mode: str, count: int = 200_000) -> float:
+    """See :func:`_parse_cost`."""
+    return asyncio.run(_parse_cost(mode, count))
+
+
 def run(count: int, rounds: int) -> dict[str, Any]:
     """Run the bus benchmark against a fresh embedded server; returns the figures."""
 
@@ -219,12 +282,17 @@ def run(count: int, rounds: int) -> dict[str, Any]:
             asyncio.run(server.stop())
     raw_med = statistics.median(raw)
     env_med = statistics.median(env)
+    raw_us = min(parse_cost("raw") for _ in range(3))
+    env_us = min(parse_cost("envelope") for _ in range(3))
     return {
         "messages": count,
         "rounds": rounds,
         "raw_msgs_per_s": raw_med,
         "envelope_msgs_per_s": env_med,
         "ratio": env_med / raw_med,
+        "raw_subscriber_us": raw_us,
+        "envelope_subscriber_us": env_us,
+        "subscriber_ratio": raw_us / env_us,
         "raw_request_p50_us": raw_p50,
         "raw_request_p99_us": raw_p99,
         "envelope_request_p50_us": env_p50,
@@ -233,11 +301,12 @@ def run(count: int, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("role", nargs="?", default="main", choices=["main", "sub", "pub", "resp"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--count", type=int, default=200_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     ns = parser.parse_args(argv)
     if ns.role == "sub":
@@ -254,6 +323,12 @@ def main(argv: list[str] | None = None) -> None:
             print(f"raw nats-py:        {figures['raw_msgs_per_s']:>10,.0f} msg/s")
             print(f"eeveepy envelopes:  {figures['envelope_msgs_per_s']:>10,.0f} msg/s")
             print(f"ratio:              {figures['ratio']:>10.2f}  (target >= 0.80)")
+            print(
+                "subscriber CPU per message, no contention:"
+                f" raw {figures['raw_subscriber_us']:.2f} us,"
+                f" envelope {figures['envelope_subscriber_us']:.2f} us,"
+                f" ratio {figures['subscriber_ratio']:.2f}"
+            )
             print(
                 f"request/reply raw:      p50 {figures['raw_request_p50_us']:.0f} us"
                 f"  p99 {figures['raw_request_p99_us']:.0f} us"
