@@ -367,45 +367,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-c", "--config", help="configuration file (default: $EEVEE_CONFIG, ./config/eevee.toml)"
     )
+    # `-c` is accepted before or after the command (`eevee -c X up` and `eevee up -c X`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="configuration file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    up = sub.add_parser("up", help="start the bus and the operators (foreground)")
+    up = sub.add_parser("up", parents=[common], help="start the bus and the operators (foreground)")
     up.add_argument("--json-logs", action="store_true", help="log JSON lines instead of text")
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     up.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="stop a running `eevee up` gracefully")
+    down = sub.add_parser("down", parents=[common], help="stop a running `eevee up` gracefully")
     down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     down.set_defaults(func=cmd_down)
 
-    ps = sub.add_parser("ps", help="list operators with state, pid, uptime, memory, ping")
+    ps = sub.add_parser(
+        "ps", parents=[common], help="list operators with state, pid, uptime, memory, ping"
+    )
     ps.add_argument("--json", action="store_true", help="print a JSON list")
     ps.set_defaults(func=cmd_ps)
 
-    ctl = sub.add_parser("ctl", help="halt, resume, reload, restart, stop or start operators")
+    ctl = sub.add_parser(
+        "ctl", parents=[common], help="halt, resume, reload, restart, stop or start operators"
+    )
     ctl.add_argument("action", choices=["halt", "resume", "reload", "restart", "stop", "start"])
     ctl.add_argument("target", help="operator id, or `all`")
     ctl.add_argument("--json", action="store_true", help="print the result as JSON")
     ctl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
     ctl.set_defaults(func=cmd_ctl)
 
-    config = sub.add_parser("config", help="configuration tools")
+    config = sub.add_parser("config", parents=[common], help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
-    check = config_sub.add_parser("check", help="validate the configuration; list every problem")
+    check = config_sub.add_parser(
+        "check", parents=[common], help="validate the configuration; list every problem"
+    )
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_config_check)
 
-    schema = sub.add_parser("schema", help="write the JSON Schemas of every envelope kind")
+    schema = sub.add_parser(
+        "schema", parents=[common], help="write the JSON Schemas of every envelope kind"
+    )
     schema.add_argument("--out", default="schemas", help="directory, or - for stdout")
     schema.add_argument("--check", action="store_true", help="fail if the files are stale")
     schema.set_defaults(func=cmd_schema)
 
-    pub = sub.add_parser("pub", help="publish raw bytes on a subject (debugging)")
+    pub = sub.add_parser("pub", parents=[common], help="publish raw bytes on a subject (debugging)")
     pub.add_argument("subject", help="subject, relative to the prefix (chat.in.console.x.y)")
     pub.add_argument("payload", nargs="?", help="payload (default: standard input)")
     pub.set_defaults(func=cmd_pub)
 
-    subp = sub.add_parser("sub", help="print messages on a subject pattern (debugging)")
+    subp = sub.add_parser(
+        "sub", parents=[common], help="print messages on a subject pattern (debugging)"
+    )
     subp.add_argument("subject", help="pattern, relative to the prefix (e.g. `chat.>`)")
     subp.add_argument("--count", type=int, default=0, help="exit after N messages")
     subp.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -214,9 +214,15 @@ class LogRecord(Body):
 
     KIND: ClassVar[str] = "log"
 
-    operator: str
+    operator: str = Field(description="The operator (or 'supervisor') the event is about.")
     level: LogLevel
-    event: str
+    event: str = Field(description="What happened (the log message).")
+    time: AwareDatetime | None = Field(
+        default=None, description="When it was logged, if not the envelope's timestamp."
+    )
+    stream: Literal["stdout", "stderr"] | None = Field(
+        default=None, description="Set when the line was captured from the process's output."
+    )
     fields: dict[str, Any] = Field(default_factory=dict, description="Bound context.")
 
 

@@ -1,0 +1,123 @@
+"""The live status block `eevee up` keeps at the bottom of a terminal.
+
+One line per operator (state in colour, pid, uptime, restarts, last ping), redrawn in place;
+log lines written through :meth:`LiveStatus.write` appear above it, so logs and the status
+never garble each other. Used only when the output is a terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from .models import OperatorStatus
+
+_COLORS = {
+    "RUNNING": "\033[32m",
+    "STARTING": "\033[36m",
+    "HALTED": "\033[33m",
+    "BACKOFF": "\033[33m",
+    "STOPPING": "\033[36m",
+    "STOPPED": "\033[2m",
+    "EXITED": "\033[2m",
+    "FATAL": "\033[1;31m",
+}
+_RESET = "\033[0m"
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def status_lines(operators: Sequence[OperatorStatus], width: int, color: bool = True) -> list[str]:
+    """The status block's lines (no trailing newlines), each cut to ``width``."""
+    if not operators:
+        return ["eevee: no operators configured (add [operators.<id>] tables)"]
+    idw = max(len(op.id) for op in operators)
+    lines = []
+    for op in operators:
+        ping = "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms"
+        head = f"{op.id.ljust(idw)}  "
+        text = (
+            f"{head}{op.state.ljust(8)}  pid {op.pid or '-'!s:>7}  up {_uptime(op.uptime_s):>6}"
+            f"  restarts {op.restarts:<3} ping {ping:>8}"
+        )
+        if op.message:
+            text += f"  {op.message}"
+        if len(text) > width:
+            text = text[: max(width - 1, 0)] + "…"
+        if color and op.state in _COLORS and len(text) >= len(head) + len(op.state):
+            start = len(head)
+            end = start + len(op.state)
+            text = f"{text[:start]}{_COLORS[op.state]}{text[start:end]}{_RESET}{text[end:]}"
+        lines.append(text)
+    return lines
+
+
+class LiveStatus:
+    """A file-like object for log output that keeps a redrawn status block below it."""
+
+    def __init__(self, out: TextIO, source: Callable[[], Sequence[OperatorStatus]]) -> None:
+        self._out = out
+        self._source = source
+        self._drawn = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _clear(self) -> None:
+        if self._drawn:
+            self._out.write(f"\033[{self._drawn}F\033[J")
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((100, 24)).columns
+        lines = status_lines(self._source(), width)
+        self._out.write("\n".join(lines) + "\n")
+        self._drawn = len(lines)
+
+    def write(self, text: str) -> int:
+        """Write log output above the status block."""
+        self._clear()
+        self._out.write(text)
+        if not text.endswith("\n"):
+            self._out.write("\n")
+        self._draw()
+        self._out.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush the terminal."""
+        self._out.flush()
+
+    def refresh(self) -> None:
+        """Redraw the status block."""
+        self._clear()
+        self._draw()
+        self._out.flush()
+
+    def start(self, interval: float = 0.5) -> None:
+        """Redraw every ``interval`` seconds until :meth:`stop`."""
+
+        async def loop() -> None:
+            while True:
+                self.refresh()
+                await asyncio.sleep(interval)
+
+        self._task = asyncio.get_running_loop().create_task(loop(), name="live-status")
+
+    async def stop(self) -> None:
+        """Stop redrawing; the last block stays on screen."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
