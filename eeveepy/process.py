@@ -373,6 +373,9 @@ class OperatorProcess:
         missed = 0
         ping_subject = self._ipc.subjects.operator_ping(self.id)
         while True:
+            if not self._want_running or self._restart_requested:
+                await self._terminate(self.cfg.stop_timeout)
+                return "requested"
             self._wake.clear()
             wake_wait: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
             try:
@@ -394,10 +397,22 @@ class OperatorProcess:
             ping: asyncio.Future[Any] = asyncio.ensure_future(
                 self._ipc.request(ping_subject, Ping(), Pong, timeout=self.cfg.ping_timeout)
             )
-            done, _ = await asyncio.wait({exit_wait, ping}, return_when=asyncio.FIRST_COMPLETED)
+            self._wake.clear()
+            woken: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {exit_wait, ping, woken}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
             if exit_wait in done:
                 ping.cancel()
                 return "exited"
+            if ping not in done:  # a stop or restart request: handled at the top of the loop
+                ping.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ping
+                continue
             try:
                 ping.result()
                 self.ping_ms = (time.perf_counter() - t0) * 1000

@@ -362,6 +362,11 @@ class Supervisor:
         js = self._nc.jetstream()
         ttl = self.config.supervisor.lease_ttl
         bucket = _kv_name(self.config.prefix, "leases")
+        if self._server is not None:
+            # The embedded bus is this installation's alone: leases left by an earlier run that
+            # was killed mean nothing, and waiting for them to expire would only delay start.
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(bucket)
         try:
             self._leases = await js.key_value(bucket)
         except Exception:
