@@ -87,10 +87,32 @@ def cmd_up(args: argparse.Namespace) -> int:
             "eevee: nothing started; fix the configuration (`eevee config check`)", file=sys.stderr
         )
         return 2
-    _configure_logging(args.json_logs, args.log_level)
+    from .live import LiveStatus
+    from .logs import configure_supervisor_logging
+
     supervisor = Supervisor(config)
+    live = None
+    if sys.stderr.isatty() and not args.json_logs and not args.no_status:
+        live = LiveStatus(sys.stderr, lambda: supervisor.status().operators)
+    configure_supervisor_logging(
+        supervisor.ship,
+        json=args.json_logs,
+        level=args.log_level,
+        stream=live,  # type: ignore[arg-type]
+    )
+
+    async def run() -> int:
+        if live is not None:
+            live.start()
+        try:
+            return await supervisor.run()
+        finally:
+            if live is not None:
+                await live.stop()
+                live.refresh()
+
     try:
-        return asyncio.run(supervisor.run())
+        return asyncio.run(run())
     except EeveeError as exc:
         print(f"eevee: {exc}", file=sys.stderr)
         return 1
@@ -267,6 +289,40 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .logs import LogFilter, level_from_name, parse_since, read_logs, render
+
+    flt = LogFilter(
+        operators=list(args.operator or []),
+        min_level=level_from_name(args.level) if args.level else None,
+        since=parse_since(args.since, datetime.now(UTC)) if args.since else None,
+        grep=args.grep,
+    )
+    color = sys.stdout.isatty() and not args.json
+    tail = None if args.since else args.lines
+
+    async def go() -> None:
+        nc, ipc, _ = await _client(args)
+        try:
+            async for env in read_logs(
+                nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
+            ):
+                if args.json:
+                    print(env.model_dump_json(), flush=args.follow)
+                else:
+                    print(render(env, color=color), flush=args.follow)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from .config import check_config
 
@@ -375,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", parents=[common], help="start the bus and the operators (foreground)")
     up.add_argument("--json-logs", action="store_true", help="log JSON lines instead of text")
     up.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    up.add_argument("--no-status", action="store_true", help="no live status block on a terminal")
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", parents=[common], help="stop a running `eevee up` gracefully")
@@ -395,6 +452,31 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--json", action="store_true", help="print the result as JSON")
     ctl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
     ctl.set_defaults(func=cmd_ctl)
+
+    logs = sub.add_parser(
+        "logs", parents=[common], help="show log history from the bus; -f to follow"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    logs.add_argument(
+        "--operator",
+        "-o",
+        action="append",
+        metavar="ID",
+        help="only this operator (repeatable; globs like irc.*)",
+    )
+    logs.add_argument(
+        "--level",
+        "-l",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="lowest level shown",
+    )
+    logs.add_argument("--since", help="from this long ago (30s, 10m, 1h, 2d) or an ISO time")
+    logs.add_argument("--grep", "-g", metavar="TEXT", help="only events containing TEXT")
+    logs.add_argument(
+        "--lines", "-n", type=int, default=200, help="history lines without --since (default 200)"
+    )
+    logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
+    logs.set_defaults(func=cmd_logs)
 
     config = sub.add_parser("config", parents=[common], help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)

@@ -155,6 +155,10 @@ class SupervisorConfig(OperatorDefaults):
     """Seconds ``eevee down`` waits for everything to stop."""
     lease_ttl: Seconds = 10.0
     """Seconds the supervisor's lease on the bus lasts without being renewed."""
+    log_history_max_age: Seconds = 7 * 86400.0
+    """Seconds of log history the bus keeps for `eevee logs` (JetStream stream)."""
+    log_history_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    """Bytes of log history the bus keeps at most; the oldest events go first."""
     forkserver: bool = Field(
         default=True,
         description="Start `module` operators by forking a preloaded Python process.",

@@ -98,6 +98,10 @@ class LiveStatus:
         """Flush the terminal."""
         self._out.flush()
 
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal (for colour decisions)."""
+        return self._out.isatty()
+
     def refresh(self) -> None:
         """Redraw the status block."""
         self._clear()

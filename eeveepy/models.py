@@ -195,6 +195,33 @@ class CommandInvocation(Body):
     message: ChatMessage = Field(description="The chat message that invoked the command.")
 
 
+class CommandResult(Body):
+    """A command operator's answer to a :class:`CommandInvocation` request."""
+
+    KIND: ClassVar[str] = "command.result"
+
+    ok: bool = Field(description="The command ran (its own reply, if any, was sent).")
+    message: str = Field(default="", description="Why it failed, when ok is false.")
+
+
+class CommandSync(Body):
+    """The router asks every command operator to publish its registrations again."""
+
+    KIND: ClassVar[str] = "command.sync"
+
+    router: str = Field(default="", description="Operator id of the router asking.")
+
+
+class CommandRejected(Body):
+    """The router refused a registration, on ``command.rejected.<operator-id>``."""
+
+    KIND: ClassVar[str] = "command.rejected"
+
+    name: str = Field(description="The command name as registered (may be invalid).")
+    operator: str = Field(description="Operator id the registration named.")
+    reason: str = Field(description="Why it was refused.")
+
+
 # ---------------------------------------------------------------------------------------------
 # Logs
 
@@ -347,6 +374,9 @@ BODY_MODELS: tuple[type[Body], ...] = (
     OutgoingMessage,
     CommandRegistration,
     CommandInvocation,
+    CommandResult,
+    CommandSync,
+    CommandRejected,
     LogRecord,
     Control,
     ControlResult,

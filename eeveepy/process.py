@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import psutil
 import structlog
@@ -35,7 +35,8 @@ from .config import OperatorConfig, RestartPolicy
 from .errors import BusError
 from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
-from .models import Control, ControlAction, ControlResult, OperatorStatus, Ping, Pong
+from .logs import record_from_line, relay_record
+from .models import Control, ControlAction, ControlResult, LogRecord, OperatorStatus, Ping, Pong
 
 EX_CONFIG = 78  # the operator says its settings are invalid: restarting will not help
 
@@ -131,6 +132,7 @@ class OperatorProcess:
         acquire_lease: LeaseFn,
         release_lease: Callable[[str], Awaitable[None]],
         on_change: Callable[[OperatorProcess], None] | None = None,
+        on_log: Callable[[LogRecord], None] | None = None,
         forkserver: Callable[[], Awaitable[ForkServer | None]] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -148,6 +150,8 @@ class OperatorProcess:
         self._acquire_lease = acquire_lease
         self._release_lease = release_lease
         self._on_change = on_change
+        self._on_log = on_log
+        self._relay = structlog.get_logger("eeveepy.operator")
         self._forkserver = forkserver
         self._log = structlog.get_logger("eeveepy.supervisor").bind(operator=cfg.id)
         self._proc: Child | None = None
@@ -293,7 +297,10 @@ class OperatorProcess:
         if state != self.state or message != self.message:
             self.state = state
             self.message = message
-            self._log.info("state", state=state.value, detail=message or None)
+            if message:
+                self._log.info(f"{state.value}: {message}", state=state.value)
+            else:
+                self._log.info(state.value, state=state.value)
             if self._on_change:
                 self._on_change(self)
 
@@ -522,7 +529,9 @@ class OperatorProcess:
         ]
         self._log.info("spawned", pid=proc.pid, argv=argv)
 
-    async def _pump(self, stream: asyncio.StreamReader | None, name: str) -> None:
+    async def _pump(
+        self, stream: asyncio.StreamReader | None, name: Literal["stdout", "stderr"]
+    ) -> None:
         """Relay the operator's output line by line (long lines cut at 16 KiB)."""
         if stream is None:
             return
@@ -541,11 +550,14 @@ class OperatorProcess:
                 self._emit(buf[:16384], name)
                 buf = buf[16384:]
 
-    def _emit(self, line: bytes, stream: str) -> None:
+    def _emit(self, line: bytes, stream: Literal["stdout", "stderr"]) -> None:
         text = line.decode("utf-8", errors="replace").rstrip("\r")
-        if text:
-            emit = self._log.warning if stream == "stderr" else self._log.info
-            emit(text, stream=stream)
+        if not text:
+            return
+        record = record_from_line(self.id, text, stream)
+        if self._on_log is not None:
+            self._on_log(record)
+        relay_record(record, self._relay)
 
     async def _terminate(self, timeout: float) -> None:
         proc = self._proc

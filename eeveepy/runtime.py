@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 import os
 import shutil
 import signal
@@ -55,6 +54,7 @@ from structlog.typing import FilteringBoundLogger
 from .bus import BusConfig, barrier, connect
 from .errors import BusError, ConfigError, EeveeError, OperatorError, SubjectError
 from .ipc import Ipc, Subscription
+from .logs import configure_operator_logging
 from .models import (
     ChatMessage,
     Control,
@@ -416,6 +416,12 @@ class Operator(Generic[S]):
         subject = self.subjects.chat_out(chat.platform, chat.network)
         return await self.ipc.publish(subject, out, trace=trace)
 
+    def command(self, name: str, **options: Any) -> Callable[[T], T]:
+        """Decorator: serve the chat command ``name`` (see :func:`eeveepy.commands.command`)."""
+        from .commands import command
+
+        return command(self, name, **options)
+
     # -- entry points ----------------------------------------------------------------------
 
     def run(self, argv: list[str] | None = None) -> None:
@@ -437,7 +443,10 @@ class Operator(Generic[S]):
             env[ENV_SUBJECT_PREFIX] = args.prefix
         if args.settings:
             env[ENV_SETTINGS_FILE] = str(Path(args.settings).resolve())
-        _configure_logging()
+        if not structlog.is_configured():
+            # Under a supervisor: JSON lines on stderr, which it relays to the bus and console.
+            op_id = env.get(ENV_OPERATOR_ID) or self._default_id or self._name or "operator"
+            configure_operator_logging(op_id, json_lines=bool(env.get(ENV_SUPERVISOR)))
         try:
             code = asyncio.run(self.serve(env))
         except KeyboardInterrupt:  # before the handlers were installed, or after
@@ -845,20 +854,3 @@ def _parser(name: str | None) -> argparse.ArgumentParser:
         "--settings", metavar="FILE", help="settings file, .json or .toml (EEVEE_SETTINGS_FILE)"
     )
     return parser
-
-
-def _configure_logging() -> None:
-    """Console logs on stderr, unless the program configured structlog itself."""
-    if structlog.is_configured():
-        return
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )

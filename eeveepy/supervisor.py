@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,14 +30,16 @@ from nats.js.kv import KeyValue
 
 from .bus import BusConfig, connect
 from .config import Config, OperatorConfig, load_config
-from .errors import ConfigError, EeveeError, SupervisorError
+from .errors import BusError, ConfigError, EeveeError, SupervisorError
 from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
+from .logs import LogShipper, ensure_log_stream
 from .models import (
     Control,
     ControlAction,
     ControlResult,
     Envelope,
+    LogRecord,
     Ready,
     SupervisorStatus,
 )
@@ -83,6 +86,8 @@ class Supervisor:
         self._force = False
         self.on_change: Callable[[OperatorProcess], None] | None = None
         self._fork: ForkServer | None = None
+        self._shipper: LogShipper | None = None
+        self._early_logs: deque[LogRecord] = deque(maxlen=1000)
         self._fork_lock = asyncio.Lock()
         self._fork_failed_at = 0.0
         self._fork_warm: asyncio.Task[ForkServer | None] | None = None
@@ -279,6 +284,9 @@ class Supervisor:
         if self._lease_task is not None:
             await cancel_and_wait(self._lease_task)
             self._lease_task = None
+        if self._shipper is not None:
+            await self._shipper.stop()
+            self._shipper = None
         if self._ipc is not None:
             await self._ipc.detach()
         if self._nc is not None:
@@ -331,6 +339,28 @@ class Supervisor:
 
         self._ipc = Ipc(Subjects(self.config.prefix), "supervisor", logger=self._log)
         await self._ipc.attach(self._nc)
+        sup = self.config.supervisor
+        try:
+            await ensure_log_stream(
+                self._nc.jetstream(),
+                self.config.prefix,
+                max_age=sup.log_history_max_age,
+                max_bytes=sup.log_history_max_bytes,
+            )
+        except BusError as exc:
+            self._log.warning("no log history on the bus", error=str(exc))
+        self._shipper = LogShipper(self._ipc)
+        for record in self._early_logs:
+            self._shipper.submit(record)
+        self._early_logs.clear()
+        self._shipper.start()
+
+    def ship(self, record: LogRecord) -> None:
+        """Publish a log record on the bus (queued; never blocks, never raises)."""
+        if self._shipper is not None:
+            self._shipper.submit(record)
+        else:
+            self._early_logs.append(record)
 
     # -- fork server -----------------------------------------------------------------------
 
@@ -460,6 +490,7 @@ class Supervisor:
             acquire_lease=self._acquire,
             release_lease=self._release,
             on_change=self._changed,
+            on_log=self.ship,
             forkserver=self._forkserver,
         )
         self._procs[cfg.id] = proc

@@ -1,35 +1,34 @@
-"""Echo: answers ``!echo <text>`` with ``<text>``. The smallest useful operator.
+"""Echo: answers ``!echo TEXT`` with ``TEXT``. The smallest useful command operator.
 
-Run it under ``eevee up`` (``module = "operators.echo"``) or alone for development::
+The router recognises the command (``!echo hi``, ``eevee: echo hi``, ``echo hi`` in private)
+and runs it here; see "Commands" in docs/protocol.md. Run it under ``eevee up``
+(``module = "operators.echo"``, next to ``operators.router``) or alone for development::
 
     python -m operators.echo --id echo --nats-url nats://127.0.0.1:4222
+
+Several echo operators (different ids) may run at once: they share the invocations.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from eeveepy import ChatMessage, Operator
+from eeveepy import CommandInvocation, Operator
 
 
 class EchoSettings(BaseModel):
-    """Settings of the echo operator."""
+    """Settings of the echo operator: none yet."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prefix: str = "!echo "
-    """The text that starts a message to echo."""
 
 
 def create() -> Operator[EchoSettings]:
     """Build the echo operator (nothing runs until ``run()`` or ``serve()``)."""
     op = Operator(EchoSettings, name="echo")
 
-    @op.ipc.subscribe("chat.in.>")
-    async def on_chat(msg: ChatMessage) -> None:
-        prefix = op.settings.prefix
-        if msg.text.startswith(prefix) and msg.text[len(prefix) :].strip():
-            await op.reply(msg, msg.text[len(prefix) :])
+    @op.command("echo", usage="!echo TEXT", help="Repeat TEXT.", pattern=r"(?s)(?P<text>.+)")
+    async def echo(inv: CommandInvocation) -> str | None:
+        return inv.args["text"]
 
     return op
 

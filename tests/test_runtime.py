@@ -149,7 +149,7 @@ async def nothing(queue: Inbox) -> None:
 
 
 class Child:
-    """``python -m operators.echo`` with its stderr collected; killed when the test ends."""
+    """The router-less echo operator with its stderr collected; killed when the test ends."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -175,7 +175,7 @@ async def echo_process(env: dict[str, str], *args: str) -> AsyncIterator[Child]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "operators.echo",
+        "tests.operators.chat_echo",
         *args,
         env=env,
         cwd=ROOT,

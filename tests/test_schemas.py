@@ -22,7 +22,10 @@ from eeveepy.models import (
     ChatUser,
     CommandInvocation,
     CommandRegistration,
+    CommandRejected,
+    CommandResult,
     CommandScope,
+    CommandSync,
     Control,
     ControlAction,
     ControlResult,
@@ -167,6 +170,9 @@ SAMPLES: list[tuple[str, Body]] = [
         dead_letter("eevee.chat.in.irc.libera.#ops", "not JSON", "echo", b"\xff" * 5000),
     ),
     ("error", ErrorReply(error="invalid", message="body.pid: Field required")),
+    ("command.result", CommandResult(ok=False, message="boom")),
+    ("command.sync", CommandSync(router="router")),
+    ("command.rejected", CommandRejected(name="bad", operator="echo", reason="bad regex")),
 ]
 
 
