@@ -144,59 +144,10 @@ async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
     return nc, ipc, to
 
 
-def _fmt_uptime(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / (1024 * 1024):.1f}M"
-
-
-_COLORS = {
-    "RUNNING": "\033[32m",
-    "STARTING": "\033[36m",
-    "HALTED": "\033[33m",
-    "BACKOFF": "\033[33m",
-    "STOPPING": "\033[36m",
-    "STOPPED": "\033[2m",
-    "EXITED": "\033[2m",
-    "FATAL": "\033[31m",
-}
-
-
 def _table(operators: Sequence[Any], color: bool) -> str:
-    rows = [("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")]
-    for op in operators:
-        rows.append(
-            (
-                op.id,
-                op.state,
-                str(op.pid or "-"),
-                _fmt_uptime(op.uptime_s),
-                str(op.restarts),
-                _fmt_bytes(op.rss_bytes),
-                "-" if op.cpu_percent is None else f"{op.cpu_percent:.1f}",
-                "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms",
-                op.message,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        if color and n > 0 and row[1] in _COLORS:
-            cells[1] = f"{_COLORS[row[1]]}{cells[1]}\033[0m"
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
-    return "\n".join(lines)
+    from .live import ps_table
+
+    return ps_table(operators, color)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

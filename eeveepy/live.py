@@ -28,6 +28,37 @@ _COLORS = {
 _RESET = "\033[0m"
 
 
+def _bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / (1024 * 1024):.1f}M"
+
+
+def ps_table(operators: Sequence[OperatorStatus], color: bool) -> str:
+    """The ``eevee ps`` table: aligned columns, the state coloured on a terminal."""
+    rows = [("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")]
+    for op in operators:
+        rows.append(
+            (
+                op.id,
+                op.state,
+                str(op.pid or "-"),
+                _uptime(op.uptime_s),
+                str(op.restarts),
+                _bytes(op.rss_bytes),
+                "-" if op.cpu_percent is None else f"{op.cpu_percent:.1f}",
+                "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms",
+                op.message,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        if color and n > 0 and row[1] in _COLORS:
+            cells[1] = f"{_COLORS[row[1]]}{cells[1]}{_RESET}"
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
 def _uptime(seconds: float | None) -> str:
     if seconds is None:
         return "-"

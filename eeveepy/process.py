@@ -595,8 +595,3 @@ def _rmtree(path: Path) -> None:
         else:
             child.unlink(missing_ok=True)
     path.rmdir()
-
-
-def describe(proc: OperatorProcess) -> dict[str, Any]:
-    """A plain dict of the status (for JSON output)."""
-    return proc.status().model_dump()

@@ -46,6 +46,7 @@ from .models import (
 from .natsserver import EmbeddedNats, NatsUser
 from .paths import Paths
 from .process import OperatorProcess, State, cancel_and_wait
+from .subjects import Subjects
 
 SUPERVISOR_USER = "eevee-supervisor"
 CLI_USER = "eevee-cli"
@@ -335,8 +336,6 @@ class Supervisor:
         else:
             self._url = bus.url
             self._nc = await connect(bus, name=f"supervisor:{self.name}")
-        from .subjects import Subjects
-
         self._ipc = Ipc(Subjects(self.config.prefix), "supervisor", logger=self._log)
         await self._ipc.attach(self._nc)
         sup = self.config.supervisor
