@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, supervisor
+from . import bus, commands, supervisor
 
 
 def main() -> None:
@@ -23,6 +23,8 @@ def main() -> None:
     bus.main(["--count", "200000", "--rounds", "5"])
     print("== supervisor")
     supervisor.main()
+    print("== commands: chat message in -> router -> echo -> reply out, on the bus")
+    commands.main()
 
 
 if __name__ == "__main__":
