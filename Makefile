@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/eevee.toml
+JS     := operators/js
 
-.PHONY: help venv up test lint format pytest bench schemas clean
+.PHONY: help venv js up test lint format pytest bench schemas clean
 
 help:
 	@echo "make up       start eevee (embedded NATS, default operators) on $(CONFIG)"
@@ -13,6 +14,7 @@ help:
 	@echo "make bench    run the benchmarks and print figures"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make lint     ruff and mypy only"
+	@echo "make js       install the JavaScript operators' npm dependencies (npm ci)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +24,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-up: $(STAMP)
+# The JavaScript operators' dependencies (the `nats` client), exactly as package-lock.json says.
+# Without npm this says so and carries on (their test is skipped when node is missing too).
+$(JS)/node_modules: $(JS)/package.json $(JS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(JS) --no-audit --no-fund && touch $@; \
+	else \
+		echo "npm not found: not installing $@ (the JavaScript operator cannot run)"; \
+	fi
+
+js: $(JS)/node_modules
+
+up: $(STAMP) $(JS)/node_modules
 	$(BIN)/eevee up -c $(CONFIG)
 
 lint: $(STAMP)
@@ -30,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check eeveepy operators tests
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(JS)/node_modules
 	$(BIN)/pytest -q
 
 test: lint pytest
@@ -46,4 +59,4 @@ schemas: $(STAMP)
 	$(BIN)/eevee schema --out schemas
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules

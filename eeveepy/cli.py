@@ -19,6 +19,7 @@ import structlog
 
 from . import __version__
 from .errors import ConfigError, EeveeError
+from .scaffold import add_new_parser
 
 
 def _configure_logging(json_logs: bool = False, level: str = "info") -> None:
@@ -274,6 +275,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat import run_chat
+
+    return run_chat(args, _client, _paths(args))
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from .config import check_config
 
@@ -429,6 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
     logs.set_defaults(func=cmd_logs)
 
+    chat = sub.add_parser(
+        "chat",
+        parents=[common],
+        help="talk to the bot as a console user (a REPL; from a pipe, one message per line)",
+    )
+    chat.add_argument("--user", "-u", help="your name in the chat (default: $USER)")
+    chat.add_argument("--room", "-r", default="#console", help="room (default: #console)")
+    chat.add_argument("--private", "-p", action="store_true", help="talk to the bot privately")
+    chat.add_argument(
+        "--timeout", type=float, default=5.0, help="piped: seconds to wait for a reply (default 5)"
+    )
+    chat.add_argument("--json", action="store_true", help="print reply envelopes as JSON lines")
+    chat.set_defaults(func=cmd_chat)
+
     config = sub.add_parser("config", parents=[common], help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="COMMAND", required=True)
     check = config_sub.add_parser(
@@ -456,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     subp.add_argument("--count", type=int, default=0, help="exit after N messages")
     subp.add_argument("--json", action="store_true", help="one JSON object per line")
     subp.set_defaults(func=cmd_sub)
+
+    add_new_parser(sub)  # `eevee new operator NAME [--dir DIR]`
     return parser
 
 

@@ -145,6 +145,9 @@ def _child(
             os.close(fd)
         os.environ.clear()
         os.environ.update(request.get("env") or {})
+        # What a fresh interpreter would take from PYTHONPATH (an operator's own `env`).
+        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        sys.path[0:0] = [p for p in extra if p not in sys.path]
         if request.get("cwd"):
             os.chdir(request["cwd"])
         random.seed()

@@ -1,0 +1,212 @@
+"""Karma: ``thing++`` and ``thing--`` in chat; ``!karma thing`` tells the score.
+
+It reads every chat line (``{p}.chat.in.>``) for ``word++``, ``word--``, ``(several words)++``
+and ``(several words)--``, and keeps one count per thing and network in its key-value bucket
+(``eevee_<id>``, key ``karma.<platform>.<network>.<thing>``, the thing lowercased with its
+spaces collapsed), so scores survive restarts. Nobody gives karma to themselves: ``alice++``
+(or ``alice--``) by alice is refused with a note. Lines in private messages, notices and lines
+starting with one of ``command_prefixes`` (``!karma c++`` is a question, not a vote) are not
+read. Run it under ``eevee up`` (``module = "operators.karma"``, next to ``operators.router``)
+or alone::
+
+    python -m operators.karma --id karma --nats-url nats://127.0.0.1:4222
+
+``!karma thing`` answers ``thing has karma 3``; ``!karma`` alone lists the top 5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Final
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eeveepy import ChatMessage, CommandInvocation, Operator
+from eeveepy.models import MessageStyle
+
+KV_PREFIX: Final = "karma."
+"""Keys: ``karma.<platform>.<network>.<thing>``, each part a :func:`kv_token`."""
+
+MAX_THING: Final = 64
+"""Longest thing (characters) that gets karma."""
+
+# `word++`, `word--`, `(some words)++`: at the start of the line or after a space, and
+# followed by the end of the line, a space or punctuation (`c++.` counts, `a--b` does not).
+_VOTE_RE: Final = re.compile(
+    r"(?:^|(?<=\s))(?:\((?P<group>[^()\n]+)\)|(?P<word>[^\s()]+?))(?P<op>\+\+|--)"
+    r"(?=$|[\s,.;:!?)])"
+)
+_KV_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class KarmaSettings(BaseModel):
+    """Settings of the karma operator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_prefixes: list[str] = Field(default_factory=lambda: ["!"])
+    """Lines starting with one of these are commands: no karma is read in them."""
+    top: int = Field(default=5, ge=1, le=50)
+    """How many things ``!karma`` alone lists."""
+    announce: bool = False
+    """Answer every vote with the new score (``bob has karma 4``); off: votes are silent."""
+
+
+class Score(BaseModel):
+    """What is stored for a thing."""
+
+    name: str
+    """The thing as first written (case kept)."""
+    score: int = 0
+
+
+def kv_token(value: str) -> str:
+    """``value`` as one part of a KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
+
+    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
+    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
+    empty string is a lone ``=``. Different strings give different tokens.
+    """
+    if not value:
+        return "="
+    return "".join(
+        ch if ch in _KV_SAFE else "".join(f"={b:02X}" for b in ch.encode()) for ch in value
+    )
+
+
+def normalize(thing: str) -> str:
+    """The thing as it is counted: parentheses and surrounding space removed, spaces collapsed,
+    lowercased (``(The  Build)`` -> ``the build``)."""
+    thing = thing.strip()
+    if len(thing) > 1 and thing.startswith("(") and thing.endswith(")"):
+        thing = thing[1:-1]
+    return " ".join(thing.split()).lower()
+
+
+def votes(text: str) -> list[tuple[str, int]]:
+    """The karma votes in a chat line: ``[(thing as written, +1 or -1), ...]``.
+
+    A thing voted more than once in one line counts once (the first vote wins); things of only
+    ``+`` and ``-`` (``-----``) and things longer than :data:`MAX_THING` are not votes.
+    """
+    out: dict[str, tuple[str, int]] = {}
+    for match in _VOTE_RE.finditer(text):
+        raw = match.group("group") or match.group("word") or ""
+        thing = " ".join(raw.split())
+        if not thing.strip("+-") or len(thing) > MAX_THING:
+            continue
+        out.setdefault(normalize(thing), (thing, 1 if match.group("op") == "++" else -1))
+    return list(out.values())
+
+
+def karma_key(platform: str, network: str, thing: str) -> str:
+    """The KV key of ``thing`` (normalized) on a network."""
+    return KV_PREFIX + ".".join(kv_token(p) for p in (platform, network, normalize(thing)))
+
+
+async def add(kv: KeyValue, key: str, name: str, delta: int) -> Score:
+    """Add ``delta`` to the score at ``key``, safely against concurrent writers."""
+    for _ in range(20):
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            score = Score(name=name, score=delta)
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await kv.create(key, score.model_dump_json().encode())
+                return score
+            continue
+        try:
+            old = Score.model_validate_json(entry.value or b"")
+        except ValidationError:
+            old = Score(name=name)
+        score = Score(name=old.name, score=old.score + delta)
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await kv.update(key, score.model_dump_json().encode(), last=entry.revision)
+            return score
+        await asyncio.sleep(0.01)  # somebody else wrote it meanwhile: read it again
+    raise RuntimeError(f"could not update {key}: too many concurrent writes")
+
+
+async def scores(kv: KeyValue, platform: str, network: str) -> list[Score]:
+    """Every score of a network, best first (ties by name)."""
+    prefix = f"{KV_PREFIX}{kv_token(platform)}.{kv_token(network)}."
+    found: list[Score] = []
+    watcher = await kv.watch(prefix + ">", ignore_deletes=True)
+    try:
+        async with asyncio.timeout(5.0):
+            async for entry in watcher:
+                if entry is None:  # the end of what is stored
+                    break
+                with contextlib.suppress(ValidationError):
+                    score = Score.model_validate_json(entry.value or b"")
+                    if score.score:
+                        found.append(score)
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    return sorted(found, key=lambda s: (-s.score, s.name.lower()))
+
+
+def create() -> Operator[KarmaSettings]:
+    """Build the karma operator (nothing runs until ``run()`` or ``serve()``)."""
+    op = Operator(KarmaSettings, name="karma")
+
+    @op.on_start
+    async def open_store() -> None:
+        await op.kv()  # no store, no point: a failure here fails the start
+
+    @op.ipc.subscribe("chat.in.>")
+    async def on_chat(msg: ChatMessage) -> None:
+        if msg.private or msg.style is MessageStyle.NOTICE:
+            return
+        text = msg.text.strip()
+        lowered = text.lower()
+        if any(p and lowered.startswith(p.lower()) for p in op.settings.command_prefixes):
+            return
+        me = {msg.user.id.lower(), msg.user.name.lower()}
+        kv = await op.kv()
+        for thing, delta in votes(text):
+            if normalize(thing) in me:
+                await op.reply(msg, f"{msg.user.name}: no self-karma.")
+                continue
+            score = await add(kv, karma_key(msg.platform, msg.network, thing), thing, delta)
+            op.log.debug("karma", thing=thing, delta=delta, score=score.score)
+            if op.settings.announce:
+                await op.reply(msg, f"{thing} has karma {score.score}")
+
+    @op.command(
+        "karma",
+        usage="!karma [THING]",
+        help="The karma of THING (give it with THING++ or THING--); alone: the top things.",
+    )
+    async def karma(inv: CommandInvocation) -> str:
+        msg = inv.message
+        kv = await op.kv()
+        thing = normalize(inv.text)
+        if thing:
+            shown = " ".join(inv.text.strip().removeprefix("(").removesuffix(")").split())
+            try:
+                entry = await kv.get(karma_key(msg.platform, msg.network, thing))
+                score = Score.model_validate_json(entry.value or b"").score
+            except (KeyNotFoundError, ValidationError):
+                score = 0
+            return f"{shown} has karma {score}"
+        best = (await scores(kv, msg.platform, msg.network))[: op.settings.top]
+        if not best:
+            return "nobody has any karma yet."
+        return "top karma: " + ", ".join(f"{s.name} ({s.score})" for s in best)
+
+    return op
+
+
+def main() -> None:
+    """Run the karma operator as a process."""
+    create().run()
+
+
+if __name__ == "__main__":
+    main()

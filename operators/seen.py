@@ -1,0 +1,155 @@
+"""Seen: ``!seen NICK`` tells when NICK last spoke, where, and what they said.
+
+It reads every chat line (``{p}.chat.in.>``) and keeps, per platform, network and lowercased
+nick, the last time, room and text in its key-value bucket (``eevee_<id>``, key
+``seen.<platform>.<network>.<nick>``, each part made safe for KV keys by :func:`kv_token`), so
+it remembers across restarts. Private messages are not recorded (what is said to the bot alone
+is nobody else's business). Run it under ``eevee up`` (``module = "operators.seen"``, next to
+``operators.router``) or alone::
+
+    python -m operators.seen --id seen --nats-url nats://127.0.0.1:4222
+
+Answers: ``alice was last seen 5 minutes ago in #ops, saying: hello`` or
+``I have not seen bob.``
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from nats.js.errors import KeyNotFoundError
+from pydantic import BaseModel, ConfigDict, Field
+
+from eeveepy import ChatMessage, CommandInvocation, Envelope, Operator
+from eeveepy.models import MessageStyle
+
+KV_PREFIX = "seen."
+"""Keys: ``seen.<platform>.<network>.<nick>``, each part a :func:`kv_token`."""
+
+_KV_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class SeenSettings(BaseModel):
+    """Settings of the seen operator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_text: int = Field(default=200, ge=0)
+    """Characters of the last line kept (longer lines are cut, with an ellipsis)."""
+
+
+class Sighting(BaseModel):
+    """What is stored for a nick."""
+
+    nick: str
+    room: str
+    text: str
+    time: datetime
+    action: bool = False
+
+
+def kv_token(value: str) -> str:
+    """``value`` as one part of a KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
+
+    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
+    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
+    empty string is a lone ``=``. Different strings give different tokens.
+    """
+    if not value:
+        return "="
+    out = []
+    for ch in value:
+        if ch in _KV_SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"={b:02X}" for b in ch.encode())
+    return "".join(out)
+
+
+def seen_key(platform: str, network: str, nick: str) -> str:
+    """The KV key of ``nick`` (case-insensitive) on a network."""
+    return KV_PREFIX + ".".join(kv_token(p) for p in (platform, network, nick.lower()))
+
+
+def ago(seconds: float) -> str:
+    """``just now``, ``42 seconds ago``, ``5 minutes ago``, ``1 hour ago``, ``3 days ago``."""
+    seconds = max(0, int(seconds))
+    if seconds < 10:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'} ago"
+    return "just now"  # pragma: no cover - seconds >= 10 always has a unit
+
+
+def describe(sighting: Sighting, now: datetime) -> str:
+    """The answer to ``!seen`` for a stored sighting."""
+    when = ago((now - sighting.time).total_seconds())
+    said = f"saying: {sighting.text}"
+    if sighting.action:
+        said = f"doing: * {sighting.nick} {sighting.text}"
+    return f"{sighting.nick} was last seen {when} in {sighting.room}, {said}"
+
+
+def create() -> Operator[SeenSettings]:
+    """Build the seen operator (nothing runs until ``run()`` or ``serve()``)."""
+    op = Operator(SeenSettings, name="seen")
+
+    @op.on_start
+    async def open_store() -> None:
+        await op.kv()  # no store, no point: a failure here fails the start
+
+    @op.ipc.subscribe("chat.in.>")
+    async def on_chat(env: Envelope[ChatMessage]) -> None:
+        msg = env.body
+        if msg.private or msg.style is MessageStyle.NOTICE:
+            return
+        limit = op.settings.max_text
+        text = msg.text if len(msg.text) <= limit else msg.text[: max(0, limit - 1)] + "…"
+        sighting = Sighting(
+            nick=msg.user.name or msg.user.id,
+            room=msg.room,
+            text=text,
+            time=min(env.timestamp, datetime.now(UTC)),
+            action=msg.style is MessageStyle.ACTION,
+        )
+        value = sighting.model_dump_json().encode()
+        kv = await op.kv()
+        # By id (the IRC nick, the Matrix user id...) and by display name when it differs.
+        for nick in dict.fromkeys(n.lower() for n in (msg.user.id, msg.user.name) if n):
+            await kv.put(seen_key(msg.platform, msg.network, nick), value)
+
+    @op.command(
+        "seen",
+        usage="!seen NICK",
+        help="When NICK last said something here, and what.",
+        pattern=r"\s*(?P<nick>\S+)\s*",
+    )
+    async def seen(inv: CommandInvocation) -> str:
+        nick = inv.args["nick"].rstrip("?!.,:;") or inv.args["nick"]  # `!seen alice?`
+        msg = inv.message
+        if nick.lower() in (msg.user.id.lower(), msg.user.name.lower()):
+            return f"you are right here, {msg.user.name}."
+        kv = await op.kv()
+        try:
+            entry = await kv.get(seen_key(msg.platform, msg.network, nick))
+        except KeyNotFoundError:
+            return f"I have not seen {nick}."
+        try:
+            sighting = Sighting.model_validate_json(entry.value or b"")
+        except ValueError:
+            op.log.warning("unreadable sighting dropped", nick=nick)
+            return f"I have not seen {nick}."
+        return describe(sighting, datetime.now(UTC))
+
+    return op
+
+
+def main() -> None:
+    """Run the seen operator as a process."""
+    create().run()
+
+
+if __name__ == "__main__":
+    main()
