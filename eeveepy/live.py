@@ -116,13 +116,14 @@ class LiveStatus:
         self._drawn = len(lines)
 
     def write(self, text: str) -> int:
-        """Write log output above the status block."""
-        self._clear()
-        self._out.write(text)
-        if not text.endswith("\n"):
-            self._out.write("\n")
-        self._draw()
-        self._out.flush()
+        """Write log output above the status block (a closed terminal is ignored)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._clear()
+            self._out.write(text)
+            if not text.endswith("\n"):
+                self._out.write("\n")
+            self._draw()
+            self._out.flush()
         return len(text)
 
     def flush(self) -> None:
@@ -134,10 +135,11 @@ class LiveStatus:
         return self._out.isatty()
 
     def refresh(self) -> None:
-        """Redraw the status block."""
-        self._clear()
-        self._draw()
-        self._out.flush()
+        """Redraw the status block (a closed terminal is ignored)."""
+        with contextlib.suppress(OSError, ValueError):
+            self._clear()
+            self._draw()
+            self._out.flush()
 
     def start(self, interval: float = 0.5) -> None:
         """Redraw every ``interval`` seconds until :meth:`stop`."""

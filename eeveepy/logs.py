@@ -481,6 +481,37 @@ class _NamedPrintLogger(structlog.PrintLogger):
         self.name = name
 
 
+class SafeStream:
+    """A text stream for console logs that never raises: a closed terminal or pipe (EIO,
+    EPIPE) silences the console instead of failing the caller, whose events still reach the
+    bus. The supervisor must outlive the terminal it was started from."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return self._stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+
 class _NamedPrintLoggerFactory:
     """A logger factory for :class:`_NamedPrintLogger` on one file."""
 
@@ -704,7 +735,7 @@ def configure_operator_logging(
     directly, and None is returned. Raises :class:`LogQueryError` for an unknown ``level``.
     """
     threshold = _level_number(level)
-    out = stream if stream is not None else sys.stderr
+    out: Any = SafeStream(stream if stream is not None else sys.stderr)
     common: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -818,7 +849,7 @@ def configure_supervisor_logging(
     supervisor shows on its console) are not submitted, and the marker is never rendered.
     """
     threshold = _level_number(level)
-    out = stream if stream is not None else sys.stderr
+    out: Any = SafeStream(stream if stream is not None else sys.stderr)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -335,8 +335,20 @@ class OperatorProcess:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=1.0)
                 continue
-            outcome = await self._run_once()
-            await self._after(outcome)
+            try:
+                outcome = await self._run_once()
+                await self._after(outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug of ours must not leave the operator unsupervised
+                with contextlib.suppress(Exception):
+                    self._log.exception("supervision failed; retrying", error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await self._terminate(self.cfg.stop_timeout)
+                self._proc = None
+                self.pid = None
+                self.message = f"internal error: {exc!r}"
+                await asyncio.sleep(1.0)
 
     async def _run_once(self) -> str:
         """Spawn, wait for ready, supervise; returns why it ended."""

@@ -8,7 +8,9 @@ supervisor) and two supervisors sharing one bus. See ``supervisor_fixtures`` for
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ import pytest
 from supervisor_fixtures import (
     BASH_OPERATOR,
     CRASH_OPERATOR,
+    EEVEE,
     HUNG_OPERATOR,
     System,
     alive,
@@ -413,3 +416,34 @@ def test_two_supervisors_on_one_bus_never_run_the_same_operator(
         assert procs[0].environ()["EEVEE_SUPERVISOR"] == "beta"
 
         second.stop()  # before the bus goes
+
+
+def test_supervisor_outlives_its_console(make_system: MakeSystem) -> None:
+    """The terminal `eevee up` writes to goes away: supervision must go on regardless."""
+    system = make_system().write({"bash": bash_op(), "echo": {"module": "operators.echo"}})
+    proc = subprocess.Popen(
+        [str(EEVEE), "-c", str(system.config), "up"],
+        env=system.env,
+        cwd=system.root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    system.proc = proc
+    system.seen[proc.pid] = psutil.Process(proc.pid)
+    wait_for(system.status, 20, what="the supervisor to answer")
+    system.wait_state("bash", "RUNNING")
+    system.wait_state("echo", "RUNNING")
+    assert proc.stdout is not None
+    proc.stdout.close()  # every console write from now on fails (EPIPE)
+    for op_id in ("bash", "echo"):
+        old = system.op(op_id)["pid"]
+        os.kill(old, signal.SIGKILL)
+        status = system.wait_op(
+            op_id,
+            lambda s, old=old: s["state"] == "RUNNING" and s["pid"] not in (None, old),
+            timeout=15,
+            what=f"{op_id} restarted after the console closed",
+        )
+        assert status["restarts"] == 1
+    assert proc.poll() is None
