@@ -28,7 +28,6 @@ import functools
 import inspect
 import re
 import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,14 +222,11 @@ class Commands:
         return CommandResult(ok=True)
 
 
-_COMMANDS: weakref.WeakKeyDictionary[Operator[Any], Commands] = weakref.WeakKeyDictionary()
-
-
 def commands_of(op: Operator[Any]) -> Commands:
-    """The :class:`Commands` of ``op`` (created on first use)."""
-    commands = _COMMANDS.get(op)
-    if commands is None:
-        commands = _COMMANDS[op] = Commands(op)
+    """The :class:`Commands` of ``op`` (created on first use, kept on the operator itself)."""
+    commands = op.extensions.get(Commands)
+    if not isinstance(commands, Commands):
+        commands = op.extensions[Commands] = Commands(op)
     return commands
 
 

@@ -278,6 +278,8 @@ class Operator(Generic[S]):
         self.stop_timeout = 1.5
         self.hook_timeout = 10.0
         self._hooks = _Hooks([], [], [], [], [])
+        self.extensions: dict[type, object] = {}
+        """Per-operator state of add-ons such as :mod:`eeveepy.commands`, keyed by their class."""
         self._launch: Launch | None = None
         self._settings: S | None = None
         self._state = OperatorState.STOPPED

@@ -58,7 +58,7 @@ from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy.codec import EnvelopeDecoder, EnvelopeEncoder, dead_letter
-from eeveepy.errors import EnvelopeError, SubjectError
+from eeveepy.errors import EeveeError, EnvelopeError, SubjectError
 from eeveepy.models import LogRecord
 from eeveepy.paths import Paths
 from eeveepy.runtime import Operator
@@ -404,7 +404,7 @@ class _Counts:
         return self.invalid, self.failed, self.dropped
 
 
-class _StreamMissing(Exception):
+class _StreamMissing(EeveeError):
     """The log stream does not exist (or JetStream is not available)."""
 
 
