@@ -366,6 +366,36 @@ class ErrorReply(Body):
     message: str
 
 
+# ---------------------------------------------------------------------------------------------
+# Connector control
+
+
+class ConnectorControl(Body):
+    """Ask a chat connector to join, part, change nick or list a room's users.
+
+    A request on ``{p}.chat.ctl.<platform>.<network>``, answered with a
+    :class:`ConnectorControlResult`.
+    """
+
+    KIND: ClassVar[str] = "chat.ctl"
+
+    action: Literal["join", "part", "nick", "names"]
+    room: str | None = Field(default=None, description="Room to join, part or list (names).")
+    key: str | None = Field(default=None, description="Room key (password) for join.")
+    nick: str | None = Field(default=None, description="The new nick (nick).")
+    reason: str | None = Field(default=None, description="Part message.")
+
+
+class ConnectorControlResult(Body):
+    """The answer to a :class:`ConnectorControl` request."""
+
+    KIND: ClassVar[str] = "chat.ctl.result"
+
+    ok: bool
+    message: str = Field(default="", description="What happened, or why it failed.")
+    users: list[str] = Field(default_factory=list, description="Nicks in the room (names).")
+
+
 ControlResult.model_rebuild()
 
 BODY_MODELS: tuple[type[Body], ...] = (
@@ -386,6 +416,8 @@ BODY_MODELS: tuple[type[Body], ...] = (
     SupervisorStatus,
     DeadLetter,
     ErrorReply,
+    ConnectorControl,
+    ConnectorControlResult,
 )
 """Every body kind of the protocol, in documentation order."""
 

@@ -35,6 +35,8 @@ from eeveepy.models import (
     CommandRejected,
     CommandResult,
     CommandSync,
+    ConnectorControl,
+    ConnectorControlResult,
     Control,
     ControlAction,
     ControlResult,
@@ -118,6 +120,10 @@ def samples() -> list[Body]:
         ),
         DeadLetter(subject="eevee.x", reason="bad", receiver="echo", size=3, payload="abc"),
         ErrorReply(error="ValueError", message="nope"),
+        ConnectorControl(action="names", room="#ops"),
+        ConnectorControl(action="join", room="#secret", key="hunter2", reason=None),
+        ConnectorControlResult(ok=True, message="3 users", users=["alice", "bob", "eevee"]),
+        ConnectorControlResult(ok=False),
     ]
 
 

@@ -26,6 +26,8 @@ from eeveepy.models import (
     CommandResult,
     CommandScope,
     CommandSync,
+    ConnectorControl,
+    ConnectorControlResult,
     Control,
     ControlAction,
     ControlResult,
@@ -173,6 +175,8 @@ SAMPLES: list[tuple[str, Body]] = [
     ("command.result", CommandResult(ok=False, message="boom")),
     ("command.sync", CommandSync(router="router")),
     ("command.rejected", CommandRejected(name="bad", operator="echo", reason="bad regex")),
+    ("chat.ctl", ConnectorControl(action="part", room="#ops", reason="bye")),
+    ("chat.ctl.result", ConnectorControlResult(ok=True, users=["alice", "eevee"])),
 ]
 
 

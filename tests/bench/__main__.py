@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, supervisor
+from . import bus, commands, irc, supervisor
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     supervisor.main()
     print("== commands: chat message in -> router -> echo -> reply out, on the bus")
     commands.main()
+    print("== irc: raw IRC client -> ngircd -> connector -> router -> echo -> back")
+    irc.main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,163 @@
+"""Command round trip through a real IRC server: raw client -> ngircd -> connector -> router ->
+echo -> connector -> ngircd -> raw client.
+
+An embedded nats-server, an ngircd on loopback, and router, echo and ``operators.irc`` as real
+operator processes (egress flood control off: ``egress_lines = 0``). This process is the IRC
+user: it sends ``!echo N`` in ``#bench`` and waits for the bot's ``N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from eeveepy.natsserver import EmbeddedNats
+from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
+
+PREFIX = "bench"
+CHANNEL = "#bench"
+BOT = "eevee"
+
+
+def _spawn(
+    url: str, tmp: Path, op_id: str, module: str, settings: dict[str, Any]
+) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
+    env.update(
+        EEVEE_OPERATOR_ID=op_id,
+        EEVEE_NATS_URL=url,
+        EEVEE_SUBJECT_PREFIX=PREFIX,
+        EEVEE_SETTINGS=json.dumps(settings),
+        EEVEE_CACHE_DIR=str(tmp / "cache" / op_id),
+        EEVEE_DATA_DIR=str(tmp / "data" / op_id),
+        EEVEE_SUPERVISOR="bench",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _echo(client: IrcClient, text: str, timeout: float) -> float:
+    """Send ``!echo text`` in the channel; the time the bot's ``text`` arrived."""
+    mark = client.mark()
+    await client.privmsg(CHANNEL, f"!echo {text}")
+    await client.wait(
+        lambda m: m.command == "PRIVMSG" and m.nick == BOT and m.text == text,
+        since=mark,
+        timeout=timeout,
+    )
+    return time.perf_counter()
+
+
+async def _run(url: str, irc_port: int, tmp: Path, sequential: int, burst: int) -> dict[str, Any]:
+    client = await IrcClient.connect(irc_port, "bencher")
+    await client.join(CHANNEL)
+    connector = {
+        "host": "127.0.0.1",
+        "port": irc_port,
+        "nick": BOT,
+        "channels": [CHANNEL],
+        "egress_lines": 0,
+    }
+    procs = [
+        _spawn(url, tmp, "router", "operators.router", {}),
+        _spawn(url, tmp, "echo", "operators.echo", {}),
+        _spawn(url, tmp, "irc.local", "operators.irc", connector),
+    ]
+    try:
+        await client.wait(
+            lambda m: m.command == "JOIN" and m.nick == BOT, timeout=30
+        )  # the connector is on IRC
+        for n in range(300):  # until echo's registration reached the router
+            try:
+                await _echo(client, f"w{n}", 0.5)
+                break
+            except AssertionError:
+                continue
+        for n in range(200):  # warm-up
+            await _echo(client, f"w{n}", 5)
+        samples = []
+        for n in range(sequential):
+            t0 = time.perf_counter()
+            samples.append((await _echo(client, str(n), 5) - t0) * 1e6)
+        samples.sort()
+
+        await asyncio.sleep(0.2)
+        mark = client.mark()
+        texts = [f"b{n}" for n in range(burst)]
+        t0 = time.perf_counter()
+        await client.send(*(f"PRIVMSG {CHANNEL} :!echo {t}" for t in texts))
+        want = set(texts)
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = [m.text for m in client.messages(since=mark, source=BOT) if m.text in want]
+            if len(got) >= burst:
+                break
+            await client.more(1.0)
+        elapsed = time.perf_counter() - t0
+        return {
+            "p50_us": statistics.median(samples),
+            "p99_us": samples[int(len(samples) * 0.99) - 1],
+            "commands_per_s": len(got) / elapsed,
+            "missing": burst - len(set(got)),
+            "in_order": got == texts,
+        }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        await client.close()
+
+
+def run(sequential: int = 1000, burst: int = 300) -> dict[str, Any]:
+    """One measurement with a fresh nats-server, ngircd and operators."""
+
+    async def go() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp, running_ngircd() as ircd:
+            server = EmbeddedNats(store_dir=Path(tmp) / "nats")
+            await server.start()
+            try:
+                return await _run(server.url, ircd.port, Path(tmp), sequential, burst)
+            finally:
+                await server.stop()
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    if find_binary("ngircd") is None:
+        print("  skipped: ngircd is not installed (apt-get install ngircd; `make irc-servers`)")
+        return
+    try:
+        r = run()
+    except ServerUnavailable as e:
+        print(f"  skipped: {e}")
+        return
+    print(
+        f"  irc via ngircd: round trip p50 {r['p50_us'] / 1000:.2f} ms,"
+        f" p99 {r['p99_us'] / 1000:.2f} ms (targets 1.5 / 3 ms);"
+        f" burst of 300: {r['commands_per_s']:,.0f} commands/s, {r['missing']} replies missing,"
+        f" {'in order' if r['in_order'] else 'OUT OF ORDER'} (target >= 3,000/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()

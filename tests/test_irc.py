@@ -1,0 +1,555 @@
+"""The IRC connector end to end: real IRC servers, real operator processes, raw IRC clients.
+
+Router and echo run once for the module (as processes, under a prefix of their own); each test
+starts IRC connectors (``python -m operators.irc`` as ``irc.<network>``) against ngircd
+(plain, TLS, restartable) or InspIRCd + Anope (SASL), and talks to the bot from raw IRC clients
+(tests/irc_servers.py). Servers are started once per session; the whole module takes ~30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+ROOT = Path(__file__).resolve().parents[1]
+if not (ROOT / "operators" / "irc.py").exists():
+    pytest.skip("operators/irc.py (the IRC connector) does not exist yet", allow_module_level=True)
+
+pytest.register_assert_rewrite("tests.irc_servers")  # imported here, before pytest_plugins
+
+from eeveepy.bus import BusConfig, barrier, connect  # noqa: E402
+from eeveepy.ipc import Ipc  # noqa: E402
+from eeveepy.models import (  # noqa: E402
+    ChatEvent,
+    ChatMessage,
+    ChatUser,
+    Envelope,
+    OutgoingMessage,
+    Ping,
+    Pong,
+    Ready,
+)
+from eeveepy.subjects import Subjects  # noqa: E402
+from tests.irc_servers import (  # noqa: E402
+    SASL_ACCOUNT,
+    InspircdAnope,
+    IrcClient,
+    Line,
+    Ngircd,
+    tls_context,
+)
+
+pytest_plugins = ["tests.irc_servers"]
+
+WAIT = 10.0
+CHANNEL = "#eevee"
+
+
+class Proc:
+    """An operator process with its stderr collected."""
+
+    def __init__(self, op_id: str, proc: asyncio.subprocess.Process) -> None:
+        self.id = op_id
+        self.proc = proc
+        self.pid: int | None = None  # as its Ready said
+        self.stderr = b""
+        assert proc.stderr is not None
+        self._reader = asyncio.ensure_future(self._read(proc.stderr))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            self.stderr += chunk
+
+    def log(self, n: int = 4000) -> str:
+        return f"--- {self.id} stderr:\n{self.stderr.decode(errors='replace')[-n:]}"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._reader, 1.0)
+
+
+class Bus:
+    """The test's bus connection, the router and echo, and the connectors of the tests."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.prefix = "irct" + uuid.uuid4().hex[:10]
+        self.subjects = Subjects(self.prefix)
+        self.ipc = Ipc(self.subjects, "irctest")
+        self.procs: list[Proc] = []
+
+    async def start(self) -> None:
+        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test-irc"))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(p.stop() for p in self.procs))
+        nc = self.ipc.nc
+        await self.ipc.detach()
+        await nc.close()
+
+    async def collect(self, subject: str, model: type[Any]) -> asyncio.Queue[Envelope[Any]]:
+        queue: asyncio.Queue[Envelope[Any]] = asyncio.Queue()
+
+        async def handler(env: Envelope[dict[str, Any]]) -> None:
+            await queue.put(env.model_copy(update={"body": model.model_validate(env.body)}))
+
+        await self.ipc.subscribe(subject, handler)
+        await barrier(self.ipc.nc)
+        return queue
+
+    async def spawn(self, op_id: str, module: str, settings: dict[str, Any]) -> Proc:
+        """Start ``module`` as ``op_id`` with the env contract; wait for its Ready."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
+        env.update(
+            EEVEE_OPERATOR_ID=op_id,
+            EEVEE_NATS_URL=self.url,
+            EEVEE_SUBJECT_PREFIX=self.prefix,
+            EEVEE_SETTINGS=json.dumps(settings),
+            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
+            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
+            EEVEE_SUPERVISOR="test",
+        )
+        ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            env=env,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        child = Proc(op_id, proc)
+        self.procs.append(child)
+        try:
+            child.pid = (await asyncio.wait_for(ready.get(), WAIT)).body.pid
+        except TimeoutError:
+            await child.stop()
+            raise AssertionError(f"{op_id}: no Ready\n{child.log()}") from None
+        return child
+
+    async def connector(self, network: str, settings: dict[str, Any]) -> Proc:
+        return await self.spawn(f"irc.{network}", "operators.irc", settings)
+
+    async def events(self, network: str) -> asyncio.Queue[Envelope[ChatEvent]]:
+        """Every ChatEvent the connector of ``network`` publishes from now on."""
+        return await self.collect(f"chat.event.irc.{network}.>", ChatEvent)
+
+    async def wait_echo_registered(self) -> None:
+        answers = await self.collect("chat.out.irc.probe", OutgoingMessage)
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while True:
+            msg = ChatMessage(
+                platform="irc",
+                network="probe",
+                room="prober",
+                user=ChatUser(id="prober", name="prober"),
+                text="help",
+                private=True,
+            )
+            await self.ipc.publish(self.subjects.chat_in("irc", "probe", "prober"), msg)
+            with contextlib.suppress(TimeoutError):
+                if " echo" in (await asyncio.wait_for(answers.get(), 0.5)).body.text:
+                    return
+            logs = "\n".join(p.log() for p in self.procs)
+            assert asyncio.get_running_loop().time() < deadline, f"echo never registered\n{logs}"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def bus(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bus]:
+    b = Bus(nats_url, tmp_path_factory.mktemp("irc"))
+    await b.start()
+    try:
+        await asyncio.gather(
+            b.spawn("router." + uuid.uuid4().hex[:8], "operators.router", {}),
+            b.spawn("echo", "operators.echo", {}),
+        )
+        await b.wait_echo_registered()
+        yield b
+    finally:
+        await b.close()
+
+
+def plain(server: Ngircd, **settings: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": server.port, **settings}
+
+
+async def joined(client: IrcClient, channel: str, proc: Proc, *, since: int = 0) -> str:
+    """Until ``client`` sees the bot join ``channel``; returns the bot's nick."""
+    try:
+        line = await client.wait(
+            lambda m: (
+                m.command == "JOIN"
+                and m.nick.startswith("eevee")  # the bots' nicks; the raw clients' differ
+                and m.nick != client.nick
+                and m.params[0].lower() == channel.lower()
+            ),
+            since=since,
+            timeout=WAIT,
+        )
+    except AssertionError as e:
+        raise AssertionError(f"the bot never joined {channel}: {e}\n{proc.log()}") from None
+    return line.nick
+
+
+async def ask(client: IrcClient, target: str, text: str, bot: str, proc: Proc) -> Line:
+    """Send ``text`` to ``target`` (a channel, or the bot) and return the bot's answer."""
+    where = target if target.startswith("#") else client.nick
+    mark = client.mark()
+    await client.privmsg(target, text)
+    try:
+        return await client.reply(bot, where, since=mark, timeout=WAIT)
+    except AssertionError as e:
+        raise AssertionError(f"no answer to {text!r}: {e}\n{proc.log()}") from None
+
+
+@contextlib.asynccontextmanager
+async def clients(port: int, *nicks: str, channel: str, **kw: Any) -> AsyncIterator[Any]:
+    made = []
+    try:
+        for nick in nicks:
+            made.append(await IrcClient.connect(port, nick, **kw))
+            await made[-1].join(channel)
+        yield made
+    finally:
+        await asyncio.gather(*(c.close() for c in made))
+
+
+class Main:
+    def __init__(self, alice: IrcClient, bob: IrcClient, proc: Proc, nick: str) -> None:
+        self.alice, self.bob, self.proc, self.nick = alice, bob, proc, nick
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def main(bus: Bus, ngircd: Ngircd) -> AsyncIterator[Main]:
+    """alice and bob in #eevee on the plain ngircd, and the bot ``irc.test`` (defaults)."""
+    async with clients(ngircd.port, "alice", "bob", channel=CHANNEL) as (alice, bob):
+        await bob.join("#evil")
+        mark = alice.mark()
+        proc = await bus.connector("test", plain(ngircd, nick="eevee", channels=[CHANNEL]))
+        nick = await joined(alice, CHANNEL, proc, since=mark)
+        assert nick == "eevee"
+        try:
+            yield Main(alice, bob, proc, nick)
+        finally:
+            await proc.stop()
+
+
+# -- the main bot: plain ngircd, default settings ---------------------------------------------
+
+
+async def test_echo_in_channel(bus: Bus, main: Main) -> None:
+    inbound = await bus.collect("chat.in.irc.test.>", ChatMessage)
+    bob_mark = main.bob.mark()
+    reply = await ask(main.alice, CHANNEL, "!echo hi", main.nick, main.proc)
+    assert reply.text == "hi"
+    heard = await main.bob.reply(main.nick, CHANNEL, since=bob_mark)  # the room hears it too
+    assert heard.text == "hi"
+    msg = (await asyncio.wait_for(inbound.get(), WAIT)).body
+    assert (msg.platform, msg.network, msg.room, msg.text) == ("irc", "test", CHANNEL, "!echo hi")
+    assert (msg.user.id, msg.user.name, msg.private) == ("alice", "alice", False)
+    assert (msg.user.host or "").endswith("@127.0.0.1"), msg.user
+
+
+async def test_private_echo(bus: Bus, main: Main) -> None:
+    inbound = await bus.collect("chat.in.irc.test.>", ChatMessage)
+    bob_mark = main.bob.mark()
+    reply = await ask(main.alice, main.nick, "!echo hi", main.nick, main.proc)
+    assert (reply.params[0], reply.text) == ("alice", "hi")
+    msg = (await asyncio.wait_for(inbound.get(), WAIT)).body
+    assert (msg.room, msg.private, msg.user.id) == ("alice", True, "alice")
+    assert await ask(main.alice, main.nick, "echo no prefix", main.nick, main.proc)
+    assert not main.bob.messages(since=bob_mark, source=main.nick)  # nothing in the channel
+
+
+def _long_text() -> str:
+    words = ["alpha", "béta", "ça", "漢字", "🎉", "naïve", "Ωmega", "x" * 40]
+    text = " ".join(words[i % len(words)] for i in range(120))
+    text += " " + "é" * 300 + "漢" * 200 + "🎉" * 50  # 2,200 bytes with no space to split at
+    text += " " + " ".join(words[i % len(words)] for i in range(200))
+    return text[:2000].rstrip()
+
+
+async def test_long_reply_is_split_into_valid_lines(bus: Bus, main: Main) -> None:
+    text = _long_text()
+    assert len(text) == 2000
+    mark = main.alice.mark()
+    # 2,000 characters do not fit in one IRC line: the question goes straight on the bus.
+    msg = ChatMessage(
+        platform="irc",
+        network="test",
+        room=CHANNEL,
+        user=ChatUser(id="alice", name="alice", host="~alice@127.0.0.1"),
+        text="!echo " + text,
+    )
+    await bus.ipc.publish(bus.subjects.chat_in("irc", "test", CHANNEL), msg)
+    want = re.sub(r"\s+", "", text)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20  # paced by the default flood control
+    got = ""
+    while loop.time() < deadline:
+        lines = main.alice.messages(since=mark, source=main.nick, target=CHANNEL)
+        got = re.sub(r"\s+", "", "".join(m.text for m in lines))
+        if got == want or (got and not want.startswith(got)):
+            break
+        await asyncio.sleep(0.1)
+    lines = main.alice.messages(since=mark, source=main.nick, target=CHANNEL)
+    assert len(lines) >= 5, [m.raw for m in lines]
+    for m in lines:
+        assert len(m.data) + 2 <= 512, f"{len(m.data) + 2} bytes: {m.raw}"
+        m.data.decode("utf-8")  # strict: no character cut in two
+        assert m.text.strip(), m.raw
+    assert got == want  # complete and in order (only whitespace may differ at the cuts)
+    joined_text = "".join(m.text for m in lines)
+    assert "\ufffd" not in joined_text
+
+
+async def test_crlf_injection(bus: Bus, main: Main) -> None:
+    alice, bob = main.alice, main.bob
+    mark, bob_mark = alice.mark(), bob.mark()
+    out = bus.subjects.chat_out("irc", "test")
+
+    def say(target: str, text: str) -> OutgoingMessage:
+        return OutgoingMessage(platform="irc", network="test", target=target, text=text)
+
+    await bus.ipc.publish(out, say(CHANNEL, "before\r\nQUIT :pwned\nJOIN #evil\rafter"))
+    await bus.ipc.publish(out, say(CHANNEL + "\r\nJOIN #evil", "target injection"))
+    await bus.ipc.publish(out, say(CHANNEL, "x \r\nPRIVMSG bob :private\r\n"))
+    marker = "marker-" + uuid.uuid4().hex[:8]
+    await bus.ipc.publish(out, say(CHANNEL, marker))
+    await alice.wait(lambda m: m.command == "PRIVMSG" and m.text == marker, since=mark)
+    await asyncio.sleep(0.3)
+
+    texts = [m.text for m in alice.messages(since=mark, source=main.nick)]
+    assert any("QUIT :pwned" in t for t in texts), texts  # sent as text, not as a command
+    assert any("JOIN #evil" in t for t in texts), texts
+    assert not [m.raw for m in alice.lines[mark:] if m.nick == main.nick and m.command == "QUIT"]
+    evil = [m.raw for m in bob.lines[bob_mark:] if m.nick == main.nick and m.command == "JOIN"]
+    assert not evil, evil
+    assert not bob.messages(since=bob_mark, source=main.nick, target="bob")
+    assert main.nick in await alice.names(CHANNEL)
+    assert main.nick not in await bob.names("#evil")
+    assert main.proc.proc.returncode is None
+    assert (await ask(alice, CHANNEL, "!echo still here", main.nick, main.proc)).text == (
+        "still here"
+    )
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+async def test_tls_verified_with_ca_file(bus: Bus, ngircd_tls: Ngircd) -> None:
+    assert ngircd_tls.tls_port
+    assert ngircd_tls.cert
+    ctx = tls_context(ngircd_tls.cert)
+    async with clients(ngircd_tls.tls_port, "tlsalice", channel="#tls", tls=ctx) as (alice,):
+        settings = {
+            "host": "localhost",
+            "port": ngircd_tls.tls_port,
+            "tls": True,
+            "tls_verify": True,
+            "ca_file": str(ngircd_tls.cert),
+            "nick": "eeveetls",
+            "channels": ["#tls"],
+        }
+        mark = alice.mark()
+        proc = await bus.connector("tls", settings)
+        try:
+            nick = await joined(alice, "#tls", proc, since=mark)
+            assert nick == "eeveetls"
+            whois = await alice.whois(nick)
+            assert any(m.command == "275" for m in whois), [m.raw for m in whois]  # via SSL
+            assert (await ask(alice, "#tls", "!echo hi", nick, proc)).text == "hi"
+        finally:
+            await proc.stop()
+
+
+async def test_tls_verify_rejects_an_unknown_certificate(bus: Bus, ngircd_tls: Ngircd) -> None:
+    assert ngircd_tls.tls_port
+    ctx = tls_context(ngircd_tls.cert)
+    async with clients(ngircd_tls.tls_port, "tlsbob", channel="#tls2", tls=ctx) as (bob,):
+        events = await bus.events("tlsbad")
+        settings = {
+            "host": "localhost",
+            "port": ngircd_tls.tls_port,
+            "tls": True,
+            "tls_verify": True,  # and no ca_file: the self-signed certificate is unknown
+            "nick": "eeveeuntrusted",
+            "channels": ["#tls2"],
+        }
+        proc = await bus.connector("tlsbad", settings)
+        try:
+            await asyncio.sleep(2.0)
+            assert "eeveeuntrusted" not in await bob.names("#tls2")
+            kinds = [events.get_nowait().body.event for _ in range(events.qsize())]
+            assert "connected" not in kinds, kinds
+            assert b"certificate" in proc.stderr.lower(), proc.log()
+        finally:
+            await proc.stop()
+
+
+# -- reconnect, nick collision ----------------------------------------------------------------
+
+
+async def test_reconnects_after_the_server_restarts(
+    bus: Bus, ngircd_factory: Callable[..., Ngircd]
+) -> None:
+    server = ngircd_factory()
+    settings = plain(server, nick="eeveerc", channels=["#r"], reconnect_min=0.2, reconnect_max=1.0)
+    proc: Proc | None = None
+    try:
+        async with clients(server.port, "rcalice", channel="#r") as (alice,):
+            events = await bus.events("recon")
+            mark = alice.mark()
+            proc = await bus.connector("recon", settings)
+            nick = await joined(alice, "#r", proc, since=mark)
+            assert (await ask(alice, "#r", "!echo one", nick, proc)).text == "one"
+
+            server.kill()
+            while True:
+                ev = (await asyncio.wait_for(events.get(), WAIT)).body
+                if ev.event == "disconnected":
+                    break
+            for _ in range(2):  # the bus side stays alive while IRC is down
+                pong = await bus.ipc.request(
+                    bus.subjects.operator_ping("irc.recon"), Ping(), Pong, timeout=2.0
+                )
+                assert pong.body.operator == "irc.recon"
+                await asyncio.sleep(0.7)
+            server.start()  # same port
+        async with clients(server.port, "rcalice", channel="#r") as (alice,):
+            nick = "eeveerc"
+            deadline = asyncio.get_running_loop().time() + WAIT
+            while nick not in await alice.names("#r"):  # it may have rejoined before alice
+                assert asyncio.get_running_loop().time() < deadline, f"no rejoin\n{proc.log()}"
+                await asyncio.sleep(0.1)
+            assert (await ask(alice, "#r", "!echo two", nick, proc)).text == "two"
+            assert proc.proc.returncode is None
+            assert proc.pid == proc.proc.pid  # the same process, never restarted
+            kinds = [events.get_nowait().body.event for _ in range(events.qsize())]
+            assert "connected" in kinds, kinds
+    finally:
+        if proc is not None:
+            await proc.stop()
+
+
+async def test_nick_collision_uses_an_alternate_then_reclaims(
+    bus: Bus, ngircd_factory: Callable[..., Ngircd]
+) -> None:
+    server = ngircd_factory()
+    settings = plain(
+        server,
+        nick="eevee",
+        alt_nicks=["eeveebot"],
+        channels=["#nc"],
+        reclaim_nick_interval=1.0,
+    )
+    async with clients(server.port, "eevee", "watcher", channel="#nc") as (holder, watcher):
+        mark = watcher.mark()
+        proc = await bus.connector("nc", settings)
+        try:
+            nick = await joined(watcher, "#nc", proc, since=mark)
+            assert nick == "eeveebot"
+            assert (await ask(watcher, "#nc", "!echo hi", nick, proc)).text == "hi"
+
+            mark = watcher.mark()
+            await holder.close()  # "eevee" is free again: the bot takes it back
+            line = await watcher.wait(
+                lambda m: m.command == "NICK" and m.nick == "eeveebot", since=mark, timeout=6
+            )
+            assert line.text == "eevee"
+            assert (await ask(watcher, "#nc", "!echo back", "eevee", proc)).text == "back"
+        finally:
+            await proc.stop()
+
+
+# -- SASL (InspIRCd + Anope) ------------------------------------------------------------------
+
+
+async def test_sasl_plain_logs_in(bus: Bus, inspircd_anope: InspircdAnope) -> None:
+    account, password = SASL_ACCOUNT
+    async with clients(inspircd_anope.port, "carol", channel="#sasl") as (carol,):
+        settings = {
+            "host": "127.0.0.1",
+            "port": inspircd_anope.port,
+            "nick": "eeveesasl",
+            "sasl_mechanism": "PLAIN",
+            "sasl_username": account,
+            "sasl_password": password,
+            "channels": ["#sasl"],
+        }
+        mark = carol.mark()
+        proc = await bus.connector("sasl", settings)
+        try:
+            nick = await joined(carol, "#sasl", proc, since=mark)
+            whois = await carol.whois(nick)
+            logged_in = [m for m in whois if m.command == "330"]
+            assert logged_in, [m.raw for m in whois]
+            assert logged_in[0].params[2] == account, logged_in[0].raw
+            assert (await ask(carol, "#sasl", "!echo hi", nick, proc)).text == "hi"
+        finally:
+            await proc.stop()
+
+
+async def test_sasl_wrong_password_fails_without_a_storm(
+    bus: Bus, inspircd_anope: InspircdAnope
+) -> None:
+    account, _ = SASL_ACCOUNT
+    events = await bus.events("saslbad")
+    settings = {
+        "host": "127.0.0.1",
+        "port": inspircd_anope.port,
+        "nick": "eeveebadpw",
+        "sasl_mechanism": "PLAIN",
+        "sasl_username": account,
+        "sasl_password": "not-the-password",
+        "channels": ["#sasl"],
+    }
+    proc = await bus.connector("saslbad", settings)
+    try:
+        seen: list[ChatEvent] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not any(
+            e.event == "disconnected" and "SASL authentication failed" in (e.text or "")
+            for e in seen
+        ):
+            left = deadline - loop.time()
+            try:
+                seen.append((await asyncio.wait_for(events.get(), max(left, 0.01))).body)
+            except TimeoutError:
+                raise AssertionError(
+                    f"no 'SASL authentication failed' event; got {seen}\n{proc.log()}"
+                ) from None
+        before = len(seen)
+        await asyncio.sleep(5.0)
+        later = seen[before:] + [events.get_nowait().body for _ in range(events.qsize())]
+        connected = [e for e in seen + later if e.event == "connected"]
+        failures = [e for e in later if "SASL" in (e.text or "")]
+        assert len(connected) <= 2, connected
+        assert len(failures) <= 2, failures  # attempts in the 5 s after the first failure
+        assert b"SASL authentication failed" in proc.stderr, proc.log()
+        assert b"error" in proc.stderr.lower(), proc.log()
+    finally:
+        await proc.stop()
