@@ -87,6 +87,8 @@ MAX_QUEUED_LINES: Final = 5000
 CTL_TIMEOUT: Final = 10.0
 """Seconds a control request waits for the server's answer."""
 SEND_TIMEOUT: Final = 15.0
+DRAIN_ABOVE: Final = 64 * 1024
+"""Bytes buffered in the socket before a write waits for the server to take them."""
 SASL_TIMEOUT: Final = 20.0
 WANTED_CAPS: Final = frozenset(
     {"multi-prefix", "account-tag", "account-notify", "extended-join", "message-tags", "chghost"}
@@ -375,11 +377,13 @@ class IrcConnector:
         attempt = 0
         while not self._stopping:
             s = self.settings
+            auth_failed = False
             try:
                 await self._session(s)
                 reason = "connection closed by the server"
             except SaslFailedError as exc:
                 reason = str(exc)
+                auth_failed = True
             except asyncio.CancelledError:
                 await self._close()
                 raise
@@ -397,6 +401,10 @@ class IrcConnector:
             await self._report_disconnected(reason)
             if registered_for is not None and registered_for >= 10 * s.reconnect_min:
                 attempt = 0
+            if auth_failed:
+                # Wrong credentials do not fix themselves: retry slowly (8x reconnect_min and
+                # up), so a bad password never hammers the server (which may ban the host).
+                attempt = max(attempt, 3)
             delay = backoff_delay(attempt, s.reconnect_min, s.reconnect_max, self._rnd.random)
             attempt += 1
             self.op.log.warning(
@@ -470,7 +478,9 @@ class IrcConnector:
                     raise IrcConnectorError("registration timed out")
                 timeout = min(timeout, left)
             try:
-                data = await asyncio.wait_for(reader.readline(), timeout)
+                # asyncio.timeout, not wait_for: no task per line on the hot path.
+                async with asyncio.timeout(timeout):
+                    data = await reader.readline()
             except TimeoutError:
                 if pinged:
                     raise IrcConnectorError(
@@ -515,7 +525,9 @@ class IrcConnector:
             data = data[:cut]
         writer.write(data + b"\r\n")
         try:
-            await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+            if writer.transport.get_write_buffer_size() > DRAIN_ABOVE:
+                async with asyncio.timeout(SEND_TIMEOUT):
+                    await writer.drain()
         except (OSError, TimeoutError) as exc:
             self.op.log.warning("irc write failed: closing", error=str(exc) or repr(exc))
             writer.close()
