@@ -138,14 +138,18 @@ class Subscription:
             with contextlib.suppress(Exception):  # a closed connection has nothing to undo
                 await sub.unsubscribe()
 
-    async def unsubscribe(self) -> None:
-        """Stop receiving; messages already buffered are dropped."""
-        await self.stop_receiving()
+    async def _stop_consumer(self) -> None:
+        """End the consumer task; what it had not handled yet is dropped."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; messages already buffered are dropped."""
+        await self.stop_receiving()
+        await self._stop_consumer()
         self._inbox = None
         self.ipc._forget(self)
 
@@ -216,11 +220,7 @@ class Ipc:
         """Unsubscribe everything now (the connection itself is left to its owner)."""
         for sub in list(self._subs):
             await sub.stop_receiving()
-            task, sub._task = sub._task, None
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await sub._stop_consumer()
         self._nc = None
 
     async def drain(self, timeout: float = 5.0) -> bool:

@@ -473,3 +473,21 @@ class Subjects:
         except SubjectError as exc:
             raise SubjectError(f"invalid subject {subject!r}: {exc}") from exc
         raise SubjectError(f"subject {subject!r} is not part of the subject tree")
+
+
+_KV_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def kv_token(value: str) -> str:
+    """``value`` as one part of a JetStream KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
+
+    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
+    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
+    empty string is a lone ``=``. Different strings give different tokens.
+    """
+    if not value:
+        return "="
+    return "".join(
+        ch if ch in _KV_SAFE else "".join(f"={b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        for ch in value
+    )

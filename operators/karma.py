@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eeveepy import ChatMessage, CommandInvocation, Operator
 from eeveepy.models import MessageStyle
+from eeveepy.subjects import kv_token
 
 KV_PREFIX: Final = "karma."
 """Keys: ``karma.<platform>.<network>.<thing>``, each part a :func:`kv_token`."""
@@ -40,7 +41,6 @@ _VOTE_RE: Final = re.compile(
     r"(?:^|(?<=\s))(?:\((?P<group>[^()\n]+)\)|(?P<word>[^\s()]+?))(?P<op>\+\+|--)"
     r"(?=$|[\s,.;:!?)])"
 )
-_KV_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class KarmaSettings(BaseModel):
@@ -62,20 +62,6 @@ class Score(BaseModel):
     name: str
     """The thing as first written (case kept)."""
     score: int = 0
-
-
-def kv_token(value: str) -> str:
-    """``value`` as one part of a KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
-
-    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
-    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
-    empty string is a lone ``=``. Different strings give different tokens.
-    """
-    if not value:
-        return "="
-    return "".join(
-        ch if ch in _KV_SAFE else "".join(f"={b:02X}" for b in ch.encode()) for ch in value
-    )
 
 
 def normalize(thing: str) -> str:

@@ -22,11 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy import ChatMessage, CommandInvocation, Envelope, Operator
 from eeveepy.models import MessageStyle
+from eeveepy.subjects import kv_token
 
 KV_PREFIX = "seen."
 """Keys: ``seen.<platform>.<network>.<nick>``, each part a :func:`kv_token`."""
-
-_KV_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 class SeenSettings(BaseModel):
@@ -46,24 +45,6 @@ class Sighting(BaseModel):
     text: str
     time: datetime
     action: bool = False
-
-
-def kv_token(value: str) -> str:
-    """``value`` as one part of a KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
-
-    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
-    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
-    empty string is a lone ``=``. Different strings give different tokens.
-    """
-    if not value:
-        return "="
-    out = []
-    for ch in value:
-        if ch in _KV_SAFE:
-            out.append(ch)
-        else:
-            out.extend(f"={b:02X}" for b in ch.encode())
-    return "".join(out)
 
 
 def seen_key(platform: str, network: str, nick: str) -> str:
