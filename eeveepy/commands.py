@@ -48,7 +48,7 @@ from .models import (
     Envelope,
     RateLimit,
 )
-from .subjects import Subjects, validate_operator_id
+from .subjects import Subjects
 
 if TYPE_CHECKING:
     from .runtime import Operator
@@ -109,12 +109,12 @@ CommandHandler = Callable[[CommandInvocation], Awaitable[str | None] | str | Non
 
 def sync_subject(subjects: Subjects) -> str:
     """``{p}.command.sync``: the router asks command operators to register again."""
-    return f"{subjects.prefix}.command.sync"
+    return subjects.command_sync()
 
 
 def rejected_subject(subjects: Subjects, operator_id: str) -> str:
     """``{p}.command.rejected.<operator-id>``: a refused registration (operator id last)."""
-    return f"{subjects.prefix}.command.rejected.{validate_operator_id(operator_id)}"
+    return subjects.command_rejected(operator_id)
 
 
 def run_queue(name: str) -> str:

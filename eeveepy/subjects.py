@@ -83,8 +83,11 @@ SubjectKind = Literal[
     "chat.in",
     "chat.event",
     "chat.out",
+    "chat.ctl",
     "command.register",
     "command.run",
+    "command.sync",
+    "command.rejected",
     "log",
     "operator.ready",
     "operator.ping",
@@ -323,6 +326,19 @@ class Subjects:
         validate_token(platform, "platform")
         return f"{self.prefix}.chat.out.{platform}.{encode_token(network)}"
 
+    def chat_ctl(self, platform: str, network: str) -> str:
+        """``{p}.chat.ctl.{platform}.{network}``: control requests for a connector."""
+        validate_token(platform, "platform")
+        return f"{self.prefix}.chat.ctl.{platform}.{encode_token(network)}"
+
+    def command_sync(self) -> str:
+        """``{p}.command.sync``: the router asks command operators to register again."""
+        return f"{self.prefix}.command.sync"
+
+    def command_rejected(self, operator_id: str) -> str:
+        """``{p}.command.rejected.{operator_id}``: a refused registration (operator id last)."""
+        return f"{self.prefix}.command.rejected.{validate_operator_id(operator_id)}"
+
     def command_register(self) -> str:
         """``{p}.command.register``: commands announce themselves here."""
         return f"{self.prefix}.command.register"
@@ -435,9 +451,9 @@ class Subjects:
                         network=decode_token(tokens[3]),
                         event=validate_token(tokens[4], "event"),
                     )
-                if branch == "out" and n == 4:
+                if branch in ("out", "ctl") and n == 4:
                     return ParsedSubject(
-                        kind="chat.out",
+                        kind="chat.out" if branch == "out" else "chat.ctl",
                         platform=validate_token(tokens[2], "platform"),
                         network=decode_token(tokens[3]),
                     )
@@ -446,6 +462,13 @@ class Subjects:
                     return ParsedSubject(kind="command.register")
                 if tokens[1] == "run" and n == 3:
                     return ParsedSubject(kind="command.run", command=decode_token(tokens[2]))
+                if tokens[1] == "sync" and n == 2:
+                    return ParsedSubject(kind="command.sync")
+                if tokens[1] == "rejected" and n >= 3:
+                    return ParsedSubject(
+                        kind="command.rejected",
+                        operator_id=validate_operator_id(".".join(tokens[2:])),
+                    )
             elif head == "log" and n >= 3:
                 return ParsedSubject(
                     kind="log",

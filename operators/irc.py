@@ -77,7 +77,6 @@ from eeveepy.models import (
     MessageStyle,
     OutgoingMessage,
 )
-from eeveepy.subjects import encode_token
 
 PLATFORM: Final = "irc"
 VERSION: Final = "eevee IRC connector"
@@ -311,7 +310,7 @@ class IrcConnector:
 
     async def _subscribe(self) -> None:
         ipc, subjects = self.op.ipc, self.op.subjects
-        ctl = subjects.pattern(f"chat.ctl.{PLATFORM}.{encode_token(self.network)}")
+        ctl = subjects.chat_ctl(PLATFORM, self.network)
         self._subs = [
             await ipc.subscribe(subjects.chat_out(PLATFORM, self.network), self.on_out),
             await ipc.subscribe(ctl, self.on_ctl),

@@ -444,8 +444,17 @@ def test_build_parse_roundtrip(
             sub.chat_out(platform, network),
             ParsedSubject(kind="chat.out", platform=platform, network=network),
         ),
+        (
+            sub.chat_ctl(platform, network),
+            ParsedSubject(kind="chat.ctl", platform=platform, network=network),
+        ),
         (sub.command_register(), ParsedSubject(kind="command.register")),
         (sub.command_run(command), ParsedSubject(kind="command.run", command=command)),
+        (sub.command_sync(), ParsedSubject(kind="command.sync")),
+        (
+            sub.command_rejected(op_id),
+            ParsedSubject(kind="command.rejected", operator_id=op_id),
+        ),
         (sub.log(op_id, level), ParsedSubject(kind="log", level=level, operator_id=op_id)),
         (sub.operator_ready(op_id), ParsedSubject(kind="operator.ready", operator_id=op_id)),
         (sub.operator_ping(op_id), ParsedSubject(kind="operator.ping", operator_id=op_id)),
