@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import re
-import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,8 +21,6 @@ import pytest
 import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parents[1]
-if not (ROOT / "operators" / "irc.py").exists():
-    pytest.skip("operators/irc.py (the IRC connector) does not exist yet", allow_module_level=True)
 
 pytest.register_assert_rewrite("tests.irc_servers")  # imported here, before pytest_plugins
 
@@ -50,6 +45,7 @@ from tests.irc_servers import (  # noqa: E402
     Ngircd,
     tls_context,
 )
+from tests.operator_procs import OperatorProc, contract_env  # noqa: E402
 
 pytest_plugins = ["tests.irc_servers"]
 
@@ -57,34 +53,12 @@ WAIT = 10.0
 CHANNEL = "#eevee"
 
 
-class Proc:
+class Proc(OperatorProc):
     """An operator process with its stderr collected."""
 
     def __init__(self, op_id: str, proc: asyncio.subprocess.Process) -> None:
-        self.id = op_id
-        self.proc = proc
+        super().__init__(op_id, proc)
         self.pid: int | None = None  # as its Ready said
-        self.stderr = b""
-        assert proc.stderr is not None
-        self._reader = asyncio.ensure_future(self._read(proc.stderr))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.stderr += chunk
-
-    def log(self, n: int = 4000) -> str:
-        return f"--- {self.id} stderr:\n{self.stderr.decode(errors='replace')[-n:]}"
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 1.0)
 
 
 class Bus:
@@ -119,15 +93,8 @@ class Bus:
 
     async def spawn(self, op_id: str, module: str, settings: dict[str, Any]) -> Proc:
         """Start ``module`` as ``op_id`` with the env contract; wait for its Ready."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-        env.update(
-            EEVEE_OPERATOR_ID=op_id,
-            EEVEE_NATS_URL=self.url,
-            EEVEE_SUBJECT_PREFIX=self.prefix,
-            EEVEE_SETTINGS=json.dumps(settings),
-            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
-            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
-            EEVEE_SUPERVISOR="test",
+        env = contract_env(
+            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings
         )
         ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
         proc = await asyncio.create_subprocess_exec(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -48,6 +47,7 @@ from eeveepy.models import (
     body_model,
 )
 from eeveepy.subjects import Subjects
+from tests.operator_procs import OperatorProc, contract_env
 
 ROOT = Path(__file__).resolve().parents[1]
 JS_DIR = ROOT / "operators" / "js"
@@ -74,22 +74,8 @@ def require_node_modules() -> None:
         )
 
 
-class Proc:
+class Proc(OperatorProc):
     """An operator process with its stderr collected."""
-
-    def __init__(self, op_id: str, proc: asyncio.subprocess.Process) -> None:
-        self.id = op_id
-        self.proc = proc
-        self.stderr = b""
-        assert proc.stderr is not None
-        self._reader = asyncio.ensure_future(self._read(proc.stderr))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.stderr += chunk
-
-    def lines(self) -> list[str]:
-        return [line for line in self.stderr.decode().splitlines() if line.strip()]
 
     async def logged(self, event: str) -> dict[str, Any]:
         """Wait until the operator logs a JSON line with ``event``; return it."""
@@ -100,19 +86,6 @@ class Proc:
                         return dict(record)
             await asyncio.sleep(0.02)
         raise AssertionError(f"{self.id} never logged {event!r}:\n{self.stderr.decode()}")
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), WAIT)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 1.0)
-        assert self.proc.returncode is not None
-        return self.proc.returncode
 
 
 class Harness:
@@ -158,17 +131,9 @@ class Harness:
 
     async def spawn(self, op_id: str, argv: list[str], **env: str) -> tuple[Proc, Ready]:
         """Start ``argv`` as operator ``op_id`` with the env contract; wait for its Ready."""
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-        environ.update(
-            EEVEE_OPERATOR_ID=op_id,
-            EEVEE_NATS_URL=self.url,
-            EEVEE_SUBJECT_PREFIX=self.prefix,
-            EEVEE_SETTINGS="{}",
-            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
-            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
-            EEVEE_SUPERVISOR="test",
+        environ = contract_env(
+            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings={}, **env
         )
-        environ.update(env)
         ready: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_ready(msg: Any) -> None:

@@ -38,6 +38,7 @@ from eeveepy.models import (
 )
 from eeveepy.subjects import Subjects
 from operators.logging import DURABLE, INVALID_NAME, log_stream_name
+from tests.operator_procs import contract_env
 
 WAIT = 5.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,18 +91,9 @@ class Bus:
 
     def env(self, settings: dict[str, Any], op_id: str = "logging", **extra: str) -> dict[str, str]:
         """The process contract's environment."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-        env.update(
-            EEVEE_OPERATOR_ID=op_id,
-            EEVEE_NATS_URL=self.url,
-            EEVEE_SUBJECT_PREFIX=self.prefix,
-            EEVEE_SETTINGS=json.dumps(settings),
-            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
-            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
-            EEVEE_SUPERVISOR="test",
+        return contract_env(
+            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings, **extra
         )
-        env.update(extra)
-        return env
 
     async def publish(self, subject_op: str, body: Body, level: str = "info") -> bytes:
         """Publish ``body`` on ``log.<level>.<subject_op>``; return the payload as sent."""

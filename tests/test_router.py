@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sys
 import uuid
@@ -39,6 +38,7 @@ from eeveepy.models import (
 )
 from eeveepy.runtime import kv_bucket_name
 from eeveepy.subjects import Subjects
+from tests.operator_procs import OperatorProc, contract_env
 
 WAIT = 5.0
 QUIET = 0.5
@@ -98,30 +98,7 @@ op.run([])
 """
 
 
-class Proc:
-    """An operator process with its stderr collected."""
-
-    def __init__(self, op_id: str, proc: asyncio.subprocess.Process) -> None:
-        self.id = op_id
-        self.proc = proc
-        self.stderr = b""
-        assert proc.stderr is not None
-        self._reader = asyncio.ensure_future(self._read(proc.stderr))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.stderr += chunk
-
-    async def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-            try:
-                await asyncio.wait_for(self.proc.wait(), WAIT)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._reader, 1.0)
+Proc = OperatorProc
 
 
 class System:
@@ -162,15 +139,8 @@ class System:
 
     async def spawn(self, op_id: str, what: str, settings: dict[str, Any] | None = None) -> Proc:
         """Start ``what`` (a module name, or Python source) as ``op_id``; wait for Ready."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-        env.update(
-            EEVEE_OPERATOR_ID=op_id,
-            EEVEE_NATS_URL=self.url,
-            EEVEE_SUBJECT_PREFIX=self.prefix,
-            EEVEE_SETTINGS=json.dumps(settings or {}),
-            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
-            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
-            EEVEE_SUPERVISOR="test",
+        env = contract_env(
+            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings or {}
         )
         ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
         args = ("-m", what) if "\n" not in what else ("-c", what)

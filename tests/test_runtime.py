@@ -43,6 +43,7 @@ from eeveepy.models import (
 )
 from eeveepy.runtime import EXIT_CONFIG, EXIT_UNAVAILABLE, OperatorState, kv_bucket_name
 from eeveepy.subjects import Subjects
+from tests.operator_procs import contract_env
 
 WAIT = 5.0
 QUIET = 0.5  # how long "nothing arrives" is watched for
@@ -113,17 +114,7 @@ class Bus:
 
     def env(self, op_id: str, **extra: str) -> dict[str, str]:
         """The process contract's environment for ``op_id``."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-        env.update(
-            EEVEE_OPERATOR_ID=op_id,
-            EEVEE_NATS_URL=self.url,
-            EEVEE_SUBJECT_PREFIX=self.prefix,
-            EEVEE_CACHE_DIR=str(self.tmp / "cache" / op_id),
-            EEVEE_DATA_DIR=str(self.tmp / "data" / op_id),
-            EEVEE_SUPERVISOR="test",
-        )
-        env.update(extra)
-        return env
+        return contract_env(url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, **extra)
 
 
 @pytest_asyncio.fixture

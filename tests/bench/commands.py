@@ -8,11 +8,8 @@ process plays the connector, publishing ``!echo N`` on ``chat.in`` and waiting f
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,30 +20,11 @@ from eeveepy.ipc import Ipc
 from eeveepy.models import ChatMessage, ChatUser, Envelope, OutgoingMessage, Ready
 from eeveepy.natsserver import EmbeddedNats
 from eeveepy.subjects import Subjects
+from tests.operator_procs import spawn_operator
 
 PREFIX = "bench"
 NETWORK = "local"
 ROOM = "#bench"
-
-
-def _spawn(url: str, tmp: Path, op_id: str, module: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-    env.update(
-        EEVEE_OPERATOR_ID=op_id,
-        EEVEE_NATS_URL=url,
-        EEVEE_SUBJECT_PREFIX=PREFIX,
-        EEVEE_SETTINGS=json.dumps({}),
-        EEVEE_CACHE_DIR=str(tmp / "cache" / op_id),
-        EEVEE_DATA_DIR=str(tmp / "data" / op_id),
-        EEVEE_SUPERVISOR="bench",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", module],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _run(url: str, tmp: Path, replicas: int, sequential: int, burst: int) -> dict[str, Any]:
@@ -69,8 +47,9 @@ async def _run(url: str, tmp: Path, replicas: int, sequential: int, burst: int) 
     await ipc.attach(nc)
     await barrier(nc)
     ids = ["router"] + [f"echo.r{i}" for i in range(replicas)]
-    procs = [_spawn(url, tmp, "router", "operators.router")]
-    procs += [_spawn(url, tmp, i, "operators.echo") for i in ids[1:]]
+    contract = {"url": url, "prefix": PREFIX, "tmp": tmp, "settings": {}}
+    procs = [spawn_operator("operators.router", op_id="router", **contract)]
+    procs += [spawn_operator("operators.echo", op_id=i, **contract) for i in ids[1:]]
     user = ChatUser(id="bench", name="bench")
     inbound = subjects.chat_in("console", NETWORK, ROOM)
 

@@ -9,11 +9,8 @@ user: it sends ``!echo N`` in ``#bench`` and waits for the bot's ``N``.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,32 +18,11 @@ from typing import Any
 
 from eeveepy.natsserver import EmbeddedNats
 from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
+from tests.operator_procs import spawn_operator
 
 PREFIX = "bench"
 CHANNEL = "#bench"
 BOT = "eevee"
-
-
-def _spawn(
-    url: str, tmp: Path, op_id: str, module: str, settings: dict[str, Any]
-) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EEVEE_")}
-    env.update(
-        EEVEE_OPERATOR_ID=op_id,
-        EEVEE_NATS_URL=url,
-        EEVEE_SUBJECT_PREFIX=PREFIX,
-        EEVEE_SETTINGS=json.dumps(settings),
-        EEVEE_CACHE_DIR=str(tmp / "cache" / op_id),
-        EEVEE_DATA_DIR=str(tmp / "data" / op_id),
-        EEVEE_SUPERVISOR="bench",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", module],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _echo(client: IrcClient, text: str, timeout: float) -> float:
@@ -72,9 +48,15 @@ async def _run(url: str, irc_port: int, tmp: Path, sequential: int, burst: int) 
         "egress_lines": 0,
     }
     procs = [
-        _spawn(url, tmp, "router", "operators.router", {}),
-        _spawn(url, tmp, "echo", "operators.echo", {}),
-        _spawn(url, tmp, "irc.local", "operators.irc", connector),
+        spawn_operator(
+            "operators.router", url=url, prefix=PREFIX, op_id="router", tmp=tmp, settings={}
+        ),
+        spawn_operator(
+            "operators.echo", url=url, prefix=PREFIX, op_id="echo", tmp=tmp, settings={}
+        ),
+        spawn_operator(
+            "operators.irc", url=url, prefix=PREFIX, op_id="irc.local", tmp=tmp, settings=connector
+        ),
     ]
     try:
         await client.wait(
