@@ -265,7 +265,7 @@ class ChatSession:
         msg_id, payload = self.ipc.encode(self.message(text))
         self._waiting[msg_id] = asyncio.Queue()
         try:
-            await self.ipc.publish_raw(self.in_subject, payload)
+            await self.ipc.store_raw(self.in_subject, payload, msg_id)
         except BaseException:
             self._waiting.pop(msg_id, None)
             raise

@@ -24,11 +24,12 @@ permission rules (:func:`identities`, :class:`Permissions`), rate limits
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -93,6 +94,9 @@ GLOBAL_ID_PLATFORMS: Final = frozenset({"xmpp", "matrix"})
 MAX_PATTERN_LENGTH: Final = 1000
 """Longest ``pattern`` a registration may carry."""
 
+RECENT_RUNS: Final = 4096
+"""Invocations remembered per operator, so one delivered again is answered, not run again."""
+
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # A command word in chat: letters in any case (it is lowercased), then the name's characters.
 _WORD_RE: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]*)(?:\s+|$)")
@@ -137,6 +141,7 @@ class Commands:
     def __init__(self, op: Operator[Any]) -> None:
         self._op = op
         self._served: dict[str, _Served] = {}
+        self._runs: OrderedDict[tuple[str, str], asyncio.Future[CommandResult]] = OrderedDict()
 
     def add(
         self,
@@ -204,6 +209,27 @@ class Commands:
         await self.register()
 
     async def _run(self, name: str, env: Envelope[CommandInvocation]) -> CommandResult:
+        """Run an invocation once: the same chat line asked again (a router that died before
+        it saw the answer asks again) gets the first run's result, and no second reply."""
+        key = (name, env.trace)
+        earlier = self._runs.get(key)
+        if earlier is not None:
+            self._op.log.info("invocation answered again, not run", command=name, trace=env.trace)
+            return await asyncio.shield(earlier)
+        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._runs[key] = future
+        if len(self._runs) > RECENT_RUNS:
+            self._runs.popitem(last=False)
+        try:
+            result = await self._run_once(name, env)
+        except BaseException:
+            self._runs.pop(key, None)
+            future.cancel()
+            raise
+        future.set_result(result)
+        return result
+
+    async def _run_once(self, name: str, env: Envelope[CommandInvocation]) -> CommandResult:
         served = self._served[name]
         inv = env.body
         try:

@@ -9,7 +9,8 @@ EeveeError
  │    ├── BusNotRunningError     no running system found (no state file, nothing answering)
  │    ├── RequestTimeoutError    a request got no reply in time
  │    ├── NoRespondersError      nobody subscribes to a request's subject
- │    └── RemoteError            the responder answered with an error
+ │    ├── RemoteError            the responder answered with an error
+ │    └── DeliveryError          a stored publish was not acknowledged by its stream in time
  ├── NatsServerError             the embedded nats-server could not be started or stopped
  ├── OperatorError               an operator's runtime could not start or was misused
  └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
@@ -90,6 +91,15 @@ class RemoteError(BusError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class DeliveryError(BusError):
+    """A stored publish was not acknowledged by its stream within its deadline."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(f"{subject} was not stored: {reason}")
+        self.subject = subject
+        self.reason = reason
 
 
 class NatsServerError(EeveeError):

@@ -36,6 +36,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from .bus import EeveeClient
 from .codec import AnyEnvelopeDecoder, EnvelopeDecoder, EnvelopeEncoder, dead_letter
+from .delivery import Deliveries, Delivery, StreamFinder, open_consumer, publish_stored
 from .errors import (
     BusError,
     EnvelopeError,
@@ -67,7 +68,12 @@ class SubscriptionStats:
     dropped: int = 0
 
 
-_Delivery = tuple[str, Envelope[Any]]  # (reply subject, envelope being handled)
+# (reply subject, envelope being handled, its JetStream delivery when durable)
+_Delivery = tuple[str, Envelope[Any], Delivery | None]
+
+EVENT_BRANCHES = ("chat.in.", "chat.event.", "chat.out.", "log.")
+"""Subject branches that are never requests: a reply subject there belongs to a stored
+publish's acknowledgement, and no subscriber may answer it."""
 
 
 class _Inbox:
@@ -105,6 +111,7 @@ class Subscription:
     pattern: str
     handler: Handler
     queue: str | None
+    durable: str | None = None
     stats: SubscriptionStats = field(default_factory=SubscriptionStats)
     gated: bool = True
     _nats_sub: NatsSubscription | None = None
@@ -195,6 +202,9 @@ class Ipc:
         self._dlq_prefix = subjects.prefix + ".dlq."
         self.rejected = 0
         self._decoders: dict[type[Body], Any] = {}
+        self._no_reply = tuple(self._prefix_dot + branch for branch in EVENT_BRANCHES)
+        self._deliveries: Deliveries | None = None
+        self._streams = StreamFinder()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -221,6 +231,9 @@ class Ipc:
         for sub in list(self._subs):
             await sub.stop_receiving()
             await sub._stop_consumer()
+        deliveries, self._deliveries = self._deliveries, None
+        if deliveries is not None:
+            await deliveries.close()
         self._nc = None
 
     async def drain(self, timeout: float = 5.0) -> bool:
@@ -299,6 +312,52 @@ class Ipc:
         await nc.publish(subj, payload)
         return msg_id
 
+    async def publish_stored(
+        self,
+        subject: str,
+        body: Body,
+        *,
+        headers: dict[str, str] | None = None,
+        trace: str | None = None,
+        timeout: float = 2.0,
+        deadline: float = 30.0,
+    ) -> str:
+        """Publish ``body`` and return once the stream that stores ``subject`` has it.
+
+        For messages that must not be lost, such as a connector's ``chat.in``: re-sent while
+        the bus is away (stored once), :class:`~eeveepy.errors.DeliveryError` after
+        ``deadline`` seconds. Without a stream for the subject it is a plain publish.
+        """
+        msg_id, payload = self.encode(body, headers, trace)
+        await self.store_raw(subject, payload, msg_id, timeout=timeout, deadline=deadline)
+        return msg_id
+
+    async def store_raw(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        *,
+        timeout: float = 2.0,
+        deadline: float = 30.0,
+    ) -> None:
+        """:meth:`publish_stored` of an encoded envelope whose id is ``msg_id``."""
+        nc = self.nc
+        subj = self.full(subject)
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        stream = await self._streams.lookup(nc, subj)
+        if stream is None:
+            await nc.publish(subj, payload)
+            return
+        try:
+            await publish_stored(
+                nc, subj, payload, msg_id, stream, timeout=timeout, deadline=deadline
+            )
+        except BusError:
+            self._streams.forget(subj)
+            raise
+
     async def publish_raw(self, subject: str, payload: bytes, reply: str = "") -> None:
         """Publish bytes as they are (no envelope): for tools and tests."""
         nc = self.nc
@@ -363,22 +422,57 @@ class Ipc:
         delivery = self._current.get()
         return delivery[1] if delivery else None
 
+    def hold(self) -> Delivery | None:
+        """Take over the acknowledgement of the durable message being handled.
+
+        The ipc layer then does not acknowledge it when the handler returns: call ``ack()``
+        (or ``nak()``/``term()``) on the result once the work is really done, right after
+        publishing its reply. Until then it is kept alive; if this process dies first, it is
+        delivered again. None when the message being handled is not a durable delivery.
+        """
+        current = self._current.get()
+        delivery = current[2] if current else None
+        if delivery is not None:
+            delivery.held = True
+        return delivery
+
     # -- subscribe -------------------------------------------------------------------------
 
     @typing.overload
     def subscribe(
-        self, pattern: str, handler: None = None, *, queue: str | None = None
+        self,
+        pattern: str,
+        handler: None = None,
+        *,
+        queue: str | None = None,
+        durable: str | None = None,
     ) -> Callable[[H], H]: ...
 
     @typing.overload
     def subscribe(
-        self, pattern: str, handler: Handler, *, queue: str | None = None
+        self,
+        pattern: str,
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        durable: str | None = None,
     ) -> Subscription: ...
 
     def subscribe(
-        self, pattern: str, handler: Handler | None = None, *, queue: str | None = None
+        self,
+        pattern: str,
+        handler: Handler | None = None,
+        *,
+        queue: str | None = None,
+        durable: str | None = None,
     ) -> Callable[[H], H] | Subscription:
         """Subscribe ``handler`` to ``pattern`` (NATS wildcards), optionally in a queue group.
+
+        ``durable="name"`` reads the stream that stores ``pattern`` through the durable
+        consumer ``name`` (shared by every subscriber of that name, like a queue group):
+        each message is acknowledged once its handler returned (see :meth:`hold`), and
+        delivered again if this process dies first. Without such a stream it is a plain
+        subscription in the queue group ``queue or name``, and a warning says so.
 
         As a decorator (no handler) it declares a subscription that starts when the operator
         connects. With a handler it returns a :class:`Subscription` to ``await`` (or use as an
@@ -392,16 +486,18 @@ class Ipc:
                         "the bus is already connected: use "
                         "`await ipc.subscribe(pattern, handler)` instead of the decorator"
                     )
-                self._add(pattern, fn, queue)
+                self._add(pattern, fn, queue, durable)
                 return fn
 
             return decorator
-        return self._add(pattern, handler, queue)
+        return self._add(pattern, handler, queue, durable)
 
-    def _add(self, pattern: str, handler: Handler, queue: str | None) -> Subscription:
+    def _add(
+        self, pattern: str, handler: Handler, queue: str | None, durable: str | None = None
+    ) -> Subscription:
         full = self.full(pattern)
         self.subjects.pattern(full[len(self._prefix_dot) :])  # validates the pattern
-        sub = Subscription(self, full, handler, queue)
+        sub = Subscription(self, full, handler, queue, durable)
         _resolve_decoder(handler)  # fail now, not on the first message
         self._subs.append(sub)
         return sub
@@ -418,13 +514,26 @@ class Ipc:
             # Plain nats-py delivery, used until the fast path is registered (or without it).
             inbox.push(msg.subject.encode(), msg.reply.encode(), msg.data)
 
+        subject, queue = sub.pattern, sub.queue or ""
+        if sub.durable:
+            deliver = await open_consumer(nc, self.subjects.prefix, sub.pattern, sub.durable)
+            if deliver is None:
+                self._log.warning(
+                    "no stream stores these messages: delivery is at most once",
+                    pattern=sub.pattern,
+                )
+                queue = queue or sub.durable
+            else:
+                subject, queue = deliver, sub.durable
+                if self._deliveries is None:
+                    self._deliveries = Deliveries(nc, self._log)
         sub._inbox = inbox
         sub._task = asyncio.get_running_loop().create_task(
             self._consume(sub, inbox), name=f"ipc:{sub.pattern}"
         )
         nats_sub = await nc.subscribe(
-            sub.pattern,
-            queue=sub.queue or "",
+            subject,
+            queue=queue,
             cb=fallback,
             pending_msgs_limit=self.pending_msgs_limit,
         )
@@ -445,6 +554,8 @@ class Ipc:
         current = self._current
         queue = inbox.queue
         decode = decoder.decode
+        no_reply = self._no_reply
+        durable = self._deliveries if sub.durable else None
         while True:
             if not queue:
                 await inbox.wait()
@@ -454,19 +565,31 @@ class Ipc:
             stats.received += 1
             subject = raw_subject.decode()
             reply = raw_reply.decode() if raw_reply else ""
+            delivery: Delivery | None = None
+            if reply and (durable is not None or subject.startswith(no_reply)):
+                if durable is not None and reply.startswith("$JS.ACK."):
+                    delivery = durable.begin(reply)
+                    if delivery is None:  # a redelivery of what is being handled
+                        sub._busy = False
+                        continue
+                reply = ""
             try:
                 if len(data) > max_inbound:
                     reason = f"payload of {len(data)} bytes is over the limit of {max_inbound}"
-                    await self._reject(stats, subject, reply, data, reason)
+                    await self._reject(stats, subject, reply, data, reason, delivery)
                     continue
                 try:
                     env = decode(data, subject)
                 except EnvelopeError as exc:
-                    await self._reject(stats, subject, reply, data, exc.reason)
+                    await self._reject(stats, subject, reply, data, exc.reason, delivery)
+                    continue
+                if delivery is not None and delivery.last:  # it took every receiver down
+                    reason = f"delivered {delivery.attempt} times and never acknowledged"
+                    await self._reject(stats, subject, "", data, reason, delivery)
                     continue
                 if self._halted and sub.gated:
                     await self._resumed.wait()
-                token = current.set((reply, env))
+                token = current.set((reply, env, delivery))
                 try:
                     result = handler(env if want_envelope else env.body)
                     if is_async:
@@ -474,9 +597,13 @@ class Ipc:
                     stats.handled += 1
                     if reply and isinstance(result, Body):
                         await self.respond(result)
+                    if delivery is not None and not delivery.held:
+                        await delivery.ack()
                 except Exception as exc:
                     stats.failed += 1
                     await self._handler_failed(handler, subject, reply, env, exc)
+                    if delivery is not None and not delivery.done:
+                        await self._redeliver(stats, subject, data, delivery)
                 finally:
                     current.reset(token)
             except Exception as exc:  # a bug of ours must not end the subscription
@@ -499,9 +626,27 @@ class Ipc:
             with contextlib.suppress(Exception):
                 await self.respond(ErrorReply(error=type(exc).__name__, message=str(exc)))
 
-    async def _reject(
-        self, stats: SubscriptionStats, subject: str, reply: str, data: bytes, reason: str
+    async def _redeliver(
+        self, stats: SubscriptionStats, subject: str, data: bytes, delivery: Delivery
     ) -> None:
+        """A durable message whose handler failed: again later, or dead-lettered at last."""
+        if not delivery.last:
+            await delivery.nak(delay=min(0.5 * delivery.attempt, 5.0))
+            return
+        reason = f"handler failed on each of {delivery.attempt} deliveries"
+        await self._reject(stats, subject, "", data, reason, delivery)
+
+    async def _reject(
+        self,
+        stats: SubscriptionStats,
+        subject: str,
+        reply: str,
+        data: bytes,
+        reason: str,
+        delivery: Delivery | None = None,
+    ) -> None:
+        if delivery is not None:
+            await delivery.term()  # never again: the dead letter below keeps it
         stats.rejected += 1
         self.rejected += 1
         self._log.warning("envelope rejected", subject=subject, reason=reason, size=len(data))

@@ -939,7 +939,9 @@ class IrcConnector:
             message_id=line.tags.get("msgid"),
         )
         try:
-            await self.op.ipc.publish(
+            # Stored before the next line is read: once the stream has it, it is answered
+            # even if the router, a command operator or the bus dies.
+            await self.op.ipc.publish_stored(
                 self.op.subjects.chat_in(PLATFORM, self.network, msg.room), msg
             )
         except EeveeError as exc:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from nats.js.kv import KeyValue
@@ -38,6 +39,7 @@ from eeveepy.commands import (
     sync_subject,
     validation_reason,
 )
+from eeveepy.delivery import Delivery
 from eeveepy.errors import (
     EeveeError,
     NoRespondersError,
@@ -111,6 +113,9 @@ class RouterSettings(BaseModel):
     """Seconds a command operator gets to answer."""
     max_in_flight: int = Field(default=256, ge=1)
     """Commands running at once; more wait their turn."""
+    max_age: float = Field(default=120.0, ge=0)
+    """Seconds after which a command that waited (the router was down, the bus was away) is
+    not run any more: the user is told instead. 0: no limit."""
 
     @field_validator("prefix_overrides")
     @classmethod
@@ -294,6 +299,13 @@ class Router:
         line = split_command(msg.text, prefixes=prefixes, names=s.names, private=msg.private)
         if line is None:
             return
+        held = self.op.ipc.hold()  # acknowledged once answered: a router that dies redoes it
+        age = (datetime.now(UTC) - env.timestamp).total_seconds()
+        if s.max_age and age > s.max_age:
+            self.op.log.warning("command too old to run", command=line.name, age_s=round(age))
+            text = f"`{line.name}` was not run: it waited {age:.0f} s for the bot"
+            self._spawn(self._notice(env, text, held, style=MessageStyle.MESSAGE))
+            return
         reg: CommandRegistration | None = None
         allowed = True
         if line.name == HELP:
@@ -328,23 +340,33 @@ class Router:
                 limit = limits[booked.binding][1]
                 if self.limiter.notify_once(f"notice:{user}", limit.period):
                     text = _slow_down(limit, labels[booked.binding])
-                    self._spawn(self._notice(env, text))
+                    self._spawn(self._notice(env, text, held))
+                elif held is not None:
+                    self._spawn(held.ack())
                 return
             delay = booked.delay
         else:
             delay = 0.0
-        self._spawn(self._answer(env, line, prefixes, reg, allowed, delay))
+        self._spawn(self._answer(env, line, prefixes, reg, allowed, delay, held))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _notice(self, env: Envelope[ChatMessage], text: str) -> None:
+    async def _notice(
+        self,
+        env: Envelope[ChatMessage],
+        text: str,
+        held: Delivery | None,
+        style: MessageStyle = MessageStyle.NOTICE,
+    ) -> None:
         try:
-            await self.op.reply(env, text, private=True, style=MessageStyle.NOTICE)
+            await self.op.reply(env, text, private=style is MessageStyle.NOTICE, style=style)
         except Exception as exc:
             self.op.log.error("could not send a notice", error=repr(exc))
+        if held is not None:
+            await held.ack()
 
     async def _answer(
         self,
@@ -354,6 +376,7 @@ class Router:
         reg: CommandRegistration | None,
         allowed: bool,
         delay: float,
+        held: Delivery | None,
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
@@ -361,10 +384,16 @@ class Router:
         async with slots:
             try:
                 text = await self._run(env, line, prefixes, reg, allowed)
+                # The reply and the acknowledgement leave in one write (nothing between them
+                # yields): a router killed here has sent both or neither.
                 if text:
                     await self.op.reply(env, text)
             except Exception as exc:
                 self.op.log.exception("command dispatch failed", command=line.name, error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await self.op.reply(env, f"`{line.name}` failed: internal error in the router")
+            if held is not None:
+                await held.ack()
 
     async def _run(
         self,
@@ -468,7 +497,7 @@ def create() -> Operator[RouterSettings]:
     op = Operator(RouterSettings, name="router")
     router = Router(op)
     op.ipc.subscribe("command.register", router.on_register)
-    op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")
+    op.ipc.subscribe("chat.in.>", router.on_chat, durable="router")
     op.on_start(router.start)
     op.on_reload(router.apply_settings)
     op.on_stop(router.stop)

@@ -1,0 +1,294 @@
+"""At-least-once delivery for the ipc layer: stored publishes and durable consumers.
+
+Two halves, both on JetStream and both optional (without a stream the ipc layer falls back to
+plain NATS, at most once, and says so):
+
+- :func:`publish_stored` publishes a message as a JetStream publish and returns only once the
+  stream has acknowledged it, re-sending (same ``Nats-Msg-Id``, so the stream stores it once)
+  while the bus is away, within a deadline.
+- :func:`open_consumer` makes a durable push consumer on the stream that stores a subscription's
+  subjects; the ipc layer then acknowledges each message after its handler returned, or the
+  handler takes the acknowledgement over with ``ipc.hold()`` (a :class:`Delivery`) to
+  acknowledge later. Deliveries being handled are kept alive with progress acknowledgements
+  (:class:`Deliveries`), so only a dead receiver's messages are delivered again.
+
+A reply and the acknowledgement that follows it are published back to back, with nothing in
+between that yields to the event loop, so they leave in one write: a receiver killed at any
+moment has either sent both or neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from typing import Any
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import NoRespondersError as NatsNoResponders
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError, NotFoundError
+
+from .errors import BusError, DeliveryError
+
+ACK_WAIT = 5.0
+"""Seconds the server waits for an acknowledgement before delivering a message again."""
+PROGRESS_EVERY = 2.0
+"""Seconds between progress acknowledgements of a delivery still being handled."""
+MAX_DELIVER = 10
+"""Deliveries of one message; the last one is dead-lettered instead of handled."""
+MAX_ACK_PENDING = 1024
+"""Messages delivered and not yet acknowledged, per consumer."""
+RECENT = 4096
+"""Acknowledged stream sequences remembered per consumer, to drop late redeliveries."""
+
+
+def deliver_subject(prefix: str, stream: str, durable: str) -> str:
+    """Where the server pushes the consumer's messages: ``{p}.deliver.<stream>.<durable>``."""
+    return f"{prefix}.deliver.{stream}.{durable}"
+
+
+def parse_ack_subject(reply: str) -> tuple[str, int, int] | None:
+    """``(consumer, delivery count, stream sequence)`` of a JetStream delivery's reply subject.
+
+    Both forms are understood: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...`` (9
+    tokens) and the one with domain and account hash (11 or 12 tokens). None for anything else.
+    """
+    tokens = reply.split(".")
+    try:
+        if len(tokens) == 9:
+            return tokens[3], int(tokens[4]), int(tokens[5])
+        if len(tokens) >= 11:
+            return tokens[5], int(tokens[6]), int(tokens[7])
+    except ValueError:
+        return None
+    return None
+
+
+class Delivery:
+    """One message delivered by a durable consumer, until it is acknowledged.
+
+    ``attempt`` counts deliveries (1 for the first); ``last`` is True on the last one the
+    server will make. ``held`` is set when a handler took the acknowledgement over.
+    """
+
+    __slots__ = ("_owner", "attempt", "held", "key", "last", "since", "subject")
+
+    def __init__(self, owner: Deliveries, subject: str, key: tuple[str, int], attempt: int):
+        self._owner = owner
+        self.subject = subject
+        self.key = key
+        self.attempt = attempt
+        self.last = attempt >= MAX_DELIVER
+        self.held = False
+        self.since = time.monotonic()
+
+    @property
+    def done(self) -> bool:
+        """True once acknowledged (or refused) either way."""
+        return self._owner.inflight.get(self.key) is not self
+
+    async def ack(self) -> None:
+        """Done with it: the server forgets the message (idempotent)."""
+        await self._finish(b"+ACK", remember=True)
+
+    async def nak(self, delay: float = 0.0) -> None:
+        """Not handled: deliver it again (after ``delay`` seconds)."""
+        body = (
+            b"-NAK" if delay <= 0 else b"-NAK " + json.dumps({"delay": int(delay * 1e9)}).encode()
+        )
+        await self._finish(body, remember=False)
+
+    async def term(self) -> None:
+        """Never deliver it again (it was dead-lettered)."""
+        await self._finish(b"+TERM", remember=True)
+
+    async def _finish(self, body: bytes, *, remember: bool) -> None:
+        if self.done:
+            return
+        self._owner.end(self, remember=remember)
+        try:
+            await self._owner.nc.publish(self.subject, body)
+        except Exception as exc:  # the bus is gone: the server delivers it again later
+            self._owner.log.warning("could not acknowledge", error=repr(exc))
+
+
+class Deliveries:
+    """The deliveries an :class:`~eeveepy.ipc.Ipc` is handling, kept alive while they last."""
+
+    def __init__(self, nc: NatsClient, log: Any = None) -> None:
+        self.nc = nc
+        self.log = log if log is not None else structlog.get_logger("eeveepy.delivery")
+        self.inflight: dict[tuple[str, int], Delivery] = {}
+        self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._ticker: asyncio.Task[None] | None = None
+
+    def begin(self, reply: str) -> Delivery | None:
+        """Track the delivery whose reply subject is ``reply``; None for a duplicate of one
+        being handled or just acknowledged (a redelivery that crossed our acknowledgement)."""
+        meta = parse_ack_subject(reply)
+        if meta is None:
+            return None
+        consumer, attempt, seq = meta
+        key = (consumer, seq)
+        if key in self.inflight or key in self._recent:
+            return None
+        delivery = self.inflight[key] = Delivery(self, reply, key, attempt)
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ipc:acks")
+        return delivery
+
+    def end(self, delivery: Delivery, *, remember: bool) -> None:
+        self.inflight.pop(delivery.key, None)
+        if remember:
+            self._recent[delivery.key] = None
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+
+    async def _tick(self) -> None:
+        while self.inflight:
+            await asyncio.sleep(PROGRESS_EVERY)
+            old = time.monotonic() - PROGRESS_EVERY
+            for delivery in list(self.inflight.values()):
+                if delivery.since <= old:
+                    try:
+                        await self.nc.publish(delivery.subject, b"+WPI")
+                    except Exception:  # disconnected: it will be delivered again anyway
+                        break
+
+    async def close(self) -> None:
+        """Stop keeping deliveries alive (those not acknowledged will be delivered again)."""
+        task, self._ticker = self._ticker, None
+        self.inflight.clear()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def open_consumer(
+    nc: NatsClient, prefix: str, pattern: str, durable: str, timeout: float = 5.0
+) -> str | None:
+    """Create (or reuse) the durable push consumer ``durable`` for ``pattern``.
+
+    Returns the subject to queue-subscribe (group ``durable``) to receive its messages, or
+    None when no stream stores ``pattern``.
+    """
+    js = nc.jetstream(timeout=timeout)
+    try:
+        stream = await js.find_stream_name_by_subject(pattern)
+    except NotFoundError:
+        return None
+    except Exception as exc:  # JetStream disabled or not reachable
+        raise BusError(f"cannot look up the stream of {pattern}: {exc}") from None
+    subject = deliver_subject(prefix, stream, durable)
+    config = ConsumerConfig(
+        durable_name=durable,
+        deliver_subject=subject,
+        deliver_group=durable,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        max_deliver=MAX_DELIVER,
+        max_ack_pending=MAX_ACK_PENDING,
+        filter_subject=pattern,
+    )
+    try:
+        try:
+            await js.add_consumer(stream, config)
+        except BadRequestError:  # it exists with another configuration: replace it
+            await js.delete_consumer(stream, durable)
+            await js.add_consumer(stream, config)
+    except Exception as exc:
+        raise BusError(f"cannot create consumer {durable} on {stream}: {exc}") from None
+    return subject
+
+
+class StreamFinder:
+    """Which stream stores a subject, asked once and remembered (misses for a while only)."""
+
+    MISS_TTL = 30.0
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[str | None, float]] = {}
+
+    async def lookup(self, nc: NatsClient, subject: str) -> str | None:
+        now = time.monotonic()
+        hit = self._known.get(subject)
+        if hit is not None and (hit[0] is not None or now - hit[1] < self.MISS_TTL):
+            return hit[0]
+        try:
+            stream: str | None = await nc.jetstream(timeout=2.0).find_stream_name_by_subject(
+                subject
+            )
+        except NotFoundError:
+            stream = None
+        except Exception as exc:
+            raise BusError(f"cannot look up the stream of {subject}: {exc}") from None
+        if len(self._known) >= 1024:
+            self._known.clear()
+        self._known[subject] = (stream, now)
+        return stream
+
+    def forget(self, subject: str) -> None:
+        self._known.pop(subject, None)
+
+
+async def publish_stored(
+    nc: NatsClient,
+    subject: str,
+    payload: bytes,
+    msg_id: str,
+    stream: str,
+    *,
+    timeout: float = 2.0,
+    deadline: float = 30.0,
+) -> int:
+    """Publish to ``stream`` and wait for its acknowledgement; the stream sequence.
+
+    Re-sends with the same ``Nats-Msg-Id`` (stored once within the stream's duplicate window)
+    after a timeout or while the bus is away, until ``deadline`` seconds have passed; then
+    raises :class:`DeliveryError` with the last reason.
+    """
+    headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    delay = 0.05
+    while True:
+        try:
+            msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
+        except NatsNoResponders:
+            why = f"no stream stores {subject}"
+        except NatsTimeout:
+            why = f"no acknowledgement within {timeout:g} s"
+        except OutboundBufferLimitError:
+            why = "the bus is away and the outgoing buffer is full"
+        except ConnectionClosedError:
+            raise DeliveryError(subject, "the bus connection is closed") from None
+        else:
+            why = _pub_ack_problem(msg.data)
+            if not why:
+                return int(json.loads(msg.data)["seq"])
+        if loop.time() + delay > end:
+            raise DeliveryError(subject, why)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _pub_ack_problem(data: bytes) -> str:
+    """What is wrong with a JetStream publish answer; "" for a good acknowledgement."""
+    try:
+        resp = json.loads(data)
+    except ValueError:
+        return "the answer is not JSON"
+    if not isinstance(resp, dict):
+        return "the answer is not an object"
+    error = resp.get("error")
+    if isinstance(error, dict):
+        return str(error.get("description") or error)
+    if isinstance(resp.get("seq"), int) and "stream" in resp:
+        return ""
+    return "the answer is not a stream acknowledgement"

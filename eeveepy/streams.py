@@ -1,0 +1,101 @@
+"""The JetStream stream that stores chat input until the router has dealt with it.
+
+``{p}.chat.in.>`` is kept in the work-queue stream ``<PREFIX>_CHAT_IN`` (``eevee`` ->
+``EEVEE_CHAT_IN``): a connector publishes each chat line as a JetStream publish and knows it
+is stored once the server acknowledges it; the router reads the stream through a durable
+consumer and acknowledges a line only once it has been answered (or its failure reported), so
+a router, command operator or bus that dies mid-burst loses nothing (see "Delivery" in
+docs/protocol.md). Plain subscribers of ``chat.in`` (seen, karma, loggers) are not affected:
+the stream is an extra listener on the same subjects.
+
+The supervisor creates the stream at start; acknowledged lines leave it, and what nobody
+consumes is dropped after ``max_age`` or beyond ``max_msgs`` / ``max_bytes`` (oldest first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
+
+from .errors import BusError
+from .subjects import validate_prefix
+
+CHAT_IN_MAX_AGE = 600.0
+"""Seconds an unconsumed chat line is kept (the router was down longer: it is dropped)."""
+CHAT_IN_MAX_MSGS = 100_000
+CHAT_IN_MAX_BYTES = 64 * 1024 * 1024
+DUPLICATE_WINDOW = 120.0
+"""Seconds in which a re-sent line (same ``Nats-Msg-Id``) is recognised and stored once."""
+
+
+def chat_in_stream_name(prefix: str) -> str:
+    """The stream holding ``{p}.chat.in.>``: ``eevee`` -> ``EEVEE_CHAT_IN``."""
+    validate_prefix(prefix)
+    return prefix.replace(".", "_").upper() + "_CHAT_IN"
+
+
+async def ensure_chat_in_stream(
+    js: JetStreamContext,
+    prefix: str,
+    *,
+    max_age: float = CHAT_IN_MAX_AGE,
+    max_msgs: int = CHAT_IN_MAX_MSGS,
+    max_bytes: int = CHAT_IN_MAX_BYTES,
+    timeout: float = 10.0,
+) -> str:
+    """Create the chat input stream of ``prefix`` (or bring its limits up to date); its name.
+
+    Bounded by ``timeout``; raises :class:`BusError` saying why on failure.
+    """
+    name = chat_in_stream_name(prefix)
+    config = StreamConfig(
+        name=name,
+        description=f"chat input of {prefix} until the router has handled it",
+        subjects=[f"{prefix}.chat.in.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=max_age,
+        max_msgs=max_msgs,
+        max_bytes=max_bytes,
+        duplicate_window=min(DUPLICATE_WINDOW, max_age),
+        num_replicas=1,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                info = await js.stream_info(name)
+            except NotFoundError:
+                try:
+                    await js.add_stream(config)
+                    return name
+                except BadRequestError as exc:
+                    if exc.err_code != 10058:  # not "stream name already in use"
+                        raise
+                info = await js.stream_info(name)
+            cfg = info.config
+            if (
+                cfg.subjects != config.subjects
+                or cfg.max_msgs != max_msgs
+                or cfg.max_bytes != max_bytes
+                or cfg.max_age is None
+                or abs(cfg.max_age - max_age) > 1e-6
+            ):
+                await js.update_stream(
+                    cfg.evolve(
+                        subjects=config.subjects,
+                        max_age=max_age,
+                        max_msgs=max_msgs,
+                        max_bytes=max_bytes,
+                    )
+                )
+    except TimeoutError:
+        raise BusError(f"chat input stream {name}: no answer within {timeout:g} s") from None
+    except BusError:
+        raise
+    except Exception as exc:  # nats-py's API errors: JetStream disabled, subjects overlap...
+        raise BusError(f"chat input stream {name}: {exc}") from None
+    return name
