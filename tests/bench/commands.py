@@ -3,6 +3,11 @@
 Router and echo replicas run as real operator processes on an embedded nats-server; this
 process plays the connector, publishing ``!echo N`` on ``chat.in`` and waiting for the
 ``chat.out`` reply that carries its trace.
+
+Each figure is measured twice in one run: with chat input stored (the ``EEVEE_CHAT_IN``
+stream, stored publishes, the router's durable consumer: what ``eevee up`` runs) and plain
+(no stream: at-most-once core NATS, the same-run baseline), so the cost of the delivery
+guarantee is a ratio measured on the same machine in the same hour.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from eeveepy.bus import BusConfig, barrier, connect
 from eeveepy.ipc import Ipc
 from eeveepy.models import ChatMessage, ChatUser, Envelope, OutgoingMessage, Ready
 from eeveepy.natsserver import EmbeddedNats
+from eeveepy.streams import ensure_chat_in_stream
 from eeveepy.subjects import Subjects
 from tests.operator_procs import spawn_operator
 
@@ -27,8 +33,12 @@ NETWORK = "local"
 ROOM = "#bench"
 
 
-async def _run(url: str, tmp: Path, replicas: int, sequential: int, burst: int) -> dict[str, Any]:
+async def _run(
+    url: str, tmp: Path, replicas: int, sequential: int, burst: int, stored: bool
+) -> dict[str, Any]:
     nc = await connect(BusConfig(url=url), name="bench-connector")
+    if stored:
+        await ensure_chat_in_stream(nc.jetstream(), PREFIX)
     subjects = Subjects(PREFIX)
     ipc = Ipc(subjects, "console")
     ready: set[str] = set()
@@ -60,7 +70,10 @@ async def _run(url: str, tmp: Path, replicas: int, sequential: int, burst: int) 
         msg_id, payload = ipc.encode(msg)
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         waiting[msg_id] = fut
-        await ipc.publish_raw(inbound, payload)
+        if stored:
+            await ipc.store_raw(inbound, payload, msg_id)
+        else:
+            await ipc.publish_raw(inbound, payload)
         return fut
 
     try:
@@ -115,7 +128,9 @@ async def _run(url: str, tmp: Path, replicas: int, sequential: int, burst: int) 
         await nc.close()
 
 
-def run(replicas: int, sequential: int = 2000, burst: int = 5000) -> dict[str, Any]:
+def run(
+    replicas: int, sequential: int = 2000, burst: int = 5000, *, stored: bool = True
+) -> dict[str, Any]:
     """One measurement with a fresh server and fresh operators."""
 
     async def go() -> dict[str, Any]:
@@ -123,7 +138,7 @@ def run(replicas: int, sequential: int = 2000, burst: int = 5000) -> dict[str, A
             server = EmbeddedNats(store_dir=Path(tmp) / "nats")
             await server.start()
             try:
-                return await _run(server.url, Path(tmp), replicas, sequential, burst)
+                return await _run(server.url, Path(tmp), replicas, sequential, burst, stored)
             finally:
                 await server.stop()
 
@@ -132,12 +147,20 @@ def run(replicas: int, sequential: int = 2000, burst: int = 5000) -> dict[str, A
 
 def main() -> None:
     for replicas in (1, 4):
+        plain = run(replicas, stored=False)
         r = run(replicas)
         print(
-            f"  {replicas} echo replica(s): round trip p50 {r['p50_us'] / 1000:.2f} ms,"
+            f"  {replicas} echo replica(s), stored: round trip p50 {r['p50_us'] / 1000:.2f} ms,"
             f" p99 {r['p99_us'] / 1000:.2f} ms (targets 1 / 2 ms);"
             f" burst {r['commands_per_s']:,.0f} commands/s, {r['missing']} replies missing"
             " (target >= 5,000/s with 4 replicas)"
+        )
+        print(
+            f"    vs plain (no stream, same run): p50 x{r['p50_us'] / plain['p50_us']:.2f},"
+            f" p99 x{r['p99_us'] / plain['p99_us']:.2f},"
+            f" burst x{r['commands_per_s'] / plain['commands_per_s']:.2f}"
+            f" (plain: p50 {plain['p50_us'] / 1000:.2f} ms, p99 {plain['p99_us'] / 1000:.2f} ms,"
+            f" {plain['commands_per_s']:,.0f}/s)"
         )
 
 
