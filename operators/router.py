@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -135,6 +137,30 @@ class RouterSettings(BaseModel):
         return value
 
 
+RECENT_LINES = 8192
+"""Chat lines remembered by envelope id, so the stream's copy of a line is not run twice."""
+
+
+@dataclass
+class _Line:
+    """One chat line being handled: done once answered; the stream deliveries of it wait."""
+
+    done: bool = True
+    held: list[Delivery] = field(default_factory=list)
+
+    def start(self) -> _Line:
+        self.done = False
+        return self
+
+    async def finish(self) -> None:
+        # Called right after the reply was published: the acknowledgements follow it with
+        # nothing in between that yields, so they leave in the same write.
+        self.done = True
+        held, self.held = self.held, []
+        for delivery in held:
+            await delivery.ack()
+
+
 class Router:
     """The router's state and handlers, bound to its :class:`Operator`."""
 
@@ -146,6 +172,7 @@ class Router:
         self._kv: KeyValue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
+        self._lines: OrderedDict[str, _Line] = OrderedDict()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -287,6 +314,28 @@ class Router:
     # -- chat ------------------------------------------------------------------------------
 
     async def on_chat(self, env: Envelope[ChatMessage]) -> None:
+        """A chat line on the fast path (plain subscription): handled at once."""
+        self._take(env)
+
+    async def on_stored(self, env: Envelope[ChatMessage]) -> None:
+        """The same line from the stream: acknowledged once the fast path has answered it,
+        handled here if the fast path never saw it (the router was down, the bus away)."""
+        line = self._take(env)
+        if not line.done:
+            held = self.op.ipc.hold()
+            if held is not None:
+                line.held.append(held)
+
+    def _take(self, env: Envelope[ChatMessage]) -> _Line:
+        line = self._lines.get(env.id)
+        if line is None:
+            line = self._lines[env.id] = _Line()
+            if len(self._lines) > RECENT_LINES:
+                self._lines.popitem(last=False)
+            self._dispatch(env, line)
+        return line
+
+    def _dispatch(self, env: Envelope[ChatMessage], track: _Line) -> None:
         msg = env.body
         if msg.style is not MessageStyle.MESSAGE:  # never answer notices (nor actions)
             return
@@ -299,12 +348,11 @@ class Router:
         line = split_command(msg.text, prefixes=prefixes, names=s.names, private=msg.private)
         if line is None:
             return
-        held = self.op.ipc.hold()  # acknowledged once answered: a router that dies redoes it
         age = (datetime.now(UTC) - env.timestamp).total_seconds()
         if s.max_age and age > s.max_age:
             self.op.log.warning("command too old to run", command=line.name, age_s=round(age))
             text = f"`{line.name}` was not run: it waited {age:.0f} s for the bot"
-            self._spawn(self._notice(env, text, held, style=MessageStyle.MESSAGE))
+            self._spawn(self._notice(env, text, track.start(), style=MessageStyle.MESSAGE))
             return
         reg: CommandRegistration | None = None
         allowed = True
@@ -340,14 +388,12 @@ class Router:
                 limit = limits[booked.binding][1]
                 if self.limiter.notify_once(f"notice:{user}", limit.period):
                     text = _slow_down(limit, labels[booked.binding])
-                    self._spawn(self._notice(env, text, held))
-                elif held is not None:
-                    self._spawn(held.ack())
+                    self._spawn(self._notice(env, text, track.start()))
                 return
             delay = booked.delay
         else:
             delay = 0.0
-        self._spawn(self._answer(env, line, prefixes, reg, allowed, delay, held))
+        self._spawn(self._answer(env, line, prefixes, reg, allowed, delay, track.start()))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -358,15 +404,14 @@ class Router:
         self,
         env: Envelope[ChatMessage],
         text: str,
-        held: Delivery | None,
+        track: _Line,
         style: MessageStyle = MessageStyle.NOTICE,
     ) -> None:
         try:
             await self.op.reply(env, text, private=style is MessageStyle.NOTICE, style=style)
         except Exception as exc:
             self.op.log.error("could not send a notice", error=repr(exc))
-        if held is not None:
-            await held.ack()
+        await track.finish()
 
     async def _answer(
         self,
@@ -376,7 +421,7 @@ class Router:
         reg: CommandRegistration | None,
         allowed: bool,
         delay: float,
-        held: Delivery | None,
+        track: _Line,
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
@@ -392,8 +437,7 @@ class Router:
                 self.op.log.exception("command dispatch failed", command=line.name, error=repr(exc))
                 with contextlib.suppress(Exception):
                     await self.op.reply(env, f"`{line.name}` failed: internal error in the router")
-            if held is not None:
-                await held.ack()
+            await track.finish()
 
     async def _run(
         self,
@@ -497,7 +541,10 @@ def create() -> Operator[RouterSettings]:
     op = Operator(RouterSettings, name="router")
     router = Router(op)
     op.ipc.subscribe("command.register", router.on_register)
-    op.ipc.subscribe("chat.in.>", router.on_chat, durable="router")
+    # Every chat line comes twice: at once on the fast path, and from the stream that keeps it
+    # until it is answered (see "Delivery of chat input" in docs/protocol.md).
+    op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")
+    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router")
     op.on_start(router.start)
     op.on_reload(router.apply_settings)
     op.on_stop(router.stop)
