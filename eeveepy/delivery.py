@@ -23,6 +23,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -167,6 +168,55 @@ class Deliveries:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+@dataclass
+class Handling:
+    """One message being handled; its stream deliveries wait for :meth:`finish`."""
+
+    done: bool = True
+    held: list[Delivery] = field(default_factory=list)
+
+    def start(self) -> Handling:
+        """Mark it in progress (deliveries that come meanwhile are held)."""
+        self.done = False
+        return self
+
+    def keep(self, delivery: Delivery | None) -> None:
+        """Hold ``delivery`` (from ``ipc.hold()``) until :meth:`finish`."""
+        if delivery is not None:
+            self.held.append(delivery)
+
+    async def finish(self) -> None:
+        """Done: acknowledge what was held. Called right after publishing the answer, with
+        nothing in between that yields, the acknowledgements leave in the same write."""
+        self.done = True
+        held, self.held = self.held, []
+        for delivery in held:
+            await delivery.ack()
+
+
+class Once:
+    """Messages handled once per process by envelope id, whichever copy comes first.
+
+    A receiver that takes a subject both on the fast path (a plain subscription) and from
+    the stream that keeps it (a durable one) sees each message twice; :meth:`take` says
+    whether this copy is the first, and gives the :class:`Handling` both copies share.
+    """
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._limit = limit
+        self._seen: OrderedDict[str, Handling] = OrderedDict()
+
+    def take(self, msg_id: str) -> tuple[Handling, bool]:
+        """``(handling, first)`` for the message ``msg_id``."""
+        handling = self._seen.get(msg_id)
+        if handling is not None:
+            return handling, False
+        handling = self._seen[msg_id] = Handling()
+        if len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+        return handling, True
 
 
 async def open_consumer(

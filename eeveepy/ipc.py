@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import typing
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -205,6 +205,7 @@ class Ipc:
         self._no_reply = tuple(self._prefix_dot + branch for branch in EVENT_BRANCHES)
         self._deliveries: Deliveries | None = None
         self._streams = StreamFinder()
+        self._reply_seq: OrderedDict[str, int] = OrderedDict()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -279,7 +280,11 @@ class Ipc:
     # -- publish ---------------------------------------------------------------------------
 
     def encode(
-        self, body: Body, headers: dict[str, str] | None = None, trace: str | None = None
+        self,
+        body: Body,
+        headers: dict[str, str] | None = None,
+        trace: str | None = None,
+        msg_id: str | None = None,
     ) -> tuple[str, bytes]:
         """Envelope ``body`` as this operator would publish it; returns ``(id, payload)``."""
         if trace is None:
@@ -288,7 +293,20 @@ class Ipc:
                 trace = current[1].trace
         if trace is not None:
             headers = {**headers, "trace": trace} if headers else {"trace": trace}
-        return self._encoder.encode(body, headers)
+        return self._encoder.encode(body, headers, msg_id=msg_id)
+
+    def reply_id(self, trace: str) -> str:
+        """The id of the next message this process publishes in answer to ``trace``.
+
+        ``<trace>~<source>~<n>``: the same for the n-th answer of a handling done again (a
+        router that died and handles a line again), so the chat output stream and the
+        connectors recognise the repeat and keep one.
+        """
+        n = self._reply_seq.pop(trace, -1) + 1
+        self._reply_seq[trace] = n
+        if len(self._reply_seq) > 4096:
+            self._reply_seq.popitem(last=False)
+        return f"{trace}~{self.source}~{n}"
 
     async def publish(
         self,
@@ -319,6 +337,7 @@ class Ipc:
         *,
         headers: dict[str, str] | None = None,
         trace: str | None = None,
+        msg_id: str | None = None,
         timeout: float = 2.0,
         deadline: float = 30.0,
     ) -> str:
@@ -328,7 +347,7 @@ class Ipc:
         the bus is away (stored once), :class:`~eeveepy.errors.DeliveryError` after
         ``deadline`` seconds. Without a stream for the subject it is a plain publish.
         """
-        msg_id, payload = self.encode(body, headers, trace)
+        msg_id, payload = self.encode(body, headers, trace, msg_id)
         await self.store_raw(subject, payload, msg_id, timeout=timeout, deadline=deadline)
         return msg_id
 

@@ -415,8 +415,14 @@ class Operator(Generic[S]):
             reply_to=chat.message_id,
         )
         trace = msg.trace if isinstance(msg, Envelope) else None
+        if trace is None:
+            current = self.ipc.current()
+            trace = current.trace if current is not None else None
         subject = self.subjects.chat_out(chat.platform, chat.network)
-        return await self.ipc.publish(subject, out, trace=trace)
+        # Stored (the connector may be down), under an id that a repeat of this handling
+        # gives again, so a repeated reply is kept once (see "Delivery" in docs/protocol.md).
+        msg_id = self.ipc.reply_id(trace) if trace else None
+        return await self.ipc.publish_stored(subject, out, trace=trace, msg_id=msg_id)
 
     def command(self, name: str, **options: Any) -> Callable[[T], T]:
         """Decorator: serve the chat command ``name`` (see :func:`eeveepy.commands.command`)."""

@@ -1,4 +1,4 @@
-"""The JetStream stream that stores chat input until the router has dealt with it.
+"""The JetStream streams that keep chat traffic until it has been dealt with.
 
 ``{p}.chat.in.>`` is kept in the work-queue stream ``<PREFIX>_CHAT_IN`` (``eevee`` ->
 ``EEVEE_CHAT_IN``): a connector publishes each chat line as a JetStream publish and knows it
@@ -8,13 +8,18 @@ a router, command operator or bus that dies mid-burst loses nothing (see "Delive
 docs/protocol.md). Plain subscribers of ``chat.in`` (seen, karma, loggers) are not affected:
 the stream is an extra listener on the same subjects.
 
-The supervisor creates the stream at start; acknowledged lines leave it, and what nobody
-consumes is dropped after ``max_age`` or beyond ``max_msgs`` / ``max_bytes`` (oldest first).
+``{p}.chat.out.>`` is kept the same way in ``<PREFIX>_CHAT_OUT`` until the connector of the
+network has sent it: a connector that dies sends, once restarted, what was said meanwhile.
+
+The supervisor creates both streams at start; acknowledged messages leave them, and what
+nobody consumes is dropped after ``max_age`` or beyond ``max_msgs`` / ``max_bytes`` (oldest
+first).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
@@ -23,10 +28,10 @@ from nats.js.errors import BadRequestError, NotFoundError
 from .errors import BusError
 from .subjects import validate_prefix
 
-CHAT_IN_MAX_AGE = 600.0
-"""Seconds an unconsumed chat line is kept (the router was down longer: it is dropped)."""
-CHAT_IN_MAX_MSGS = 100_000
-CHAT_IN_MAX_BYTES = 64 * 1024 * 1024
+CHAT_MAX_AGE = 600.0
+"""Seconds an unconsumed chat message is kept (its consumer was down longer: it is dropped)."""
+CHAT_MAX_MSGS = 100_000
+CHAT_MAX_BYTES = 64 * 1024 * 1024
 DUPLICATE_WINDOW = 120.0
 """Seconds in which a re-sent line (same ``Nats-Msg-Id``) is recognised and stored once."""
 
@@ -37,24 +42,53 @@ def chat_in_stream_name(prefix: str) -> str:
     return prefix.replace(".", "_").upper() + "_CHAT_IN"
 
 
-async def ensure_chat_in_stream(
+def chat_out_stream_name(prefix: str) -> str:
+    """The stream holding ``{p}.chat.out.>``: ``eevee`` -> ``EEVEE_CHAT_OUT``."""
+    validate_prefix(prefix)
+    return prefix.replace(".", "_").upper() + "_CHAT_OUT"
+
+
+async def ensure_chat_streams(js: JetStreamContext, prefix: str) -> tuple[str, str]:
+    """Create (or update) both chat streams of ``prefix``; their names, input first."""
+    return (
+        await ensure_chat_in_stream(js, prefix),
+        await ensure_chat_out_stream(js, prefix),
+    )
+
+
+async def ensure_chat_in_stream(js: JetStreamContext, prefix: str, **limits: Any) -> str:
+    """Create the chat input stream of ``prefix`` (or bring its limits up to date); its name."""
+    name = chat_in_stream_name(prefix)
+    what = f"chat input of {prefix} until the router has handled it"
+    return await _ensure(js, name, f"{prefix}.chat.in.>", what, **limits)
+
+
+async def ensure_chat_out_stream(js: JetStreamContext, prefix: str, **limits: Any) -> str:
+    """Create the chat output stream of ``prefix`` (or bring its limits up to date); its name."""
+    name = chat_out_stream_name(prefix)
+    what = f"chat output of {prefix} until its connector has sent it"
+    return await _ensure(js, name, f"{prefix}.chat.out.>", what, **limits)
+
+
+async def _ensure(
     js: JetStreamContext,
-    prefix: str,
+    name: str,
+    subject: str,
+    description: str,
     *,
-    max_age: float = CHAT_IN_MAX_AGE,
-    max_msgs: int = CHAT_IN_MAX_MSGS,
-    max_bytes: int = CHAT_IN_MAX_BYTES,
+    max_age: float = CHAT_MAX_AGE,
+    max_msgs: int = CHAT_MAX_MSGS,
+    max_bytes: int = CHAT_MAX_BYTES,
     timeout: float = 10.0,
 ) -> str:
-    """Create the chat input stream of ``prefix`` (or bring its limits up to date); its name.
+    """Create the work-queue stream ``name`` on ``subject``, or bring its limits up to date.
 
     Bounded by ``timeout``; raises :class:`BusError` saying why on failure.
     """
-    name = chat_in_stream_name(prefix)
     config = StreamConfig(
         name=name,
-        description=f"chat input of {prefix} until the router has handled it",
-        subjects=[f"{prefix}.chat.in.>"],
+        description=description,
+        subjects=[subject],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
@@ -93,9 +127,9 @@ async def ensure_chat_in_stream(
                     )
                 )
     except TimeoutError:
-        raise BusError(f"chat input stream {name}: no answer within {timeout:g} s") from None
+        raise BusError(f"stream {name}: no answer within {timeout:g} s") from None
     except BusError:
         raise
     except Exception as exc:  # nats-py's API errors: JetStream disabled, subjects overlap...
-        raise BusError(f"chat input stream {name}: {exc}") from None
+        raise BusError(f"stream {name}: {exc}") from None
     return name

@@ -46,7 +46,7 @@ from .models import (
 from .natsserver import EmbeddedNats, NatsUser
 from .paths import Paths
 from .process import OperatorProcess, State, cancel_and_wait
-from .streams import ensure_chat_in_stream
+from .streams import ensure_chat_streams
 from .subjects import Subjects
 
 SUPERVISOR_USER = "eevee-supervisor"
@@ -350,9 +350,9 @@ class Supervisor:
         except BusError as exc:
             self._log.warning("no log history on the bus", error=str(exc))
         try:
-            await ensure_chat_in_stream(self._nc.jetstream(), self.config.prefix)
+            await ensure_chat_streams(self._nc.jetstream(), self.config.prefix)
         except BusError as exc:
-            self._log.warning("chat input is not stored: commands may be lost", error=str(exc))
+            self._log.warning("chat is not stored: messages may be lost", error=str(exc))
         self._shipper = LogShipper(self._ipc)
         for record in self._early_logs:
             self._shipper.submit(record)

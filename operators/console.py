@@ -10,9 +10,10 @@ the others:
 - it announces the network: a ``connected`` chat.event (user: the bot) on
   ``{p}.chat.event.console.<network>.connected`` when it starts, and ``disconnected`` /
   ``connected`` when a reload changes the network;
-- it receives ``{p}.chat.out.console.<network>`` like any connector, so a malformed outgoing
-  message is dead-lettered with the reason (``eevee sub 'dlq.>'``), and logs what the bot says
-  at debug level;
+- it receives ``{p}.chat.out.console.<network>`` like any connector (fast path and the chat
+  output stream, :class:`~eeveepy.outbox.Outbox`), so a malformed outgoing message is
+  dead-lettered with the reason (``eevee sub 'dlq.>'``), what the bot says is logged at debug
+  level and the stream does not keep the console's messages;
 - it logs sessions joining and leaving the rooms (their ``join`` and ``part`` events);
 - it has a place in ``eevee ps``.
 
@@ -29,6 +30,7 @@ from eeveepy import Operator
 from eeveepy.chat import PLATFORM, ConsoleSettings
 from eeveepy.ipc import Subscription
 from eeveepy.models import ChatEvent, ChatEventType, ChatUser, Envelope, OutgoingMessage
+from eeveepy.outbox import Outbox
 from eeveepy.subjects import encode_token
 
 
@@ -39,6 +41,7 @@ class Console:
         self.op = op
         self.network: str | None = None
         self._subs: list[Subscription] = []
+        self.outbox = Outbox(op, self.on_out)
 
     async def start(self) -> None:
         await self._connect(self.op.settings.network)
@@ -58,10 +61,8 @@ class Console:
     async def _connect(self, network: str) -> None:
         ipc, subjects = self.op.ipc, self.op.subjects
         events = subjects.pattern(f"chat.event.{PLATFORM}.{encode_token(network)}.*")
-        self._subs = [
-            await ipc.subscribe(subjects.chat_out(PLATFORM, network), self.on_out),
-            await ipc.subscribe(events, self.on_event),
-        ]
+        await self.outbox.open(PLATFORM, network)
+        self._subs = [await ipc.subscribe(events, self.on_event)]
         self.network = network
         await self._announce(network, ChatEventType.CONNECTED)
         self.op.log.info("console connected", network=network)
@@ -73,7 +74,7 @@ class Console:
         )
         await self.op.ipc.publish(self.op.subjects.chat_event(PLATFORM, network, event.value), body)
 
-    async def on_out(self, env: Envelope[OutgoingMessage]) -> None:
+    def on_out(self, env: Envelope[OutgoingMessage]) -> None:
         out = env.body
         self.op.log.debug(
             "bot says", target=out.target, private=out.private, text=out.text, trace=env.trace

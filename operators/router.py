@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -41,7 +39,7 @@ from eeveepy.commands import (
     sync_subject,
     validation_reason,
 )
-from eeveepy.delivery import Delivery
+from eeveepy.delivery import Handling, Once
 from eeveepy.errors import (
     EeveeError,
     NoRespondersError,
@@ -137,30 +135,6 @@ class RouterSettings(BaseModel):
         return value
 
 
-RECENT_LINES = 8192
-"""Chat lines remembered by envelope id, so the stream's copy of a line is not run twice."""
-
-
-@dataclass
-class _Line:
-    """One chat line being handled: done once answered; the stream deliveries of it wait."""
-
-    done: bool = True
-    held: list[Delivery] = field(default_factory=list)
-
-    def start(self) -> _Line:
-        self.done = False
-        return self
-
-    async def finish(self) -> None:
-        # Called right after the reply was published: the acknowledgements follow it with
-        # nothing in between that yields, so they leave in the same write.
-        self.done = True
-        held, self.held = self.held, []
-        for delivery in held:
-            await delivery.ack()
-
-
 class Router:
     """The router's state and handlers, bound to its :class:`Operator`."""
 
@@ -172,7 +146,7 @@ class Router:
         self._kv: KeyValue | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
-        self._lines: OrderedDict[str, _Line] = OrderedDict()
+        self._once = Once()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -320,22 +294,17 @@ class Router:
     async def on_stored(self, env: Envelope[ChatMessage]) -> None:
         """The same line from the stream: acknowledged once the fast path has answered it,
         handled here if the fast path never saw it (the router was down, the bus away)."""
-        line = self._take(env)
-        if not line.done:
-            held = self.op.ipc.hold()
-            if held is not None:
-                line.held.append(held)
+        handling = self._take(env)
+        if not handling.done:
+            handling.keep(self.op.ipc.hold())
 
-    def _take(self, env: Envelope[ChatMessage]) -> _Line:
-        line = self._lines.get(env.id)
-        if line is None:
-            line = self._lines[env.id] = _Line()
-            if len(self._lines) > RECENT_LINES:
-                self._lines.popitem(last=False)
-            self._dispatch(env, line)
-        return line
+    def _take(self, env: Envelope[ChatMessage]) -> Handling:
+        handling, first = self._once.take(env.id)
+        if first:
+            self._dispatch(env, handling)
+        return handling
 
-    def _dispatch(self, env: Envelope[ChatMessage], track: _Line) -> None:
+    def _dispatch(self, env: Envelope[ChatMessage], track: Handling) -> None:
         msg = env.body
         if msg.style is not MessageStyle.MESSAGE:  # never answer notices (nor actions)
             return
@@ -404,7 +373,7 @@ class Router:
         self,
         env: Envelope[ChatMessage],
         text: str,
-        track: _Line,
+        track: Handling,
         style: MessageStyle = MessageStyle.NOTICE,
     ) -> None:
         try:
@@ -421,7 +390,7 @@ class Router:
         reg: CommandRegistration | None,
         allowed: bool,
         delay: float,
-        track: _Line,
+        track: Handling,
     ) -> None:
         if delay > 0:
             await asyncio.sleep(delay)

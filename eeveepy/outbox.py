@@ -1,0 +1,95 @@
+"""A connector's ``chat.out``: every message sent once, and none lost while the connector is down.
+
+A connector takes ``{p}.chat.out.<platform>.<network>`` twice: at once from a plain
+subscription (the fast path) and from the chat output stream through a durable consumer of
+its own (the backstop: what was published while the connector was down or restarting). Each
+message (by envelope id) is given to the platform once, whichever copy comes first, and the
+stream's copy is acknowledged only once the platform has really sent it; a connector that dies
+first gets it again when it is back. See "Delivery" in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .delivery import Handling, Once
+from .ipc import Subscription
+from .models import Envelope, OutgoingMessage
+
+if TYPE_CHECKING:
+    from .runtime import Operator
+
+Send = Callable[[Envelope[OutgoingMessage]], Awaitable[None] | None]
+"""Hands one message to the platform; an awaitable result completes once it was sent."""
+
+
+def consumer_name(operator_id: str) -> str:
+    """The durable consumer of a connector on the chat output stream: ``out_irc_libera``."""
+    return "out_" + operator_id.replace(".", "_")
+
+
+class Outbox:
+    """The ``chat.out`` of one network, for the connector operator ``op``."""
+
+    def __init__(self, op: Operator[Any], send: Send) -> None:
+        self._op = op
+        self._send = send
+        self._once = Once()
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, platform: str, network: str) -> None:
+        """Start taking the network's outgoing messages (closing what was open)."""
+        await self.close()
+        ipc = self._op.ipc
+        subject = self._op.subjects.chat_out(platform, network)
+        self._subs = [
+            await ipc.subscribe(subject, self._on_fast),
+            await ipc.subscribe(subject, self._on_stored, durable=consumer_name(self._op.id)),
+        ]
+
+    async def close(self) -> None:
+        """Stop taking messages; what was not sent yet is delivered again after a restart."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            await sub.unsubscribe()
+        tasks, self._tasks = set(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+
+    async def _on_fast(self, env: Envelope[OutgoingMessage]) -> None:
+        self._take(env)
+
+    async def _on_stored(self, env: Envelope[OutgoingMessage]) -> None:
+        handling = self._take(env)
+        if not handling.done:
+            handling.keep(self._op.ipc.hold())
+
+    def _take(self, env: Envelope[OutgoingMessage]) -> Handling:
+        handling, first = self._once.take(env.id)
+        if not first:
+            return handling
+        try:
+            result = self._send(env)
+        except Exception as exc:
+            self._op.log.error("could not send", target=env.body.target, error=repr(exc))
+            return handling
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._sent(result, handling.start(), env))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return handling
+
+    async def _sent(
+        self, result: Awaitable[None], handling: Handling, env: Envelope[OutgoingMessage]
+    ) -> None:
+        try:
+            await result
+        except Exception as exc:
+            self._op.log.error("could not send", target=env.body.target, error=repr(exc))
+        await handling.finish()
