@@ -63,7 +63,9 @@ async def _burst_with_kill(s: System, victim: Any, respawn: Any, after: int) -> 
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)  # room for a late duplicate
-    counts = Counter(env.body.reply_to or "" for env in s.out)
+    # As a connector does: one message per envelope id (a repeat carries the same id).
+    unique = {env.id: env for env in s.out}
+    counts = Counter(env.body.reply_to or "" for env in unique.values())
     return Counter({mid: counts[mid] for mid in wanted})
 
 
