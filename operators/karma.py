@@ -3,11 +3,11 @@
 It reads every chat line (``{p}.chat.in.>``) for ``word++``, ``word--``, ``(several words)++``
 and ``(several words)--``, and keeps one count per thing and network in its key-value bucket
 (``eevee_<id>``, key ``karma.<platform>.<network>.<thing>``, the thing lowercased with its
-spaces collapsed), so scores survive restarts. Nobody gives karma to themselves: ``alice++``
-(or ``alice--``) by alice is refused with a note. Lines in private messages, notices and lines
-starting with one of ``command_prefixes`` (``!karma c++`` is a question, not a vote) are not
-read. Run it under ``eevee up`` (``module = "operators.karma"``, next to ``operators.router``)
-or alone::
+spaces collapsed, each part a bounded :func:`kv_token`), so scores survive restarts. Nobody
+gives karma to themselves: ``alice++`` (or ``alice--``) by alice is refused with a note.
+Lines in private messages, notices and lines starting with one of ``command_prefixes``
+(``!karma c++`` is a question, not a vote) are not read. Run it under ``eevee up``
+(``module = "operators.karma"``, next to ``operators.router``) or alone::
 
     python -m operators.karma --id karma --nats-url nats://127.0.0.1:4222
 
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eeveepy import ChatMessage, CommandInvocation, Operator
 from eeveepy.models import MessageStyle
-from eeveepy.subjects import kv_token
+from eeveepy.tokens import kv_token
 
 KV_PREFIX: Final = "karma."
 """Keys: ``karma.<platform>.<network>.<thing>``, each part a :func:`kv_token`."""

@@ -2,8 +2,9 @@
 
 It reads every chat line (``{p}.chat.in.>``) and keeps, per platform, network and lowercased
 nick, the last time, room and text in its key-value bucket (``eevee_<id>``, key
-``seen.<platform>.<network>.<nick>``, each part made safe for KV keys by :func:`kv_token`), so
-it remembers across restarts. Private messages are not recorded (what is said to the bot alone
+``seen.<platform>.<network>.<nick>``, each part made safe for KV keys by :func:`kv_token`,
+which also bounds it: a nick of kilobytes becomes a readable head and a digest), so it
+remembers across restarts. Private messages are not recorded (what is said to the bot alone
 is nobody else's business). Run it under ``eevee up`` (``module = "operators.seen"``, next to
 ``operators.router``) or alone::
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy import ChatMessage, CommandInvocation, Envelope, Operator
 from eeveepy.models import MessageStyle
-from eeveepy.subjects import kv_token
+from eeveepy.tokens import kv_token
 
 KV_PREFIX = "seen."
 """Keys: ``seen.<platform>.<network>.<nick>``, each part a :func:`kv_token`."""

@@ -343,6 +343,29 @@ def test_karma_votes_in_a_line() -> None:
     assert karma.karma_key("irc", "libera", "(The  Build)") == "karma.irc.libera.the=20build"
 
 
+async def test_5_kb_names_and_things_keep_seen_and_karma_up(bot: System) -> None:
+    """Keys built from chat text are bounded: a 5 KB display name or thing used to make a KV
+    request whose PUB line was over the server's 4096-byte control line, the server closed the
+    operator's connection and it died. Now both stay up (same process) and keep answering."""
+    procs = [bot.procs["seen"], bot.procs["karma"]]
+    pids = [p.proc.pid for p in procs]
+    huge = "Zed" + "z" * 5000
+    for i in range(7):
+        await bot.say(f"line {i}", user=huge)
+    await bot.say("(" + "é" * 60 + ")++", user="bob")  # 60 characters: a vote, 720 key bytes
+    expected = f"{huge} was last seen just now in #ops, saying: line 6"
+    assert await bot.eventually(f"!seen {huge}", lambda a: a == expected) == expected
+    assert await bot.eventually(f"!karma {'é' * 60}", lambda a: a.endswith(" 1")) == (
+        f"{'é' * 60} has karma 1"
+    )
+    assert await bot.ask(f"!karma {huge}") == f"{huge} has karma 0"
+    assert await bot.ask(f"!seen {huge[:-1]}") == f"I have not seen {huge[:-1]}."
+    for proc, pid in zip(procs, pids, strict=True):
+        assert proc.proc.returncode is None, proc.log()
+        assert proc.proc.pid == pid
+        assert "disconnected" not in proc.stderr.decode(), proc.log()
+
+
 # -- admin ------------------------------------------------------------------------------------
 
 
