@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -42,10 +41,9 @@ from eeveepy.models import (
 from eeveepy.runtime import kv_bucket_name
 from eeveepy.subjects import Subjects
 from operators import admin, karma, seen
-from tests.operator_procs import OperatorProc, contract_env
+from tests.operator_procs import OperatorProc, contract_env, start_operator
 
 WAIT = 5.0
-ROOT = Path(__file__).resolve().parents[1]
 ROOT_USER = {"user": "root", "account": "root"}  # an admin of the router
 
 
@@ -142,17 +140,7 @@ class System:
 
         sub = await self.ipc.subscribe(self.subjects.operator_ready(op_id), on_ready)
         await barrier(self.ipc.nc)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"operators.{name}",
-            env=env,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        child = self.procs[name] = Proc(op_id, proc)
+        child = self.procs[name] = await start_operator(f"operators.{name}", env)
         try:
             await asyncio.wait_for(ready.get(), WAIT * 2)
         except TimeoutError:
