@@ -52,6 +52,7 @@ _KV_OPERATION: Final = "KV-Operation"  # set on deletes and purges (no value)
 _MSG_ID: Final = "Nats-Msg-Id"
 _EXPECTED_LAST: Final = "Nats-Expected-Last-Subject-Sequence"
 _WRONG_LAST_SEQUENCE: Final = (10071, 10164)  # JetStream's compare-and-set failure codes
+_NO_MESSAGE: Final = 10037  # JetStream's "no message found" (as opposed to no stream)
 _CAS_ROUNDS: Final = 20
 
 
@@ -102,6 +103,7 @@ class KvStore:
         """Writes refused because ``max_pending`` writes were already waiting."""
         self._pending: dict[str, list[_Write]] = {}
         self._retry: asyncio.Task[None] | None = None
+        self._draining = asyncio.Lock()  # one pass over the waiting writes at a time
         self._last_error = ""
 
     @property
@@ -224,7 +226,9 @@ class KvStore:
         """``(value or None, revision or 0, message id)`` of the latest entry at ``key``."""
         try:
             msg = await bucket.js.get_last_msg(bucket.stream, bucket.subject(key))
-        except NotFoundError:
+        except NotFoundError as exc:
+            if exc.err_code != _NO_MESSAGE:  # no stream: the store is not there
+                raise
             return None, 0, None
         headers = msg.headers or {}
         value = None if headers.get(_KV_OPERATION) else (msg.data or b"")
@@ -242,6 +246,10 @@ class KvStore:
 
     async def _store_pending(self) -> bool:
         """Store waiting writes in order; True when none is left, False at the first failure."""
+        async with self._draining:
+            return await self._store_pending_locked()
+
+    async def _store_pending_locked(self) -> bool:
         if not self._pending:
             return True
         try:

@@ -18,10 +18,15 @@ from typing import Any
 import nats
 import pytest
 import pytest_asyncio
+import structlog
 from nats.aio.client import Client as NatsClient
+from structlog.testing import capture_logs
 
 from eeveepy.bus import barrier
+from eeveepy.errors import StoreError
+from eeveepy.health import HealthState, OperatorHealth
 from eeveepy.ipc import Ipc
+from eeveepy.kvstore import Bucket, KvStore
 from eeveepy.models import ChatMessage, ChatUser, Ping, Pong
 from eeveepy.natsserver import EmbeddedNats
 from eeveepy.runtime import kv_bucket_name
@@ -250,3 +255,85 @@ def test_ps_shows_a_degraded_kv_operator_until_its_writes_are_stored(
     assert (status["problem"], status["pid"], status["restarts"]) == ("", pid, 0)
     assert run_async(_vote_and_read(url, None, "second")) == 1
     assert "DEGRADED" not in system.cli("ps").stdout
+
+
+# -- op.store's rules, against the shared server --------------------------------------------------
+
+
+def _count(old: bytes | None) -> bytes:
+    return str(int(old or b"0") + 1).encode()
+
+
+def _broken(old: bytes | None) -> bytes:
+    raise ValueError("not a number")
+
+
+async def test_store_keeps_writes_in_order_until_the_bucket_exists(nats_url: str) -> None:
+    """A bucket that does not exist yet refuses every write, as a broken store would: writes
+    are kept (a put replacing the put before it, updates in order), reads see them, and they
+    are stored once the bucket is there; a failing update function is dropped, not retried."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    name = "kvstore_" + uuid.uuid4().hex[:8]
+
+    async def bucket() -> Bucket:
+        return Bucket(js, name)
+
+    log = structlog.get_logger("test")
+    health = OperatorHealth(lambda: log)
+    store = KvStore(bucket, health, lambda: log, retry_initial=0.05, retry_max=0.2)
+    try:
+        with capture_logs() as logs:
+            assert await store.put("a", b"1") is False
+            assert health.state is HealthState.DEGRADED
+            assert health.problem.startswith("kv: 1 key-value write not stored yet, retrying")
+            assert await store.put("a", b"2") is False
+            assert await store.modify("n", _count) is False
+            assert await store.modify("n", _count) is False
+            assert await store.modify("bad", _broken) is False
+            assert store.pending == 4
+            with pytest.raises(StoreError, match="cannot read 'a'"):
+                await store.get("a")
+            await js.create_key_value(bucket=name)
+            assert await store.get("n") == b"2"  # stored or not yet: the writes are applied
+            assert await store.flush(WAIT)
+            assert health.state is HealthState.OK
+        kv = await js.key_value(name)
+        assert (await kv.get("a")).value == b"2"
+        assert (await kv.get("n")).value == b"2"
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get("bad")
+        assert await store.put("b", b"now") is True
+        assert store.pending == 0
+        events = [(e["log_level"], e["event"]) for e in logs]
+        assert events.count(("error", "unhealthy")) == 1  # once, not on every retry
+        assert ("error", "key-value update failed: write dropped") in events
+        assert ("info", "healthy again") in events
+    finally:
+        await store.close()
+        with contextlib.suppress(Exception):
+            await js.delete_key_value(name)
+        await nc.close()
+
+
+async def test_store_bounds_what_it_keeps_and_says_what_is_lost(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+
+    async def bucket() -> Bucket:
+        return Bucket(js, "kvstore_missing_" + uuid.uuid4().hex[:8])
+
+    log = structlog.get_logger("test")
+    store = KvStore(bucket, OperatorHealth(lambda: log), lambda: log, max_pending=1)
+    try:
+        with capture_logs() as logs:
+            assert await store.put("a", b"1") is False
+            assert await store.put("b", b"1") is False
+            assert (store.pending, store.dropped) == (1, 1)
+            await store.close(timeout=0.2)
+        lost = [e for e in logs if e["event"].startswith("key-value writes lost at stop")]
+        assert lost
+        assert (lost[0]["log_level"], lost[0]["lost"], lost[0]["keys"]) == ("error", 1, ["a"])
+        assert any(e["event"].startswith("key-value write refused") for e in logs)
+    finally:
+        await nc.close()
