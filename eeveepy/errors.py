@@ -3,6 +3,7 @@
 EeveeError
  ├── ConfigError                 broken or missing configuration (carries file and key path)
  ├── SubjectError                a subject or token that is not part of the tree
+ │    └── IrreversibleTokenError a long value's bounded token (prefix + digest): not decodable
  ├── EnvelopeError               a payload that is not a valid envelope (subject, reason)
  ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
  ├── BusError                    talking to NATS failed
@@ -10,7 +11,8 @@ EeveeError
  │    ├── RequestTimeoutError    a request got no reply in time
  │    ├── NoRespondersError      nobody subscribes to a request's subject
  │    ├── RemoteError            the responder answered with an error
- │    └── DeliveryError          a stored publish was not acknowledged by its stream in time
+ │    ├── DeliveryError          a stored publish was not acknowledged by its stream in time
+ │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
  ├── OperatorError               an operator's runtime could not start or was misused
  └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
@@ -44,6 +46,18 @@ class ConfigError(EeveeError):
 
 class SubjectError(EeveeError):
     """A subject, token or operator id that does not fit the subject tree."""
+
+
+class IrreversibleTokenError(SubjectError):
+    """A token is the bounded form of a long value (a readable prefix and a digest).
+
+    It stands for the value but cannot be turned back into it: take the value from the
+    message body. ``readable`` is the decoded prefix, for display.
+    """
+
+    def __init__(self, message: str, readable: str) -> None:
+        super().__init__(message)
+        self.readable = readable
 
 
 class EnvelopeError(EeveeError):
@@ -100,6 +114,10 @@ class DeliveryError(BusError):
         super().__init__(f"{subject} was not stored: {reason}")
         self.subject = subject
         self.reason = reason
+
+
+class StoreError(BusError):
+    """An operator's key-value store could not be read (writes are kept and retried)."""
 
 
 class NatsServerError(EeveeError):

@@ -1,8 +1,9 @@
 """The live status block `eevee up` keeps at the bottom of a terminal.
 
-One line per operator (state in colour, pid, uptime, restarts, last ping), redrawn in place;
-log lines written through :meth:`LiveStatus.write` appear above it, so logs and the status
-never garble each other. Used only when the output is a terminal.
+One line per operator (state in colour, pid, uptime, restarts, last ping, ``DEGRADED: …`` when
+the operator reports a problem), redrawn in place; log lines written through
+:meth:`LiveStatus.write` appear above it, so logs and the status never garble each other.
+Used only when the output is a terminal.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .models import OperatorStatus
+from .models import Health, OperatorStatus
 
 _COLORS = {
     "RUNNING": "\033[32m",
@@ -46,7 +47,7 @@ def ps_table(operators: Sequence[OperatorStatus], color: bool) -> str:
                 _bytes(op.rss_bytes),
                 "-" if op.cpu_percent is None else f"{op.cpu_percent:.1f}",
                 "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms",
-                op.message,
+                _note(op),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -57,6 +58,14 @@ def ps_table(operators: Sequence[OperatorStatus], color: bool) -> str:
             cells[1] = f"{_COLORS[row[1]]}{cells[1]}{_RESET}"
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def _note(op: OperatorStatus) -> str:
+    """The last column: ``DEGRADED: <problem>`` when the operator says so, then the message."""
+    parts = [f"DEGRADED: {op.problem}"] if op.health is Health.DEGRADED else []
+    if op.message:
+        parts.append(op.message)
+    return "; ".join(parts)
 
 
 def _uptime(seconds: float | None) -> str:
@@ -83,8 +92,8 @@ def status_lines(operators: Sequence[OperatorStatus], width: int, color: bool = 
             f"{head}{op.state.ljust(8)}  pid {op.pid or '-'!s:>7}  up {_uptime(op.uptime_s):>6}"
             f"  restarts {op.restarts:<3} ping {ping:>8}"
         )
-        if op.message:
-            text += f"  {op.message}"
+        if note := _note(op):
+            text += f"  {note}"
         if len(text) > width:
             text = text[: max(width - 1, 0)] + "…"
         if color and op.state in _COLORS and len(text) >= len(head) + len(op.state):

@@ -294,6 +294,17 @@ class Ping(Body):
     KIND: ClassVar[str] = "ping"
 
 
+class Health(StrEnum):
+    """Whether an operator does its job fully (``ok``) or only partly (``degraded``)."""
+
+    OK = "ok"
+    DEGRADED = "degraded"
+
+
+MAX_PROBLEM_LENGTH = 500
+"""Longest ``problem`` text in a :class:`Pong` (longer ones are cut)."""
+
+
 class Pong(Body):
     """The answer to a :class:`Ping`."""
 
@@ -301,6 +312,16 @@ class Pong(Body):
 
     operator: str
     state: str = Field(description="running or halted")
+    health: Health | None = Field(
+        default=None,
+        description="ok, or degraded when the operator runs but cannot do all of its job "
+        "(writes failing and being retried...); absent: not reported.",
+    )
+    problem: str = Field(
+        default="",
+        max_length=MAX_PROBLEM_LENGTH,
+        description="What is wrong, when degraded.",
+    )
 
 
 class Ready(Body):
@@ -326,6 +347,10 @@ class OperatorStatus(BaseModel):
     cpu_percent: float | None = None
     ping_ms: float | None = None
     message: str = ""
+    health: Health | None = Field(
+        default=None, description="As the operator's last pong said; null: not reported."
+    )
+    problem: str = Field(default="", description="The operator's problem, when degraded.")
 
 
 class SupervisorStatus(Body):

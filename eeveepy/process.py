@@ -36,7 +36,16 @@ from .errors import BusError
 from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
 from .logs import record_from_line, relay_record
-from .models import Control, ControlAction, ControlResult, LogRecord, OperatorStatus, Ping, Pong
+from .models import (
+    Control,
+    ControlAction,
+    ControlResult,
+    Health,
+    LogRecord,
+    OperatorStatus,
+    Ping,
+    Pong,
+)
 
 EX_CONFIG = 78  # the operator says its settings are invalid: restarting will not help
 
@@ -142,6 +151,8 @@ class OperatorProcess:
         self.pid: int | None = None
         self.restarts = 0
         self.ping_ms: float | None = None
+        self.health: Health | None = None  # as the last pong said
+        self.problem = ""
         self.started_at: float | None = None
         self._ipc = ipc
         self._env = env
@@ -289,6 +300,8 @@ class OperatorProcess:
             cpu_percent=cpu,
             ping_ms=round(self.ping_ms, 3) if self.ping_ms is not None else None,
             message=self.message,
+            health=self.health,
+            problem=self.problem,
         )
 
     # -- internals -------------------------------------------------------------------------
@@ -303,6 +316,17 @@ class OperatorProcess:
                 self._log.info(state.value, state=state.value)
             if self._on_change:
                 self._on_change(self)
+
+    def _note_health(self, pong: Pong) -> None:
+        if (pong.health, pong.problem) == (self.health, self.problem):
+            return
+        if pong.health is Health.DEGRADED and self.health is not Health.DEGRADED:
+            self._log.warning("degraded", problem=pong.problem)
+        elif self.health is Health.DEGRADED and pong.health is not Health.DEGRADED:
+            self._log.info("healthy again")
+        self.health, self.problem = pong.health, pong.problem
+        if self._on_change:
+            self._on_change(self)
 
     async def _control(self, action: ControlAction, new_state: State) -> ControlResult:
         if self.state not in (State.RUNNING, State.HALTED) or self._proc is None:
@@ -436,9 +460,10 @@ class OperatorProcess:
                     await ping
                 continue
             try:
-                ping.result()
+                pong: Pong = ping.result().body
                 self.ping_ms = (time.perf_counter() - t0) * 1000
                 missed = 0
+                self._note_health(pong)
             except Exception as exc:
                 missed += 1
                 self._log.warning("missed ping", missed=missed, error=str(exc))
@@ -464,6 +489,7 @@ class OperatorProcess:
         self._ps = None
         self.pid = None
         self.ping_ms = None
+        self.health, self.problem = None, ""
         if outcome == "requested" or not self._want_running:  # (it may exit as it is stopped)
             if self._restart_requested and self._want_running:
                 self.restarts += 1

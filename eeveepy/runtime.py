@@ -53,7 +53,9 @@ from structlog.typing import FilteringBoundLogger
 
 from .bus import BusConfig, barrier, connect
 from .errors import BusError, ConfigError, EeveeError, OperatorError, SubjectError
+from .health import OperatorHealth
 from .ipc import Ipc, Subscription
+from .kvstore import Bucket, KvStore
 from .logs import configure_operator_logging
 from .models import (
     ChatMessage,
@@ -280,6 +282,10 @@ class Operator(Generic[S]):
         self._hooks = _Hooks([], [], [], [], [])
         self.extensions: dict[type, object] = {}
         """Per-operator state of add-ons such as :mod:`eeveepy.commands`, keyed by their class."""
+        self.health = OperatorHealth(lambda: self.log)
+        """Report problems (``degrade``/``ok``); pongs carry them to ``eevee ps``."""
+        self.store = KvStore(self._kv_bucket, self.health, lambda: self.log)
+        """Writes to the KV bucket that are retried until stored (see :mod:`eeveepy.kvstore`)."""
         self._launch: Launch | None = None
         self._settings: S | None = None
         self._state = OperatorState.STOPPED
@@ -388,6 +394,12 @@ class Operator(Generic[S]):
                     raise OperatorError("the bus is not connected yet; use kv() from on_start on")
                 self._kv = await _open_bucket(nc, kv_bucket_name(self.id))
         return self._kv
+
+    async def _kv_bucket(self) -> Bucket:
+        await self.kv()  # opens (or creates) the bucket
+        if self._nc is None:
+            raise OperatorError("the bus is not connected")
+        return Bucket(self._nc.jetstream(), kv_bucket_name(self.id))
 
     async def reply(
         self,
@@ -596,6 +608,7 @@ class Operator(Generic[S]):
         await self._forget_runtime_subs()
         if self._started:
             await self._call_hooks("stop", self._hooks.stop, timeout=self.stop_timeout)
+        await self.store.close(timeout=0.5)
         await self._close()
 
     async def _abort(self) -> None:
@@ -605,6 +618,7 @@ class Operator(Generic[S]):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await self.ipc.detach()
+                await self.store.close(timeout=0)
                 await self._forget_runtime_subs()
                 await self._close()
 
@@ -638,7 +652,9 @@ class Operator(Generic[S]):
     # -- pings, control, signals -----------------------------------------------------------
 
     async def _on_ping(self, msg: Ping) -> Pong:
-        return Pong(operator=self.id, state="halted" if self._ctl_halted else "running")
+        health = self.health
+        state = "halted" if self._ctl_halted else "running"
+        return Pong(operator=self.id, state=state, health=health.state, problem=health.problem)
 
     async def _on_ctl(self, msg: Control) -> ControlResult:
         return await self._control(msg.action)

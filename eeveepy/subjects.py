@@ -16,13 +16,11 @@ Kinds of token:
 
 * **Encoded tokens** (``network``, ``room``, ``command``) carry chat-derived strings such as
   IRC ``#foo.bar``, Matrix ``!abc:server`` or XMPP ``room@conference.host``. They go through
-  :func:`encode_token`: ASCII letters, digits and ``-_#!@:+=~`` stay as they are, every other
-  character becomes its UTF-8 bytes written as ``%XX`` (uppercase hex), and the empty string
-  becomes a lone ``%``. An encoded token is therefore never empty and never contains ``.``,
-  ``*``, ``>``, whitespace or non-ASCII characters, so it can never split a subject or act as a
-  wildcard. The encoding is canonical: :func:`decode_token` accepts exactly the strings
-  :func:`encode_token` produces and raises :class:`~eeveepy.errors.SubjectError` on anything
-  else.
+  :func:`encode_token` (from :mod:`eeveepy.tokens`, which says how): never empty, never
+  ``.``, ``*``, ``>``, whitespace or non-ASCII, so they can never split a subject or act as a
+  wildcard, and at most :data:`MAX_TOKEN_LENGTH` (255) characters, so a subject never grows
+  with chat input (a longer string gets a bounded form, which is not reversible).
+  :func:`decode_token` accepts exactly what :func:`encode_token` produces.
 * **Simple tokens** (``platform``, ``event``, ``level``) match ``[a-z0-9][a-z0-9_-]*``.
 * **Operator ids** are one or more dot-separated parts, each ``[a-z0-9][a-z0-9_-]*``, at most
   64 characters in total (``echo``, ``irc.libera``, ``matrix.main-bot``).
@@ -43,12 +41,14 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from eeveepy.errors import SubjectError
+from eeveepy.errors import IrreversibleTokenError, SubjectError
+from eeveepy.tokens import MAX_TOKEN_LENGTH, SAFE_CHARS, decode_token, encode_token, kv_token
 
 __all__ = [
     "DEFAULT_PREFIX",
     "KINDS",
     "MAX_OPERATOR_ID_LENGTH",
+    "MAX_TOKEN_LENGTH",
     "OPERATOR_VERBS",
     "SAFE_CHARS",
     "SUPERVISOR_VERBS",
@@ -57,6 +57,7 @@ __all__ = [
     "Subjects",
     "decode_token",
     "encode_token",
+    "kv_token",
     "validate_operator_id",
     "validate_prefix",
     "validate_token",
@@ -67,11 +68,6 @@ DEFAULT_PREFIX: Final = "eevee"
 
 MAX_OPERATOR_ID_LENGTH: Final = 64
 """Longest operator id accepted, dots included."""
-
-SAFE_CHARS: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_#!@:+=~"
-)
-"""Characters :func:`encode_token` keeps as they are; everything else is ``%XX``-escaped."""
 
 OPERATOR_VERBS: Final = frozenset({"ready", "ping", "ctl"})
 """Verbs of ``{p}.operator.{verb}.{operator_id}``."""
@@ -101,114 +97,10 @@ SubjectKind = Literal[
 KINDS: Final[frozenset[str]] = frozenset(get_args(SubjectKind))
 """Every value :attr:`ParsedSubject.kind` can take."""
 
-# Inside a character class: "-" first so it is literal.
-_SAFE_CLASS: Final = r"-A-Za-z0-9_#!@:+=~"
-_SAFE_RE: Final = re.compile(f"[{_SAFE_CLASS}]+")
-_ENCODED_RE: Final = re.compile(f"(?:[{_SAFE_CLASS}]|%[0-9A-F]{{2}})+")
-# "%XX" escapes of characters that must stay literal; their presence makes a token non-canonical.
-_ESCAPED_SAFE_RE: Final = re.compile(
-    "%(?:" + "|".join(sorted(f"{ord(c):02X}" for c in SAFE_CHARS)) + ")"
-)
-_ESCAPE_RE: Final = re.compile("%([0-9A-F]{2})")
-# One unit of a token: an escape (one byte) or a literal character (one byte once validated).
-_UNIT_RE: Final = re.compile("%[0-9A-F]{2}|.", re.DOTALL)
-# Byte value -> what encode_token writes for it.
-_BYTE_TO_TEXT: Final = tuple(chr(b) if chr(b) in SAFE_CHARS else f"%{b:02X}" for b in range(256))
-_HEX_DIGITS: Final = frozenset("0123456789ABCDEF")
-
 _SIMPLE_RE: Final = re.compile("[a-z0-9][a-z0-9_-]*")
 _OPERATOR_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*")
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _WHITESPACE_RE: Final = re.compile(r"\s")
-
-
-def encode_token(s: str) -> str:
-    """Encode any string as one canonical NATS subject token.
-
-    Characters in :data:`SAFE_CHARS` are kept; every other character is written as its UTF-8
-    bytes (lone surrogates included, via ``surrogatepass``), each as ``%XX`` in uppercase hex.
-    The empty string encodes as ``"%"``. The result is never empty and never contains ``.``,
-    ``*``, ``>``, whitespace or non-ASCII characters.
-
-    >>> encode_token("#foo.bar")
-    '#foo%2Ebar'
-    """
-    if _SAFE_RE.fullmatch(s):
-        return s
-    if not s:
-        return "%"
-    return "".join(map(_BYTE_TO_TEXT.__getitem__, s.encode("utf-8", "surrogatepass")))
-
-
-def decode_token(t: str) -> str:
-    """Decode a token made by :func:`encode_token`; the exact inverse.
-
-    Strict: raises :class:`SubjectError` for anything :func:`encode_token` could not have
-    produced (empty tokens, stray unsafe characters, short, bad or lowercase hex escapes,
-    escapes of safe characters, a ``%`` alone inside a longer token, invalid UTF-8). Hence
-    ``decode_token(t)`` succeeds if and only if ``encode_token(decode_token(t)) == t``.
-
-    >>> decode_token("#foo%2Ebar")
-    '#foo.bar'
-    """
-    if _SAFE_RE.fullmatch(t):
-        return t
-    if t == "%":
-        return ""
-    if _ENCODED_RE.fullmatch(t) is None:
-        raise SubjectError(_explain_bad_token(t))
-    bad = _ESCAPED_SAFE_RE.search(t)
-    if bad is not None:
-        char = chr(int(bad.group()[1:], 16))
-        raise SubjectError(
-            f"invalid token {t!r}: escape {bad.group()!r} at index {bad.start()} encodes the "
-            f"safe character {char!r}, which must appear as itself"
-        )
-    # Every unit is now one ASCII byte: a literal safe character or an escape.
-    raw = _ESCAPE_RE.sub(lambda m: chr(int(m.group(1), 16)), t).encode("latin-1")
-    try:
-        return raw.decode("utf-8", "surrogatepass")
-    except UnicodeDecodeError as exc:
-        units = list(_UNIT_RE.finditer(t))
-        where = units[exc.start]
-        raise SubjectError(
-            f"invalid token {t!r}: the bytes starting at {where.group()!r} (index "
-            f"{where.start()}) are not valid UTF-8 ({exc.reason})"
-        ) from None
-
-
-def _explain_bad_token(t: str) -> str:
-    """Say what is wrong, and where, with a token that does not match the encoded grammar."""
-    if not t:
-        return "invalid token '': tokens are never empty (the empty string encodes as '%')"
-    i = 0
-    while i < len(t):
-        c = t[i]
-        if c in SAFE_CHARS:
-            i += 1
-            continue
-        if c != "%":
-            return (
-                f"invalid token {t!r}: character {c!r} at index {i} must be written as a %XX escape"
-            )
-        digits = t[i + 1 : i + 3]
-        if len(digits) < 2:
-            return (
-                f"invalid token {t!r}: escape at index {i} is cut short (a '%' alone is only "
-                "valid as the whole token, meaning the empty string)"
-            )
-        if not set(digits) <= _HEX_DIGITS:
-            if set(digits.upper()) <= _HEX_DIGITS:
-                return (
-                    f"invalid token {t!r}: escape '%{digits}' at index {i} uses lowercase "
-                    "hex; it must be uppercase"
-                )
-            return (
-                f"invalid token {t!r}: escape at index {i} is not '%' followed by two "
-                f"uppercase hex digits (got '%{digits}')"
-            )
-        i += 3
-    return f"invalid token {t!r}"  # pragma: no cover - unreachable when the grammar fails
 
 
 def validate_token(token: str, what: str = "token") -> str:
@@ -428,7 +320,9 @@ class Subjects:
     def parse(self, subject: str) -> ParsedSubject:
         """Take a subject of the tree apart; raise :class:`SubjectError` if it is not one.
 
-        Wildcard patterns are not subjects and are rejected.
+        Wildcard patterns are not subjects and are rejected. A subject carrying a bounded
+        token (a long network, room or command) raises :class:`IrreversibleTokenError`: the
+        value is in the message body.
         """
         rel = self.relative(subject)
         tokens = rel.split(".")
@@ -493,24 +387,8 @@ class Subjects:
                 original = f"{self.prefix}.{rel[4:]}"
                 _check_concrete(original)
                 return ParsedSubject(kind="dlq", original=original)
+        except IrreversibleTokenError as exc:
+            raise IrreversibleTokenError(f"subject {subject!r}: {exc}", exc.readable) from exc
         except SubjectError as exc:
             raise SubjectError(f"invalid subject {subject!r}: {exc}") from exc
         raise SubjectError(f"subject {subject!r} is not part of the subject tree")
-
-
-_KV_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def kv_token(value: str) -> str:
-    """``value`` as one part of a JetStream KV key: ``[A-Za-z0-9_-]`` kept, other bytes ``=XX``.
-
-    KV keys allow only ``-/_=.`` and ASCII letters and digits, and ``.`` separates parts, so
-    every other UTF-8 byte (``=`` included) is written ``=`` and two uppercase hex digits; the
-    empty string is a lone ``=``. Different strings give different tokens.
-    """
-    if not value:
-        return "="
-    return "".join(
-        ch if ch in _KV_SAFE else "".join(f"={b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
-        for ch in value
-    )

@@ -3,11 +3,11 @@
 It reads every chat line (``{p}.chat.in.>``) for ``word++``, ``word--``, ``(several words)++``
 and ``(several words)--``, and keeps one count per thing and network in its key-value bucket
 (``eevee_<id>``, key ``karma.<platform>.<network>.<thing>``, the thing lowercased with its
-spaces collapsed), so scores survive restarts. Nobody gives karma to themselves: ``alice++``
-(or ``alice--``) by alice is refused with a note. Lines in private messages, notices and lines
-starting with one of ``command_prefixes`` (``!karma c++`` is a question, not a vote) are not
-read. Run it under ``eevee up`` (``module = "operators.karma"``, next to ``operators.router``)
-or alone::
+spaces collapsed, each part a bounded :func:`kv_token`), so scores survive restarts. Nobody
+gives karma to themselves: ``alice++`` (or ``alice--``) by alice is refused with a note.
+Lines in private messages, notices and lines starting with one of ``command_prefixes``
+(``!karma c++`` is a question, not a vote) are not read. Run it under ``eevee up``
+(``module = "operators.karma"``, next to ``operators.router``) or alone::
 
     python -m operators.karma --id karma --nats-url nats://127.0.0.1:4222
 
@@ -21,13 +21,14 @@ import contextlib
 import re
 from typing import Final
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eeveepy import ChatMessage, CommandInvocation, Operator
+from eeveepy.errors import StoreError
+from eeveepy.kvstore import Update
 from eeveepy.models import MessageStyle
-from eeveepy.subjects import kv_token
+from eeveepy.tokens import kv_token
 
 KV_PREFIX: Final = "karma."
 """Keys: ``karma.<platform>.<network>.<thing>``, each part a :func:`kv_token`."""
@@ -94,27 +95,25 @@ def karma_key(platform: str, network: str, thing: str) -> str:
     return KV_PREFIX + ".".join(kv_token(p) for p in (platform, network, normalize(thing)))
 
 
-async def add(kv: KeyValue, key: str, name: str, delta: int) -> Score:
-    """Add ``delta`` to the score at ``key``, safely against concurrent writers."""
-    for _ in range(20):
+def vote(name: str, delta: int) -> Update:
+    """The update adding ``delta`` to a stored score (a new one is named ``name``)."""
+
+    def update(old: bytes | None) -> bytes:
         try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            score = Score(name=name, score=delta)
-            with contextlib.suppress(KeyWrongLastSequenceError):
-                await kv.create(key, score.model_dump_json().encode())
-                return score
-            continue
-        try:
-            old = Score.model_validate_json(entry.value or b"")
+            score = Score.model_validate_json(old) if old is not None else Score(name=name)
         except ValidationError:
-            old = Score(name=name)
-        score = Score(name=old.name, score=old.score + delta)
-        with contextlib.suppress(KeyWrongLastSequenceError):
-            await kv.update(key, score.model_dump_json().encode(), last=entry.revision)
-            return score
-        await asyncio.sleep(0.01)  # somebody else wrote it meanwhile: read it again
-    raise RuntimeError(f"could not update {key}: too many concurrent writes")
+            score = Score(name=name)
+        return Score(name=score.name, score=score.score + delta).model_dump_json().encode()
+
+    return update
+
+
+def score_of(value: bytes | None) -> int:
+    """The score in a stored value (0: none or unreadable)."""
+    try:
+        return Score.model_validate_json(value).score if value is not None else 0
+    except ValidationError:
+        return 0
 
 
 async def scores(kv: KeyValue, platform: str, network: str) -> list[Score]:
@@ -154,15 +153,18 @@ def create() -> Operator[KarmaSettings]:
         if any(p and lowered.startswith(p.lower()) for p in op.settings.command_prefixes):
             return
         me = {msg.user.id.lower(), msg.user.name.lower()}
-        kv = await op.kv()
         for thing, delta in votes(text):
             if normalize(thing) in me:
                 await op.reply(msg, f"{msg.user.name}: no self-karma.")
                 continue
-            score = await add(kv, karma_key(msg.platform, msg.network, thing), thing, delta)
-            op.log.debug("karma", thing=thing, delta=delta, score=score.score)
+            key = karma_key(msg.platform, msg.network, thing)
+            # A vote the store does not take now is kept and retried (op.store reports it).
+            stored = await op.store.modify(key, vote(thing, delta))
+            op.log.debug("karma", thing=thing, delta=delta, stored=stored)
             if op.settings.announce:
-                await op.reply(msg, f"{thing} has karma {score.score}")
+                with contextlib.suppress(StoreError):
+                    score = score_of(await op.store.get(key))
+                    await op.reply(msg, f"{thing} has karma {score}")
 
     @op.command(
         "karma",
@@ -171,17 +173,15 @@ def create() -> Operator[KarmaSettings]:
     )
     async def karma(inv: CommandInvocation) -> str:
         msg = inv.message
-        kv = await op.kv()
         thing = normalize(inv.text)
         if thing:
             shown = " ".join(inv.text.strip().removeprefix("(").removesuffix(")").split())
             try:
-                entry = await kv.get(karma_key(msg.platform, msg.network, thing))
-                score = Score.model_validate_json(entry.value or b"").score
-            except (KeyNotFoundError, ValidationError):
-                score = 0
-            return f"{shown} has karma {score}"
-        best = (await scores(kv, msg.platform, msg.network))[: op.settings.top]
+                value = await op.store.get(karma_key(msg.platform, msg.network, thing))
+            except StoreError:
+                return "I cannot read karma right now (the store is unavailable)."
+            return f"{shown} has karma {score_of(value)}"
+        best = (await scores(await op.kv(), msg.platform, msg.network))[: op.settings.top]
         if not best:
             return "nobody has any karma yet."
         return "top karma: " + ", ".join(f"{s.name} ({s.score})" for s in best)

@@ -2,8 +2,9 @@
 
 It reads every chat line (``{p}.chat.in.>``) and keeps, per platform, network and lowercased
 nick, the last time, room and text in its key-value bucket (``eevee_<id>``, key
-``seen.<platform>.<network>.<nick>``, each part made safe for KV keys by :func:`kv_token`), so
-it remembers across restarts. Private messages are not recorded (what is said to the bot alone
+``seen.<platform>.<network>.<nick>``, each part made safe for KV keys by :func:`kv_token`,
+which also bounds it: a nick of kilobytes becomes a readable head and a digest), so it
+remembers across restarts. Private messages are not recorded (what is said to the bot alone
 is nobody else's business). Run it under ``eevee up`` (``module = "operators.seen"``, next to
 ``operators.router``) or alone::
 
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from nats.js.errors import KeyNotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy import ChatMessage, CommandInvocation, Envelope, Operator
+from eeveepy.errors import StoreError
 from eeveepy.models import MessageStyle
-from eeveepy.subjects import kv_token
+from eeveepy.tokens import kv_token
 
 KV_PREFIX = "seen."
 """Keys: ``seen.<platform>.<network>.<nick>``, each part a :func:`kv_token`."""
@@ -96,10 +97,10 @@ def create() -> Operator[SeenSettings]:
             action=msg.style is MessageStyle.ACTION,
         )
         value = sighting.model_dump_json().encode()
-        kv = await op.kv()
         # By id (the IRC nick, the Matrix user id...) and by display name when it differs.
+        # A write the store does not take now is kept and retried (op.store reports it).
         for nick in dict.fromkeys(n.lower() for n in (msg.user.id, msg.user.name) if n):
-            await kv.put(seen_key(msg.platform, msg.network, nick), value)
+            await op.store.put(seen_key(msg.platform, msg.network, nick), value)
 
     @op.command(
         "seen",
@@ -112,13 +113,14 @@ def create() -> Operator[SeenSettings]:
         msg = inv.message
         if nick.lower() in (msg.user.id.lower(), msg.user.name.lower()):
             return f"you are right here, {msg.user.name}."
-        kv = await op.kv()
         try:
-            entry = await kv.get(seen_key(msg.platform, msg.network, nick))
-        except KeyNotFoundError:
+            value = await op.store.get(seen_key(msg.platform, msg.network, nick))
+        except StoreError:
+            return "I cannot look that up right now (the store is unavailable)."
+        if value is None:
             return f"I have not seen {nick}."
         try:
-            sighting = Sighting.model_validate_json(entry.value or b"")
+            sighting = Sighting.model_validate_json(value)
         except ValueError:
             op.log.warning("unreadable sighting dropped", nick=nick)
             return f"I have not seen {nick}."

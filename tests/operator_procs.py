@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def contract_env(
     *,
@@ -78,6 +80,21 @@ class OperatorProc:
             await asyncio.wait_for(self._reader, 1.0)
         assert self.proc.returncode is not None
         return self.proc.returncode
+
+
+async def start_operator(module: str, env: dict[str, str]) -> OperatorProc:
+    """``python -m module`` with ``env`` (see :func:`contract_env`), its stderr collected."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        env=env,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return OperatorProc(env["EEVEE_OPERATOR_ID"], proc)
 
 
 def spawn_operator(

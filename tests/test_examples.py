@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -42,10 +41,9 @@ from eeveepy.models import (
 from eeveepy.runtime import kv_bucket_name
 from eeveepy.subjects import Subjects
 from operators import admin, karma, seen
-from tests.operator_procs import OperatorProc, contract_env
+from tests.operator_procs import OperatorProc, contract_env, start_operator
 
 WAIT = 5.0
-ROOT = Path(__file__).resolve().parents[1]
 ROOT_USER = {"user": "root", "account": "root"}  # an admin of the router
 
 
@@ -142,17 +140,7 @@ class System:
 
         sub = await self.ipc.subscribe(self.subjects.operator_ready(op_id), on_ready)
         await barrier(self.ipc.nc)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"operators.{name}",
-            env=env,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        child = self.procs[name] = Proc(op_id, proc)
+        child = self.procs[name] = await start_operator(f"operators.{name}", env)
         try:
             await asyncio.wait_for(ready.get(), WAIT * 2)
         except TimeoutError:
@@ -341,6 +329,29 @@ def test_karma_votes_in_a_line() -> None:
     assert karma.votes("run it with --force or a--b or -----") == []
     assert karma.votes("x++ X-- x++") == [("x", 1)]
     assert karma.karma_key("irc", "libera", "(The  Build)") == "karma.irc.libera.the=20build"
+
+
+async def test_5_kb_names_and_things_keep_seen_and_karma_up(bot: System) -> None:
+    """Keys built from chat text are bounded: a 5 KB display name or thing used to make a KV
+    request whose PUB line was over the server's 4096-byte control line, the server closed the
+    operator's connection and it died. Now both stay up (same process) and keep answering."""
+    procs = [bot.procs["seen"], bot.procs["karma"]]
+    pids = [p.proc.pid for p in procs]
+    huge = "Zed" + "z" * 5000
+    for i in range(7):
+        await bot.say(f"line {i}", user=huge)
+    await bot.say("(" + "é" * 60 + ")++", user="bob")  # 60 characters: a vote, 720 key bytes
+    expected = f"{huge} was last seen just now in #ops, saying: line 6"
+    assert await bot.eventually(f"!seen {huge}", lambda a: a == expected) == expected
+    assert await bot.eventually(f"!karma {'é' * 60}", lambda a: a.endswith(" 1")) == (
+        f"{'é' * 60} has karma 1"
+    )
+    assert await bot.ask(f"!karma {huge}") == f"{huge} has karma 0"
+    assert await bot.ask(f"!seen {huge[:-1]}") == f"I have not seen {huge[:-1]}."
+    for proc, pid in zip(procs, pids, strict=True):
+        assert proc.proc.returncode is None, proc.log()
+        assert proc.proc.pid == pid
+        assert "disconnected" not in proc.stderr.decode(), proc.log()
 
 
 # -- admin ------------------------------------------------------------------------------------
