@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+from nats.js.api import ConsumerInfo
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from eeveepy.bus import BusConfig, barrier, connect
 from eeveepy.ipc import Ipc
@@ -226,9 +228,11 @@ async def until(check: Callable[[], bool], child: Child, what: str, timeout: flo
 async def caught_up(bus: Bus, count: int, timeout: float = WAIT) -> None:
     """Wait until the durable consumer has had ``count`` messages and acknowledged them all."""
     deadline = time.monotonic() + timeout
+    info: ConsumerInfo | None = None
     while True:
-        info = await bus.js.consumer_info(bus.stream_name, DURABLE)
-        if info.delivered.stream_seq >= count and not info.num_ack_pending:
-            return
+        with contextlib.suppress(NotFoundError):  # the operator may not have bound it yet
+            info = await bus.js.consumer_info(bus.stream_name, DURABLE)
+            if info.delivered.stream_seq >= count and not info.num_ack_pending:
+                return
         assert time.monotonic() < deadline, info
         await asyncio.sleep(0.05)
