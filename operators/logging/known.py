@@ -30,7 +30,7 @@ from eeveepy.logs import SUPERVISOR_SOURCE
 from eeveepy.models import Ping, SupervisorStatus
 from eeveepy.subjects import validate_operator_id
 
-ASK_AGAIN: Final = 5.0
+ASK_AGAIN: Final = 2.0
 """Seconds between asks prompted by events of ids not known yet, at least."""
 ANSWER_TIMEOUT: Final = 1.0
 """Seconds to wait for a first supervisor's answer."""

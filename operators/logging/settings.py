@@ -56,7 +56,7 @@ class LoggingSettings(BaseModel):
     operator's id and the ids the supervisors list (for publishers no supervisor runs)."""
     supervisor_refresh: float = Field(default=30.0, gt=0)
     """Seconds between asks on ``{p}.supervisor.status`` for the configured operator ids (also
-    asked, at most every 5 s, when an event names an id not known yet)."""
+    asked, at most every 2 s, when an event names an id not known yet)."""
     forget_after: float = Field(default=3600.0, ge=0)
     """Seconds an id stays known after the last supervisor answer that listed it; only
     answers count, so ids are never forgotten while no supervisor answers."""
