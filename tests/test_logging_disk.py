@@ -249,6 +249,7 @@ def test_known_ids_survive_a_restart_and_a_broken_file(tmp_path: Path) -> None:
 
 def test_ids_beyond_max_ids_go_to_the_unknown_bucket(tmp_path: Path) -> None:
     encoder = EnvelopeEncoder("test")
+    (tmp_path / "stale.jsonl").write_text("{}\n")  # an id no longer known: does not count
     files = LogFiles(
         tmp_path, receiver="logging", max_bytes=10_000, backups=1, max_age_days=1.0,
         max_total_bytes=100_000, max_ids=2,
@@ -260,7 +261,8 @@ def test_ids_beyond_max_ids_go_to_the_unknown_bucket(tmp_path: Path) -> None:
     result = files.write_batch(items, known={"a", "b", "c"})
     files.close()
     assert (result.written, result.over_ids, result.unknown_ids) == (3, 1, {"c"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["_unknown.jsonl", "a.jsonl", "b.jsonl"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["_unknown.jsonl", "a.jsonl", "b.jsonl", "stale.jsonl"]
 
 
 def test_settings_refuse_a_cap_smaller_than_two_files_and_bad_ids() -> None:

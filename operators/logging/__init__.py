@@ -26,7 +26,8 @@ Disk use is bounded as a whole:
 - a file is rotated before a write would take it over ``max_bytes``: ``<id>.jsonl`` becomes
   ``<id>.jsonl.1``, ``.1`` becomes ``.2`` and so on up to ``backups`` files (``bucket_backups``
   for ``_unknown`` and ``_invalid``); older ones are deleted;
-- at most ``max_ids`` operator ids have files of their own (further ones go to ``_unknown``);
+- at most ``max_ids`` known operator ids have files of their own (further ones go to
+  ``_unknown``);
 - all the files together stay under ``max_total_bytes``: when a write takes them over it, the
   oldest files are deleted, rotated files first (oldest first across all ids), then the
   current files of the ids written to least recently, down to half a file under the cap, so

@@ -175,7 +175,8 @@ class LogFiles:
         if name not in known:
             return UNKNOWN_NAME, "unknown"
         if name not in self._ids:
-            if len(self._ids) >= self.max_ids:
+            # Files of ids no longer known (left from earlier) do not count: they only shrink.
+            if len(self._ids) >= self.max_ids and len(self._ids & known) >= self.max_ids:
                 return UNKNOWN_NAME, "over_ids"
             self._ids.add(name)
         return name, "written"

@@ -37,6 +37,7 @@ class Service:
         self.counts = self.reporter.counts
         self.known = KnownIds((), forget_after=0.0)
         self.halted = False
+        self.stopping = False  # no more asks: the batch in hand is written without waiting
         self.source: Source | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,7 +63,11 @@ class Service:
         """Write a batch through the current files; count it; report problems (rate-limited)."""
         files = self.files
         assert files is not None
-        if self._names_unknown_id(items) and time.monotonic() - self._last_ask >= ASK_AGAIN:
+        if (
+            not self.stopping
+            and time.monotonic() - self._last_ask >= ASK_AGAIN
+            and self._names_unknown_id(items)
+        ):
             await self.ask()  # an operator just added may be among them
         result: BatchResult = await self.run(files.write_batch, items, self.known.current)
         self.reporter.add(result)
@@ -162,6 +167,7 @@ class Service:
         self.op.log.info("log files reopened", directory=str(new.directory))
 
     async def stop(self, timeout: float) -> None:
+        self.stopping = True
         await self.stop_source(timeout)
         for task in list(self._tasks):
             task.cancel()

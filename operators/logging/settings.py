@@ -47,7 +47,8 @@ class LoggingSettings(BaseModel):
     deleted (rotated files first, oldest first, across all ids) down to this less half of
     ``max_bytes``. At least twice ``max_bytes``."""
     max_ids: int = Field(default=256, ge=1)
-    """Operator ids with files of their own; events of further ids go to ``_unknown``."""
+    """Known operator ids with files of their own; events of further ids go to ``_unknown``
+    (files left by ids no longer known do not count: they go with age or the total cap)."""
     bucket_backups: int = Field(default=1, ge=0)
     """Rotated files kept of ``_unknown.jsonl`` and ``_invalid.jsonl`` (anyone on the bus can
     fill them, so they keep little: ``(1 + bucket_backups) * max_bytes`` each at most)."""
