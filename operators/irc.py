@@ -329,7 +329,7 @@ class IrcConnector:
 
     def _isupport_int(self, key: str, default: int) -> int:
         value = self._isupport.get(key, "")
-        return int(value) if value.isdigit() and int(value) > 0 else default
+        return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else default
 
     def _channel_problem(self, name: str) -> str | None:
         """Why ``name`` is not one channel of this server (its CHANTYPES, CHANNELLEN), or None."""
@@ -1024,7 +1024,7 @@ class IrcConnector:
             self._isupport_int("NICKLEN", MAX_NICK_BYTES),
         )
         if problem is not None:
-            await self._refuse_out(problem)
+            await self._refuse_out(out, problem)
             return
         command = "NOTICE" if out.style is MessageStyle.NOTICE else "PRIVMSG"
         action = out.style is MessageStyle.ACTION
@@ -1039,11 +1039,13 @@ class IrcConnector:
         if not pieces:
             self.op.log.debug("irc: nothing to send (empty text)", target=target)
 
-    async def _refuse_out(self, problem: str) -> None:
+    async def _refuse_out(self, out: OutgoingMessage, problem: str) -> None:
         """Log a ``chat.out`` that must not be sent and dead-letter it for its sender to see."""
         subject = self.op.subjects.chat_out(PLATFORM, self.network)
         reason = f"invalid IRC target: {problem}"
-        self.op.log.warning("irc: refusing to send to an invalid target", reason=problem)
+        self.op.log.warning(
+            "irc: refusing to send to an invalid target", target=out.target, reason=problem
+        )
         env = self.op.ipc.current()
         payload = dump_model(env) if env is not None else b""
         try:
