@@ -13,10 +13,15 @@ It keeps one client connection to an IRC server and translates between IRC and t
   simple markdown becomes IRC formatting, text is split into lines that fit the 512-byte limit
   (never inside a UTF-8 character) and sent through a token bucket, round-robin across
   targets so one busy channel cannot starve the others. CR, LF and NUL never reach the socket
-  (:func:`eeveepy.irc_text.format_line` builds every line).
+  (:func:`eeveepy.irc_text.format_line` builds every line), and text cannot start a CTCP
+  sequence: ``\x01`` and other non-formatting control characters are shown as ``␁``... and
+  only an ``action`` style is wrapped as ``\x01ACTION ...\x01``
+  (:func:`eeveepy.irc_safety.outgoing_lines`). A target that is not one channel or one nick
+  (``0``, ``#a,#b``, spaces...) is refused: logged and dead-lettered, never sent.
 - **Control.** Requests on ``{p}.chat.ctl.irc.<network>``
   (:class:`~eeveepy.models.ConnectorControl`: join, part, nick, names) are answered with
-  :class:`~eeveepy.models.ConnectorControlResult`.
+  :class:`~eeveepy.models.ConnectorControlResult`; a room that is not one channel of the
+  server (``0``, commas, spaces, no CHANTYPES prefix, too long) is refused with ``ok: false``.
 - **Resilience.** The connection runs in a background task, so the operator answers the
   supervisor's pings while the server is away. After a disconnect, a ping timeout or a refused
   connection it reconnects with exponential backoff and jitter between ``reconnect_min`` and
@@ -46,23 +51,35 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eeveepy import Operator
+from eeveepy.codec import dead_letter, dump_model
 from eeveepy.errors import EeveeError
 from eeveepy.ipc import Subscription
+from eeveepy.irc_safety import (
+    ACTION_OVERHEAD,
+    DEFAULT_CHANTYPES,
+    MAX_CHANNEL_BYTES,
+    MAX_NICK_BYTES,
+    RFC_CHANTYPES,
+    channel_problem,
+    defuse,
+    key_problem,
+    nick_problem,
+    outgoing_lines,
+    target_problem,
+)
 from eeveepy.irc_text import (
     FairQueue,
     IrcLine,
     TokenBucket,
     format_line,
     irc_lower,
-    markdown_to_irc,
     mentions,
     parse_ctcp_action,
     parse_line,
     sanitize,
-    split_message,
     split_source,
     strip_formatting,
     text_budget,
@@ -109,17 +126,37 @@ class SaslFailedError(IrcConnectorError):
 
 
 class Channel(BaseModel):
-    """A channel to join; a plain string ``"#foo"`` is accepted as ``{"name": "#foo"}``."""
+    """A channel to join; a plain string ``"#foo"`` is accepted as ``{"name": "#foo"}``.
+
+    The name must be one channel (:func:`~eeveepy.irc_safety.channel_problem` with the RFC 2812
+    prefixes ``#&+!``: not ``0``, no comma, whitespace or control character), the key one key.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^[^\s,\x00\x07]+$")
+    name: str
     key: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, data: Any) -> Any:
         return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _one_channel(cls, name: str) -> str:
+        problem = channel_problem(name, RFC_CHANTYPES, MAX_CHANNEL_BYTES)
+        if problem is not None:
+            raise ValueError(f"not a valid IRC channel: {problem}")
+        return name
+
+    @field_validator("key")
+    @classmethod
+    def _one_key(cls, key: str | None) -> str | None:
+        problem = None if key is None else key_problem(key)
+        if problem is not None:
+            raise ValueError(problem)
+        return key
 
 
 class IrcSettings(BaseModel):
@@ -284,8 +321,21 @@ class IrcConnector:
     def _same(self, a: str, b: str) -> bool:
         return self._lower(a) == self._lower(b)
 
+    def _chantypes(self) -> str:
+        return self._isupport.get("CHANTYPES", DEFAULT_CHANTYPES)
+
     def _is_channel(self, name: str) -> bool:
-        return bool(name) and name[0] in self._isupport.get("CHANTYPES", "#&")
+        return bool(name) and name[0] in self._chantypes()
+
+    def _isupport_int(self, key: str, default: int) -> int:
+        value = self._isupport.get(key, "")
+        return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else default
+
+    def _channel_problem(self, name: str) -> str | None:
+        """Why ``name`` is not one channel of this server (its CHANTYPES, CHANNELLEN), or None."""
+        return channel_problem(
+            name, self._chantypes(), self._isupport_int("CHANNELLEN", MAX_CHANNEL_BYTES)
+        )
 
     def _prefix_chars(self) -> str:
         prefix = self._isupport.get("PREFIX", "(ov)@+")
@@ -963,22 +1013,48 @@ class IrcConnector:
     # -- outbound ----------------------------------------------------------------------------
 
     async def on_out(self, out: OutgoingMessage) -> None:
-        """Queue an outgoing message: markdown -> IRC, split to fit, flood-controlled."""
-        target = sanitize(out.target).strip()
-        if not target or " " in target or target.startswith(":") or "," in target:
-            self.op.log.warning("irc: refusing to send to an invalid target", target=out.target)
+        """Queue an outgoing message: markdown -> IRC, split to fit, flood-controlled.
+
+        The target must be one channel or one nick (else the message is dead-lettered); the
+        text cannot carry CTCP or other control characters (:func:`outgoing_lines`).
+        """
+        target = out.target
+        problem = target_problem(
+            target,
+            self._chantypes(),
+            self._isupport_int("CHANNELLEN", MAX_CHANNEL_BYTES),
+            self._isupport_int("NICKLEN", MAX_NICK_BYTES),
+        )
+        if problem is not None:
+            await self._refuse_out(out, problem)
             return
         command = "NOTICE" if out.style is MessageStyle.NOTICE else "PRIVMSG"
         action = out.style is MessageStyle.ACTION
-        nicklen = int(self._isupport.get("NICKLEN", "0") or 0) if self._isupport else 0
+        nicklen = self._isupport_int("NICKLEN", 0)
         nick = self._nick or self._want_nick
         nick = nick + "x" * max(0, min(nicklen, 64) - len(nick))
-        budget = text_budget(command, target, nick, self._user_host, extra=9 if action else 0)
-        pieces = split_message(markdown_to_irc(out.text), budget)
+        extra = ACTION_OVERHEAD if action else 0
+        budget = text_budget(command, target, nick, self._user_host, extra=extra)
+        pieces = outgoing_lines(out.text, budget, action=action)
         for piece in pieces:
-            self.enqueue(command, target, f"\x01ACTION {piece}\x01" if action else piece)
+            self.enqueue(command, target, piece)
         if not pieces:
             self.op.log.debug("irc: nothing to send (empty text)", target=target)
+
+    async def _refuse_out(self, out: OutgoingMessage, problem: str) -> None:
+        """Log a ``chat.out`` that must not be sent and dead-letter it for its sender to see."""
+        subject = self.op.subjects.chat_out(PLATFORM, self.network)
+        reason = f"invalid IRC target: {problem}"
+        self.op.log.warning(
+            "irc: refusing to send to an invalid target", target=out.target, reason=problem
+        )
+        env = self.op.ipc.current()
+        payload = dump_model(env) if env is not None else b""
+        try:
+            letter = dead_letter(subject, reason, self.op.id, payload)
+            await self.op.ipc.publish(self.op.subjects.dlq(subject), letter)
+        except EeveeError as exc:
+            self.op.log.error("could not publish dead letter", subject=subject, error=str(exc))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -998,9 +1074,15 @@ class IrcConnector:
     async def _ctl(self, req: ConnectorControl) -> ConnectorControlResult:
         if req.action == "nick":
             return await self._ctl_nick(req.nick)
-        room = sanitize(req.room or "").strip()
-        if not room or " " in room or "," in room:
-            return ConnectorControlResult(ok=False, message=f"{req.action}: a room is needed")
+        room = req.room or ""
+        problem = self._channel_problem(room) if room else "a room is needed"
+        if problem is None and req.key is not None:
+            problem = key_problem(req.key)
+        if problem is not None:
+            self.op.log.warning(
+                "irc: refusing a control request", action=req.action, reason=problem
+            )
+            return ConnectorControlResult(ok=False, message=f"{req.action}: {problem}")
         if not self.connected:
             return ConnectorControlResult(ok=False, message=f"not connected to {self.network}")
         key = self._lower(room)
@@ -1040,7 +1122,7 @@ class IrcConnector:
                     else None
                 )
             )
-            await self._send("PART", room, *([req.reason] if req.reason else []))
+            await self._send("PART", room, *([defuse(req.reason)] if req.reason else []))
             result = await asyncio.wait_for(fut, CTL_TIMEOUT)
             if result is True:
                 return ConnectorControlResult(ok=True, message=f"left {room}")
@@ -1066,9 +1148,12 @@ class IrcConnector:
         return ConnectorControlResult(ok=True, message=f"{len(users)} users", users=users)
 
     async def _ctl_nick(self, nick: str | None) -> ConnectorControlResult:
-        nick = sanitize(nick or "").strip()
-        if not nick or any(c in nick for c in " ,:*?!@#$"):
-            return ConnectorControlResult(ok=False, message="nick: a valid nick is needed")
+        nick = nick or ""
+        problem = nick_problem(
+            nick, self._chantypes(), self._isupport_int("NICKLEN", MAX_NICK_BYTES)
+        )
+        if problem is not None:
+            return ConnectorControlResult(ok=False, message=f"nick: {problem}")
         if not self.connected:
             return ConnectorControlResult(ok=False, message=f"not connected to {self.network}")
         if self._same(self._nick, nick) and self._nick == nick:

@@ -10,9 +10,11 @@ import pytest
 import pytest_asyncio
 
 _ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # the project may not be installed into the venv
-    sys.path.insert(0, str(_ROOT))
+# First on the path: the project may not be installed into the venv, or installed from another
+# checkout; and pytest puts tests/ first, where tests/operators would stand in for operators.
+sys.path.insert(0, str(_ROOT))
 
+import operators  # noqa: E402, F401  (this checkout's, before tests/operators can shadow it)
 from eeveepy.natsserver import EmbeddedNats  # noqa: E402
 
 

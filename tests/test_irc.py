@@ -30,7 +30,11 @@ from eeveepy.models import (  # noqa: E402
     ChatEvent,
     ChatMessage,
     ChatUser,
+    ConnectorControl,
+    ConnectorControlResult,
+    DeadLetter,
     Envelope,
+    MessageStyle,
     OutgoingMessage,
     Ping,
     Pong,
@@ -321,6 +325,114 @@ async def test_crlf_injection(bus: Bus, main: Main) -> None:
     assert (await ask(alice, CHANNEL, "!echo still here", main.nick, main.proc)).text == (
         "still here"
     )
+
+
+async def test_user_text_never_makes_the_bot_send_ctcp(bus: Bus, main: Main) -> None:
+    alice, bob = main.alice, main.bob
+    bob_mark = bob.mark()
+    version = await ask(alice, CHANNEL, "!echo \x01VERSION\x01", main.nick, main.proc)
+    assert version.text == "\u2401VERSION\u2401"  # ␁VERSION␁: shown, not a CTCP request
+    action = await ask(alice, CHANNEL, "!echo \x01ACTION waves\x01", main.nick, main.proc)
+    assert action.text == "\u2401ACTION waves\u2401"
+    private = await ask(alice, main.nick, "!echo \x01PING 1\x01 \x07", main.nick, main.proc)
+    assert private.text == "\u2401PING 1\u2401 \u2407"
+
+    # Straight on the bus: a notice and an action to the room, a message to a nick.
+    out = bus.subjects.chat_out("irc", "test")
+    for target, style in [(CHANNEL, "notice"), (CHANNEL, "action"), ("bob", "message")]:
+        msg = OutgoingMessage(
+            platform="irc",
+            network="test",
+            target=target,
+            text="\x01VERSION\x01\nline two \x01",
+            style=MessageStyle(style),
+        )
+        await bus.ipc.publish(out, msg)
+    for target, text in [(CHANNEL, "\x01ACTION line two \u2401\x01"), ("bob", "line two \u2401")]:
+        await bob.wait(
+            lambda m, t=target, x=text: m.nick == main.nick and m.params[0] == t and m.text == x,
+            since=bob_mark,
+            timeout=WAIT,
+        )
+    sent = [
+        (m.command, m.params[0], m.text)
+        for m in bob.lines[bob_mark:]
+        # (bob may still receive lines of an earlier test: each line of this one holds ␁)
+        if m.nick == main.nick and m.command in ("PRIVMSG", "NOTICE") and "\u2401" in m.text
+    ]
+    # In order per target (flood control serves the targets round-robin).
+    assert [m for m in sent if m[1] == CHANNEL] == [
+        ("PRIVMSG", CHANNEL, "\u2401VERSION\u2401"),  # the first echo (bob is in the room)
+        ("PRIVMSG", CHANNEL, "\u2401ACTION waves\u2401"),
+        ("NOTICE", CHANNEL, "\u2401VERSION\u2401"),
+        ("NOTICE", CHANNEL, "line two \u2401"),
+        ("PRIVMSG", CHANNEL, "\x01ACTION \u2401VERSION\u2401\x01"),  # the one CTCP: an action
+        ("PRIVMSG", CHANNEL, "\x01ACTION line two \u2401\x01"),
+    ], sent
+    assert [m for m in sent if m[1] != CHANNEL] == [
+        ("PRIVMSG", "bob", "\u2401VERSION\u2401"),
+        ("PRIVMSG", "bob", "line two \u2401"),
+    ], sent
+    ctcp = [
+        m.raw
+        for m in bob.lines[bob_mark:]
+        if m.nick == main.nick and "\x01" in m.text and not m.text.startswith("\x01ACTION ")
+    ]
+    assert not ctcp, ctcp
+
+
+async def test_invalid_rooms_and_targets_are_refused(bus: Bus, main: Main) -> None:
+    alice, bob = main.alice, main.bob
+    mark, bob_mark = alice.mark(), bob.mark()
+    ctl = bus.subjects.chat_ctl("irc", "test")
+
+    async def control(**request: Any) -> ConnectorControlResult:
+        reply = await bus.ipc.request(
+            ctl, ConnectorControl(**request), ConnectorControlResult, timeout=WAIT
+        )
+        return reply.body
+
+    for action, room, why in [
+        ("join", "0", "JOIN 0 would leave every channel"),
+        ("part", "0", "JOIN 0 would leave every channel"),
+        ("join", "#eevee,#evil", "comma"),
+        ("join", "#a b", "space"),
+        ("join", "#a\x07", "control character"),
+        ("join", "evil", "channel prefix"),
+        ("names", "#" + "x" * 300, "bytes long"),
+    ]:
+        result = await control(action=action, room=room)
+        assert not result.ok, (action, room, result)
+        assert why in result.message, result.message
+        assert result.message.startswith(action), result.message
+    assert "digit" in (await control(action="nick", nick="0")).message
+
+    dead = await bus.collect(bus.subjects.dlq(bus.subjects.chat_out("irc", "test")), DeadLetter)
+    out = bus.subjects.chat_out("irc", "test")
+    for target in ("#eevee,#evil", "0", "#eevee bob", "bob,alice"):
+        msg = OutgoingMessage(platform="irc", network="test", target=target, text="nope")
+        await bus.ipc.publish(out, msg)
+        letter = (await asyncio.wait_for(dead.get(), WAIT)).body
+        assert letter.reason.startswith("invalid IRC target"), letter
+        assert (letter.receiver, letter.subject) == ("irc.test", out)
+        assert (
+            OutgoingMessage.model_validate(Envelope.model_validate_json(letter.payload).body).target
+            == target
+        )
+
+    assert (await ask(alice, CHANNEL, "!echo still here", main.nick, main.proc)).text == (
+        "still here"
+    )
+    assert main.nick in await alice.names(CHANNEL)  # still in its channel, never parted
+    from_bot = [m for m in alice.lines[mark:] + bob.lines[bob_mark:] if m.nick == main.nick]
+    wrong = [
+        m.raw
+        for m in from_bot
+        if "nope" in m.raw
+        or m.command == "PART"
+        or (m.command == "JOIN" and m.params[0].lower() != CHANNEL)  # bob may see its join late
+    ]
+    assert not wrong, wrong
 
 
 # -- TLS --------------------------------------------------------------------------------------

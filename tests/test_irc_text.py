@@ -358,6 +358,25 @@ def test_settings_channels_and_network() -> None:
         IrcSettings(host="h", sasl_mechanism="EXTERNAL")
 
 
+def test_settings_refuse_channels_that_are_not_one_channel() -> None:
+    ok = IrcSettings.model_validate({"host": "h", "channels": ["#a", "&b", "+c", "!d"]})
+    assert [c.name for c in ok.channels] == ["#a", "&b", "+c", "!d"]
+    for bad, why in [
+        ("0", "JOIN 0 would leave every channel"),
+        ("#a,#b", "comma"),
+        ("#a b", "space"),
+        ("ops", "channel prefix"),
+        ("#a\x07", "control character"),
+        ("#" + "x" * 200, "at most 200"),
+    ]:
+        with pytest.raises(ValueError, match="not a valid IRC channel") as info:
+            IrcSettings.model_validate({"host": "h", "channels": ["#fine", bad]})
+        assert why in str(info.value), str(info.value)
+        assert "channels.1" in str(info.value)
+    with pytest.raises(ValueError, match="a channel key cannot contain a comma"):
+        IrcSettings.model_validate({"host": "h", "channels": [{"name": "#a", "key": "s3c,r"}]})
+
+
 def test_backoff_delay_bounds() -> None:
     for attempt in range(40):
         for r in (0.0, 0.5, 1.0):

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from eeveepy.codec import EnvelopeEncoder
+from eeveepy.models import LogLevel, LogRecord
 from tests.supervisor_fixtures import System, bash_op, python_op, system_factory, wait_for
 
 CHATTY = Path(__file__).parent / "operators" / "chatty_operator.py"
@@ -75,6 +77,14 @@ def test_python_and_bash_logs_reach_eevee_logs(make_system: MakeSystem, tmp_path
         json.loads(raw) for raw in path.read_text().splitlines() if "hello from python" in raw
     )
     assert line["body"]["operator"] == "chatty"
+    # The logging operator asked the supervisor for the configured ids (chatty got its file);
+    # an id nobody configured gets none: its events go to the shared _unknown file.
+    record = LogRecord(operator="made-up", level=LogLevel.INFO, event="not configured")
+    res = system.cli("pub", "log.info.made-up", EnvelopeEncoder("x").encode(record)[1].decode())
+    assert res.returncode == 0, res.stderr
+    unknown = files / "_unknown.jsonl"
+    wait_for(lambda: unknown.exists() and "not configured" in unknown.read_text(), 10)
+    assert not (files / "made-up.jsonl").exists()
 
 
 def test_follow_sees_a_restarted_operator(make_system: MakeSystem) -> None:

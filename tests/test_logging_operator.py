@@ -1,203 +1,38 @@
 """The logging operator as a real process against the session's nats-server.
 
-Each test has a subject prefix of its own and plays the supervisor's part: it creates the
-``<PREFIX>_LOGS`` stream (except where the fallback is tested) and publishes log envelopes
-with the source ``supervisor``.
+Each test has a subject prefix of its own and plays the supervisor's part (see
+``tests/logging_fixtures.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import pytest_asyncio
+import pytest
 from nats.js.api import AckPolicy
-from nats.js.client import JetStreamContext
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import (
-    Body,
-    Control,
-    ControlAction,
-    ControlResult,
-    LogLevel,
-    LogRecord,
-    Ping,
-    Ready,
+from eeveepy.models import Control, ControlAction, ControlResult, LogLevel, LogRecord, Ping
+
+pytest.register_assert_rewrite("tests.logging_fixtures")  # imported here, before pytest_plugins
+
+from operators.logging import DURABLE, INVALID_NAME  # noqa: E402
+from tests.logging_fixtures import (  # noqa: E402
+    WAIT,
+    Bus,
+    Child,
+    env_id,
+    ids,
+    lines,
+    logging_process,
+    until,
 )
-from eeveepy.subjects import Subjects
-from operators.logging import DURABLE, INVALID_NAME, log_stream_name
-from tests.operator_procs import contract_env
 
-WAIT = 5.0
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Bus:
-    """The test's connection, publishing as the supervisor under a prefix of its own."""
-
-    url: str
-    tmp: Path
-    prefix: str = field(default_factory=lambda: "lg" + uuid.uuid4().hex[:12])
-    ipc: Ipc | None = None
-    stream: bool = False
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects(self.prefix)
-
-    @property
-    def io(self) -> Ipc:
-        assert self.ipc is not None
-        return self.ipc
-
-    @property
-    def js(self) -> JetStreamContext:
-        return self.io.nc.jetstream()
-
-    @property
-    def stream_name(self) -> str:
-        return log_stream_name(self.prefix)
-
-    async def start(self) -> None:
-        self.ipc = Ipc(self.subjects, "supervisor")
-        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test"))
-
-    async def add_stream(self) -> None:
-        """What the supervisor does at start."""
-        await self.js.add_stream(name=self.stream_name, subjects=[f"{self.prefix}.log.>"])
-        self.stream = True
-
-    async def close(self) -> None:
-        if self.ipc is not None and self.ipc.connected:
-            nc = self.ipc.nc
-            if self.stream:
-                with contextlib.suppress(Exception):
-                    await self.js.delete_stream(self.stream_name)
-            await self.ipc.detach()
-            await nc.close()
-
-    def env(self, settings: dict[str, Any], op_id: str = "logging", **extra: str) -> dict[str, str]:
-        """The process contract's environment."""
-        return contract_env(
-            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings, **extra
-        )
-
-    async def publish(self, subject_op: str, body: Body, level: str = "info") -> bytes:
-        """Publish ``body`` on ``log.<level>.<subject_op>``; return the payload as sent."""
-        _, payload = self.io.encode(body)
-        await self.io.publish_raw(self.subjects.log(subject_op, level), payload)
-        return payload
-
-    async def log(
-        self, op: str, event: str, *, operator: str | None = None, level: LogLevel = LogLevel.INFO
-    ) -> bytes:
-        record = LogRecord(operator=operator or op, level=level, event=event)
-        return await self.publish(op, record, level.value)
-
-
-@pytest_asyncio.fixture
-async def bus(nats_url: str, tmp_path: Path) -> AsyncIterator[Bus]:
-    b = Bus(nats_url, tmp_path)
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.close()
-
-
-class Child:
-    """``python -m operators.logging`` with its stderr collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.stderr = b""
-        assert proc.stderr is not None
-        self._reader = asyncio.ensure_future(self._read(proc.stderr))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(65536):
-            self.stderr += chunk
-
-    async def stop(self) -> int:
-        """SIGTERM and the exit code (a clean stop is 0)."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), WAIT)
-        await asyncio.wait_for(self._reader, WAIT)
-        return code
-
-
-@contextlib.asynccontextmanager
-async def logging_process(bus: Bus, env: dict[str, str]) -> AsyncIterator[Child]:
-    """The logging operator started and Ready; killed at the end if still running."""
-    ready: asyncio.Queue[Ready] = asyncio.Queue()
-
-    async def on_ready(msg: Ready) -> None:
-        await ready.put(msg)
-
-    sub = await bus.io.subscribe(bus.subjects.operator_ready(env["EEVEE_OPERATOR_ID"]), on_ready)
-    await barrier(bus.io.nc)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "operators.logging",
-        env=env,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    child = Child(proc)
-    try:
-        try:
-            msg = await asyncio.wait_for(ready.get(), WAIT)
-        except TimeoutError:
-            raise AssertionError(f"no Ready; stderr: {child.stderr.decode()}") from None
-        assert msg.pid == proc.pid
-        yield child
-    finally:
-        await sub.unsubscribe()
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        child._reader.cancel()
-
-
-def lines(path: Path) -> list[bytes]:
-    """The complete lines of ``path`` (a write may be under way as it is read)."""
-    data = path.read_bytes() if path.exists() else b""
-    return data[: data.rfind(b"\n") + 1].splitlines()
-
-
-def ids(path: Path) -> list[str]:
-    return [json.loads(line)["id"] for line in lines(path)]
-
-
-def env_id(payload: bytes) -> str:
-    value = json.loads(payload)["id"]
-    assert isinstance(value, str)
-    return value
-
-
-async def until(check: Callable[[], bool], child: Child, what: str) -> None:
-    """Poll ``check`` (bounded) until it holds."""
-    deadline = time.monotonic() + WAIT
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; stderr: {child.stderr.decode()}")
-        await asyncio.sleep(0.05)
+pytest_plugins = ["tests.logging_fixtures"]
 
 
 async def test_writes_a_file_per_operator_and_files_invalid_events(bus: Bus) -> None:
