@@ -91,9 +91,11 @@ from eeveepy.models import (
     ChatUser,
     ConnectorControl,
     ConnectorControlResult,
+    Envelope,
     MessageStyle,
     OutgoingMessage,
 )
+from eeveepy.outbox import Outbox
 
 PLATFORM: Final = "irc"
 VERSION: Final = "eevee IRC connector"
@@ -252,6 +254,12 @@ def network_name(settings: IrcSettings, operator_id: str) -> str:
     return settings.host
 
 
+def _settle(done: asyncio.Future[None] | None) -> None:
+    """Mark a queued message's last line as handled (written or dropped)."""
+    if done is not None and not done.done():
+        done.set_result(None)
+
+
 def backoff_delay(attempt: int, low: float, high: float, rnd: Callable[[], float]) -> float:
     """Delay before reconnect ``attempt`` (0-based): exponential, jittered, in ``[low, high]``."""
     ceiling = min(high, low * float(2 ** min(attempt, 30)))
@@ -273,7 +281,11 @@ class IrcConnector:
         self._subs: list[Subscription] = []
         self._run_task: asyncio.Task[None] | None = None
         self._egress_task: asyncio.Task[None] | None = None
-        self._queue: FairQueue[tuple[str, str]] = FairQueue(self._lower)
+        # (command, text, done): ``done`` is set once the line is written (or dropped).
+        self._queue: FairQueue[tuple[str, str, asyncio.Future[None] | None]] = FairQueue(
+            self._lower
+        )
+        self.outbox = Outbox(op, self._out)
         self._queued = asyncio.Event()
         self._bucket = TokenBucket(4, 2.0, 5)
         self._wanted: dict[str, Channel] = {}
@@ -361,14 +373,13 @@ class IrcConnector:
     async def _subscribe(self) -> None:
         ipc, subjects = self.op.ipc, self.op.subjects
         ctl = subjects.chat_ctl(PLATFORM, self.network)
-        self._subs = [
-            await ipc.subscribe(subjects.chat_out(PLATFORM, self.network), self.on_out),
-            await ipc.subscribe(ctl, self.on_ctl),
-        ]
+        await self.outbox.open(PLATFORM, self.network)
+        self._subs = [await ipc.subscribe(ctl, self.on_ctl)]
 
     async def stop(self) -> None:
         """Say goodbye to the server and stop the tasks (the bus is already drained)."""
         self._stopping = True
+        await self.outbox.close()  # what was not written yet is delivered again at next start
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._send("QUIT", "shutting down"), 0.5)
@@ -583,8 +594,11 @@ class IrcConnector:
             return False
         return True
 
-    def enqueue(self, command: str, target: str, text: str) -> None:
-        """Queue one line for ``target`` behind flood control (never dropped silently)."""
+    def enqueue(
+        self, command: str, target: str, text: str, done: asyncio.Future[None] | None = None
+    ) -> None:
+        """Queue one line for ``target`` behind flood control (never dropped silently);
+        ``done`` is set once it is written (or dropped)."""
         if len(self._queue) >= MAX_QUEUED_LINES:
             dropped = self._queue.drop_oldest()
             self.op.log.warning(
@@ -592,7 +606,9 @@ class IrcConnector:
                 target=dropped[0] if dropped else None,
                 limit=MAX_QUEUED_LINES,
             )
-        self._queue.put(target, (command, text))
+            if dropped is not None:
+                _settle(dropped[1][2])
+        self._queue.put(target, (command, text, done))
         self._queued.set()
 
     async def _egress(self) -> None:
@@ -607,11 +623,13 @@ class IrcConnector:
             if item is None:
                 self._queued.clear()
                 continue
-            target, (command, text) = item
+            target, (command, text, done) = item
             self._bucket.try_take()
             if not await self._send(command, target, text):
-                self._queue.put_front(target, (command, text))
+                self._queue.put_front(target, (command, text, done))
                 await asyncio.sleep(0.05)
+            else:
+                _settle(done)
 
     # -- bus publishing ----------------------------------------------------------------------
 
@@ -1012,12 +1030,14 @@ class IrcConnector:
 
     # -- outbound ----------------------------------------------------------------------------
 
-    async def on_out(self, out: OutgoingMessage) -> None:
-        """Queue an outgoing message: markdown -> IRC, split to fit, flood-controlled.
+    async def _out(self, env: Envelope[OutgoingMessage]) -> None:
+        """Queue an outgoing message: markdown -> IRC, split to fit, flood-controlled; return
+        once its last line was written (the :class:`Outbox` then acknowledges it).
 
         The target must be one channel or one nick (else the message is dead-lettered); the
         text cannot carry CTCP or other control characters (:func:`outgoing_lines`).
         """
+        out = env.body
         target = out.target
         problem = target_problem(
             target,
@@ -1026,7 +1046,7 @@ class IrcConnector:
             self._isupport_int("NICKLEN", MAX_NICK_BYTES),
         )
         if problem is not None:
-            await self._refuse_out(out, problem)
+            await self._refuse_out(env, problem)
             return
         command = "NOTICE" if out.style is MessageStyle.NOTICE else "PRIVMSG"
         action = out.style is MessageStyle.ACTION
@@ -1036,20 +1056,23 @@ class IrcConnector:
         extra = ACTION_OVERHEAD if action else 0
         budget = text_budget(command, target, nick, self._user_host, extra=extra)
         pieces = outgoing_lines(out.text, budget, action=action)
-        for piece in pieces:
-            self.enqueue(command, target, piece)
         if not pieces:
             self.op.log.debug("irc: nothing to send (empty text)", target=target)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for n, piece in enumerate(pieces, 1):
+            self.enqueue(command, target, piece, done if n == len(pieces) else None)
+        await done
 
-    async def _refuse_out(self, out: OutgoingMessage, problem: str) -> None:
+    async def _refuse_out(self, env: Envelope[OutgoingMessage], problem: str) -> None:
         """Log a ``chat.out`` that must not be sent and dead-letter it for its sender to see."""
+        out = env.body
         subject = self.op.subjects.chat_out(PLATFORM, self.network)
         reason = f"invalid IRC target: {problem}"
         self.op.log.warning(
             "irc: refusing to send to an invalid target", target=out.target, reason=problem
         )
-        env = self.op.ipc.current()
-        payload = dump_model(env) if env is not None else b""
+        payload = dump_model(env)
         try:
             letter = dead_letter(subject, reason, self.op.id, payload)
             await self.op.ipc.publish(self.op.subjects.dlq(subject), letter)
