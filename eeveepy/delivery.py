@@ -12,9 +12,8 @@ plain NATS, at most once, and says so):
   acknowledge later. Deliveries being handled are kept alive with progress acknowledgements
   (:class:`Deliveries`), so only a dead receiver's messages are delivered again.
 
-A reply and the acknowledgement that follows it are published back to back, with nothing in
-between that yields to the event loop, so they leave in one write: a receiver killed at any
-moment has either sent both or neither.
+:class:`Once` lets a receiver take a subject both on the fast path and from its stream and
+handle each message once; :class:`Handling` holds the stream's copies until the work is done.
 """
 
 from __future__ import annotations
@@ -188,8 +187,7 @@ class Handling:
             self.held.append(delivery)
 
     async def finish(self) -> None:
-        """Done: acknowledge what was held. Called right after publishing the answer, with
-        nothing in between that yields, the acknowledgements leave in the same write."""
+        """Done: acknowledge what was held (call it once the answer is stored or sent)."""
         self.done = True
         held, self.held = self.held, []
         for delivery in held:

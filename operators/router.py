@@ -398,8 +398,8 @@ class Router:
         async with slots:
             try:
                 text = await self._run(env, line, prefixes, reg, allowed)
-                # The reply and the acknowledgement leave in one write (nothing between them
-                # yields): a router killed here has sent both or neither.
+                # Stored before the line is acknowledged; a router killed in between handles
+                # the line again and replies under the same id, which is kept once.
                 if text:
                     await self.op.reply(env, text)
             except Exception as exc:
