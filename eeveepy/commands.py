@@ -220,12 +220,17 @@ class Commands:
         self._runs[key] = future
         if len(self._runs) > RECENT_RUNS:
             self._runs.popitem(last=False)
+        # Replies are numbered per command, not per replica: run again elsewhere after this
+        # process died, the command's replies get the same ids and are kept once.
+        scope = self._op.ipc.reply_scope.set(f"cmd.{name}")
         try:
             result = await self._run_once(name, env)
         except BaseException:
             self._runs.pop(key, None)
             future.cancel()
             raise
+        finally:
+            self._op.ipc.reply_scope.reset(scope)
         future.set_result(result)
         return result
 

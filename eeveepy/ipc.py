@@ -206,6 +206,10 @@ class Ipc:
         self._deliveries: Deliveries | None = None
         self._streams = StreamFinder()
         self._reply_seq: OrderedDict[str, int] = OrderedDict()
+        self.reply_scope: ContextVar[str | None] = ContextVar(
+            f"eevee_reply_scope_{id(self)}", default=None
+        )
+        """Scope of :meth:`reply_id` for what runs in this context (a command sets its own)."""
 
     # -- connection ------------------------------------------------------------------------
 
@@ -295,18 +299,21 @@ class Ipc:
             headers = {**headers, "trace": trace} if headers else {"trace": trace}
         return self._encoder.encode(body, headers, msg_id=msg_id)
 
-    def reply_id(self, trace: str) -> str:
+    def reply_id(self, trace: str, scope: str | None = None) -> str:
         """The id of the next message this process publishes in answer to ``trace``.
 
-        ``<trace>~<source>~<n>``: the same for the n-th answer of a handling done again (a
-        router that died and handles a line again), so the chat output stream and the
-        connectors recognise the repeat and keep one.
+        ``<trace>~<scope>~<n>`` (scope: ``scope``, else :attr:`reply_scope` of the running
+        context, else this operator's id; ``cmd.echo`` while a command runs, which all its
+        replicas share): the same for the n-th answer of a
+        handling done again (a router that died and handles a line again, a command run again
+        after its operator died), so the chat output stream and the connectors keep one.
         """
-        n = self._reply_seq.pop(trace, -1) + 1
-        self._reply_seq[trace] = n
+        key = f"{trace}~{scope or self.reply_scope.get() or self.source}"
+        n = self._reply_seq.pop(key, -1) + 1
+        self._reply_seq[key] = n
         if len(self._reply_seq) > 4096:
             self._reply_seq.popitem(last=False)
-        return f"{trace}~{self.source}~{n}"
+        return f"{key}~{n}"
 
     async def publish(
         self,

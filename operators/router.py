@@ -113,6 +113,9 @@ class RouterSettings(BaseModel):
     """Seconds a command operator gets to answer."""
     max_in_flight: int = Field(default=256, ge=1)
     """Commands running at once; more wait their turn."""
+    retry_for: float = Field(default=3.0, ge=0)
+    """Seconds to keep asking a command whose operator is not running (it may be restarting)
+    before answering that it is unavailable."""
     max_age: float = Field(default=120.0, ge=0)
     """Seconds after which a command that waited (the router was down, the bus was away) is
     not run any more: the user is told instead. 0: no limit."""
@@ -434,13 +437,7 @@ class Router:
         subject = self.op.subjects.command_run(reg.name)
         started = time.monotonic()
         try:
-            result = await self.op.ipc.request(
-                subject,
-                inv,
-                CommandResult,
-                timeout=self.op.settings.timeout,
-                headers={"trace": env.trace},
-            )
+            result = await self._request(subject, inv, env.trace)
         except NoRespondersError:
             return f"`{reg.name}` is unavailable right now (its operator is not running)"
         except RequestTimeoutError:
@@ -459,6 +456,33 @@ class Router:
         if not result.body.ok:
             return f"`{reg.name}` failed: {result.body.message or 'no reason given'}"
         return ""
+
+    async def _request(
+        self, subject: str, inv: CommandInvocation, trace: str
+    ) -> Envelope[CommandResult]:
+        """Ask the command's operators, again while nobody answers for ``retry_for`` seconds
+        (an operator being restarted) and once more after a timeout (its operator may have
+        died while running it). Asking again is safe: a command runs once per chat line in
+        an operator, and its replies, run again elsewhere, carry the same ids."""
+        s = self.op.settings
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + s.retry_for
+        delay, timed_out = 0.1, False
+        while True:
+            try:
+                return await self.op.ipc.request(
+                    subject, inv, CommandResult, timeout=s.timeout, headers={"trace": trace}
+                )
+            except NoRespondersError:
+                if loop.time() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except RequestTimeoutError:
+                if timed_out:
+                    raise
+                timed_out = True
+                give_up = loop.time() + s.retry_for
 
     def _help(self, msg: ChatMessage, text: str, prefixes: list[str], lead: str) -> str:
         ids = identities(msg.platform, msg.network, msg.user)
