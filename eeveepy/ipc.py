@@ -112,6 +112,7 @@ class Subscription:
     handler: Handler
     queue: str | None
     durable: str | None = None
+    backstop: bool = False
     stats: SubscriptionStats = field(default_factory=SubscriptionStats)
     gated: bool = True
     _nats_sub: NatsSubscription | None = None
@@ -472,6 +473,7 @@ class Ipc:
         *,
         queue: str | None = None,
         durable: str | None = None,
+        backstop: bool = False,
     ) -> Callable[[H], H]: ...
 
     @typing.overload
@@ -482,6 +484,7 @@ class Ipc:
         *,
         queue: str | None = None,
         durable: str | None = None,
+        backstop: bool = False,
     ) -> Subscription: ...
 
     def subscribe(
@@ -491,6 +494,7 @@ class Ipc:
         *,
         queue: str | None = None,
         durable: str | None = None,
+        backstop: bool = False,
     ) -> Callable[[H], H] | Subscription:
         """Subscribe ``handler`` to ``pattern`` (NATS wildcards), optionally in a queue group.
 
@@ -498,7 +502,9 @@ class Ipc:
         consumer ``name`` (shared by every subscriber of that name, like a queue group):
         each message is acknowledged once its handler returned (see :meth:`hold`), and
         delivered again if this process dies first. Without such a stream it is a plain
-        subscription in the queue group ``queue or name``, and a warning says so.
+        subscription in the queue group ``queue or name``, and a warning says so; with
+        ``backstop=True`` (it backs up a plain subscription of the same pattern, which has the
+        messages anyway) it is not made at all.
 
         As a decorator (no handler) it declares a subscription that starts when the operator
         connects. With a handler it returns a :class:`Subscription` to ``await`` (or use as an
@@ -512,18 +518,23 @@ class Ipc:
                         "the bus is already connected: use "
                         "`await ipc.subscribe(pattern, handler)` instead of the decorator"
                     )
-                self._add(pattern, fn, queue, durable)
+                self._add(pattern, fn, queue, durable, backstop)
                 return fn
 
             return decorator
-        return self._add(pattern, handler, queue, durable)
+        return self._add(pattern, handler, queue, durable, backstop)
 
     def _add(
-        self, pattern: str, handler: Handler, queue: str | None, durable: str | None = None
+        self,
+        pattern: str,
+        handler: Handler,
+        queue: str | None,
+        durable: str | None = None,
+        backstop: bool = False,
     ) -> Subscription:
         full = self.full(pattern)
         self.subjects.pattern(full[len(self._prefix_dot) :])  # validates the pattern
-        sub = Subscription(self, full, handler, queue, durable)
+        sub = Subscription(self, full, handler, queue, durable, backstop)
         _resolve_decoder(handler)  # fail now, not on the first message
         self._subs.append(sub)
         return sub
@@ -548,6 +559,8 @@ class Ipc:
                     "no stream stores these messages: delivery is at most once",
                     pattern=sub.pattern,
                 )
+                if sub.backstop:
+                    return
                 queue = queue or sub.durable
             else:
                 subject, queue = deliver, sub.durable

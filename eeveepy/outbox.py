@@ -48,7 +48,9 @@ class Outbox:
         subject = self._op.subjects.chat_out(platform, network)
         self._subs = [
             await ipc.subscribe(subject, self._on_fast),
-            await ipc.subscribe(subject, self._on_stored, durable=consumer_name(self._op.id)),
+            await ipc.subscribe(
+                subject, self._on_stored, durable=consumer_name(self._op.id), backstop=True
+            ),
         ]
 
     async def close(self) -> None:

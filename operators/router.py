@@ -537,7 +537,7 @@ def create() -> Operator[RouterSettings]:
     # Every chat line comes twice: at once on the fast path, and from the stream that keeps it
     # until it is answered (see "Delivery of chat input" in docs/protocol.md).
     op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")
-    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router")
+    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router", backstop=True)
     op.on_start(router.start)
     op.on_reload(router.apply_settings)
     op.on_stop(router.stop)
