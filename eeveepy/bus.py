@@ -100,16 +100,25 @@ async def connect(
     if not servers:
         raise BusError("no bus URL: start `eevee up` or give --nats-url / EEVEE_NATS_URL")
 
+    # While the connection is down nats-py reports every failed reconnect attempt (one each
+    # reconnect_time_wait): say the first, count the others, and sum them up when it is back.
+    outage = {"down": False, "errors": 0}
+
     async def error_cb(exc: Exception) -> None:
-        log.warning("bus error", error=str(exc))
+        outage["errors"] += 1
+        if not outage["down"] or outage["errors"] == 1:
+            log.warning("bus error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
-        log.info("bus disconnected")
+        if not outage["down"]:
+            outage.update(down=True, errors=0)
+            log.info("bus disconnected: reconnecting")
         if on_disconnect:
             await on_disconnect()
 
     async def reconnected_cb() -> None:
-        log.info("bus reconnected")
+        log.info("bus reconnected", failed_attempts=outage["errors"])
+        outage.update(down=False, errors=0)
         if on_reconnect:
             await on_reconnect()
 
