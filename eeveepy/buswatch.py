@@ -17,6 +17,7 @@ and once when it ends, never once per reconnect attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import deque
@@ -64,6 +65,7 @@ class BusWatch:
         self._changed = time.monotonic() - grace
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._down = asyncio.Event()
 
     # -- the supervisor's connection ---------------------------------------------------------
 
@@ -81,6 +83,7 @@ class BusWatch:
         if not self._connected or self._stopped:
             return
         self._connected = False
+        self._down.set()
         self._changed = time.monotonic()
         self._log.warning(
             "bus connection lost: operators keep running; "
@@ -91,6 +94,7 @@ class BusWatch:
         """nats-py's ``reconnected_cb``: the outage is over (logged once)."""
         down = time.monotonic() - self._changed
         self._connected = True
+        self._down.clear()
         self._changed = time.monotonic()
         self._log.warning("bus connection back", down_s=round(down, 3))
 
@@ -114,6 +118,10 @@ class BusWatch:
         started = time.monotonic()
         while True:
             code = await server.wait()
+            # The supervisor's connection sees the death too (EOF). Once it has, what is logged
+            # here waits in its buffer for the new server rather than going to the dead socket.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._down.wait(), 1.0)
             now = time.monotonic()
             if now - started >= self.healthy_after:
                 self._backoff.reset()

@@ -141,12 +141,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from .models import Ping, SupervisorStatus
 
     async def go() -> SupervisorStatus:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("status"), Ping(), SupervisorStatus, timeout=3, headers=to
+            return await ask_supervisor(
+                ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to
             )
-            return env.body  # type: ignore[no-any-return]
         finally:
             await nc.close()
 
@@ -162,16 +163,14 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from .models import Control, ControlAction, ControlResult
 
     async def go() -> ControlResult:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("ctl"),
-                Control(action=ControlAction(args.action), target=args.target),
-                ControlResult,
-                timeout=args.timeout,
-                headers=to,
+            action = Control(action=ControlAction(args.action), target=args.target)
+            return await ask_supervisor(
+                ipc, "ctl", action, ControlResult, timeout=args.timeout, headers=to
             )
-            return env.body  # type: ignore[no-any-return]
         finally:
             await nc.close()
 
@@ -201,16 +200,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     state = read_state(_paths(args))
 
     async def go() -> ControlResult:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("ctl"),
-                Control(action=ControlAction.SHUTDOWN, target="all"),
-                ControlResult,
-                timeout=3,
-                headers=to,
-            )
-            return env.body  # type: ignore[no-any-return]
+            shutdown = Control(action=ControlAction.SHUTDOWN, target="all")
+            return await ask_supervisor(ipc, "ctl", shutdown, ControlResult, timeout=3, headers=to)
         finally:
             await nc.close()
 

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 
 from .bus import BusConfig, connect
-from .errors import BusDownError, BusError
+from .errors import BusDownError, BusError, NoRespondersError
 from .ipc import Ipc
+from .models import Body, Envelope
 from .paths import Paths
 from .subjects import Subjects
 from .supervisor import SUPERVISOR_HEADER, read_state
 
-__all__ = ["BUS_WAIT", "connect_cli"]
+__all__ = ["BUS_WAIT", "ask_supervisor", "connect_cli"]
+
+B = TypeVar("B", bound=Body)
 
 BUS_WAIT = 5.0
 """Seconds the CLI waits for a bus that refuses connections while its supervisor runs."""
@@ -71,3 +74,31 @@ async def _connect(state: dict[str, Any]) -> NatsClient:
         password=state.get("password"),
         reconnect=False,
     )
+
+
+async def ask_supervisor(
+    ipc: Ipc,
+    what: str,
+    body: Body,
+    reply: type[B],
+    *,
+    timeout: float,
+    headers: dict[str, str],
+    wait: float = BUS_WAIT,
+) -> B:
+    """Request ``{p}.supervisor.<what>`` and return the reply's body.
+
+    Right after the bus came back the supervisor may not have reconnected yet: "no responders"
+    (nobody got the request, so asking again is safe) is retried for up to ``wait`` seconds.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            env: Envelope[B] = await ipc.request(
+                ipc.subjects.supervisor(what), body, reply, timeout=timeout, headers=headers
+            )
+            return env.body
+        except NoRespondersError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.1)

@@ -70,7 +70,8 @@ class Supervisor:
         self.name = name or config.supervisor.name or f"{socket.gethostname()}-{os.getpid()}"
         self.paths: Paths = config.resolved_paths()
         self.started = datetime.now(UTC)
-        self._log = structlog.get_logger("eeveepy.supervisor").bind(supervisor=self.name)
+        # Lazy (no .bind()): the CLI configures logging (shipping to the bus) after this.
+        self._log = structlog.get_logger("eeveepy.supervisor", supervisor=self.name)
         self._server: EmbeddedNats | None = None
         self._nc: NatsClient | None = None
         self._ipc: Ipc | None = None

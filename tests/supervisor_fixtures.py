@@ -316,12 +316,13 @@ class System:
         return procs
 
     def cli(
-        self, *args: str, timeout: float = 30.0, config: bool = True
+        self, *args: str, timeout: float = 30.0, config: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``eevee [-c CONFIG] ARGS`` with this system's environment."""
+        """Run ``eevee [-c CONFIG] ARGS`` with this system's environment (``input`` piped in)."""
         argv = [str(EEVEE), *(["-c", str(self.config)] if config else []), *args]
         return subprocess.run(
             argv,
+            input=input,
             env=self.env,
             cwd=self.root,
             capture_output=True,
