@@ -3,7 +3,8 @@
 The server runs as a child process of the supervisor. It is started in its own session, so a
 Ctrl-C typed at the terminal reaches the supervisor only, and the supervisor decides when to
 stop it; on Linux it is also tied to its parent with ``PR_SET_PDEATHSIG`` so it never outlives a
-supervisor that dies without cleaning up.
+supervisor that dies without cleaning up. Its monitoring endpoint listens on a loopback port
+it picks (read from its log, like the client port): reloads are confirmed through it.
 
 Everything it writes lives under ``store_dir``::
 

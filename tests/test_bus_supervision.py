@@ -9,12 +9,9 @@ reloads after a failed login work, and a reload that fails changes nothing and s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from supervisor_fixtures import (
     alive,
     bash_op,
     hook_op,
+    immutable,
     run_async,
     system_factory,
     wait_for,
@@ -216,20 +214,6 @@ def test_reloads_after_a_failed_login(system: System, tmp_path: Path) -> None:
     assert log.count("configuration reloaded") == 2, log[-3000:]
     assert "not reloaded" not in log
     assert "never retrieved" not in log
-
-
-@contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """``chattr +i path`` (even root cannot create files in it), undone on exit."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_a_failed_reload_changes_nothing_and_says_why(system: System, tmp_path: Path) -> None:
