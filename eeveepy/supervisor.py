@@ -46,6 +46,7 @@ from .models import (
 from .natsserver import EmbeddedNats, NatsUser
 from .paths import Paths
 from .process import OperatorProcess, State, cancel_and_wait
+from .statefile import read_state, remove_state, write_state
 from .subjects import Subjects
 
 SUPERVISOR_USER = "eevee-supervisor"
@@ -574,52 +575,10 @@ class Supervisor:
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),
         }
-        path = self.paths.state_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
-        tmp.replace(path)
+        write_state(self.paths.state_file, state)
 
     def _remove_state(self) -> None:
-        path = self.paths.state_file
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if data.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
-
-
-def read_state(paths: Paths) -> dict[str, Any]:
-    """The running supervisor's state file, or :class:`SupervisorError` when none is running."""
-    path = paths.state_file
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SupervisorError(
-            f"no running eevee found (no state file at {path}); start one with `eevee up`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SupervisorError(f"cannot read the state file {path}: {exc}") from None
-    pid = data.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        raise SupervisorError(
-            f"no running eevee found (the state file {path} names pid {pid}, which is gone); "
-            "start one with `eevee up`"
-        )
-    return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        remove_state(self.paths.state_file)
 
 
 __all__ = ["EeveeError", "Supervisor", "read_state"]
