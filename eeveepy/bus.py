@@ -102,10 +102,13 @@ async def connect(
 
     # While the connection is down nats-py reports every failed reconnect attempt (one each
     # reconnect_time_wait): say the first, count the others, and sum them up when it is back.
-    outage = {"down": False, "errors": 0}
+    # Before the first connect succeeds, the BusError raised below says it all.
+    outage = {"down": False, "errors": 0, "established": False}
 
     async def error_cb(exc: Exception) -> None:
         outage["errors"] += 1
+        if not outage["established"]:
+            return
         if not outage["down"] or outage["errors"] == 1:
             log.warning("bus error", error=str(exc) or type(exc).__name__)
 
@@ -153,6 +156,7 @@ async def connect(
         await _close_quietly(nc)
         reason = str(exc) or type(exc).__name__
         raise BusError(f"cannot connect to the bus at {', '.join(servers)}: {reason}") from None
+    outage.update(established=True, errors=0)
     return nc
 
 

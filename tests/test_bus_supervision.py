@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import psutil
 import pytest
 import structlog
 from supervisor_fixtures import (
+    EEVEE,
     System,
     alive,
     bash_op,
@@ -238,3 +240,34 @@ def test_a_failed_reload_changes_nothing_and_says_why(system: System, tmp_path: 
     system.wait_state("new", "RUNNING")
     assert system.op("keep")["pid"] == keep
     assert "never retrieved" not in system.log()
+
+
+def test_down_while_the_bus_stays_down_says_so_and_stops_by_signal(system: System) -> None:
+    system.write({"bash": bash_op()}).up("bash")
+    server = nats_server_of(system)
+    system.signal(signal.SIGSTOP)  # the supervisor cannot restart the bus for now
+    try:
+        server.kill()
+        down = subprocess.Popen(
+            [str(EEVEE), "-c", str(system.config), "down", "--timeout", "15"],
+            env=system.env,
+            cwd=system.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert down.stderr is not None
+        waiting = down.stderr.readline()
+        assert "does not answer; waiting up to 5 s" in waiting, waiting
+        said = down.stderr.readline() + down.stderr.readline()
+    finally:
+        system.signal(signal.SIGCONT)
+    out, err = down.communicate(timeout=30)
+    assert "is running but its bus at nats://127.0.0.1:" in said, said
+    assert "does not answer" in said
+    assert "sending SIGTERM to eevee" in said, said
+    assert "Traceback" not in said + err
+    assert down.returncode == 0, err
+    assert "eevee is down" in out
+    assert system.proc is not None
+    assert system.proc.wait(5) == 0
