@@ -100,16 +100,28 @@ async def connect(
     if not servers:
         raise BusError("no bus URL: start `eevee up` or give --nats-url / EEVEE_NATS_URL")
 
+    # While the connection is down nats-py reports every failed reconnect attempt (one each
+    # reconnect_time_wait): say the first, count the others, and sum them up when it is back.
+    # Before the first connect succeeds, the BusError raised below says it all.
+    outage = {"down": False, "errors": 0, "established": False}
+
     async def error_cb(exc: Exception) -> None:
-        log.warning("bus error", error=str(exc))
+        outage["errors"] += 1
+        if not outage["established"]:
+            return
+        if not outage["down"] or outage["errors"] == 1:
+            log.warning("bus error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
-        log.info("bus disconnected")
+        if not outage["down"]:
+            outage.update(down=True, errors=0)
+            log.info("bus disconnected: reconnecting")
         if on_disconnect:
             await on_disconnect()
 
     async def reconnected_cb() -> None:
-        log.info("bus reconnected")
+        log.info("bus reconnected", failed_attempts=outage["errors"])
+        outage.update(down=False, errors=0)
         if on_reconnect:
             await on_reconnect()
 
@@ -144,6 +156,7 @@ async def connect(
         await _close_quietly(nc)
         reason = str(exc) or type(exc).__name__
         raise BusError(f"cannot connect to the bus at {', '.join(servers)}: {reason}") from None
+    outage.update(established=True, errors=0)
     return nc
 
 

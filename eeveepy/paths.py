@@ -95,3 +95,17 @@ class Paths:
         if mode & 0o077:
             os.chmod(self.state_dir, _PRIVATE_DIR_MODE)
         return self
+
+    def check_writable(self) -> Paths:
+        """Create and remove a file in the state, log, cache and data directories; return self.
+
+        Raises the :class:`OSError` of the first that cannot be written (read-only file
+        system, immutable directory, ...), whose ``filename`` names it. Permission bits alone
+        say little (root ignores them), so this really writes.
+        """
+        for directory in (self.state_dir, self.log_dir, self.cache_dir, self.data_dir):
+            probe = directory / f".write-check-{os.getpid()}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            probe.unlink()
+        return self

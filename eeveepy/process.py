@@ -123,6 +123,17 @@ async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> No
         task.exception()  # retrieved: a failure while stopping is not worth a warning
 
 
+class BusHealth(Protocol):
+    """The supervisor's view of its own bus connection (see :class:`eeveepy.buswatch.BusWatch`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def settled(self) -> bool:
+        """Connected long enough for a missed ping to say something about the operator."""
+        ...
+
+
 LeaseFn = Callable[[str], Awaitable[str | None]]
 """Try to hold the lease of an operator id; returns None when held, else the holder's name."""
 
@@ -143,6 +154,7 @@ class OperatorProcess:
         on_change: Callable[[OperatorProcess], None] | None = None,
         on_log: Callable[[LogRecord], None] | None = None,
         forkserver: Callable[[], Awaitable[ForkServer | None]] | None = None,
+        bus: BusHealth | None = None,
     ) -> None:
         self.cfg = cfg
         self.id = cfg.id
@@ -164,6 +176,7 @@ class OperatorProcess:
         self._on_log = on_log
         self._relay = structlog.get_logger("eeveepy.operator")
         self._forkserver = forkserver
+        self._bus = bus
         self._log = structlog.get_logger("eeveepy.supervisor").bind(operator=cfg.id)
         self._proc: Child | None = None
         self._ps: psutil.Process | None = None
@@ -352,6 +365,13 @@ class OperatorProcess:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self._bus is not None and not self._bus.connected:
+                # Started now, it could not connect, or its ready would reach nobody.
+                self._set(State.BACKOFF, "waiting for the bus to come back")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.1)
+                continue
             holder = await self._acquire_lease(self.id)
             if holder is not None:
                 self._set(State.STOPPED, f"waiting: {holder} runs it")
@@ -465,6 +485,8 @@ class OperatorProcess:
                 missed = 0
                 self._note_health(pong)
             except Exception as exc:
+                if self._bus is not None and not self._bus.settled():
+                    continue  # the supervisor's own connection is down or just back
                 missed += 1
                 self._log.warning("missed ping", missed=missed, error=str(exc))
                 if missed >= self.cfg.max_missed_pings:

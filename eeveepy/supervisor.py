@@ -18,21 +18,21 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from .bus import BusConfig, connect
+from .buswatch import BusWatch
 from .config import Config, OperatorConfig, load_config
-from .errors import BusError, ConfigError, EeveeError, SupervisorError
+from .errors import BusError, ConfigError, EeveeError, NatsServerError, SupervisorError
 from .forkserver import ForkServer, ForkServerError
 from .ipc import Ipc
+from .leases import Leases
 from .logs import LogShipper, ensure_log_stream
 from .models import (
     Control,
@@ -46,6 +46,7 @@ from .models import (
 from .natsserver import EmbeddedNats, NatsUser
 from .paths import Paths
 from .process import OperatorProcess, State, cancel_and_wait
+from .statefile import read_state, remove_state, write_state
 from .streams import ensure_chat_streams
 from .subjects import Subjects
 
@@ -71,7 +72,8 @@ class Supervisor:
         self.name = name or config.supervisor.name or f"{socket.gethostname()}-{os.getpid()}"
         self.paths: Paths = config.resolved_paths()
         self.started = datetime.now(UTC)
-        self._log = structlog.get_logger("eeveepy.supervisor").bind(supervisor=self.name)
+        # Lazy (no .bind()): the CLI configures logging (shipping to the bus) after this.
+        self._log = structlog.get_logger("eeveepy.supervisor", supervisor=self.name)
         self._server: EmbeddedNats | None = None
         self._nc: NatsClient | None = None
         self._ipc: Ipc | None = None
@@ -81,9 +83,10 @@ class Supervisor:
         self._cli_password = _secret()
         self._sup_password = _secret()
         self._url = ""
-        self._leases: KeyValue | None = None
-        self._lease_revs: dict[str, int] = {}
-        self._lease_task: asyncio.Task[None] | None = None
+        self._leases: Leases | None = None
+        self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._force = False
         self.on_change: Callable[[OperatorProcess], None] | None = None
@@ -106,6 +109,11 @@ class Supervisor:
         """Supervised operators by id, in start order."""
         return {i: self._procs[i] for i in self._order if i in self._procs}
 
+    @property
+    def fatal(self) -> str | None:
+        """Why the supervisor gave up (the bus keeps dying), or None."""
+        return self._watch.fatal
+
     def request_stop(self) -> None:
         """Begin a graceful shutdown; called twice, force it."""
         if self._stop.is_set():
@@ -122,12 +130,12 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
             installed.append(sig)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         installed.append(signal.SIGHUP)
         try:
             await self.start()
             await self._stop.wait()
-            return 0
+            return 1 if self.fatal else 0
         finally:
             await self.shutdown()
             for sig in installed:
@@ -135,7 +143,14 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start the bus, connect, take control subjects, spawn the enabled operators."""
-        self.paths.ensure()
+        try:
+            self.paths.ensure().check_writable()
+        except OSError as exc:
+            where = exc.filename or self.paths.state_dir
+            raise SupervisorError(
+                f"cannot write to {where} ({exc.strerror or exc}): make it writable, or set"
+                " [paths] state_dir (or XDG_STATE_HOME) to a writable directory"
+            ) from None
         if any(op.module and op.enabled for op in self.config.operators.values()):
             # Preload the fork server while the bus starts.
             self._fork_warm = asyncio.ensure_future(self._forkserver())
@@ -171,7 +186,15 @@ class Supervisor:
         self._log.info("up", bus=self._url, operators=len(self._procs))
 
     async def reload(self) -> ControlResult:
-        """Re-read the configuration: add, remove, reload or restart what changed."""
+        """Re-read the configuration: add, remove, reload or restart what changed.
+
+        All or nothing: an invalid file, or bus users the server does not take (they are
+        rolled back), leave the running plan as it was and say why at error level.
+        """
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> ControlResult:
         source = self.config.source
         try:
             new = load_config(source)
@@ -181,10 +204,26 @@ class Supervisor:
         if new.bus != self.config.bus or new.prefix != self.config.prefix:
             self._log.warning("bus and prefix changes need a restart of eevee up")
         old_ops = self.config.operators
+        added = [i for i in new.operators if i not in old_ops]
+        removed = [i for i in old_ops if i not in new.operators]
+        try:  # the new operators' bus users first: the plan changes once they are in force
+            await self._sync_users([*old_ops, *added])
+        except NatsServerError as exc:
+            for op_id in added:
+                self._secrets.pop(op_id, None)
+            self._log.error("configuration not reloaded: the bus refused the users", error=str(exc))
+            return ControlResult(ok=False, message=f"configuration not reloaded: {exc}")
         self.config = new
-        for op_id in [i for i in old_ops if i not in new.operators]:
+        for op_id in removed:
             await self._remove(op_id)
-        await self._sync_users()
+        if removed:
+            try:
+                await self._sync_users(list(new.operators))
+            except NatsServerError as exc:
+                self._log.error(
+                    "removed operators' bus users are still valid (the next reload retries)",
+                    error=str(exc),
+                )
         for op_id, cfg in new.operators.items():
             old = old_ops.get(op_id)
             if old is None:
@@ -283,14 +322,16 @@ class Supervisor:
         if self._fork is not None:
             await self._fork.stop()
             self._fork = None
-        if self._lease_task is not None:
-            await cancel_and_wait(self._lease_task)
-            self._lease_task = None
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
+        if self._leases is not None:
+            await self._leases.stop()
         if self._shipper is not None:
             await self._shipper.stop()
             self._shipper = None
         if self._ipc is not None:
             await self._ipc.detach()
+        await self._watch.stop()  # before the bus goes: that is no crash, nor an outage
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._nc.close(), timeout=3)
@@ -303,40 +344,49 @@ class Supervisor:
 
     # -- bus -------------------------------------------------------------------------------
 
-    def _users(self) -> list[NatsUser]:
+    def _users(self, op_ids: list[str]) -> list[NatsUser]:
         users = [
             NatsUser(SUPERVISOR_USER, self._sup_password),
             NatsUser(CLI_USER, self._cli_password),
         ]
-        for op_id in self.config.operators:
+        for op_id in op_ids:
             password = self._secrets.setdefault(op_id, _secret())
             users.append(NatsUser(f"op:{op_id}", password))
         return users
 
-    async def _sync_users(self) -> None:
+    async def _sync_users(self, op_ids: list[str]) -> None:
         if self._server is not None:
-            await self._server.set_users(self._users())
+            await self._server.set_users(self._users(op_ids))
 
     async def _start_bus(self) -> None:
         bus = self.config.bus
         if bus.url is None:
             self._server = EmbeddedNats(
                 store_dir=self.paths.state_dir / "nats",
-                users=self._users(),
+                users=self._users(list(self.config.operators)),
                 max_payload=bus.max_payload,
             )
             await self._server.start()
             self._url = self._server.url
+            self._watch.server = self._server
+            self._watch.start()
             self._nc = await connect(
                 BusConfig(),
                 name=f"supervisor:{self.name}",
                 url=self._url,
                 user=SUPERVISOR_USER,
                 password=self._sup_password,
+                on_disconnect=self._watch.disconnected,
+                on_reconnect=self._bus_back,
             )
         else:
             self._url = bus.url
-            self._nc = await connect(bus, name=f"supervisor:{self.name}")
+            self._nc = await connect(
+                bus,
+                name=f"supervisor:{self.name}",
+                on_disconnect=self._watch.disconnected,
+                on_reconnect=self._bus_back,
+            )
         self._ipc = Ipc(Subjects(self.config.prefix), "supervisor", logger=self._log)
         await self._ipc.attach(self._nc)
         sup = self.config.supervisor
@@ -393,66 +443,53 @@ class Supervisor:
 
     async def _start_leases(self) -> None:
         assert self._nc is not None
-        js = self._nc.jetstream()
-        ttl = self.config.supervisor.lease_ttl
-        bucket = _kv_name(self.config.prefix, "leases")
-        if self._server is not None:
+        self._leases = await Leases.open(
+            self._nc.jetstream(),
+            _kv_name(self.config.prefix, "leases"),
+            self.name,
+            self.config.supervisor.lease_ttl,
             # The embedded bus is this installation's alone: leases left by an earlier run that
             # was killed mean nothing, and waiting for them to expire would only delay start.
-            with contextlib.suppress(Exception):
-                await js.delete_key_value(bucket)
-        try:
-            self._leases = await js.key_value(bucket)
-        except Exception:
-            from nats.js.api import KeyValueConfig
-
-            self._leases = await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl))
-        self._lease_task = asyncio.ensure_future(self._renew_leases(ttl))
+            fresh=self._server is not None,
+            log=self._log,
+            on_lost=self._lease_lost,
+            connected=lambda: self._watch.connected,
+            settled=self._watch.settled,
+        )
+        self._leases.start()
 
     async def _acquire(self, op_id: str) -> str | None:
-        kv = self._leases
-        if kv is None:
-            return None
-        if op_id in self._lease_revs:
-            return None
-        try:
-            rev = await kv.create(op_id, self.name.encode())
-        except KeyWrongLastSequenceError:
-            try:
-                entry = await kv.get(op_id)
-                holder = (entry.value or b"").decode() or "another supervisor"
-            except KeyNotFoundError:
-                return "another supervisor"
-            if holder == self.name:
-                self._lease_revs[op_id] = entry.revision or 0
-                return None
-            return f"supervisor {holder}"
-        except Exception as exc:
-            return f"(lease unavailable: {exc})"
-        self._lease_revs[op_id] = rev
-        return None
+        return await self._leases.acquire(op_id) if self._leases is not None else None
 
     async def _release(self, op_id: str) -> None:
-        rev = self._lease_revs.pop(op_id, None)
-        if rev is not None and self._leases is not None:
-            with contextlib.suppress(Exception):
-                await self._leases.delete(op_id, last=rev)
+        if self._leases is not None:
+            await self._leases.release(op_id)
 
-    async def _renew_leases(self, ttl: float) -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            kv = self._leases
-            if kv is None:
-                continue
-            for op_id, rev in list(self._lease_revs.items()):
-                try:
-                    self._lease_revs[op_id] = await kv.update(op_id, self.name.encode(), last=rev)
-                except Exception as exc:
-                    self._log.error("lease lost: stopping", operator=op_id, error=str(exc))
-                    self._lease_revs.pop(op_id, None)
-                    proc = self._procs.get(op_id)
-                    if proc is not None:
-                        proc.restart()  # back to waiting for the lease
+    def _lease_lost(self, op_id: str) -> None:
+        proc = self._procs.get(op_id)
+        if proc is not None:
+            proc.restart()  # back to waiting for the lease
+
+    async def _bus_back(self) -> None:
+        """The supervisor's connection is back: re-establish the leases now, not in ttl/3."""
+        await self._watch.reconnected()
+        if self._leases is not None:
+            self._spawn(self._leases.renew())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a task held until it ends (shutdown cancels what is left)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_sighup(self) -> None:
+        self._spawn(self._reload_on_signal())
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload()
+        except Exception as exc:  # a reload must never take the supervisor down, nor go unsaid
+            self._log.exception("configuration reload failed", error=repr(exc))
 
     # -- operators -------------------------------------------------------------------------
 
@@ -496,6 +533,7 @@ class Supervisor:
             on_change=self._changed,
             on_log=self.ship,
             forkserver=self._forkserver,
+            bus=self._watch,
         )
         self._procs[cfg.id] = proc
         self._order.append(cfg.id)
@@ -542,52 +580,10 @@ class Supervisor:
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),
         }
-        path = self.paths.state_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
-        tmp.replace(path)
+        write_state(self.paths.state_file, state)
 
     def _remove_state(self) -> None:
-        path = self.paths.state_file
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if data.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
-
-
-def read_state(paths: Paths) -> dict[str, Any]:
-    """The running supervisor's state file, or :class:`SupervisorError` when none is running."""
-    path = paths.state_file
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SupervisorError(
-            f"no running eevee found (no state file at {path}); start one with `eevee up`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SupervisorError(f"cannot read the state file {path}: {exc}") from None
-    pid = data.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
-        raise SupervisorError(
-            f"no running eevee found (the state file {path} names pid {pid}, which is gone); "
-            "start one with `eevee up`"
-        )
-    return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        remove_state(self.paths.state_file)
 
 
 __all__ = ["EeveeError", "Supervisor", "read_state"]

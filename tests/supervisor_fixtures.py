@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import IO, Any, TypeVar
 
 import nats
 import psutil
+import pytest
 
 from eeveepy.ipc import Ipc
 from eeveepy.models import Ping, SupervisorStatus
@@ -123,6 +125,20 @@ def operator_processes(
             if proc.ppid() not in found:
                 tops.append(proc)
     return tops
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``chattr +i path`` (even root cannot create files in it), undone on exit."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 # -- an event loop for the bus, on its own thread -----------------------------------------------
@@ -316,12 +332,13 @@ class System:
         return procs
 
     def cli(
-        self, *args: str, timeout: float = 30.0, config: bool = True
+        self, *args: str, timeout: float = 30.0, config: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``eevee [-c CONFIG] ARGS`` with this system's environment."""
+        """Run ``eevee [-c CONFIG] ARGS`` with this system's environment (``input`` piped in)."""
         argv = [str(EEVEE), *(["-c", str(self.config)] if config else []), *args]
         return subprocess.run(
             argv,
+            input=input,
             env=self.env,
             cwd=self.root,
             capture_output=True,

@@ -22,6 +22,7 @@ from supervisor_fixtures import (
     System,
     alive,
     bash_op,
+    immutable,
     isolated_env,
     standalone_nats,
     system_factory,
@@ -137,6 +138,31 @@ def test_up_with_a_toml_syntax_error(make_system: MakeSystem) -> None:
     assert f"{system.config}: line 2" in result.stderr
     assert "TOML syntax error" in result.stderr
     assert not system.state_dir.exists()
+
+
+def up_fails_with_one_line(system: System, path: Path, reason: str) -> None:
+    result = system.cli("up", timeout=20)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"eevee: cannot write to {path} ({reason}"), last
+    assert "make it writable, or set [paths] state_dir" in last, last
+    assert not system.state_file.exists()
+
+
+def test_up_with_a_state_dir_that_cannot_be_created(make_system: MakeSystem) -> None:
+    system = make_system().write({"bash": bash_op()})
+    blocker = system.root / "a-file"  # holds for root too, unlike permission bits
+    blocker.write_text("not a directory")
+    system.env["XDG_STATE_HOME"] = str(blocker)
+    up_fails_with_one_line(system, blocker / "eevee", "Not a directory")
+
+
+def test_up_with_a_read_only_state_dir(make_system: MakeSystem) -> None:
+    system = make_system().write({"bash": bash_op()})
+    system.state_dir.mkdir(parents=True)
+    with immutable(system.state_dir):  # read-only even for root
+        up_fails_with_one_line(system, system.state_dir / "log", "Operation not permitted")
 
 
 def test_up_with_a_missing_configuration_file(make_system: MakeSystem) -> None:

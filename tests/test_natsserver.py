@@ -10,7 +10,7 @@ import stat
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import nats
@@ -320,3 +320,116 @@ async def test_stop_is_bounded_when_sigterm_is_ignored(tmp_path: Path) -> None:
     assert time.monotonic() - started < 4
     assert not psutil.pid_exists(pid)
     assert not server.running
+
+
+# -- reloads are transactions ----------------------------------------------------------------
+
+
+async def can_log_in(server: EmbeddedNats, user: str, password: str) -> bool:
+    _, error_cb = error_collector()
+    try:
+        nc = await nats.connect(
+            server.url,
+            user=user,
+            password=password,
+            allow_reconnect=False,
+            connect_timeout=2,
+            error_cb=error_cb,
+        )
+    except nats.errors.Error:
+        return False
+    await nc.close()
+    return True
+
+
+async def test_set_users_after_a_failed_login(tmp_path: Path) -> None:
+    """A failed login leaves an [ERR] line in the log: reloads must not take it for theirs."""
+    alice, bob, carol = NatsUser("alice", "a-pw"), NatsUser("bob", "b-pw"), NatsUser("carol", "c")
+    async with EmbeddedNats(store_dir=tmp_path, users=[alice], jetstream=False) as server:
+        assert not await can_log_in(server, "alice", "wrong")
+        assert await eventually(lambda: "[ERR]" in server.log_path.read_text())
+
+        await server.set_users([alice, bob])
+        assert await can_log_in(server, "bob", "b-pw")
+        assert not await can_log_in(server, "intruder", "reload")  # one more [ERR] line
+        await server.set_users([bob, carol])
+        assert await can_log_in(server, "carol", "c")
+        assert not await can_log_in(server, "alice", "a-pw")
+        await server.set_users([bob, carol])  # nothing to change: nothing to do
+
+
+class MovingServer(EmbeddedNats):
+    """Writes a configuration nats-server parses (``-t``) but refuses to reload: another port,
+    whenever the user ``mover`` is among the users."""
+
+    other_port = 0
+
+    def _render(self, users: Sequence[NatsUser]) -> str:
+        text = super()._render(users)
+        if any(u.user == "mover" for u in users):
+            text = text.replace(f"port: {self.port}\n", f"port: {self.other_port}\n")
+        return text
+
+
+async def test_a_refused_reload_is_rolled_back(tmp_path: Path) -> None:
+    alice, bob, mover = NatsUser("alice", "a-pw"), NatsUser("bob", "b-pw"), NatsUser("mover", "m")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        other = sock.getsockname()[1]
+    server = MovingServer(store_dir=tmp_path, users=[alice], jetstream=False)
+    server.other_port = other
+    async with server:
+        with pytest.raises(NatsServerError) as err:
+            await server.set_users([alice, mover])
+        message = str(err.value)
+        assert "refused the reload" in message, message
+        assert "not supported for Port" in message, message
+        assert "previous configuration is back in force" in message, message
+        assert await can_log_in(server, "alice", "a-pw")
+        assert not await can_log_in(server, "mover", "m")
+        assert f"port: {server.port}\n" in server.config_path.read_text()
+        # Nothing half-applied: the next reload works as if the failed one never happened.
+        await server.set_users([alice, bob])
+        assert await can_log_in(server, "bob", "b-pw")
+
+
+async def test_an_invalid_configuration_is_refused_before_it_is_applied(tmp_path: Path) -> None:
+    alice = NatsUser("alice", "a-pw")
+    async with EmbeddedNats(store_dir=tmp_path, users=[alice], jetstream=False) as server:
+        before = server.config_path.read_text()
+        with pytest.raises(NatsServerError, match=r"refuses the new configuration.*not a valid"):
+            await server.set_users([alice, NatsUser("bad", "pw", publish=("a..b",))])
+        assert server.config_path.read_text() == before
+        assert "hangup" not in server.log_path.read_text()  # the server never saw it
+        assert await can_log_in(server, "alice", "a-pw")
+
+
+# -- restarts ----------------------------------------------------------------------------------
+
+
+async def test_restart_after_kill_9_keeps_port_users_and_jetstream(tmp_path: Path) -> None:
+    alice = NatsUser("alice", "a-pw")
+    async with EmbeddedNats(store_dir=tmp_path, users=[alice]) as server:
+        port, first = server.port, server.pid
+        assert first is not None
+        nc = await nats.connect(server.url, user="alice", password="a-pw")
+        kv = await nc.jetstream().create_key_value(bucket="kept")
+        await kv.put("k", b"before")
+        await nc.close()
+
+        os.kill(first, signal.SIGKILL)
+        assert await asyncio.wait_for(server.wait(), 5) == -signal.SIGKILL
+        with pytest.raises(psutil.NoSuchProcess):  # reaped: no <defunct> left behind
+            psutil.Process(first).status()
+
+        await server.restart()
+        assert (server.port, server.running) == (port, True)
+        assert server.pid != first
+        nc = await nats.connect(server.url, user="alice", password="a-pw")
+        try:
+            entry = await (await nc.jetstream().key_value("kept")).get("k")
+            assert entry.value == b"before"
+        finally:
+            await nc.close()
+        log = server.log_path.read_text()
+        assert log.count("Server is ready") == 2  # the first run's lines are kept

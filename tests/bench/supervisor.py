@@ -1,4 +1,5 @@
-"""Supervisor benchmark: start-up of 50 operators, restart latency, memory, ping CPU.
+"""Supervisor benchmark: start-up of 50 operators, restart latency, memory, ping CPU, and the
+time to recover from kill -9 of the embedded bus.
 
 Runs the supervisor in this process (so its own CPU can be measured) with isolated paths.
 """
@@ -16,9 +17,14 @@ from typing import Any
 
 import psutil
 
+from eeveepy.bus import BusConfig, connect
 from eeveepy.config import Config, OperatorConfig, PathsConfig, SupervisorConfig
+from eeveepy.errors import EeveeError
+from eeveepy.ipc import Ipc
+from eeveepy.models import Ping, Pong
 from eeveepy.process import State
-from eeveepy.supervisor import Supervisor
+from eeveepy.subjects import Subjects
+from eeveepy.supervisor import Supervisor, read_state
 
 MODULE = "tests.operators.null_operator"
 
@@ -127,6 +133,52 @@ async def _steady_state(sup: Supervisor) -> dict[str, Any]:
     }
 
 
+async def bus_recovery(rounds: int = 5) -> dict[str, float]:
+    """Seconds from kill -9 of the embedded nats-server until an operator answers a request.
+
+    Each round is a fresh supervisor with two operators, so each kill is the bus's first
+    death (the restart backoff grows with repeated deaths, as an operator's does). The
+    request goes from a client of its own, as a connector's would, on the same URL.
+    """
+    times = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            sup = Supervisor(_config(Path(tmp), 2, forkserver=True), name="bench")
+            try:
+                await sup.start()
+                await _wait(sup, _all_running, 60)
+                times.append(await _kill_bus_and_ask(sup))
+            finally:
+                await sup.shutdown()
+    times.sort()
+    return {"p50_s": statistics.median(times), "max_s": times[-1]}
+
+
+async def _kill_bus_and_ask(sup: Supervisor) -> float:
+    state = read_state(sup.paths)
+    nc = await connect(
+        BusConfig(), name="bench", url=state["url"], user=state["user"], password=state["password"]
+    )
+    ipc = Ipc(Subjects(state["prefix"]), "bench")
+    await ipc.attach(nc)
+    subject = ipc.subjects.operator_ping("null0")
+    try:
+        await ipc.request(subject, Ping(), Pong, timeout=2)
+        server = next(p for p in psutil.Process().children() if p.name() == "nats-server")
+        t0 = time.perf_counter()
+        server.kill()
+        while True:
+            try:
+                await ipc.request(subject, Ping(), Pong, timeout=0.25)
+                return time.perf_counter() - t0
+            except EeveeError:
+                if time.perf_counter() - t0 > 30:
+                    raise TimeoutError("no answer 30 s after the bus was killed") from None
+                await asyncio.sleep(0.01)
+    finally:
+        await nc.close()
+
+
 def main() -> None:
     count = 50
     fresh = asyncio.run(startup(count, forkserver=False))
@@ -148,6 +200,12 @@ def main() -> None:
     print(
         f"  supervisor CPU pinging {count} operators every 2 s:"
         f" {fork['supervisor_cpu_percent']:.2f} % (target <= 2 %)"
+    )
+    bus = asyncio.run(bus_recovery())
+    print(
+        f"  kill -9 of the bus -> an operator answers again: p50 {bus['p50_s'] * 1000:.0f} ms,"
+        f" max {bus['max_s'] * 1000:.0f} ms (of 5; beside kill -9 of an operator:"
+        f" {bus['p50_s'] / fork['restart_p50_s']:.1f}x its restart p50)"
     )
 
 

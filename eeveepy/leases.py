@@ -1,0 +1,172 @@
+"""Operator leases: one JetStream KV key per operator id, so an id runs once per bus.
+
+A supervisor creates the key ``<id>`` (value: its name) before it starts an operator and
+renews it every third of the bucket's TTL; the key expires with the TTL when the supervisor
+is gone, and another supervisor may then take it.
+
+A lease is lost only when the bus says so: the key is held by another supervisor. A renewal
+that fails because the bus is unreachable or busy (the embedded server restarting, JetStream
+recovering its store) is tried again, and the operator keeps running; once the bus answers
+again the lease is re-established, also when its key expired meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from nats.js.api import KeyValueConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from structlog.typing import FilteringBoundLogger
+
+from .process import cancel_and_wait
+
+__all__ = ["Leases"]
+
+
+class Leases:
+    """The leases one supervisor holds, renewed in the background once started.
+
+    ``connected`` says whether the bus connection is up (no renewal is tried while it is
+    not); ``settled`` whether it has been up long enough for a failing renewal to be worth a
+    warning.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        holder: str,
+        ttl: float,
+        *,
+        log: FilteringBoundLogger,
+        on_lost: Callable[[str], None],
+        connected: Callable[[], bool] = lambda: True,
+        settled: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.kv = kv
+        self.holder = holder
+        self.ttl = ttl
+        self._log = log
+        self._on_lost = on_lost
+        self._connected = connected
+        self._settled = settled
+        self._revs: dict[str, int] = {}
+        self._failing = False
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        js: JetStreamContext,
+        bucket: str,
+        holder: str,
+        ttl: float,
+        *,
+        fresh: bool,
+        log: FilteringBoundLogger,
+        on_lost: Callable[[str], None],
+        connected: Callable[[], bool] = lambda: True,
+        settled: Callable[[], bool] = lambda: True,
+    ) -> Leases:
+        """Open (or create) the bucket; ``fresh`` deletes what an earlier run left in it."""
+        if fresh:
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(bucket)
+        try:
+            kv = await js.key_value(bucket)
+        except Exception:
+            kv = await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl))
+        return cls(kv, holder, ttl, log=log, on_lost=on_lost, connected=connected, settled=settled)
+
+    @property
+    def held(self) -> list[str]:
+        """The operator ids whose lease this supervisor holds."""
+        return list(self._revs)
+
+    async def acquire(self, op_id: str) -> str | None:
+        """Take the lease of ``op_id``: None when held, else who (or what) is in the way."""
+        if op_id in self._revs:
+            return None
+        try:
+            rev = await self.kv.create(op_id, self.holder.encode())
+        except KeyWrongLastSequenceError:
+            try:
+                entry = await self.kv.get(op_id)
+            except KeyNotFoundError:
+                return "another supervisor"
+            holder = (entry.value or b"").decode() or "another supervisor"
+            if holder == self.holder:
+                self._revs[op_id] = entry.revision or 0
+                return None
+            return f"supervisor {holder}"
+        except Exception as exc:
+            return f"(lease unavailable: {exc})"
+        self._revs[op_id] = rev
+        return None
+
+    async def release(self, op_id: str) -> None:
+        """Give the lease of ``op_id`` back (quietly: it expires anyway)."""
+        rev = self._revs.pop(op_id, None)
+        if rev is not None:
+            with contextlib.suppress(Exception):
+                await self.kv.delete(op_id, last=rev)
+
+    def start(self) -> None:
+        """Renew every held lease every third of the TTL, from a task."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="leases")
+
+    async def stop(self) -> None:
+        """Stop renewing (the leases expire unless released). Idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+
+    async def renew(self) -> None:
+        """One round: renew or re-establish each held lease; report the ones really lost."""
+        failed: list[str] = []
+        for op_id in list(self._revs):
+            try:
+                lost_to = await self._renew(op_id)
+            except Exception as exc:  # the bus is unreachable or busy: keep it, try again
+                failed.append(f"{op_id}: {exc or type(exc).__name__}")
+                continue
+            if lost_to is not None:
+                self._revs.pop(op_id, None)
+                self._log.error("lease lost: stopping", operator=op_id, holder=lost_to)
+                self._on_lost(op_id)
+        if failed and not self._failing and self._settled():
+            self._log.warning("leases not renewed; trying again", errors=failed)
+        self._failing = bool(failed)
+
+    async def _renew(self, op_id: str) -> str | None:
+        """Renew one lease; the other holder's name when it is held by another."""
+        rev = self._revs.get(op_id)
+        if rev is None:
+            return None
+        try:
+            self._revs[op_id] = await self.kv.update(op_id, self.holder.encode(), last=rev)
+            return None
+        except KeyWrongLastSequenceError:
+            pass  # expired (a long outage) or taken: the bus says which
+        try:
+            entry = await self.kv.get(op_id)
+        except KeyNotFoundError:  # expired, deleted: nobody holds it
+            self._revs[op_id] = await self.kv.create(op_id, self.holder.encode())
+            return None
+        holder = (entry.value or b"").decode()
+        if holder == self.holder:
+            self._revs[op_id] = await self.kv.update(
+                op_id, self.holder.encode(), last=entry.revision or 0
+            )
+            return None
+        return holder or "another supervisor"
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            if self._connected():  # (while it is down, a request only waits for its timeout)
+                await self.renew()
