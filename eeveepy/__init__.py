@@ -6,7 +6,7 @@ the subject builder, the errors, and (once the runtime is imported) :class:`Oper
 
 from __future__ import annotations
 
-from .errors import (
+from eeveepy.errors import (
     BusError,
     ConfigError,
     EeveeError,
@@ -16,7 +16,7 @@ from .errors import (
     SubjectError,
     SupervisorError,
 )
-from .models import (
+from eeveepy.protocol.models import (
     ChatEvent,
     ChatMessage,
     ChatUser,
@@ -28,8 +28,8 @@ from .models import (
     LogRecord,
     OutgoingMessage,
 )
-from .runtime import Operator
-from .subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.operator import Operator
 
 __version__ = "0.1.0"
 

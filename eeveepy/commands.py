@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import ValidationError
 
-from .errors import OperatorError
-from .models import (
+from eeveepy.errors import OperatorError
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     CommandInvocation,
@@ -49,10 +49,10 @@ from .models import (
     Envelope,
     RateLimit,
 )
-from .subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
 
 if TYPE_CHECKING:
-    from .runtime import Operator
+    from eeveepy.runtime.operator import Operator
 
 __all__ = [
     "GLOBAL_ID_PLATFORMS",

@@ -48,10 +48,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from eeveepy.bus import BusConfig
+from eeveepy.bus.client import BusConfig
 from eeveepy.errors import ConfigError, SubjectError
 from eeveepy.paths import Paths
-from eeveepy.subjects import DEFAULT_PREFIX, validate_operator_id, validate_prefix
+from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_operator_id, validate_prefix
 
 __all__ = [
     "CONFIG_ENV",

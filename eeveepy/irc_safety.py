@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from .irc_text import CTCP, markdown_to_irc, split_message
+from eeveepy.irc_text import CTCP, markdown_to_irc, split_message
 
 __all__ = [
     "ACTION_OVERHEAD",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .errors import EeveeError
+from eeveepy.errors import EeveeError
 
 __all__ = [
     "LINE_LIMIT",

@@ -50,11 +50,11 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
-from .codec import EnvelopeDecoder, format_timestamp
-from .errors import BusError, EeveeError, EnvelopeError, PayloadTooLargeError, SubjectError
-from .ipc import Ipc
-from .models import Envelope, LogLevel, LogRecord, utcnow
-from .subjects import validate_operator_id, validate_prefix
+from eeveepy.bus.ipc import Ipc
+from eeveepy.errors import BusError, EeveeError, EnvelopeError, PayloadTooLargeError, SubjectError
+from eeveepy.protocol.codec import EnvelopeDecoder, format_timestamp
+from eeveepy.protocol.models import Envelope, LogLevel, LogRecord, utcnow
+from eeveepy.protocol.subjects import validate_operator_id, validate_prefix
 
 __all__ = [
     "MAX_LINE_BYTES",

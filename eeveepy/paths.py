@@ -22,7 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.subjects import validate_operator_id
 
 __all__ = ["DEFAULT_APP", "Paths"]
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy import CommandInvocation, Operator
 from eeveepy.errors import BusError, EnvelopeError, SubjectError
-from eeveepy.models import (
+from eeveepy.protocol.models import (
     ChatMessage,
     Control,
     ControlAction,
@@ -31,8 +31,8 @@ from eeveepy.models import (
     Ping,
     SupervisorStatus,
 )
-from eeveepy.subjects import validate_operator_id
-from eeveepy.supervisor import SUPERVISOR_HEADER
+from eeveepy.protocol.subjects import validate_operator_id
+from eeveepy.supervisor.core import SUPERVISOR_HEADER
 
 _ACTIVE = frozenset({"RUNNING", "HALTED"})
 

@@ -1,6 +1,6 @@
 """Console: the resident half of the connector of the ``console`` platform.
 
-The console's users are ``eevee chat`` sessions (see :mod:`eeveepy.chat` and "Console
+The console's users are ``eevee chat`` sessions (see :mod:`eeveepy.cli.chat` and "Console
 connector" in docs/protocol.md). Each session publishes its user's lines itself, on
 ``{p}.chat.in.console.<network>.<room>``, and reads the bot's messages on
 ``{p}.chat.out.console.<network>``; nothing they say passes through this operator, so
@@ -27,11 +27,11 @@ Settings (:class:`eeveepy.chat.ConsoleSettings`, read by ``eevee chat`` too): ``
 from __future__ import annotations
 
 from eeveepy import Operator
-from eeveepy.chat import PLATFORM, ConsoleSettings
-from eeveepy.ipc import Subscription
-from eeveepy.models import ChatEvent, ChatEventType, ChatUser, Envelope, OutgoingMessage
-from eeveepy.outbox import Outbox
-from eeveepy.subjects import encode_token
+from eeveepy.bus.ipc import Subscription
+from eeveepy.cli.chat import PLATFORM, ConsoleSettings
+from eeveepy.connector.outbox import Outbox
+from eeveepy.protocol.models import ChatEvent, ChatEventType, ChatUser, Envelope, OutgoingMessage
+from eeveepy.protocol.subjects import encode_token
 
 
 class Console:

@@ -54,9 +54,9 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from eeveepy import Operator
-from eeveepy.codec import dead_letter, dump_model
+from eeveepy.bus.ipc import Subscription
+from eeveepy.connector.outbox import Outbox
 from eeveepy.errors import EeveeError
-from eeveepy.ipc import Subscription
 from eeveepy.irc_safety import (
     ACTION_OVERHEAD,
     DEFAULT_CHANTYPES,
@@ -84,7 +84,8 @@ from eeveepy.irc_text import (
     strip_formatting,
     text_budget,
 )
-from eeveepy.models import (
+from eeveepy.protocol.codec import dead_letter, dump_model
+from eeveepy.protocol.models import (
     ChatEvent,
     ChatEventType,
     ChatMessage,
@@ -95,7 +96,6 @@ from eeveepy.models import (
     MessageStyle,
     OutgoingMessage,
 )
-from eeveepy.outbox import Outbox
 
 PLATFORM: Final = "irc"
 VERSION: Final = "eevee IRC connector"

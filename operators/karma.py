@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eeveepy import ChatMessage, CommandInvocation, Operator
 from eeveepy.errors import StoreError
-from eeveepy.kvstore import Update
-from eeveepy.models import MessageStyle
-from eeveepy.tokens import kv_token
+from eeveepy.protocol.models import MessageStyle
+from eeveepy.protocol.tokens import kv_token
+from eeveepy.runtime.kvstore import Update
 
 KV_PREFIX: Final = "karma."
 """Keys: ``karma.<platform>.<network>.<thing>``, each part a :func:`kv_token`."""

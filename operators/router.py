@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from eeveepy import Operator
+from eeveepy.bus.delivery import Handling, Once
 from eeveepy.commands import (
     HELP,
     CommandLine,
@@ -39,7 +40,6 @@ from eeveepy.commands import (
     sync_subject,
     validation_reason,
 )
-from eeveepy.delivery import Handling, Once
 from eeveepy.errors import (
     EeveeError,
     NoRespondersError,
@@ -47,7 +47,7 @@ from eeveepy.errors import (
     RequestTimeoutError,
     SubjectError,
 )
-from eeveepy.models import (
+from eeveepy.protocol.models import (
     ChatMessage,
     CommandInvocation,
     CommandRegistration,
@@ -60,7 +60,7 @@ from eeveepy.models import (
     Pong,
     RateLimit,
 )
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.subjects import validate_operator_id
 
 KV_PREFIX = "reg."
 """Key of a registration in the router's bucket: ``reg.<name>.<operator-id>``."""

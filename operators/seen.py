@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy import ChatMessage, CommandInvocation, Envelope, Operator
 from eeveepy.errors import StoreError
-from eeveepy.models import MessageStyle
-from eeveepy.tokens import kv_token
+from eeveepy.protocol.models import MessageStyle
+from eeveepy.protocol.tokens import kv_token
 
 KV_PREFIX = "seen."
 """Keys: ``seen.<platform>.<network>.<nick>``, each part a :func:`kv_token`."""

@@ -15,7 +15,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 
 import operators  # noqa: E402, F401  (this checkout's, before tests/operators can shadow it)
-from eeveepy.natsserver import EmbeddedNats  # noqa: E402
+from eeveepy.bus.natsserver import EmbeddedNats  # noqa: E402
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -27,9 +27,9 @@ from nats.js.api import ConsumerInfo
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import (
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.protocol.models import (
     Body,
     Envelope,
     LogLevel,
@@ -38,7 +38,7 @@ from eeveepy.models import (
     Ready,
     SupervisorStatus,
 )
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
 from operators.logging import DURABLE, log_stream_name
 from tests.operator_procs import contract_env
 

@@ -30,11 +30,11 @@ import nats
 import psutil
 import pytest
 
-from eeveepy.ipc import Ipc
-from eeveepy.models import Ping, SupervisorStatus
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.subjects import Subjects
-from eeveepy.supervisor import SUPERVISOR_HEADER
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.protocol.models import Ping, SupervisorStatus
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.supervisor.core import SUPERVISOR_HEADER
 
 T = TypeVar("T")
 

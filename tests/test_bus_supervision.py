@@ -34,9 +34,9 @@ from supervisor_fixtures import (
     wait_for,
 )
 
-from eeveepy.bus import BusConfig, connect
-from eeveepy.buswatch import BusWatch
-from eeveepy.natsserver import EmbeddedNats
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.supervisor.buswatch import BusWatch
 
 OPERATORS: dict[str, dict[str, Any]] = {
     "router": {"module": "operators.router", "settings": {"prefixes": ["!"]}},

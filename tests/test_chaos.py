@@ -26,10 +26,10 @@ from typing import Any
 
 import psutil
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import ChatMessage, ChatUser, Envelope, OutgoingMessage
-from eeveepy.subjects import Subjects
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.protocol.models import ChatMessage, ChatUser, Envelope, OutgoingMessage
+from eeveepy.protocol.subjects import Subjects
 from tests.supervisor_fixtures import System, system_factory, wait_for
 
 COMMANDS = 300

@@ -12,7 +12,8 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from eeveepy.codec import (
+from eeveepy.errors import EnvelopeError
+from eeveepy.protocol.codec import (
     AnyEnvelopeDecoder,
     EnvelopeDecoder,
     EnvelopeEncoder,
@@ -22,8 +23,7 @@ from eeveepy.codec import (
     dump_model,
     format_timestamp,
 )
-from eeveepy.errors import EnvelopeError
-from eeveepy.models import (
+from eeveepy.protocol.models import (
     BODY_MODELS,
     Body,
     ChatEvent,

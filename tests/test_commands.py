@@ -28,7 +28,7 @@ from eeveepy.commands import (
     sync_subject,
 )
 from eeveepy.errors import OperatorError, SubjectError
-from eeveepy.models import (
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     CommandInvocation,
@@ -36,7 +36,7 @@ from eeveepy.models import (
     CommandScope,
     RateLimit,
 )
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
 
 
 def msg(

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.delivery import parse_ack_subject
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.delivery import parse_ack_subject
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.streams import chat_in_stream_name, ensure_chat_in_stream
 from eeveepy.errors import DeliveryError
-from eeveepy.ipc import Ipc
-from eeveepy.models import ChatMessage, ChatUser, DeadLetter, Envelope
-from eeveepy.streams import chat_in_stream_name, ensure_chat_in_stream
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.models import ChatMessage, ChatUser, DeadLetter, Envelope
+from eeveepy.protocol.subjects import Subjects
 from tests.test_router import System, system
 
 BURST = 500

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc, Subscription
-from eeveepy.models import (
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc, Subscription
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     Control,
@@ -38,8 +38,8 @@ from eeveepy.models import (
     Ready,
     SupervisorStatus,
 )
-from eeveepy.runtime import kv_bucket_name
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.operator import kv_bucket_name
 from operators import admin, karma, seen
 from tests.operator_procs import OperatorProc, contract_env, start_operator
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from eeveepy.forkserver import ForkServer, ForkServerError
+from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
 
 
 @pytest.fixture

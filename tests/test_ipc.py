@@ -17,8 +17,9 @@ import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.codec import EnvelopeEncoder
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc, Subscription
+from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.errors import (
     EnvelopeError,
     NoRespondersError,
@@ -28,8 +29,8 @@ from eeveepy.errors import (
     RequestTimeoutError,
     SubjectError,
 )
-from eeveepy.ipc import Ipc, Subscription
-from eeveepy.models import (
+from eeveepy.protocol.codec import EnvelopeEncoder
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     Control,
@@ -43,8 +44,7 @@ from eeveepy.models import (
     Ping,
     Pong,
 )
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
 
 WAIT = 5.0
 SOURCE = "test.x"

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytest.register_assert_rewrite("tests.irc_servers")  # imported here, before pytest_plugins
 
-from eeveepy.bus import BusConfig, barrier, connect  # noqa: E402
-from eeveepy.ipc import Ipc  # noqa: E402
-from eeveepy.models import (  # noqa: E402
+from eeveepy.bus.client import BusConfig, barrier, connect  # noqa: E402
+from eeveepy.bus.ipc import Ipc  # noqa: E402
+from eeveepy.protocol.models import (  # noqa: E402
     ChatEvent,
     ChatMessage,
     ChatUser,
@@ -40,7 +40,7 @@ from eeveepy.models import (  # noqa: E402
     Pong,
     Ready,
 )
-from eeveepy.subjects import Subjects  # noqa: E402
+from eeveepy.protocol.subjects import Subjects  # noqa: E402
 from tests.irc_servers import (  # noqa: E402
     SASL_ACCOUNT,
     InspircdAnope,

@@ -18,8 +18,8 @@ import pytest
 
 pytest.register_assert_rewrite("tests.irc_servers", "tests.test_irc")
 
-from eeveepy.models import ChatMessage  # noqa: E402
-from eeveepy.streams import ensure_chat_streams  # noqa: E402
+from eeveepy.bus.streams import ensure_chat_streams  # noqa: E402
+from eeveepy.protocol.models import ChatMessage  # noqa: E402
 from tests.irc_servers import Ngircd  # noqa: E402
 from tests.test_irc import Bus, clients, joined, plain  # noqa: E402
 

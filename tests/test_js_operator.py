@@ -31,8 +31,8 @@ import psutil
 import pytest
 from supervisor_fixtures import alive, system_factory, wait_for
 
-from eeveepy.codec import EnvelopeDecoder, EnvelopeEncoder
-from eeveepy.models import (
+from eeveepy.protocol.codec import EnvelopeDecoder, EnvelopeEncoder
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     CommandInvocation,
@@ -46,7 +46,7 @@ from eeveepy.models import (
     Ready,
     body_model,
 )
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
 from tests.operator_procs import OperatorProc, contract_env
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,15 +22,15 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from structlog.testing import capture_logs
 
-from eeveepy.bus import barrier
+from eeveepy.bus.client import barrier
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.errors import StoreError
-from eeveepy.health import HealthState, OperatorHealth
-from eeveepy.ipc import Ipc
-from eeveepy.kvstore import Bucket, KvStore
-from eeveepy.models import ChatMessage, ChatUser, Ping, Pong
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.runtime import kv_bucket_name
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.models import ChatMessage, ChatUser, Ping, Pong
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.health import HealthState, OperatorHealth
+from eeveepy.runtime.kvstore import Bucket, KvStore
+from eeveepy.runtime.operator import kv_bucket_name
 from operators import karma
 from tests.operator_procs import OperatorProc, contract_env, start_operator
 from tests.supervisor_fixtures import System, run_async, standalone_nats, wait_for

@@ -16,10 +16,10 @@ from typing import Any
 import pydantic
 import pytest
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.codec import EnvelopeEncoder
-from eeveepy.ipc import Ipc
-from eeveepy.models import Envelope, LogLevel, LogRecord, SupervisorStatus
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.protocol.codec import EnvelopeEncoder
+from eeveepy.protocol.models import Envelope, LogLevel, LogRecord, SupervisorStatus
 
 pytest.register_assert_rewrite("tests.logging_fixtures")  # imported here, before pytest_plugins
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from eeveepy.codec import EnvelopeEncoder
-from eeveepy.models import LogLevel, LogRecord
+from eeveepy.protocol.codec import EnvelopeEncoder
+from eeveepy.protocol.models import LogLevel, LogRecord
 from tests.supervisor_fixtures import System, bash_op, python_op, system_factory, wait_for
 
 CHATTY = Path(__file__).parent / "operators" / "chatty_operator.py"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from nats.js.api import AckPolicy
 
-from eeveepy.models import Control, ControlAction, ControlResult, LogLevel, LogRecord, Ping
+from eeveepy.protocol.models import Control, ControlAction, ControlResult, LogLevel, LogRecord, Ping
 
 pytest.register_assert_rewrite("tests.logging_fixtures")  # imported here, before pytest_plugins
 

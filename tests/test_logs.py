@@ -22,10 +22,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.codec import EnvelopeDecoder, EnvelopeEncoder
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
 from eeveepy.errors import BusError
-from eeveepy.ipc import Ipc
 from eeveepy.logs import (
     MAX_LINE_BYTES,
     LogFilter,
@@ -44,8 +43,9 @@ from eeveepy.logs import (
     render,
     stream_name,
 )
-from eeveepy.models import Envelope, LogLevel, LogRecord
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.codec import EnvelopeDecoder, EnvelopeEncoder
+from eeveepy.protocol.models import Envelope, LogLevel, LogRecord
+from eeveepy.protocol.subjects import Subjects
 
 WAIT = 5.0
 

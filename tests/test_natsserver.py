@@ -20,8 +20,8 @@ import psutil
 import pytest
 from nats.aio.msg import Msg
 
+from eeveepy.bus.natsserver import EmbeddedNats, NatsUser, find_nats_server
 from eeveepy.errors import NatsServerError
-from eeveepy.natsserver import EmbeddedNats, NatsUser, find_nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ODD_PASSWORD = 'p"a\\s $HOME #x {}\t\u00e9 ]'
@@ -273,7 +273,7 @@ async def test_server_dies_with_its_parent(tmp_path: Path) -> None:
         f"""
         import asyncio, sys
         from pathlib import Path
-        from eeveepy.natsserver import EmbeddedNats
+        from eeveepy.bus.natsserver import EmbeddedNats
 
         async def main():
             server = EmbeddedNats(store_dir=Path({str(tmp_path)!r}))

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from eeveepy.bus import BusConfig, barrier, connect
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
 from eeveepy.commands import rejected_subject, sync_subject
-from eeveepy.ipc import Ipc
-from eeveepy.models import (
+from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
     CommandRegistration,
@@ -36,8 +36,8 @@ from eeveepy.models import (
     OutgoingMessage,
     Ready,
 )
-from eeveepy.runtime import kv_bucket_name
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.operator import kv_bucket_name
 from tests.operator_procs import OperatorProc, contract_env
 
 WAIT = 5.0
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLS = """
 import asyncio, json
 from eeveepy import Operator
-from eeveepy.models import RateLimit
+from eeveepy.protocol.models import RateLimit
 
 op = Operator(name="tools")
 
@@ -80,7 +80,7 @@ op.run([])
 # Registers `keep` once at start and never again: it does not answer command.sync.
 KEEPER = """
 from eeveepy import Operator
-from eeveepy.models import CommandInvocation, CommandRegistration, CommandResult, Envelope
+from eeveepy.protocol.models import CommandInvocation, CommandRegistration, CommandResult, Envelope
 
 op = Operator(name="keeper")
 

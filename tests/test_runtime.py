@@ -26,9 +26,9 @@ import pytest_asyncio
 from pydantic import BaseModel
 
 from eeveepy import Operator
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import (
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.protocol.models import (
     Body,
     ChatMessage,
     ChatUser,
@@ -41,8 +41,8 @@ from eeveepy.models import (
     Pong,
     Ready,
 )
-from eeveepy.runtime import EXIT_CONFIG, EXIT_UNAVAILABLE, OperatorState, kv_bucket_name
-from eeveepy.subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.operator import EXIT_CONFIG, EXIT_UNAVAILABLE, OperatorState, kv_bucket_name
 from tests.operator_procs import contract_env
 
 WAIT = 5.0

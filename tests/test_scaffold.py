@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from eeveepy import scaffold
-from eeveepy.cli import main
+from eeveepy.cli import scaffold
+from eeveepy.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "greeter_xq"  # unlikely to be importable already

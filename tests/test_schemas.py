@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from eeveepy import schema
-from eeveepy.codec import EnvelopeDecoder, EnvelopeEncoder, dead_letter
-from eeveepy.models import (
+from eeveepy.protocol import schema
+from eeveepy.protocol.codec import EnvelopeDecoder, EnvelopeEncoder, dead_letter
+from eeveepy.protocol.models import (
     BODY_MODELS,
     Body,
     ChatEvent,
@@ -43,8 +43,8 @@ from eeveepy.models import (
     Ready,
     SupervisorStatus,
 )
-from eeveepy.subjects import KINDS as SUBJECT_KINDS
-from eeveepy.supervisor import Supervisor
+from eeveepy.protocol.subjects import KINDS as SUBJECT_KINDS
+from eeveepy.supervisor.core import Supervisor
 
 ROOT = Path(__file__).parents[1]
 SCHEMAS = ROOT / "schemas"
@@ -190,7 +190,7 @@ def _encode(body: Body, headers: dict[str, str] | None = None) -> bytes:
 def test_checked_in_schemas_match_the_models() -> None:
     problems = schema.drift(SCHEMAS)
     assert problems == [], (
-        "schemas/ is out of date with eeveepy.models; run `make schemas` and commit the result:\n"
+        "schemas/ is out of date with the models; run `make schemas` and commit the result:\n"
         + "\n".join(f"  schemas/{p}" for p in problems)
     )
 

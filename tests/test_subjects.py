@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from eeveepy.errors import EeveeError, SubjectError
-from eeveepy.subjects import (
+from eeveepy.protocol.subjects import (
     KINDS,
     SAFE_CHARS,
     ParsedSubject,

@@ -86,7 +86,7 @@ class Shared:
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
-    """bash (the bash operator), hooks (Python, eeveepy.runtime) and echo (a module)."""
+    """bash (the bash operator), hooks (Python, eeveepy.runtime.operator) and echo (a module)."""
     root = tmp_path_factory.mktemp("shared")
     record = root / "hooks.jsonl"
     operators = {

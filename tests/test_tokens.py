@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from nats.js.kv import _is_key_valid
 
 from eeveepy.errors import IrreversibleTokenError, SubjectError
-from eeveepy.subjects import SAFE_CHARS, Subjects
-from eeveepy.tokens import (
+from eeveepy.protocol.subjects import SAFE_CHARS, Subjects
+from eeveepy.protocol.tokens import (
     DIGEST_LENGTH,
     MAX_TOKEN_LENGTH,
     decode_token,

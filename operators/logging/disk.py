@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from eeveepy.errors import SubjectError
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.subjects import validate_operator_id
 
 from .settings import BUCKETS
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from eeveepy.codec import EnvelopeDecoder, EnvelopeEncoder, dead_letter
 from eeveepy.errors import EnvelopeError, SubjectError
-from eeveepy.models import LogRecord
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.codec import EnvelopeDecoder, EnvelopeEncoder, dead_letter
+from eeveepy.protocol.models import LogRecord
+from eeveepy.protocol.subjects import validate_operator_id
 
 from .disk import DiskFile, prune_order, scan
 from .settings import BUCKETS, INVALID_NAME, UNKNOWN_NAME, LoggingSettings, resolve_directory

@@ -23,12 +23,12 @@ from typing import Final
 
 from nats.aio.msg import Msg
 
-from eeveepy.codec import EnvelopeDecoder
+from eeveepy.bus.ipc import Ipc
 from eeveepy.errors import EnvelopeError, SubjectError
-from eeveepy.ipc import Ipc
 from eeveepy.logs import SUPERVISOR_SOURCE
-from eeveepy.models import Ping, SupervisorStatus
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.codec import EnvelopeDecoder
+from eeveepy.protocol.models import Ping, SupervisorStatus
+from eeveepy.protocol.subjects import validate_operator_id
 
 ASK_AGAIN: Final = 2.0
 """Seconds between asks prompted by events of ids not known yet, at least."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from eeveepy.logs import SUPERVISOR_SOURCE
-from eeveepy.runtime import Operator
+from eeveepy.runtime.operator import Operator
 
 from .files import BatchResult, LogFiles, Pruned
 from .known import ASK_AGAIN, STATE_FILE, KnownIds, ask_supervisors

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from eeveepy.errors import SubjectError
 from eeveepy.paths import Paths
-from eeveepy.subjects import validate_operator_id
+from eeveepy.protocol.subjects import validate_operator_id
 
 DURABLE: Final = "logging-files"
 """Name of the durable JetStream consumer that remembers what has been written."""

@@ -19,11 +19,11 @@ from typing import Any
 
 import structlog
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import ChatMessage, ChatUser, Ping, Pong
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.subjects import Subjects
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.protocol.models import ChatMessage, ChatUser, Ping, Pong
+from eeveepy.protocol.subjects import Subjects
 
 PENDING = 1_000_000
 SUBJECT_ROOM = "#ops"
@@ -207,7 +207,7 @@ async def _parse_cost(mode: str, count: int) -> float:
     """
     from nats.protocol.parser import Parser
 
-    from eeveepy.bus import EeveeClient
+    from eeveepy.bus.client import EeveeClient
 
     nc = EeveeClient()
     parser = Parser(nc)

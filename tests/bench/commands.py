@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import ChatMessage, ChatUser, Envelope, OutgoingMessage, Ready
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.streams import ensure_chat_in_stream
-from eeveepy.subjects import Subjects
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.bus.streams import ensure_chat_in_stream
+from eeveepy.protocol.models import ChatMessage, ChatUser, Envelope, OutgoingMessage, Ready
+from eeveepy.protocol.subjects import Subjects
 from tests.operator_procs import spawn_operator
 
 PREFIX = "bench"

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eeveepy.natsserver import EmbeddedNats
+from eeveepy.bus.natsserver import EmbeddedNats
 from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
 from tests.operator_procs import spawn_operator
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import psutil
 
-from eeveepy.bus import BusConfig, connect
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.ipc import Ipc
 from eeveepy.config import Config, OperatorConfig, PathsConfig, SupervisorConfig
 from eeveepy.errors import EeveeError
-from eeveepy.ipc import Ipc
-from eeveepy.models import Ping, Pong
-from eeveepy.process import State
-from eeveepy.subjects import Subjects
-from eeveepy.supervisor import Supervisor, read_state
+from eeveepy.protocol.models import Ping, Pong
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.supervisor.core import Supervisor, read_state
+from eeveepy.supervisor.process import State
 
 MODULE = "tests.operators.null_operator"
 

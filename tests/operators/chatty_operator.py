@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from eeveepy.runtime import Operator
+from eeveepy.runtime.operator import Operator
 
 
 def main() -> None:

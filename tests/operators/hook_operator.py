@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-from eeveepy.runtime import Operator
+from eeveepy.runtime.operator import Operator
 
 
 def main() -> None:

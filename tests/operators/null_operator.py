@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eeveepy.runtime import Operator
+from eeveepy.runtime.operator import Operator
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from .errors import BusError
-from .subjects import validate_prefix
+from eeveepy.errors import BusError
+from eeveepy.protocol.subjects import validate_prefix
 
 CHAT_MAX_AGE = 600.0
 """Seconds an unconsumed chat message is kept (its consumer was down longer: it is dropped)."""

@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
-from .errors import NatsServerError
-from .natsserver import EmbeddedNats
-from .process import Backoff, cancel_and_wait
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.errors import NatsServerError
+from eeveepy.supervisor.process import Backoff, cancel_and_wait
 
 __all__ = ["BusWatch"]
 

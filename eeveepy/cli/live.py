@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .models import Health, OperatorStatus
+from eeveepy.protocol.models import Health, OperatorStatus
 
 _COLORS = {
     "RUNNING": "\033[32m",

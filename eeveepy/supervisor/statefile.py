@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import SupervisorError
-from .paths import Paths
+from eeveepy.errors import SupervisorError
+from eeveepy.paths import Paths
 
 __all__ = ["read_state", "remove_state", "write_state"]
 

@@ -42,7 +42,13 @@ from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
 from eeveepy.errors import IrreversibleTokenError, SubjectError
-from eeveepy.tokens import MAX_TOKEN_LENGTH, SAFE_CHARS, decode_token, encode_token, kv_token
+from eeveepy.protocol.tokens import (
+    MAX_TOKEN_LENGTH,
+    SAFE_CHARS,
+    decode_token,
+    encode_token,
+    kv_token,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",

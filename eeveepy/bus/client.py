@@ -13,7 +13,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BusError
+from eeveepy.errors import BusError
 
 
 class BusConfig(BaseModel):

@@ -44,10 +44,10 @@ from typing import Any, Final, TextIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .codec import IdFactory
-from .errors import ConfigError, EeveeError
-from .ipc import Ipc, Subscription
-from .models import (
+from eeveepy.bus.ipc import Ipc, Subscription
+from eeveepy.errors import ConfigError, EeveeError
+from eeveepy.protocol.codec import IdFactory
+from eeveepy.protocol.models import (
     ChatEvent,
     ChatEventType,
     ChatMessage,
@@ -56,7 +56,7 @@ from .models import (
     MessageStyle,
     OutgoingMessage,
 )
-from .subjects import encode_token
+from eeveepy.protocol.subjects import encode_token
 
 __all__ = [
     "DEFAULT_NETWORK",
@@ -521,7 +521,7 @@ def run_chat(args: argparse.Namespace, client: Connect, paths: Any) -> int:
 
 def _settings(args: argparse.Namespace) -> ConsoleSettings:
     """The console settings of the configuration in use; defaults when there is none."""
-    from .config import find_config, load_config
+    from eeveepy.config import find_config, load_config
 
     try:
         path = find_config(Path(args.config) if getattr(args, "config", None) else None)

@@ -17,9 +17,9 @@ from typing import Any
 
 import structlog
 
-from . import __version__
-from .errors import ConfigError, EeveeError
-from .scaffold import add_new_parser
+from eeveepy import __version__
+from eeveepy.cli.scaffold import add_new_parser
+from eeveepy.errors import ConfigError, EeveeError
 
 
 def _configure_logging(json_logs: bool = False, level: str = "info") -> None:
@@ -45,15 +45,15 @@ def _configure_logging(json_logs: bool = False, level: str = "info") -> None:
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
-    from .config import find_config
+    from eeveepy.config import find_config
 
     return find_config(Path(args.config) if args.config else None)
 
 
 def _paths(args: argparse.Namespace) -> Any:
     """The installation's paths: from the configuration when there is one."""
-    from .config import load_config
-    from .paths import Paths
+    from eeveepy.config import load_config
+    from eeveepy.paths import Paths
 
     try:
         path = _config_path(args)
@@ -77,8 +77,8 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .supervisor import Supervisor
+    from eeveepy.config import load_config
+    from eeveepy.supervisor.core import Supervisor
 
     try:
         config = load_config(_config_path(args))
@@ -88,8 +88,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "eevee: nothing started; fix the configuration (`eevee config check`)", file=sys.stderr
         )
         return 2
-    from .live import LiveStatus
-    from .logs import configure_supervisor_logging
+    from eeveepy.cli.live import LiveStatus
+    from eeveepy.logs import configure_supervisor_logging
 
     supervisor = Supervisor(config)
     live = None
@@ -124,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
     """Connect to the running supervisor's bus (see :func:`eeveepy.cliclient.connect_cli`)."""
-    from .cliclient import connect_cli
+    from eeveepy.cli.client import connect_cli
 
     return await connect_cli(
         _paths(args), note=lambda text: print(f"eevee: {text}", file=sys.stderr)
@@ -132,16 +132,16 @@ async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
 
 
 def _table(operators: Sequence[Any], color: bool) -> str:
-    from .live import ps_table
+    from eeveepy.cli.live import ps_table
 
     return ps_table(operators, color)
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from .models import Ping, SupervisorStatus
+    from eeveepy.protocol.models import Ping, SupervisorStatus
 
     async def go() -> SupervisorStatus:
-        from .cliclient import ask_supervisor
+        from eeveepy.cli.client import ask_supervisor
 
         nc, ipc, to = await _client(args)
         try:
@@ -160,10 +160,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from .models import Control, ControlAction, ControlResult
+    from eeveepy.protocol.models import Control, ControlAction, ControlResult
 
     async def go() -> ControlResult:
-        from .cliclient import ask_supervisor
+        from eeveepy.cli.client import ask_supervisor
 
         nc, ipc, to = await _client(args)
         try:
@@ -193,14 +193,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     import psutil
 
-    from .errors import BusDownError
-    from .models import Control, ControlAction, ControlResult
-    from .supervisor import read_state
+    from eeveepy.errors import BusDownError
+    from eeveepy.protocol.models import Control, ControlAction, ControlResult
+    from eeveepy.supervisor.core import read_state
 
     state = read_state(_paths(args))
 
     async def go() -> ControlResult:
-        from .cliclient import ask_supervisor
+        from eeveepy.cli.client import ask_supervisor
 
         nc, ipc, to = await _client(args)
         try:
@@ -234,7 +234,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from .logs import LogFilter, level_from_name, parse_since, read_logs, render
+    from eeveepy.logs import LogFilter, level_from_name, parse_since, read_logs, render
 
     flt = LogFilter(
         operators=list(args.operator or []),
@@ -266,13 +266,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from .chat import run_chat
+    from eeveepy.cli.chat import run_chat
 
     return run_chat(args, _client, _paths(args))
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from .config import check_config
+    from eeveepy.config import check_config
 
     path = _config_path(args)
     problems = check_config(path)
@@ -296,7 +296,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from . import schema
+    from eeveepy.protocol import schema
 
     if args.check:
         problems = schema.drift(Path(args.out))

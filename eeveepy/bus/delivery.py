@@ -33,7 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
-from .errors import BusError, DeliveryError
+from eeveepy.errors import BusError, DeliveryError
 
 ACK_WAIT = 5.0
 """Seconds the server waits for an acknowledgement before delivering a message again."""

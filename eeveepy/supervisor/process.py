@@ -31,12 +31,11 @@ from typing import Any, Literal, Protocol
 import psutil
 import structlog
 
-from .config import OperatorConfig, RestartPolicy
-from .errors import BusError
-from .forkserver import ForkServer, ForkServerError
-from .ipc import Ipc
-from .logs import record_from_line, relay_record
-from .models import (
+from eeveepy.bus.ipc import Ipc
+from eeveepy.config import OperatorConfig, RestartPolicy
+from eeveepy.errors import BusError
+from eeveepy.logs import record_from_line, relay_record
+from eeveepy.protocol.models import (
     Control,
     ControlAction,
     ControlResult,
@@ -46,6 +45,7 @@ from .models import (
     Ping,
     Pong,
 )
+from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
 
 EX_CONFIG = 78  # the operator says its settings are invalid: restarting will not help
 

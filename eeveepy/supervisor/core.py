@@ -26,15 +26,15 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NatsClient
 
-from .bus import BusConfig, connect
-from .buswatch import BusWatch
-from .config import Config, OperatorConfig, load_config
-from .errors import BusError, ConfigError, EeveeError, NatsServerError, SupervisorError
-from .forkserver import ForkServer, ForkServerError
-from .ipc import Ipc
-from .leases import Leases
-from .logs import LogShipper, ensure_log_stream
-from .models import (
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
+from eeveepy.bus.streams import ensure_chat_streams
+from eeveepy.config import Config, OperatorConfig, load_config
+from eeveepy.errors import BusError, ConfigError, EeveeError, NatsServerError, SupervisorError
+from eeveepy.logs import LogShipper, ensure_log_stream
+from eeveepy.paths import Paths
+from eeveepy.protocol.models import (
     Control,
     ControlAction,
     ControlResult,
@@ -43,12 +43,12 @@ from .models import (
     Ready,
     SupervisorStatus,
 )
-from .natsserver import EmbeddedNats, NatsUser
-from .paths import Paths
-from .process import OperatorProcess, State, cancel_and_wait
-from .statefile import read_state, remove_state, write_state
-from .streams import ensure_chat_streams
-from .subjects import Subjects
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.supervisor.buswatch import BusWatch
+from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
+from eeveepy.supervisor.leases import Leases
+from eeveepy.supervisor.process import OperatorProcess, State, cancel_and_wait
+from eeveepy.supervisor.statefile import read_state, remove_state, write_state
 
 SUPERVISOR_USER = "eevee-supervisor"
 CLI_USER = "eevee-cli"

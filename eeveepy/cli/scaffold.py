@@ -29,7 +29,7 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
-from .errors import EeveeError
+from eeveepy.errors import EeveeError
 
 __all__ = [
     "InvalidNameError",
@@ -222,11 +222,11 @@ import json
 from pathlib import Path
 
 from eeveepy import ChatMessage, ChatUser, CommandInvocation, OutgoingMessage
-from eeveepy.bus import BusConfig, barrier, connect
-from eeveepy.ipc import Ipc
-from eeveepy.models import CommandResult, Ready
-from eeveepy.natsserver import EmbeddedNats
-from eeveepy.subjects import Subjects
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats
+from eeveepy.protocol.models import CommandResult, Ready
+from eeveepy.protocol.subjects import Subjects
 
 from ${name}.operator import create
 

@@ -17,8 +17,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import EnvelopeError
-from .models import Body, DeadLetter, Envelope
+from eeveepy.errors import EnvelopeError
+from eeveepy.protocol.models import Body, DeadLetter, Envelope
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -15,12 +15,12 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .delivery import Handling, Once
-from .ipc import Subscription
-from .models import Envelope, OutgoingMessage
+from eeveepy.bus.delivery import Handling, Once
+from eeveepy.bus.ipc import Subscription
+from eeveepy.protocol.models import Envelope, OutgoingMessage
 
 if TYPE_CHECKING:
-    from .runtime import Operator
+    from eeveepy.runtime.operator import Operator
 
 Send = Callable[[Envelope[OutgoingMessage]], Awaitable[None] | None]
 """Hands one message to the platform; an awaitable result completes once it was sent."""

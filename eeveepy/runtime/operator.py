@@ -51,13 +51,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 from structlog.typing import FilteringBoundLogger
 
-from .bus import BusConfig, barrier, connect
-from .errors import BusError, ConfigError, EeveeError, OperatorError, SubjectError
-from .health import OperatorHealth
-from .ipc import Ipc, Subscription
-from .kvstore import Bucket, KvStore
-from .logs import configure_operator_logging
-from .models import (
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.ipc import Ipc, Subscription
+from eeveepy.errors import BusError, ConfigError, EeveeError, OperatorError, SubjectError
+from eeveepy.logs import configure_operator_logging
+from eeveepy.paths import Paths
+from eeveepy.protocol.models import (
     ChatMessage,
     Control,
     ControlAction,
@@ -69,8 +68,14 @@ from .models import (
     Pong,
     Ready,
 )
-from .paths import Paths
-from .subjects import DEFAULT_PREFIX, Subjects, validate_operator_id, validate_prefix
+from eeveepy.protocol.subjects import (
+    DEFAULT_PREFIX,
+    Subjects,
+    validate_operator_id,
+    validate_prefix,
+)
+from eeveepy.runtime.health import OperatorHealth
+from eeveepy.runtime.kvstore import Bucket, KvStore
 
 __all__ = [
     "ENV_CACHE_DIR",
@@ -438,7 +443,7 @@ class Operator(Generic[S]):
 
     def command(self, name: str, **options: Any) -> Callable[[T], T]:
         """Decorator: serve the chat command ``name`` (see :func:`eeveepy.commands.command`)."""
-        from .commands import command
+        from eeveepy.commands import command
 
         return command(self, name, **options)
 

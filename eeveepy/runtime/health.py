@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
-from .models import MAX_PROBLEM_LENGTH
-from .models import Health as HealthState
+from eeveepy.protocol.models import MAX_PROBLEM_LENGTH
+from eeveepy.protocol.models import Health as HealthState
 
 __all__ = ["HealthState", "OperatorHealth"]
 

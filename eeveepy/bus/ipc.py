@@ -34,10 +34,15 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from nats.errors import NoRespondersError as NatsNoResponders
 from nats.errors import TimeoutError as NatsTimeout
 
-from .bus import EeveeClient
-from .codec import AnyEnvelopeDecoder, EnvelopeDecoder, EnvelopeEncoder, dead_letter
-from .delivery import Deliveries, Delivery, StreamFinder, open_consumer, publish_stored
-from .errors import (
+from eeveepy.bus.client import EeveeClient
+from eeveepy.bus.delivery import (
+    Deliveries,
+    Delivery,
+    StreamFinder,
+    open_consumer,
+    publish_stored,
+)
+from eeveepy.errors import (
     BusError,
     EnvelopeError,
     NoRespondersError,
@@ -46,8 +51,9 @@ from .errors import (
     RemoteError,
     RequestTimeoutError,
 )
-from .models import Body, Envelope, ErrorReply
-from .subjects import Subjects
+from eeveepy.protocol.codec import AnyEnvelopeDecoder, EnvelopeDecoder, EnvelopeEncoder, dead_letter
+from eeveepy.protocol.models import Body, Envelope, ErrorReply
+from eeveepy.protocol.subjects import Subjects
 
 B = TypeVar("B", bound=Body)
 Handler = Callable[[Any], Awaitable[Any] | Any]

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 
-from .bus import BusConfig, connect
-from .errors import BusDownError, BusError, NoRespondersError
-from .ipc import Ipc
-from .models import Body, Envelope
-from .paths import Paths
-from .subjects import Subjects
-from .supervisor import SUPERVISOR_HEADER, read_state
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.errors import BusDownError, BusError, NoRespondersError
+from eeveepy.paths import Paths
+from eeveepy.protocol.models import Body, Envelope
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.supervisor.core import SUPERVISOR_HEADER, read_state
 
 __all__ = ["BUS_WAIT", "ask_supervisor", "connect_cli"]
 

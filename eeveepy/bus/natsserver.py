@@ -31,8 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from eeveepy.errors import NatsServerError
-from eeveepy.natsconf import (
+from eeveepy.bus.natsconf import (
     INSTALL_HINT,
     NatsUser,
     check_config,
@@ -40,6 +39,7 @@ from eeveepy.natsconf import (
     find_nats_server,
     render_config,
 )
+from eeveepy.errors import NatsServerError
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "EmbeddedNats", "NatsUser", "find_nats_server"]
 

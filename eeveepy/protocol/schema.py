@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .models import BODY_MODELS, Envelope
+from eeveepy.protocol.models import BODY_MODELS, Envelope
 
 
 def schemas() -> dict[str, dict[str, Any]]:

@@ -36,9 +36,14 @@ from typing import Any
 
 import structlog
 
-from .errors import EeveeError
+from eeveepy.errors import EeveeError
 
-PRELOAD = ("eeveepy.runtime", "eeveepy.ipc", "eeveepy.bus", "eeveepy.models")
+PRELOAD = (
+    "eeveepy.runtime.operator",
+    "eeveepy.bus.ipc",
+    "eeveepy.bus.client",
+    "eeveepy.protocol.models",
+)
 MAX_FDS = 2
 
 
@@ -171,7 +176,7 @@ def _child(
 
 
 def main() -> None:  # pragma: no cover - child
-    """Entry point of the server process: ``python -m eeveepy.forkserver FD [MODULE...]``."""
+    """The server process: ``python -m eeveepy.supervisor.forkserver FD [MODULE...]``."""
     fd = int(sys.argv[1])
     sock = socket.socket(fileno=fd)
     _serve(sock, [*PRELOAD, *sys.argv[2:]])
@@ -232,7 +237,13 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
-                [sys.executable, "-m", "eeveepy.forkserver", str(theirs.fileno()), *self.preload],
+                [
+                    sys.executable,
+                    "-m",
+                    "eeveepy.supervisor.forkserver",
+                    str(theirs.fileno()),
+                    *self.preload,
+                ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,

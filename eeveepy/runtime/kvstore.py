@@ -39,8 +39,8 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from structlog.typing import FilteringBoundLogger
 
-from .errors import StoreError
-from .health import OperatorHealth
+from eeveepy.errors import StoreError
+from eeveepy.runtime.health import OperatorHealth
 
 __all__ = ["Bucket", "KvStore", "Update"]
 

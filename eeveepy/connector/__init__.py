@@ -1,0 +1,1 @@
+"""The connector kit: what every chat connector needs that is not the platform."""

@@ -1,0 +1,1 @@
+"""The wire protocol: envelope models, their JSON codec, subjects and tokens, JSON Schemas."""

@@ -1,0 +1,1 @@
+"""The operator runtime: the process contract, settings, lifecycle, key-value store, health."""
