@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from eeveepy.errors import BusError
+from eeveepy.tls import client_context
 
 
 class BusConfig(BaseModel):
@@ -65,18 +65,6 @@ class EeveeClient(NatsClient):
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
         fast(subject, reply, data)
-
-
-def _tls_context(cfg: BusConfig) -> ssl.SSLContext | None:
-    if not (cfg.tls_ca or cfg.tls_cert or (cfg.url or "").startswith("tls://")):
-        return None
-    ctx = ssl.create_default_context(cafile=str(cfg.tls_ca) if cfg.tls_ca else None)
-    if cfg.tls_cert:
-        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key) if cfg.tls_key else None)
-    if not cfg.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 async def connect(
@@ -145,9 +133,10 @@ async def connect(
         options["token"] = cfg.token
     if cfg.creds_file:
         options["user_credentials"] = str(cfg.creds_file)
-    tls = _tls_context(cfg)
-    if tls is not None:
-        options["tls"] = tls
+    if cfg.tls_ca or cfg.tls_cert or (cfg.url or "").startswith("tls://"):
+        options["tls"] = client_context(
+            ca_file=cfg.tls_ca, verify=cfg.tls_verify, cert=cfg.tls_cert, key=cfg.tls_key
+        )
     nc = EeveeClient()
     try:
         # With reconnects allowed nats-py keeps retrying a refused first connect: bound it.

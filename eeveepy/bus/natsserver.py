@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from eeveepy.aio import die_with_parent
 from eeveepy.bus.natsconf import (
     INSTALL_HINT,
     NatsUser,
@@ -186,7 +185,7 @@ class EmbeddedNats:
                     stderr=subprocess.STDOUT,
                     cwd=self._store_dir,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent_fn(),
+                    preexec_fn=die_with_parent(),
                 )
         except OSError as exc:
             raise NatsServerError(
@@ -453,30 +452,6 @@ class EmbeddedNats:
         if "parse error" in log or "config" in log:
             return f"the generated configuration {self.config_path} was rejected"
         return f"see the full log in {self.log_path}"
-
-
-def _die_with_parent_fn() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child receive SIGKILL when its parent dies (Linux).
-
-    libc is loaded here, in the parent, so the child only makes the ``prctl`` call. Note that
-    the death signal fires when the *thread* that forked the child exits: start the server
-    from a long-lived thread (the event loop's), never from a short-lived worker thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
 
 
 async def _wait_exit(

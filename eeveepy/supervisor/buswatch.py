@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.aio import Backoff, cancel_and_wait
 from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.errors import NatsServerError
-from eeveepy.supervisor.process import Backoff, cancel_and_wait
 
 __all__ = ["BusWatch"]
 

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 from nats.aio.client import Client as NatsClient
 
+from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.client import BusConfig, connect
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
@@ -47,7 +48,7 @@ from eeveepy.protocol.subjects import Subjects
 from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
 from eeveepy.supervisor.leases import Leases
-from eeveepy.supervisor.process import OperatorProcess, State, cancel_and_wait
+from eeveepy.supervisor.process import OperatorProcess, State
 from eeveepy.supervisor.statefile import read_state, remove_state, write_state
 
 SUPERVISOR_USER = "eevee-supervisor"

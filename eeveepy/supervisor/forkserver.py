@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import json
 import os
@@ -31,11 +30,12 @@ import socket
 import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
+from eeveepy.aio import die_with_parent
 from eeveepy.errors import EeveeError
 
 PRELOAD = (
@@ -49,12 +49,6 @@ MAX_FDS = 2
 
 class ForkServerError(EeveeError):
     """The fork server could not be started or could not spawn."""
-
-
-def _die_with_parent(sig: int = signal.SIGKILL) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig)  # PR_SET_PDEATHSIG
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +107,7 @@ def _spawn(
     sock: socket.socket, rfd: int, wfd: int, request: dict[str, Any], fds: list[int]
 ) -> None:  # pragma: no cover - child
     n = request.get("spawn")
+    tie = die_with_parent()  # built here: the child's parent is this server
     try:
         pid = os.fork()
     except OSError as exc:
@@ -121,19 +116,25 @@ def _spawn(
         sock.sendall(json.dumps({"spawned": n, "error": str(exc)}).encode() + b"\n")
         return
     if pid == 0:
-        _child(sock, rfd, wfd, request, fds)
+        _child(sock, rfd, wfd, request, fds, tie)
     for fd in fds:
         os.close(fd)
     sock.sendall(json.dumps({"spawned": n, "pid": pid}).encode() + b"\n")
 
 
 def _child(
-    sock: socket.socket, rfd: int, wfd: int, request: dict[str, Any], fds: list[int]
+    sock: socket.socket,
+    rfd: int,
+    wfd: int,
+    request: dict[str, Any],
+    fds: list[int],
+    tie: Callable[[], None] | None,
 ) -> None:  # pragma: no cover - child
     code = 1
     try:
         os.setsid()
-        _die_with_parent()
+        if tie is not None:
+            tie()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -247,7 +248,7 @@ class ForkServer:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         finally:
             theirs.close()

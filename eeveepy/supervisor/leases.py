@@ -22,7 +22,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from structlog.typing import FilteringBoundLogger
 
-from eeveepy.supervisor.process import cancel_and_wait
+from eeveepy.aio import cancel_and_wait
 
 __all__ = ["Leases"]
 

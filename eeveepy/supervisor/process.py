@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -31,6 +29,7 @@ from typing import Any, Literal, Protocol
 import psutil
 import structlog
 
+from eeveepy.aio import Backoff, cancel_and_wait, die_with_parent
 from eeveepy.bus.ipc import Ipc
 from eeveepy.config import OperatorConfig, RestartPolicy
 from eeveepy.errors import BusError
@@ -63,34 +62,6 @@ class State(StrEnum):
     FATAL = "FATAL"
 
 
-class Backoff:
-    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum``."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The next delay, in seconds (between half and all of the current step)."""
-        step = min(self.maximum, self.initial * (2**self.attempt))
-        self.attempt += 1
-        return float(step * random.uniform(0.5, 1.0))
-
-    def reset(self) -> None:
-        """Start again from ``initial``."""
-        self.attempt = 0
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the supervisor dies; own process group."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
-
-
 class Child(Protocol):
     """What the supervisor needs of a process: asyncio's Process, or a forked child."""
 
@@ -106,21 +77,6 @@ class Child(Protocol):
     async def wait(self) -> int: ...
 
     def send_signal(self, signal: int) -> None: ...
-
-
-async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> None:
-    """Cancel ``task`` and wait (bounded) until it has ended.
-
-    One ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` swallows a
-    cancellation that arrives just as the future it awaits completes (fixed in 3.12), and the
-    task then goes on, e.g. into its next ``await`` forever. So cancel again until it ends.
-    """
-    deadline = time.monotonic() + timeout
-    while not task.done() and time.monotonic() < deadline:
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved: a failure while stopping is not worth a warning
 
 
 class BusHealth(Protocol):
@@ -571,7 +527,7 @@ class OperatorProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(),
             )
         self._proc = proc
         self.pid = proc.pid

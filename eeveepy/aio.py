@@ -1,0 +1,85 @@
+"""Task and process helpers used across the library: one of each.
+
+- :func:`cancel_and_wait`: cancel a task and wait, bounded, until it has really ended.
+- :class:`Backoff`: exponential backoff with jitter, reset after a healthy period.
+- :func:`die_with_parent`: a ``preexec_fn`` tying a child's life to its parent's (Linux).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> None:
+    """Cancel ``task`` and wait (bounded) until it has ended.
+
+    One ``cancel()`` is not enough on Python 3.11: ``asyncio.wait_for`` swallows a
+    cancellation that arrives just as the future it awaits completes (fixed in 3.12), and the
+    task then goes on, e.g. into its next ``await`` forever. So cancel again until it ends.
+    """
+    deadline = time.monotonic() + timeout
+    while not task.done() and time.monotonic() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved: a failure while stopping is not worth a warning
+
+
+class Backoff:
+    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum``.
+
+    Each delay is between half and all of the current step (so that many clients restarted
+    together do not come back together); :meth:`reset` starts again from ``initial``, e.g.
+    after a healthy period.
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, rnd: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.attempt = 0
+        self._rnd = rnd
+
+    def next(self) -> float:
+        """The next delay, in seconds."""
+        step = min(self.maximum, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return float(step * (0.5 + 0.5 * self._rnd()))
+
+    def reset(self) -> None:
+        """Start again from ``initial``."""
+        self.attempt = 0
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which the child gets ``sig`` when its parent dies (Linux).
+
+    libc is loaded here, in the parent, so the child only makes the ``prctl`` call. The death
+    signal fires when the *thread* that forked the child exits: fork from a long-lived thread
+    (the event loop's), never from a short-lived worker thread. None where not supported.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
