@@ -32,8 +32,8 @@ from eeveepy.protocol.models import ChatMessage, ChatUser, Envelope, OutgoingMes
 from eeveepy.protocol.subjects import Subjects
 from tests.supervisor_fixtures import System, system_factory, wait_for
 
-COMMANDS = 300
-PACE = 0.01
+COMMANDS = 500
+PACE = 0.006
 """Seconds between two commands: the traffic lasts about 3 s."""
 
 
