@@ -10,6 +10,7 @@ kept meanwhile is stored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -61,13 +62,16 @@ async def test_the_watch_turns_jetstream_back_on_and_ensures_the_streams(tmp_pat
         await kv.put("k", b"before")
         with capture_logs() as logs, immutable(store, recursive=True):
             watch.start()
-            await nc.publish("$KV.kept.k", b"refused")  # (no ack awaited: the server fails it)
-            await nc.flush()
-            await _eventually(lambda: bool(watch.warnings), 5)
-            (warning,) = watch.warnings
-            assert warning.startswith("JetStream disabled on the embedded nats-server since ")
-            assert "operation not permitted" in warning  # the server's own words, from its log
-            assert f"free space on its disk or make {store} writable" in warning
+            with immutable(server.config_path.parent):  # the whole state dir, for a moment
+                await nc.publish("$KV.kept.k", b"refused")  # (no ack awaited: it fails it)
+                await nc.flush()
+                await _eventually(lambda: bool(watch.warnings), 5)
+                (warning,) = watch.warnings
+                assert warning.startswith("JetStream disabled on the embedded nats-server since")
+                assert "operation not permitted" in warning  # the server's words, from its log
+                assert f"free space on its disk or make {store} writable" in warning
+                await _eventually(lambda: any("cannot reload" in e["event"] for e in logs), 5)
+                await asyncio.sleep(0.5)  # more reloads fail, unsaid
             # The store loses the chat input stream meanwhile; its top directory stays
             # read-only, so JetStream cannot start yet (reloads keep coming, in vain).
             chattr("-R", "-i", str(store / "$G"))
@@ -89,13 +93,16 @@ async def test_the_watch_turns_jetstream_back_on_and_ensures_the_streams(tmp_pat
         await nc.close()
         await server.stop()
     said = [(e["log_level"], e["event"]) for e in logs if "JetStream" in e["event"]]
-    assert len(said) == 2, said  # once when it went off, once when it came back
+    assert len(said) == 3, said  # once when it went off, once when it came back
     assert said[0][0] == "error"
     assert said[0][1].startswith("JetStream is disabled on the embedded nats-server (")
     assert "free space on its disk or make" in said[0][1]
-    assert said[1] == ("warning", "JetStream is back on the embedded nats-server")
-    back = next(e for e in logs if e["event"] == said[1][1])
-    assert back["reloads"] >= 2
+    assert said[1][0] == "warning"
+    assert said[1][1].startswith("cannot reload the nats-server configuration")
+    assert "Operation not permitted" in logs[[e["event"] for e in logs].index(said[1][1])]["error"]
+    assert said[2] == ("warning", "JetStream is back on the embedded nats-server")
+    back = next(e for e in logs if e["event"] == said[2][1])
+    assert back["reloads"] >= 5
 
 
 # -- under `eevee up` -----------------------------------------------------------------------------

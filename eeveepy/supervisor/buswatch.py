@@ -236,12 +236,19 @@ class BusWatch:
             log=str(server.log_path),
         )
         tries = 0
+        said = False
         while True:
             tries += 1
             try:
                 await server.reload()
-            except NatsServerError as exc:  # (dead or restarting: the other watch's concern)
-                self._log.debug("reload to re-enable JetStream failed", error=str(exc))
+            except NatsServerError as exc:  # e.g. its configuration cannot be written either
+                if server.running and not said:
+                    said = True
+                    self._log.warning(
+                        "cannot reload the nats-server configuration to re-enable JetStream;"
+                        " trying again",
+                        error=str(exc),
+                    )
             if await self._jetstream_on(server):
                 break
             await asyncio.sleep(self._js_backoff.next())
