@@ -62,7 +62,7 @@ async def test_the_watch_turns_jetstream_back_on_and_ensures_the_streams(tmp_pat
         await kv.put("k", b"before")
         with capture_logs() as logs, immutable(store, recursive=True):
             watch.start()
-            with immutable(server.config_path.parent):  # the whole state dir, for a moment
+            with immutable(server.config_path.parent):  # (as in a read-only state dir)
                 await nc.publish("$KV.kept.k", b"refused")  # (no ack awaited: it fails it)
                 await nc.flush()
                 await _eventually(lambda: bool(watch.warnings), 5)
@@ -93,7 +93,7 @@ async def test_the_watch_turns_jetstream_back_on_and_ensures_the_streams(tmp_pat
         await nc.close()
         await server.stop()
     said = [(e["log_level"], e["event"]) for e in logs if "JetStream" in e["event"]]
-    assert len(said) == 3, said  # once when it went off, once when it came back
+    assert len(said) == 3, said  # once each: off, reloads failing, back
     assert said[0][0] == "error"
     assert said[0][1].startswith("JetStream is disabled on the embedded nats-server (")
     assert "free space on its disk or make" in said[0][1]
@@ -141,6 +141,16 @@ async def score(state: dict[str, Any], thing: str) -> int | None:
         await nc.close()
 
 
+async def chat_stored(state: dict[str, Any]) -> list[int]:
+    """How many messages the chat input and output streams have stored so far."""
+    nc = await connect(state)
+    try:
+        names = (chat_in_stream_name(state["prefix"]), chat_out_stream_name(state["prefix"]))
+        return [(await nc.jetstream().stream_info(name)).state.last_seq for name in names]
+    finally:
+        await nc.close()
+
+
 def said(system: System, op_id: str, event: str) -> list[str]:
     """The lines of ``op_id``'s log (through the supervisor's) with ``event``."""
     return [ln for ln in system.log().splitlines() if f"[{op_id}]" in ln and event in ln]
@@ -163,7 +173,7 @@ def test_the_supervisor_turns_jetstream_back_on_by_itself(system: System) -> Non
     with immutable(system.state_dir / "nats" / "jetstream", recursive=True):
         run_async(vote(state, "python++ rust++"))  # the store fails the write
         ps = wait_for(
-            lambda: (ps := system.cli("ps")).stderr and ps, 5, what="a warning from eevee ps"
+            lambda: (ps := system.cli("ps")).stderr and ps, 10, what="a warning from eevee ps"
         )
         assert ps.returncode == 0, ps.stderr
         assert "eevee: warning: JetStream disabled on the embedded nats-server" in ps.stderr
@@ -185,7 +195,11 @@ def test_the_supervisor_turns_jetstream_back_on_by_itself(system: System) -> Non
     ps = system.cli("ps")
     assert "warning" not in ps.stderr, ps.stderr
     assert "DEGRADED" not in ps.stdout
-    assert echo(system, "after")  # the router's stored chat input works again
+    lines, replies = run_async(chat_stored(state))
+    assert echo(system, "after")
+    lines_now, replies_now = run_async(chat_stored(state))
+    assert lines_now > lines  # the chat line was stored
+    assert replies_now > replies  # and so was the reply
 
     log = system.log()
     assert log.count("JetStream is disabled on the embedded nats-server") == 1, log[-3000:]
