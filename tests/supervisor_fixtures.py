@@ -128,17 +128,22 @@ def operator_processes(
 
 
 @contextlib.contextmanager
-def immutable(path: Path) -> Iterator[None]:
-    """``chattr +i path`` (even root cannot create files in it), undone on exit."""
+def immutable(path: Path, *, recursive: bool = False) -> Iterator[None]:
+    """``chattr +i path`` (even root cannot create files in it; ``recursive``: nor write to
+    any file below it), undone on exit. Skips the test where chattr cannot do that."""
     if shutil.which("chattr") is None:
-        pytest.skip("chattr is not installed")
-    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+        pytest.skip("chattr is not installed: cannot make a directory read-only for root")
+    flag = ["-R"] if recursive else []
+    done = subprocess.run(["chattr", *flag, "+i", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
+        subprocess.run(["chattr", *flag, "-i", str(path)], capture_output=True, check=False)
+        pytest.skip(
+            f"chattr +i is not supported here (filesystem or privileges): {done.stderr.strip()}"
+        )
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
+        subprocess.run(["chattr", *flag, "-i", str(path)], check=True)
 
 
 # -- an event loop for the bus, on its own thread -----------------------------------------------

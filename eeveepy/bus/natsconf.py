@@ -2,10 +2,10 @@
 
 :func:`find_nats_server` locates the binary; :func:`render_config` writes the configuration
 :class:`~eeveepy.natsserver.EmbeddedNats` runs with; :func:`check_config` has the binary parse
-a configuration without starting anything (``nats-server -t``); :func:`fetch_varz` reads the
-server's monitoring endpoint, whose ``config_digest`` (the digest ``nats-server -t`` reports for
-the file it loaded) and ``config_load_time`` confirm a reload by the server's own answer, not by
-its log.
+a configuration without starting anything (``nats-server -t``); :func:`fetch_monitor` reads the
+server's monitoring endpoint: ``/varz``, whose ``config_digest`` (the digest ``nats-server -t``
+reports for the file it loaded) and ``config_load_time`` confirm a reload by the server's own
+answer, not by its log, and ``/jsz``, whose ``disabled`` says JetStream is off.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ __all__ = [
     "MONITOR_HOST",
     "NatsUser",
     "check_config",
-    "fetch_varz",
+    "fetch_monitor",
     "find_nats_server",
     "render_config",
+    "write_private",
 ]
 
 _BINARY_NAME = "nats-server"
@@ -149,13 +150,14 @@ async def check_config(binary: Path, path: Path, timeout: float = 10.0) -> str |
     return digest.group(1) if digest else None
 
 
-async def fetch_varz(port: int, timeout: float = 1.0) -> dict[str, Any]:
-    """The server's ``/varz`` from the monitoring endpoint on loopback ``port``.
+async def fetch_monitor(port: int, endpoint: str, timeout: float = 1.0) -> dict[str, Any]:
+    """The server's answer on ``/<endpoint>`` (``varz``, ``jsz``) of the monitoring endpoint on
+    loopback ``port``.
 
     Raises:
         NatsServerError: when it does not answer within ``timeout`` or answers nonsense.
     """
-    url = f"http://{MONITOR_HOST}:{port}/varz"
+    url = f"http://{MONITOR_HOST}:{port}/{endpoint}"
 
     # No proxy: an http_proxy in the environment must not see (or break) a loopback request.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -169,6 +171,14 @@ async def fetch_varz(port: int, timeout: float = 1.0) -> dict[str, Any]:
         return await asyncio.wait_for(asyncio.to_thread(get), timeout + 0.5)
     except (OSError, ValueError, TimeoutError, urllib.error.URLError) as exc:
         raise NatsServerError(f"the nats-server monitor at {url} did not answer: {exc}") from None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 (a configuration holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 def _quote(value: str) -> str:

@@ -4,7 +4,8 @@ The server runs as a child process of the supervisor. It is started in its own s
 Ctrl-C typed at the terminal reaches the supervisor only, and the supervisor decides when to
 stop it; on Linux it is also tied to its parent with ``PR_SET_PDEATHSIG`` so it never outlives a
 supervisor that dies without cleaning up. Its monitoring endpoint listens on a loopback port
-it picks (read from its log, like the client port): reloads are confirmed through it.
+it picks (read from its log, like the client port): reloads are confirmed through it, and it
+says whether JetStream is on (``/jsz``).
 
 Everything it writes lives under ``store_dir``::
 
@@ -34,9 +35,10 @@ from eeveepy.bus.natsconf import (
     INSTALL_HINT,
     NatsUser,
     check_config,
-    fetch_varz,
+    fetch_monitor,
     find_nats_server,
     render_config,
+    write_private,
 )
 from eeveepy.errors import NatsServerError
 
@@ -94,6 +96,7 @@ class EmbeddedNats:
         self._port: int | None = None
         self._monitor_port: int | None = None
         self._log_start = 0  # where the current run's lines begin in the log
+        self._reloading = asyncio.Lock()  # one reload at a time: each confirms its own
 
     # -- properties -------------------------------------------------------------------------
 
@@ -136,6 +139,11 @@ class EmbeddedNats:
     def running(self) -> bool:
         """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def jetstream(self) -> bool:
+        """Whether the server runs with JetStream (it may disable it: see ``/jsz``)."""
+        return self._jetstream
 
     @property
     def max_payload(self) -> int:
@@ -296,30 +304,58 @@ class EmbeddedNats:
         names = [u.user for u in users]
         if len(set(names)) != len(names):
             raise NatsServerError(f"duplicate user names in {names}")
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            self._users = tuple(users)  # applied at the next (re)start
-            return
-        if tuple(users) == self._users:
-            return  # in force already
+        async with self._reloading:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                self._users = tuple(users)  # applied at the next (re)start
+            elif tuple(users) != self._users:  # (else in force already)
+                await self._load(proc, tuple(users), timeout)
+
+    async def reload(self, timeout: float = 5.0) -> None:
+        """Load the configuration in force again, confirmed as in :meth:`set_users`.
+
+        After a write error (disk full, store not writable) nats-server disables JetStream
+        until its configuration is reloaded: this is that reload. ``/jsz`` (:meth:`monitor`)
+        says whether JetStream came back; it stays off while the store is still unusable.
+
+        Raises:
+            NatsServerError: when the server is not running or does not confirm the reload.
+        """
+        async with self._reloading:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise NatsServerError("the embedded nats-server is not running")
+            await self._load(proc, self._users, timeout)
+
+    async def monitor(self, endpoint: str, timeout: float = 1.0) -> dict[str, Any]:
+        """The server's answer on its loopback monitoring ``endpoint`` (``varz``, ``jsz``);
+        :class:`NatsServerError` when it has no monitoring port or does not answer."""
+        if self._monitor_port is None:
+            raise NatsServerError("nats-server has no monitoring port")
+        return await fetch_monitor(self._monitor_port, endpoint, timeout)
+
+    async def _load(
+        self, proc: subprocess.Popen[bytes], users: tuple[NatsUser, ...], timeout: float
+    ) -> None:
+        """Apply the configuration for ``users``; on failure load the one in force again."""
         self._requested_port = self.port  # a reload must not move the server
         new = self._render(users)
         digest = await self._check(new)
-        before = await self._varz(timeout)  # nothing is changed if the server cannot say
+        before = await self.monitor("varz", timeout)  # nothing is changed if the server cannot say
         try:
             await self._apply(proc, new, digest, before, timeout)
         except NatsServerError as exc:
             try:
                 old = self._render(self._users)
                 old_digest = await self._check(old)
-                now = await self._varz(timeout)
+                now = await self.monitor("varz", timeout)
                 await self._apply(proc, old, old_digest, now, max(timeout, 5.0))
             except NatsServerError as again:
                 raise NatsServerError(
                     f"{exc}; and restoring the previous configuration failed too: {again}"
                 ) from None
             raise NatsServerError(f"{exc}; the previous configuration is back in force") from None
-        self._users = tuple(users)
+        self._users = users
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -338,18 +374,13 @@ class EmbeddedNats:
         binary = self._binary if self._binary is not None else find_nats_server()
         check = self.config_path.with_name("check.conf")
         try:
-            _write_private(check, text)
+            write_private(check, text)
             return await check_config(binary, check)
         except OSError as exc:
             raise NatsServerError(f"cannot write {check}: {exc}") from None
         finally:
             with contextlib.suppress(OSError):
                 check.unlink()
-
-    async def _varz(self, timeout: float) -> dict[str, Any]:
-        if self._monitor_port is None:
-            raise NatsServerError("nats-server has no monitoring port: cannot confirm a reload")
-        return await fetch_varz(self._monitor_port, timeout)
 
     async def _apply(
         self,
@@ -370,7 +401,7 @@ class EmbeddedNats:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                varz = await self._varz(max(0.1, min(1.0, remaining)))
+                varz = await self.monitor("varz", max(0.1, min(1.0, remaining)))
             except NatsServerError:
                 varz = {}
             loaded = varz.get("config_load_time")
@@ -396,7 +427,7 @@ class EmbeddedNats:
         conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         conf_dir.chmod(0o700)
         tmp = self.config_path.with_suffix(".tmp")
-        _write_private(tmp, text)
+        write_private(tmp, text)
         tmp.replace(self.config_path)
 
     def _log_size(self) -> int:
@@ -464,11 +495,3 @@ async def _wait_exit(
             return False
         await asyncio.sleep(interval)
     return True
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 (a configuration holds passwords)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)

@@ -152,6 +152,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
             await nc.close()
 
     status = asyncio.run(go())
+    for warning in status.warnings:
+        print(f"eevee: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps([op.model_dump(mode="json") for op in status.operators], indent=2))
     else:

@@ -362,6 +362,11 @@ class SupervisorStatus(Body):
     pid: int
     started: AwareDatetime
     operators: list[OperatorStatus] = Field(default_factory=list)
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What is wrong with the bus right now, e.g. JetStream disabled by the"
+        " embedded nats-server (eevee ps prints each).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ class Supervisor:
         """What ``eevee ps`` shows."""
         return SupervisorStatus(
             supervisor=self.name, pid=os.getpid(), started=self.started, operators=self._statuses()
-        )
+        ).model_copy(update={"warnings": self._watch.warnings})
 
     async def shutdown(self) -> None:
         """Stop every operator (reverse start order, bounded), then the bus. Idempotent."""
@@ -404,6 +404,7 @@ class Supervisor:
             await ensure_chat_streams(self._nc.jetstream(), self.config.prefix)
         except BusError as exc:
             self._log.warning("chat is not stored: messages may be lost", error=str(exc))
+        self._watch.keep_streams(self._nc.jetstream(), self.config)  # again once JetStream is back
         self._shipper = LogShipper(self._ipc)
         for record in self._early_logs:
             self._shipper.submit(record)
