@@ -16,8 +16,9 @@ from operators.router.parse import (
     split_command,
 )
 from operators.router.permissions import Permissions, Rule, glob_match, identities, in_scope
-from operators.router.ratelimit import RateLimiter
+from operators.router.ratelimit import Booking, RateLimiter, book
 from operators.router.registry import Registry
+from operators.router.settings import RouterSettings
 from tests.test_commands import reg
 
 
@@ -309,3 +310,35 @@ def test_limiter_forgets_idle_keys() -> None:
     assert len(limiter) == 1023
     limiter.reserve([("last", RateLimit(count=1, period=1))], now=100.0)  # the 1024th call
     assert len(limiter) == 1
+
+
+def test_booking_counts_the_right_limits_and_tells_once() -> None:
+    m = msg("!deploy")
+    per_user = RouterSettings(user_rate=RateLimit(count=1, period=10))
+    limiter = RateLimiter(clock=lambda: 0.0)
+    assert book(limiter, per_user, m, "u", None) == Booking(True)
+    assert book(limiter, per_user, m, "u", None) == Booking(
+        False, notice="slow down: at most 1 command per 10 s"
+    )
+    assert book(limiter, per_user, m, "u", None) == Booking(False)  # told once per window
+    assert book(limiter, per_user, m, "v", None).ok  # per user
+
+    # A command's own limit counts when the user may run it (the router passes reg then).
+    deploy = reg("deploy", rate_limit={"count": 1, "period": 30})
+    limiter = RateLimiter(clock=lambda: 0.0)
+    assert book(limiter, RouterSettings(), m, "u", deploy).ok
+    assert book(limiter, RouterSettings(), m, "u", deploy).notice == (
+        "slow down: at most 1 `deploy` per 30 s"
+    )
+    assert book(limiter, RouterSettings(), m, "u", None) == Booking(True)  # no limits at all
+
+    # Queue mode: a later slot within queue_max_delay is booked, beyond it refused.
+    queued = RouterSettings(
+        room_rate=RateLimit(count=1, period=3), rate_mode="queue", queue_max_delay=5.0
+    )
+    limiter = RateLimiter(clock=lambda: 0.0)
+    assert book(limiter, queued, m, "u", None) == Booking(True)
+    assert book(limiter, queued, m, "v", None) == Booking(True, delay=3.0)
+    assert book(limiter, queued, m, "w", None) == Booking(
+        False, notice="slow down: at most 1 command per 3 s in this room"
+    )

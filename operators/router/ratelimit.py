@@ -1,7 +1,9 @@
 """Rate limits of chat commands: sliding windows per user, room, command (pure: no I/O).
 
-:func:`limits_for` says which limits a command line counts against, :class:`RateLimiter`
-books them all or none, and :func:`slow_down` is the notice a user gets when one refused.
+:func:`book` is what the router asks for each command line: :func:`limits_for` says which
+limits the line counts against, :class:`RateLimiter` books them all or none (or a slot a
+little later, in ``queue`` mode), and a refused user is told :func:`slow_down`, once per
+window.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from eeveepy.protocol.models import ChatMessage, CommandRegistration, RateLimit
 
 from .settings import RouterSettings
 
-__all__ = ["RateLimiter", "Reservation", "limits_for", "slow_down"]
+__all__ = ["Booking", "RateLimiter", "Reservation", "book", "limits_for", "slow_down"]
 
 
 @dataclass(frozen=True)
@@ -135,3 +137,35 @@ def slow_down(limit: RateLimit, label: str) -> str:
     if label.startswith("`"):
         return f"slow down: at most {n} {label} {per}"
     return f"slow down: at most {n} command{'' if n == 1 else 's'} {per}{label}"
+
+
+@dataclass(frozen=True)
+class Booking:
+    """The answer of :func:`book`."""
+
+    ok: bool
+    delay: float = 0.0
+    """Seconds to wait before running the command."""
+    notice: str = ""
+    """When refused: what to tell the user ("" when they were told within the window)."""
+
+
+def book(
+    limiter: RateLimiter,
+    settings: RouterSettings,
+    msg: ChatMessage,
+    user: str,
+    reg: CommandRegistration | None,
+) -> Booking:
+    """Book a command line of ``user`` (``reg``: the command, when the user may run it)."""
+    limits, labels = limits_for(settings, msg, user, reg)
+    if not limits:
+        return Booking(True)
+    max_delay = settings.queue_max_delay if settings.rate_mode == "queue" else 0.0
+    booked = limiter.reserve(limits, max_delay=max_delay)
+    if booked.ok:
+        return Booking(True, booked.delay)
+    limit = limits[booked.binding][1]
+    if limiter.notify_once(f"notice:{user}", limit.period):
+        return Booking(False, notice=slow_down(limit, labels[booked.binding]))
+    return Booking(False)

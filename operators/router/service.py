@@ -34,7 +34,7 @@ from eeveepy.protocol.models import (
 from .help import help_text, lead
 from .parse import CommandLine, parse_arguments, prefixes_for, split_command
 from .permissions import Permissions, Rule, identities, in_scope
-from .ratelimit import RateLimiter, limits_for, slow_down
+from .ratelimit import RateLimiter, book
 from .registrations import Registrar
 from .registry import Registry
 from .settings import RouterSettings
@@ -126,21 +126,12 @@ class Router:
                 return
             if reg is not None:
                 allowed = perms.allowed(reg.name, reg.permission, msg, ids)
-        user = ids[0]
-        limits, labels = limits_for(s, msg, user, reg if allowed else None)
-        if limits:
-            max_delay = s.queue_max_delay if s.rate_mode == "queue" else 0.0
-            booked = self.limiter.reserve(limits, max_delay=max_delay)
-            if not booked.ok:
-                limit = limits[booked.binding][1]
-                if self.limiter.notify_once(f"notice:{user}", limit.period):
-                    text = slow_down(limit, labels[booked.binding])
-                    self._spawn(self._notice(env, text, track.start()))
-                return
-            delay = booked.delay
-        else:
-            delay = 0.0
-        self._spawn(self._answer(env, line, prefixes, reg, allowed, delay, track.start()))
+        booking = book(self.limiter, s, msg, ids[0], reg if allowed else None)
+        if not booking.ok:
+            if booking.notice:
+                self._spawn(self._notice(env, booking.notice, track.start()))
+            return
+        self._spawn(self._answer(env, line, prefixes, reg, allowed, booking.delay, track.start()))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
