@@ -24,7 +24,6 @@ import pytest_asyncio
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
-from eeveepy.commands import rejected_subject, sync_subject
 from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
@@ -349,7 +348,7 @@ async def test_arguments_usage_failures_and_timeouts(bot: System) -> None:
 
 
 async def test_malformed_registrations_are_rejected_alone(bot: System) -> None:
-    rejected = await bot.collect(rejected_subject(bot.subjects, "badop"), CommandRejected)
+    rejected = await bot.collect(bot.subjects.command_rejected("badop"), CommandRejected)
     register = bot.subjects.command_register()
 
     await bot.ipc.publish(register, CommandRegistration(operator="badop", name="bad", pattern="("))
@@ -431,7 +430,7 @@ async def test_queue_mode_delays_then_drops(nats_url: str, tmp_path: Path) -> No
 async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path) -> None:
     async with system(nats_url, tmp_path) as s:
         registrations = await s.collect(s.subjects.command_register(), CommandRegistration)
-        syncs = await s.collect(sync_subject(s.subjects), CommandSync)
+        syncs = await s.collect(s.subjects.command_sync(), CommandSync)
         router = await s.router()  # first: the keeper registers once, at its start
         keeper = await s.spawn("keeper", KEEPER)
         await s.wait_commands("keep")
@@ -455,7 +454,7 @@ async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path)
         )
 
         # Its operator is gone, so another one may take the name over.
-        rejected = await s.collect(rejected_subject(s.subjects, "keeper2"), CommandRejected)
+        rejected = await s.collect(s.subjects.command_rejected("keeper2"), CommandRejected)
         new = CommandRegistration(operator="keeper2", name="keep", usage="!keep NEW")
         await s.ipc.publish(s.subjects.command_register(), new)
         for _ in range(50):

@@ -1,1 +1,2 @@
-"""The wire protocol: envelope models, their JSON codec, subjects and tokens, JSON Schemas."""
+"""The wire protocol: envelope models, their JSON codec, subjects and tokens, the rules of
+command registrations, JSON Schemas."""

@@ -74,6 +74,7 @@ from eeveepy.protocol.subjects import (
     validate_operator_id,
     validate_prefix,
 )
+from eeveepy.runtime.commands import command
 from eeveepy.runtime.health import OperatorHealth
 from eeveepy.runtime.kvstore import Bucket, KvStore
 
@@ -286,7 +287,7 @@ class Operator(Generic[S]):
         self.hook_timeout = 10.0
         self._hooks = _Hooks([], [], [], [], [])
         self.extensions: dict[type, object] = {}
-        """Per-operator state of add-ons such as :mod:`eeveepy.commands`, keyed by their class."""
+        """Per-operator state of add-ons such as :mod:`eeveepy.runtime.commands`, keyed by class."""
         self.health = OperatorHealth(lambda: self.log)
         """Report problems (``degrade``/``ok``); pongs carry them to ``eevee ps``."""
         self.store = KvStore(self._kv_bucket, self.health, lambda: self.log)
@@ -442,9 +443,8 @@ class Operator(Generic[S]):
         return await self.ipc.publish_stored(subject, out, trace=trace, msg_id=msg_id)
 
     def command(self, name: str, **options: Any) -> Callable[[T], T]:
-        """Decorator: serve the chat command ``name`` (see :func:`eeveepy.commands.command`)."""
-        from eeveepy.commands import command
-
+        """Decorator: serve the chat command ``name``; the options are those of
+        :func:`eeveepy.runtime.commands.command`."""
         return command(self, name, **options)
 
     # -- entry points ----------------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""The router's service: chat lines in, command requests out.
+
+Every chat line arrives twice (see "Delivery of chat input" in docs/protocol.md): at once on a
+plain subscription (:meth:`Router.on_chat`) and from the stream that keeps it until it has been
+answered (:meth:`Router.on_stored`); whichever comes first handles it, and the stream's copy is
+acknowledged once the answer is out. Handling a line: drop what is not for the router (notices,
+ignored users, lines that are not commands, lines too old), check scope, permissions and rate
+limits, parse the arguments, then request ``{p}.command.run.<name>`` (asking again while the
+command's operator restarts) and reply with what went wrong, if anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from eeveepy import Operator
+from eeveepy.bus.delivery import Handling, Once
+from eeveepy.errors import EeveeError, NoRespondersError, RemoteError, RequestTimeoutError
+from eeveepy.protocol.commands import HELP
+from eeveepy.protocol.models import (
+    ChatMessage,
+    CommandInvocation,
+    CommandRegistration,
+    CommandResult,
+    Envelope,
+    MessageStyle,
+)
+
+from .help import help_text, lead
+from .parse import CommandLine, parse_arguments, prefixes_for, split_command
+from .permissions import Permissions, Rule, identities, in_scope
+from .ratelimit import RateLimiter, book
+from .registrations import Registrar
+from .registry import Registry
+from .settings import RouterSettings
+
+__all__ = ["Router", "create", "main"]
+
+
+class Router:
+    """The router's state and handlers, bound to its :class:`Operator`."""
+
+    def __init__(self, op: Operator[RouterSettings]) -> None:
+        self.op = op
+        self.registry = Registry()
+        self.registrar = Registrar(op, self.registry)
+        self.limiter = RateLimiter()
+        self.permissions = Permissions()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots: asyncio.Semaphore | None = None
+        self._once = Once()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Apply the settings and load the registrations (see :meth:`Registrar.start`)."""
+        self.apply_settings()
+        await self.registrar.start()
+
+    def apply_settings(self) -> None:
+        """Take the (new) settings: permissions and how many commands run at once."""
+        s = self.op.settings
+        rules = {k: Rule(tuple(r.allow), tuple(r.deny)) for k, r in s.rules.items()}
+        self.permissions = Permissions(s.admins, s.groups, rules, s.ignore)
+        self._slots = asyncio.Semaphore(s.max_in_flight)
+
+    async def stop(self) -> None:
+        """Cancel the commands still running (bounded)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=0.5)
+
+    # -- chat ------------------------------------------------------------------------------
+
+    async def on_chat(self, env: Envelope[ChatMessage]) -> None:
+        """A chat line on the fast path (plain subscription): handled at once."""
+        self._take(env)
+
+    async def on_stored(self, env: Envelope[ChatMessage]) -> None:
+        """The same line from the stream: acknowledged once the fast path has answered it,
+        handled here if the fast path never saw it (the router was down, the bus away)."""
+        handling = self._take(env)
+        if not handling.done:
+            handling.keep(self.op.ipc.hold())
+
+    def _take(self, env: Envelope[ChatMessage]) -> Handling:
+        handling, first = self._once.take(env.id)
+        if first:
+            self._dispatch(env, handling)
+        return handling
+
+    def _dispatch(self, env: Envelope[ChatMessage], track: Handling) -> None:
+        msg = env.body
+        if msg.style is not MessageStyle.MESSAGE:  # never answer notices (nor actions)
+            return
+        s = self.op.settings
+        ids = identities(msg.platform, msg.network, msg.user)
+        perms = self.permissions
+        if perms.ignored(msg, ids):
+            return
+        prefixes = prefixes_for(s.prefixes, s.prefix_overrides, msg.platform, msg.network, msg.room)
+        line = split_command(msg.text, prefixes=prefixes, names=s.names, private=msg.private)
+        if line is None:
+            return
+        age = (datetime.now(UTC) - env.timestamp).total_seconds()
+        if s.max_age and age > s.max_age:
+            self.op.log.warning("command too old to run", command=line.name, age_s=round(age))
+            text = f"`{line.name}` was not run: it waited {age:.0f} s for the bot"
+            self._spawn(self._notice(env, text, track.start(), style=MessageStyle.MESSAGE))
+            return
+        reg: CommandRegistration | None = None
+        allowed = True
+        if line.name == HELP:
+            allowed = perms.allowed(HELP, None, msg, ids)
+        else:
+            reg = self.registry.lookup(line.name)
+            if reg is not None and not in_scope(reg.scope, msg):
+                reg = None
+            if reg is None and not s.unknown_reply:
+                return
+            if reg is not None:
+                allowed = perms.allowed(reg.name, reg.permission, msg, ids)
+        booking = book(self.limiter, s, msg, ids[0], reg if allowed else None)
+        if not booking.ok:
+            if booking.notice:
+                self._spawn(self._notice(env, booking.notice, track.start()))
+            return
+        self._spawn(self._answer(env, line, prefixes, reg, allowed, booking.delay, track.start()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notice(
+        self,
+        env: Envelope[ChatMessage],
+        text: str,
+        track: Handling,
+        style: MessageStyle = MessageStyle.NOTICE,
+    ) -> None:
+        try:
+            await self.op.reply(env, text, private=style is MessageStyle.NOTICE, style=style)
+        except Exception as exc:
+            self.op.log.error("could not send a notice", error=repr(exc))
+        await track.finish()
+
+    async def _answer(
+        self,
+        env: Envelope[ChatMessage],
+        line: CommandLine,
+        prefixes: list[str],
+        reg: CommandRegistration | None,
+        allowed: bool,
+        delay: float,
+        track: Handling,
+    ) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        slots = self._slots or asyncio.Semaphore(1)
+        async with slots:
+            try:
+                text = await self._run(env, line, prefixes, reg, allowed)
+                # Stored before the line is acknowledged; a router killed in between handles
+                # the line again and replies under the same id, which is kept once.
+                if text:
+                    await self.op.reply(env, text)
+            except Exception as exc:
+                self.op.log.exception("command dispatch failed", command=line.name, error=repr(exc))
+                with contextlib.suppress(Exception):
+                    await self.op.reply(env, f"`{line.name}` failed: internal error in the router")
+            await track.finish()
+
+    async def _run(
+        self,
+        env: Envelope[ChatMessage],
+        line: CommandLine,
+        prefixes: list[str],
+        reg: CommandRegistration | None,
+        allowed: bool,
+    ) -> str:
+        msg = env.body
+        how = lead(msg, prefixes, self.op.settings.names)
+        if line.name == HELP:
+            if not allowed:
+                return f"you are not allowed to run `{HELP}`"
+            return help_text(self.registry, self.permissions, msg, line.text, prefixes, how)
+        if reg is None:
+            return f"unknown command `{line.name}`; try `{how}{HELP}`"
+        if not allowed:
+            return f"you are not allowed to run `{reg.name}`"
+        parsed = parse_arguments(self.registry.pattern(reg.name), line.text)
+        if parsed is None:
+            return f"usage: {reg.usage or how + reg.name}"
+        args, text = parsed
+        inv = CommandInvocation(command=reg.name, args=args, text=text, message=msg)
+        subject = self.op.subjects.command_run(reg.name)
+        started = time.monotonic()
+        try:
+            result = await self._request(subject, inv, env.trace)
+        except NoRespondersError:
+            return f"`{reg.name}` is unavailable right now (its operator is not running)"
+        except RequestTimeoutError:
+            return f"`{reg.name}` timed out"
+        except RemoteError as exc:
+            _, _, why = str(exc).partition(": ")
+            return f"`{reg.name}` failed: {why or exc}"
+        except EeveeError as exc:
+            return f"`{reg.name}` failed: {exc}"
+        self.op.log.debug(
+            "command ran",
+            command=reg.name,
+            ok=result.body.ok,
+            ms=(time.monotonic() - started) * 1e3,
+        )
+        if not result.body.ok:
+            return f"`{reg.name}` failed: {result.body.message or 'no reason given'}"
+        return ""
+
+    async def _request(
+        self, subject: str, inv: CommandInvocation, trace: str
+    ) -> Envelope[CommandResult]:
+        """Ask the command's operators, again while nobody answers for ``retry_for`` seconds
+        (an operator being restarted) and once more after a timeout (its operator may have
+        died while running it). Asking again is safe: a command runs once per chat line in
+        an operator, and its replies, run again elsewhere, carry the same ids."""
+        s = self.op.settings
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + s.retry_for
+        delay, timed_out = 0.1, False
+        while True:
+            try:
+                return await self.op.ipc.request(
+                    subject, inv, CommandResult, timeout=s.timeout, headers={"trace": trace}
+                )
+            except NoRespondersError:
+                if loop.time() + delay > give_up:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except RequestTimeoutError:
+                if timed_out:
+                    raise
+                timed_out = True
+                give_up = loop.time() + s.retry_for
+
+
+def create() -> Operator[RouterSettings]:
+    """Build the router operator (nothing runs until ``run()`` or ``serve()``)."""
+    op = Operator(RouterSettings, name="router")
+    router = Router(op)
+    op.ipc.subscribe(op.subjects.command_register(), router.registrar.on_register)
+    # Every chat line comes twice: at once on the fast path, and from the stream that keeps it
+    # until it is answered (see "Delivery of chat input" in docs/protocol.md).
+    op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")
+    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router", backstop=True)
+    op.on_start(router.start)
+    op.on_reload(router.apply_settings)
+    op.on_stop(router.stop)
+    return op
+
+
+def main() -> None:
+    """Run the router operator as a process."""
+    create().run()
