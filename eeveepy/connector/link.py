@@ -64,9 +64,10 @@ class Rooms:
         return self._rooms.pop(self._fold(name), None)
 
     def diff(self, rooms: Iterable[Room]) -> tuple[list[Room], list[Room]]:
-        """``(added, removed)`` going from the rooms wanted to ``rooms`` (a reload)."""
+        """``(added, removed)`` going from the rooms wanted to ``rooms`` (a reload); a room
+        whose key changed counts as added."""
         new = {self._fold(r.name): r for r in rooms}
-        added = [r for k, r in new.items() if self._rooms.get(k) != r]
+        added = [r for k, r in new.items() if k not in self._rooms or self._rooms[k].key != r.key]
         removed = [r for k, r in self._rooms.items() if k not in new]
         return added, removed
 
