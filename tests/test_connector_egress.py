@@ -191,6 +191,22 @@ def test_state_changes_are_told_once() -> None:
     assert tracker.connected_for() == 0.0
 
 
+def test_uptime_outlives_the_session_until_the_next_one() -> None:
+    now = [0.0]
+    tracker = StateTracker(clock=lambda: now[0])
+    tracker.change(ConnectionState.CONNECTING)
+    now[0] = 1.0
+    tracker.change(ConnectionState.CONNECTED)
+    now[0] = 4.0
+    assert tracker.uptime() == 3.0
+    tracker.change(ConnectionState.DISCONNECTED)  # the platform said so before it returned
+    now[0] = 9.0
+    assert tracker.connected_for() == 0.0
+    assert tracker.uptime() == 3.0, "what the runner's backoff reset looks at"
+    tracker.change(ConnectionState.CONNECTING)
+    assert tracker.uptime() == 0.0
+
+
 def test_wire_requests_in_the_kits_words() -> None:
     join = ControlRequest.from_wire(ConnectorControl(action="join", room="#a", key="k"), "irc")
     assert (join.action, join.room_action, join.key, join.label) == (

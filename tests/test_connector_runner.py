@@ -127,11 +127,14 @@ async def test_messages_are_stored_once_and_chat_out_is_sent_once_and_acknowledg
     async with running(bus, server):
         await until(server.connected.is_set, what="a session")
         server.inbound.put_nowait(chat("my own line, echoed", user="BOT"))  # dropped
-        server.inbound.put_nowait(chat("hi"))
+        server.inbound.put_nowait(chat("ping?"))
         env = await get(chat_in)
-        assert (env.body.text, env.source) == ("hi", OP_ID)
+        assert (env.body.text, env.source) == ("ping?", OP_ID)
         info = await js.stream_info(chat_in_stream_name(bus.prefix))
         assert info.state.messages == 1, "stored once; the bot's echo never"
+        await until(lambda: len(server.sent) == 1, what="the platform's own answer")
+        assert (server.sent[0].target, server.sent[0].text) == ("alice", "pong!")
+        server.sent.clear()
 
         # Fast path and stream both bring it: the platform sends it once, then it is acked.
         msg = OutgoingMessage(platform="fake", network="test", target="#room", text="one\ntwo")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.ipc import Ipc
+from eeveepy.connector.egress import Outbound
 from eeveepy.connector.state import ConnectionState, StateTracker
 from eeveepy.errors import EeveeError
 from eeveepy.protocol.models import ChatEvent, ChatMessage, ChatUser
@@ -87,11 +88,15 @@ class Link:
         self.platform = platform
         self.network = ""
         self.me: ChatUser | None = None
-        """The bot itself on the platform (set by the session): its echoes are dropped, and
-        it is the ``user`` of the ``connected``/``disconnected`` events."""
+        """The bot itself on the platform (set by the session, kept current when its name
+        changes): its echoes are dropped, and it is the ``user`` of the ``connected`` and
+        ``disconnected`` events."""
         self.rooms = Rooms(fold)
         self.tracker = StateTracker()
         self.on_change: Callable[[ConnectionState], None] = lambda _state: None
+        self.put: Callable[[Outbound], object] = lambda _item: None
+        """Queue a send of the platform's own (an answer to a CTCP query...) behind flood
+        control, like a rendered message (set by the runner to its egress pump)."""
         self._fold = fold
         self._queue: asyncio.Queue[_Publish] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None

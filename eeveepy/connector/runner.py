@@ -56,6 +56,7 @@ class Connector(Generic[S]):
         self.link = Link(op, platform.name, platform.fold)
         self.link.on_change = self._on_change
         self.egress = Egress(platform.send, self.link.tracker.up, op.log, fold=platform.fold)
+        self.link.put = self.egress.put
         self.outbox = Outbox(op, self._out)
         self.desk = ControlDesk(platform, self.link)
         self.backoff = Backoff(1.0, 60.0, jitter)
@@ -171,7 +172,7 @@ class Connector(Generic[S]):
                 log.exception("session crashed", error=repr(exc))
                 reason = f"internal error: {exc!r}"
             policy = self._plan.reconnect
-            if link.tracker.connected_for() >= policy.healthy:
+            if link.tracker.uptime() >= policy.healthy:
                 self.backoff.reset()
             if auth_failed:
                 # Wrong credentials do not fix themselves: retry slowly, so that a bad

@@ -41,6 +41,7 @@ class StateTracker:
         self.up = asyncio.Event()
         self._clock = clock
         self._since = clock()
+        self._last_uptime = 0.0
 
     @property
     def connected(self) -> bool:
@@ -50,6 +51,11 @@ class StateTracker:
     def connected_for(self) -> float:
         """Seconds since the session was accepted; 0 when not connected."""
         return self._clock() - self._since if self.connected else 0.0
+
+    def uptime(self) -> float:
+        """How long the current (or the last) session was connected, in seconds; 0 once a
+        new session is connecting."""
+        return self.connected_for() if self.connected else self._last_uptime
 
     def change(self, new: ConnectionState) -> ChatEventType | None:
         """Move to ``new``; the chat event the change is worth, if any.
@@ -61,7 +67,12 @@ class StateTracker:
         old, self.state = self.state, new
         if new is old:
             return None
-        self._since = self._clock()
+        now = self._clock()
+        if old is ConnectionState.CONNECTED:
+            self._last_uptime = now - self._since
+        elif new is ConnectionState.CONNECTING:
+            self._last_uptime = 0.0
+        self._since = now
         if new is ConnectionState.CONNECTED:
             self.up.set()
             return ChatEventType.CONNECTED
