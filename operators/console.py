@@ -5,7 +5,7 @@ connector" in docs/protocol.md). Each session publishes its user's lines itself,
 ``{p}.chat.in.console.<network>.<room>``, and reads the bot's messages on
 ``{p}.chat.out.console.<network>``; nothing they say passes through this operator, so
 ``eevee chat`` works without it. This operator is what makes the console a connector like
-the others, built on the connector kit (:mod:`eeveepy.connector`) as the IRC connector is:
+the others, built on the connector kit (:mod:`eeveepy.connector`) like every chat connector:
 
 - its platform's session is the bus itself, so it is "connected" as soon as it runs: it
   announces the network with a ``connected`` chat.event (user: the bot) on
