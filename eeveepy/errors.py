@@ -16,7 +16,11 @@ EeveeError
  │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
  ├── OperatorError               an operator's runtime could not start or was misused
- └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ └── ConnectorError              a chat connector's platform failed, or the kit was misused
+      ├── SessionError           the session with the chat platform failed or ended (reconnect)
+      ├── AuthenticationError    the platform refused the credentials (retried slowly)
+      └── RefusedError           an outgoing message the platform will never send (dead-lettered)
 """
 
 from __future__ import annotations
@@ -135,3 +139,22 @@ class OperatorError(EeveeError):
 
 class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
+
+
+class ConnectorError(EeveeError):
+    """A chat connector's platform failed, or the connector kit was used wrongly."""
+
+
+class SessionError(ConnectorError):
+    """The session with the chat platform failed or ended; the connector reconnects."""
+
+
+class AuthenticationError(ConnectorError):
+    """The chat platform refused the credentials; the connector retries, slowly."""
+
+
+class RefusedError(ConnectorError):
+    """An outgoing message the platform will never send (an invalid target...).
+
+    The connector dead-letters it with this error's text as the reason.
+    """

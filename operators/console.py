@@ -5,19 +5,22 @@ connector" in docs/protocol.md). Each session publishes its user's lines itself,
 ``{p}.chat.in.console.<network>.<room>``, and reads the bot's messages on
 ``{p}.chat.out.console.<network>``; nothing they say passes through this operator, so
 ``eevee chat`` works without it. This operator is what makes the console a connector like
-the others:
+the others, built on the connector kit (:mod:`eeveepy.connector`) like every chat connector:
 
-- it announces the network: a ``connected`` chat.event (user: the bot) on
-  ``{p}.chat.event.console.<network>.connected`` when it starts, and ``disconnected`` /
-  ``connected`` when a reload changes the network;
+- its platform's session is the bus itself, so it is "connected" as soon as it runs: it
+  announces the network with a ``connected`` chat.event (user: the bot) on
+  ``{p}.chat.event.console.<network>.connected``, and ``disconnected`` / ``connected`` when a
+  reload changes the network;
 - it receives ``{p}.chat.out.console.<network>`` like any connector (fast path and the chat
-  output stream, :class:`~eeveepy.outbox.Outbox`), so a malformed outgoing message is
-  dead-lettered with the reason (``eevee sub 'dlq.>'``), what the bot says is logged at debug
-  level and the stream does not keep the console's messages;
-- it logs sessions joining and leaving the rooms (their ``join`` and ``part`` events);
+  output stream, :class:`~eeveepy.connector.outbox.Outbox`), so a malformed outgoing message
+  is dead-lettered with the reason (``eevee sub 'dlq.>'``), what the bot says is logged at
+  debug level and the stream does not keep the console's messages;
+- it logs sessions joining and leaving the rooms (their ``join`` and ``part`` events), and
+  answers ``chat.ctl`` ``names`` with the sessions seen joining a room since it started
+  (``join``, ``part`` and ``nick`` are not supported: sessions choose their rooms);
 - it has a place in ``eevee ps``.
 
-Settings (:class:`eeveepy.chat.ConsoleSettings`, read by ``eevee chat`` too): ``network``
+Settings (:class:`eeveepy.cli.chat.ConsoleSettings`, read by ``eevee chat`` too): ``network``
 (default ``"local"``) and ``bot_name`` (default ``"eevee"``). Run it under ``eevee up``
 (``module = "operators.console"``) or alone for development::
 
@@ -26,74 +29,100 @@ Settings (:class:`eeveepy.chat.ConsoleSettings`, read by ``eevee chat`` too): ``
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+from typing import ClassVar
+
 from eeveepy import Operator
-from eeveepy.bus.ipc import Subscription
 from eeveepy.cli.chat import PLATFORM, ConsoleSettings
-from eeveepy.connector.outbox import Outbox
-from eeveepy.protocol.models import ChatEvent, ChatEventType, ChatUser, Envelope, OutgoingMessage
+from eeveepy.connector import (
+    ConnectionState,
+    ControlRequest,
+    Link,
+    Outbound,
+    Plan,
+    Platform,
+    Room,
+    RoomAction,
+    connector_operator,
+)
+from eeveepy.protocol.models import (
+    ChatEvent,
+    ChatEventType,
+    ChatUser,
+    ConnectorControlResult,
+    OutgoingMessage,
+)
 from eeveepy.protocol.subjects import encode_token
 
 
-class Console:
-    """The connector's state and handlers, bound to its :class:`Operator`."""
+class ConsolePlatform(Platform[ConsoleSettings]):
+    """The console as a platform of the connector kit: its session is the bus."""
 
-    def __init__(self, op: Operator[ConsoleSettings]) -> None:
-        self.op = op
-        self.network: str | None = None
-        self._subs: list[Subscription] = []
-        self.outbox = Outbox(op, self.on_out)
+    name: ClassVar[str] = PLATFORM
+    session_fields: ClassVar[frozenset[str]] = frozenset()
+    actions: ClassVar[frozenset[str]] = frozenset({RoomAction.USERS})
 
-    async def start(self) -> None:
-        await self._connect(self.op.settings.network)
+    def __init__(self) -> None:
+        self._link: Link | None = None
+        self._present: dict[str, dict[str, str]] = {}
+        """Per room, the sessions in it: user id -> name."""
 
-    async def reload(self) -> None:
-        network = self.op.settings.network
-        old = self.network
-        if network == old:
-            return
-        for sub in self._subs:
-            await sub.unsubscribe()
-        self._subs = []
-        if old is not None:
-            await self._announce(old, ChatEventType.DISCONNECTED)
-        await self._connect(network)
+    def plan(self, settings: ConsoleSettings, operator_id: str) -> Plan:
+        return Plan(network=settings.network)
 
-    async def _connect(self, network: str) -> None:
-        ipc, subjects = self.op.ipc, self.op.subjects
-        events = subjects.pattern(f"chat.event.{PLATFORM}.{encode_token(network)}.*")
-        await self.outbox.open(PLATFORM, network)
-        self._subs = [await ipc.subscribe(events, self.on_event)]
-        self.network = network
-        await self._announce(network, ChatEventType.CONNECTED)
-        self.op.log.info("console connected", network=network)
+    def fold(self, name: str) -> str:
+        return name
 
-    async def _announce(self, network: str, event: ChatEventType) -> None:
-        name = self.op.settings.bot_name
-        body = ChatEvent(
-            platform=PLATFORM, network=network, event=event, user=ChatUser(id=name, name=name)
-        )
-        await self.op.ipc.publish(self.op.subjects.chat_event(PLATFORM, network, event.value), body)
+    def check(self, req: ControlRequest) -> str | None:
+        return None
 
-    def on_out(self, env: Envelope[OutgoingMessage]) -> None:
-        out = env.body
-        self.op.log.debug(
-            "bot says", target=out.target, private=out.private, text=out.text, trace=env.trace
-        )
+    async def session(self, settings: ConsoleSettings, link: Link) -> None:
+        self._link = link
+        self._present = {}
+        name = settings.bot_name
+        link.me = ChatUser(id=name, name=name)
+        events = link.subjects.pattern(f"chat.event.{PLATFORM}.{encode_token(link.network)}.*")
+        async with link.ipc.subscribe(events, self.on_event):
+            link.state(ConnectionState.CONNECTED)
+            await asyncio.Event().wait()  # the bus is the session: it ends when cancelled
+
+    async def join(self, rooms: Sequence[Room]) -> None:
+        """Nothing to join: sessions choose their rooms."""
+
+    def render(self, out: OutgoingMessage) -> list[Outbound]:
+        return [Outbound(out.target, out.text, kind=out.style.value, private=out.private)]
+
+    async def send(self, item: Outbound) -> None:
+        if self._link is not None:
+            self._link.log.debug(
+                "bot says", target=item.target, private=item.private, text=item.text
+            )
+
+    async def control(self, req: ControlRequest, link: Link) -> ConnectorControlResult:
+        users = sorted(self._present.get(req.room or "", {}).values())
+        return req.ok(f"{len(users)} users", users=users)
+
+    async def goodbye(self) -> None:
+        """Nothing to say: sessions see the operator in ``eevee ps``."""
 
     async def on_event(self, ev: ChatEvent) -> None:
+        """Keep and log the sessions joining and leaving rooms."""
         if ev.user is None or ev.event not in (ChatEventType.JOIN, ChatEventType.PART):
             return
-        what = "session joined" if ev.event is ChatEventType.JOIN else "session left"
-        self.op.log.info(what, user=ev.user.name, user_id=ev.user.id, room=ev.room)
+        room = self._present.setdefault(ev.room or "", {})
+        if ev.event is ChatEventType.JOIN:
+            room[ev.user.id] = ev.user.name
+        else:
+            room.pop(ev.user.id, None)
+        if self._link is not None:
+            what = "session joined" if ev.event is ChatEventType.JOIN else "session left"
+            self._link.log.info(what, user=ev.user.name, user_id=ev.user.id, room=ev.room)
 
 
 def create() -> Operator[ConsoleSettings]:
     """Build the console operator (nothing runs until ``run()`` or ``serve()``)."""
-    op = Operator(ConsoleSettings, name="console")
-    console = Console(op)
-    op.on_start(console.start)
-    op.on_reload(console.reload)
-    return op
+    return connector_operator(ConsolePlatform(), ConsoleSettings, name="console")
 
 
 def main() -> None:
