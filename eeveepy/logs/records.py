@@ -68,7 +68,7 @@ def level_from_name(name: object) -> LogLevel:
     return LogLevel.INFO
 
 
-def cut(text: str, limit: int = MAX_LINE_BYTES) -> str:
+def _cut(text: str, limit: int = MAX_LINE_BYTES) -> str:
     """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
     if len(text) * 4 <= limit:
         return text
@@ -78,7 +78,7 @@ def cut(text: str, limit: int = MAX_LINE_BYTES) -> str:
     return raw[:limit].decode("utf-8", "ignore")
 
 
-def valid_str(text: str) -> str:
+def _valid_str(text: str) -> str:
     """``text`` with lone surrogates (which cannot be encoded as UTF-8) replaced."""
     if text.isascii():
         return text
@@ -92,7 +92,7 @@ def valid_str(text: str) -> str:
 def _clean_json(value: Any, depth: int = 0) -> Any:
     """A value parsed by ``json.loads`` made safe to serialize again (UTF-8, bounded depth)."""
     if isinstance(value, str):
-        return valid_str(value)
+        return _valid_str(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth >= _MAX_JSON_DEPTH:
@@ -103,8 +103,8 @@ def _clean_json(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list):
         return [_clean_json(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {valid_str(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
-    return valid_str(repr(value))
+        return {_valid_str(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
+    return _valid_str(repr(value))
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
@@ -112,20 +112,20 @@ def _jsonable(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return valid_str(value)
+        return _valid_str(value)
     if isinstance(value, Enum):
         return _jsonable(value.value, depth)
     if isinstance(value, datetime):
         return value.isoformat()
     if depth >= 8:
-        return valid_str(repr(value))
+        return _valid_str(repr(value))
     if isinstance(value, Mapping):
-        return {valid_str(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
+        return {_valid_str(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, os.PathLike):
-        return valid_str(os.fspath(value)) if isinstance(os.fspath(value), str) else repr(value)
-    return valid_str(repr(value))
+        return _valid_str(os.fspath(value)) if isinstance(os.fspath(value), str) else repr(value)
+    return _valid_str(repr(value))
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -162,7 +162,7 @@ def _plain(operator_id: str, line: str, stream: Literal["stdout", "stderr"]) -> 
     return LogRecord(
         operator=operator_id,
         level=LogLevel.WARNING if stream == "stderr" else LogLevel.INFO,
-        event=cut(_STRIP_RE.sub("", line)),
+        event=_cut(_STRIP_RE.sub("", line)),
         time=utcnow(),
         stream=stream,
     )
@@ -184,11 +184,11 @@ def _record_from_line(
                     continue
                 if key == "operator" and value == operator_id:
                     continue
-                fields[valid_str(key)] = _clean_json(value, 1)
+                fields[_valid_str(key)] = _clean_json(value, 1)
             return LogRecord(
                 operator=operator_id,
                 level=level_from_name(data.get("level")),
-                event=cut(valid_str(data["event"])),
+                event=_cut(_valid_str(data["event"])),
                 time=_parse_time(data.get("timestamp")) or utcnow(),
                 stream=stream,
                 fields=fields,
@@ -204,14 +204,14 @@ def record_from_event(source: str, method_name: str, event: Mapping[str, Any]) -
     An ``exception`` field is expected to be rendered already (``format_exc_info``).
     """
     fields = {
-        valid_str(str(k)): _jsonable(v)
+        _valid_str(str(k)): _jsonable(v)
         for k, v in event.items()
         if k not in ("event", "level", "timestamp", "exc_info")
     }
     return LogRecord(
         operator=source,
         level=level_from_name(event.get("level", method_name)),
-        event=cut(valid_str(str(event.get("event", "")))),
+        event=_cut(_valid_str(str(event.get("event", "")))),
         time=_parse_time(event.get("timestamp")) or utcnow(),
         fields=fields,
     )
