@@ -2,6 +2,7 @@
 
 EeveeError
  ├── ConfigError                 broken or missing configuration (carries file and key path)
+ ├── LogQueryError               a log query or setup that cannot be done (bad --since, level)
  ├── SubjectError                a subject or token that is not part of the tree
  │    └── IrreversibleTokenError a long value's bounded token (prefix + digest): not decodable
  ├── EnvelopeError               a payload that is not a valid envelope (subject, reason)
@@ -47,6 +48,10 @@ class ConfigError(EeveeError):
         lines = [super().__str__()]
         lines.extend(f"  {where}: {what}" for where, what in self.problems)
         return "\n".join(lines)
+
+
+class LogQueryError(EeveeError):
+    """A log query or logging setup that cannot be done: a bad ``--since``, an unknown level."""
 
 
 class SubjectError(EeveeError):

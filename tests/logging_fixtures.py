@@ -29,6 +29,7 @@ from nats.js.errors import NotFoundError
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
+from eeveepy.logs.stream import stream_name
 from eeveepy.protocol.models import (
     Body,
     Envelope,
@@ -39,7 +40,7 @@ from eeveepy.protocol.models import (
     SupervisorStatus,
 )
 from eeveepy.protocol.subjects import Subjects
-from operators.logging import DURABLE, log_stream_name
+from operators.logging import DURABLE
 from tests.operator_procs import contract_env
 
 WAIT = 5.0
@@ -77,7 +78,7 @@ class Bus:
 
     @property
     def stream_name(self) -> str:
-        return log_stream_name(self.prefix)
+        return stream_name(self.prefix)
 
     async def start(self) -> None:
         self.ipc = Ipc(self.subjects, "supervisor")

@@ -9,39 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from eeveepy import __version__
+from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
 from eeveepy.errors import ConfigError, EeveeError
-
-
-def _configure_logging(json_logs: bool = False, level: str = "info") -> None:
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-    ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json_logs
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
-    structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+from eeveepy.logs.setup import configure_logging, configure_supervisor_logging
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -89,7 +66,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         return 2
     from eeveepy.cli.live import LiveStatus
-    from eeveepy.logs import configure_supervisor_logging
 
     supervisor = Supervisor(config)
     live = None
@@ -234,37 +210,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from eeveepy.logs import LogFilter, level_from_name, parse_since, read_logs, render
-
-    flt = LogFilter(
-        operators=list(args.operator or []),
-        min_level=level_from_name(args.level) if args.level else None,
-        since=parse_since(args.since, datetime.now(UTC)) if args.since else None,
-        grep=args.grep,
-    )
-    color = sys.stdout.isatty() and not args.json
-    tail = None if args.since else args.lines
-
-    async def go() -> None:
-        nc, ipc, _ = await _client(args)
-        try:
-            async for env in read_logs(
-                nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
-            ):
-                if args.json:
-                    print(env.model_dump_json(), flush=args.follow)
-                else:
-                    print(render(env, color=color), flush=args.follow)
-        finally:
-            await nc.close()
-
-    try:
-        asyncio.run(go())
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_logs(args, _client)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -403,29 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
     ctl.set_defaults(func=cmd_ctl)
 
-    logs = sub.add_parser(
-        "logs", parents=[common], help="show log history from the bus; -f to follow"
-    )
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
-    logs.add_argument(
-        "--operator",
-        "-o",
-        action="append",
-        metavar="ID",
-        help="only this operator (repeatable; globs like irc.*)",
-    )
-    logs.add_argument(
-        "--level",
-        "-l",
-        choices=["debug", "info", "warning", "error", "critical"],
-        help="lowest level shown",
-    )
-    logs.add_argument("--since", help="from this long ago (30s, 10m, 1h, 2d) or an ISO time")
-    logs.add_argument("--grep", "-g", metavar="TEXT", help="only events containing TEXT")
-    logs.add_argument(
-        "--lines", "-n", type=int, default=200, help="history lines without --since (default 200)"
-    )
-    logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
+    logs = add_logs_parser(sub, [common])
     logs.set_defaults(func=cmd_logs)
 
     chat = sub.add_parser(
@@ -478,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``eevee`` command."""
     args = build_parser().parse_args(argv)
     if getattr(args, "json_logs", None) is None:
-        _configure_logging(False, "warning")
+        configure_logging(level="warning")
     try:
         code = args.func(args)
     except ConfigError as exc:

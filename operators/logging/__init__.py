@@ -1,10 +1,11 @@
 """Logging: writes every log event of the bus to JSON-lines files, one file per operator.
 
 Every log event is published as an ``Envelope[LogRecord]`` on ``{p}.log.{level}.{operator_id}``
-and kept for a while by the JetStream stream ``<PREFIX>_LOGS`` (see :func:`log_stream_name`),
-which the supervisor creates. This operator reads that stream through a durable pull consumer
-(:data:`DURABLE`), so the events published while it was down are written when it comes back,
-and appends each event to ``<directory>/<operator>.jsonl``: one line per event, the envelope
+and kept for a while by the JetStream stream ``<PREFIX>_LOGS``
+(:func:`eeveepy.logs.stream_name`), which the supervisor creates. This operator reads that
+stream through a durable pull consumer (:data:`DURABLE`), so the events published while it
+was down are written when it comes back, and appends each event to
+``<directory>/<operator>.jsonl``: one line per event, the envelope
 JSON as it was received, so ``jq`` reads the files as they are::
 
     cd ~/.local/state/eevee/log/operators
@@ -62,7 +63,6 @@ from .settings import (
     INVALID_NAME,
     UNKNOWN_NAME,
     LoggingSettings,
-    log_stream_name,
     resolve_directory,
 )
 
@@ -77,7 +77,6 @@ __all__ = [
     "Pruned",
     "ask_supervisors",
     "create",
-    "log_stream_name",
     "main",
     "resolve_directory",
 ]

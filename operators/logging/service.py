@@ -10,13 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from eeveepy.logs import SUPERVISOR_SOURCE
+from eeveepy.logs import SUPERVISOR_SOURCE, stream_name
 from eeveepy.runtime.operator import Operator
 
 from .files import BatchResult, LogFiles, Pruned
 from .known import ASK_AGAIN, STATE_FILE, KnownIds, ask_supervisors
 from .report import REPORT_INTERVAL, Reporter
-from .settings import LoggingSettings, log_stream_name
+from .settings import LoggingSettings
 from .source import FETCH_TIMEOUT, Source
 
 PRUNE_INTERVAL: Final = 3600.0
@@ -139,7 +139,7 @@ class Service:
         self.op.log.info(
             "writing log files",
             directory=str(self.files.directory),
-            stream=log_stream_name(self.op.subjects.prefix) if settings.stream else None,
+            stream=stream_name(self.op.subjects.prefix) if settings.stream else None,
             known_ids=len(self.known.current),
         )
 

@@ -1,4 +1,4 @@
-"""The logging operator's settings, file names and the stream it reads."""
+"""The logging operator's settings and file names."""
 
 from __future__ import annotations
 
@@ -90,11 +90,6 @@ class LoggingSettings(BaseModel):
                 f"max_bytes ({self.max_bytes})"
             )
         return self
-
-
-def log_stream_name(prefix: str) -> str:
-    """The JetStream stream holding the log events under ``prefix``: ``eevee`` -> ``EEVEE_LOGS``."""
-    return prefix.upper().replace(".", "_") + "_LOGS"
 
 
 def resolve_directory(settings: LoggingSettings, data_dir: Path) -> Path:

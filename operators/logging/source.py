@@ -17,8 +17,9 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from eeveepy.errors import EeveeError
+from eeveepy.logs import stream_name
 
-from .settings import DURABLE, LoggingSettings, log_stream_name
+from .settings import DURABLE, LoggingSettings
 
 if TYPE_CHECKING:
     from .service import Service
@@ -59,7 +60,7 @@ class Source:
         self.log = svc.op.log
         self.prefix = svc.op.subjects.prefix
         self.subject = f"{self.prefix}.log.>"
-        self.stream = log_stream_name(self.prefix)
+        self.stream = stream_name(self.prefix)
         self.quit = asyncio.Event()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None

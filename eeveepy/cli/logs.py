@@ -1,0 +1,124 @@
+"""``eevee logs``: its arguments, the filter they make, printing and following.
+
+What is read, and how, is :mod:`eeveepy.logs.history`; this module turns the command line
+into a :class:`~eeveepy.logs.history.LogFilter` and prints what comes back, one rendered line
+(:func:`~eeveepy.logs.render.render`) or one JSON envelope per record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Final
+
+from eeveepy.errors import LogQueryError
+from eeveepy.logs.history import LogFilter, read_logs
+from eeveepy.logs.records import level_from_name
+from eeveepy.logs.render import render
+
+__all__ = ["add_logs_parser", "filter_from_args", "parse_since", "run_logs"]
+
+Connect = Callable[[argparse.Namespace], Awaitable[tuple[Any, Any, dict[str, str]]]]
+"""Connects to the running system's bus: ``(nats client, ipc, request headers)``."""
+
+_SINCE_RE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_SINCE_UNITS: Final = MappingProxyType(
+    {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+)
+
+
+def add_logs_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add the ``logs`` command to ``sub``; the caller sets its ``func``."""
+    logs = sub.add_parser(
+        "logs", parents=parents, help="show log history from the bus; -f to follow"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    logs.add_argument(
+        "--operator",
+        "-o",
+        action="append",
+        metavar="ID",
+        help="only this operator (repeatable; globs like irc.*)",
+    )
+    logs.add_argument(
+        "--level",
+        "-l",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="lowest level shown",
+    )
+    logs.add_argument("--since", help="from this long ago (30s, 10m, 1h, 2d) or an ISO time")
+    logs.add_argument("--grep", "-g", metavar="TEXT", help="only events containing TEXT")
+    logs.add_argument(
+        "--lines", "-n", type=int, default=200, help="history lines without --since (default 200)"
+    )
+    logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
+    return logs
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A ``--since`` value: a duration ago (``30s``, ``10m``, ``1h``, ``2d``, ``1w``) or an
+    ISO 8601 time (naive = UTC). Raises :class:`LogQueryError`."""
+    value = text.strip()
+    match = _SINCE_RE.fullmatch(value.lower())
+    if match is not None:
+        amount, unit = float(match.group(1)), match.group(2)
+        try:
+            return now - timedelta(**{_SINCE_UNITS[unit]: amount})
+        except OverflowError:
+            raise LogQueryError(f"--since {text!r} is too far back") from None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise LogQueryError(
+            f"--since {text!r}: expected a duration such as 30s, 10m, 1h, 2d or an ISO 8601 "
+            "time such as 2026-01-02T15:04:05Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when
+
+
+def filter_from_args(args: argparse.Namespace, now: datetime) -> LogFilter:
+    """The :class:`LogFilter` of ``eevee logs`` arguments; ``--since`` counts back from ``now``."""
+    return LogFilter(
+        operators=list(args.operator or []),
+        min_level=level_from_name(args.level) if args.level else None,
+        since=parse_since(args.since, now) if args.since else None,
+        grep=args.grep,
+    )
+
+
+def run_logs(args: argparse.Namespace, connect: Connect) -> int:
+    """Print the history the arguments ask for and, with ``--follow``, what arrives after it
+    until interrupted. History is the last ``--lines`` records, or everything since
+    ``--since``; text is coloured on a terminal. Returns the exit code."""
+    flt = filter_from_args(args, datetime.now(UTC))
+    color = sys.stdout.isatty() and not args.json
+    tail = None if args.since else args.lines
+
+    async def go() -> None:
+        nc, ipc, _ = await connect(args)
+        try:
+            async for env in read_logs(
+                nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
+            ):
+                if args.json:
+                    print(env.model_dump_json(), flush=args.follow)
+                else:
+                    print(render(env, color=color), flush=args.follow)
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
