@@ -15,8 +15,12 @@ EeveeError
  │    ├── DeliveryError          a stored publish was not acknowledged by its stream in time
  │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
+ ├── ForkServerError             the fork server could not be started or could not spawn
  ├── OperatorError               an operator's runtime could not start or was misused
- └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ └── ScaffoldError               `eevee new operator` could not create the package
+      ├── InvalidNameError       NAME cannot be a package, operator id and command name
+      └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
 """
 
 from __future__ import annotations
@@ -129,9 +133,25 @@ class NatsServerError(EeveeError):
     """The embedded nats-server could not be started, or did not stop."""
 
 
+class ForkServerError(EeveeError):
+    """The fork server could not be started or could not spawn."""
+
+
 class OperatorError(EeveeError):
     """An operator runtime could not start, or was used wrongly."""
 
 
 class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
+
+
+class ScaffoldError(EeveeError):
+    """``eevee new operator``: the package could not be created."""
+
+
+class InvalidNameError(ScaffoldError):
+    """NAME cannot be a package, operator id and command name."""
+
+
+class TargetExistsError(ScaffoldError):
+    """``DIR/NAME`` already exists: nothing is overwritten."""
