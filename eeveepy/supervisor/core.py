@@ -32,7 +32,14 @@ from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
 from eeveepy.bus.streams import ensure_chat_streams
 from eeveepy.config import Config, OperatorConfig, load_config
-from eeveepy.errors import BusError, ConfigError, EeveeError, NatsServerError, SupervisorError
+from eeveepy.errors import (
+    BusError,
+    ConfigError,
+    EeveeError,
+    ForkServerError,
+    NatsServerError,
+    SupervisorError,
+)
 from eeveepy.logs import LogShipper, ensure_log_stream
 from eeveepy.paths import Paths
 from eeveepy.protocol.models import (
@@ -46,7 +53,7 @@ from eeveepy.protocol.models import (
 )
 from eeveepy.protocol.subjects import Subjects
 from eeveepy.supervisor.buswatch import BusWatch
-from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
+from eeveepy.supervisor.forkserver import ForkServer
 from eeveepy.supervisor.leases import Leases
 from eeveepy.supervisor.process import OperatorProcess, State
 from eeveepy.supervisor.statefile import read_state, remove_state, write_state

@@ -32,7 +32,7 @@ import structlog
 from eeveepy.aio import Backoff, cancel_and_wait, die_with_parent
 from eeveepy.bus.ipc import Ipc
 from eeveepy.config import OperatorConfig, RestartPolicy
-from eeveepy.errors import BusError
+from eeveepy.errors import BusError, ForkServerError
 from eeveepy.logs import record_from_line, relay_record
 from eeveepy.protocol.models import (
     Control,
@@ -44,7 +44,7 @@ from eeveepy.protocol.models import (
     Ping,
     Pong,
 )
-from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
+from eeveepy.supervisor.forkserver import ForkServer
 
 EX_CONFIG = 78  # the operator says its settings are invalid: restarting will not help
 
