@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from eeveepy import Operator
 from eeveepy.bus.ipc import Subscription
-from eeveepy.cli.chat import PLATFORM, ConsoleSettings
 from eeveepy.connector.outbox import Outbox
+from eeveepy.console import PLATFORM, ConsoleSettings
 from eeveepy.protocol.models import ChatEvent, ChatEventType, ChatUser, Envelope, OutgoingMessage
 from eeveepy.protocol.subjects import encode_token
 
