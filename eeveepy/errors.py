@@ -16,12 +16,16 @@ EeveeError
  │    ├── DeliveryError          a stored publish was not acknowledged by its stream in time
  │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
+ ├── ForkServerError             the fork server could not be started or could not spawn
  ├── OperatorError               an operator's runtime could not start or was misused
  ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
- └── ConnectorError              a chat connector's platform failed, or the kit was misused
-      ├── SessionError           the session with the chat platform failed or ended (reconnect)
-      ├── AuthenticationError    the platform refused the credentials (retried slowly)
-      └── RefusedError           an outgoing message the platform will never send (dead-lettered)
+ ├── ConnectorError              a chat connector's platform failed, or the kit was misused
+ │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
+ │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
+ │    └── RefusedError           an outgoing message the platform will never send (dead-lettered)
+ └── ScaffoldError               `eevee new operator` could not create the package
+      ├── InvalidNameError       NAME cannot be a package, operator id and command name
+      └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
 """
 
 from __future__ import annotations
@@ -138,6 +142,10 @@ class NatsServerError(EeveeError):
     """The embedded nats-server could not be started, or did not stop."""
 
 
+class ForkServerError(EeveeError):
+    """The fork server could not be started or could not spawn."""
+
+
 class OperatorError(EeveeError):
     """An operator runtime could not start, or was used wrongly."""
 
@@ -163,3 +171,15 @@ class RefusedError(ConnectorError):
 
     The connector dead-letters it with this error's text as the reason.
     """
+
+
+class ScaffoldError(EeveeError):
+    """``eevee new operator``: the package could not be created."""
+
+
+class InvalidNameError(ScaffoldError):
+    """NAME cannot be a package, operator id and command name."""
+
+
+class TargetExistsError(ScaffoldError):
+    """``DIR/NAME`` already exists: nothing is overwritten."""

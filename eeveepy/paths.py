@@ -4,7 +4,8 @@ The defaults follow the platform's conventions through :mod:`platformdirs`; on L
 the XDG base directories, so setting ``XDG_STATE_HOME``, ``XDG_CACHE_HOME``, ``XDG_DATA_HOME``
 and ``XDG_CONFIG_HOME`` gives an installation (or a test) directories of its own::
 
-    state_dir    $XDG_STATE_HOME/eevee     (~/.local/state/eevee)   supervisor.json, jetstream/
+    state_dir    $XDG_STATE_HOME/eevee     (~/.local/state/eevee)   supervisor.json, jetstream/,
+                                                                 operators/<id>/settings.json
     log_dir      $XDG_STATE_HOME/eevee/log (~/.local/state/eevee/log)
     cache_dir    $XDG_CACHE_HOME/eevee     (~/.cache/eevee)         operators/<id>/
     data_dir     $XDG_DATA_HOME/eevee      (~/.local/share/eevee)   operators/<id>/
@@ -24,12 +25,26 @@ import platformdirs
 
 from eeveepy.protocol.subjects import validate_operator_id
 
-__all__ = ["DEFAULT_APP", "Paths"]
+__all__ = ["DEFAULT_APP", "OperatorPaths", "Paths"]
 
 DEFAULT_APP = "eevee"
 """The application name the default directories are named after."""
 
 _PRIVATE_DIR_MODE = 0o700
+
+
+@dataclass(frozen=True)
+class OperatorPaths:
+    """The files and directories of one operator id, built once (see :meth:`Paths.operator`)."""
+
+    id: str
+    """The operator id (validated: it cannot climb out of a directory)."""
+    settings_file: Path
+    """``state_dir/operators/<id>/settings.json``: the settings it re-reads on SIGHUP."""
+    cache_dir: Path
+    """``cache_dir/operators/<id>``: emptied by the supervisor before each start."""
+    data_dir: Path
+    """``data_dir/operators/<id>``: kept across starts."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,17 @@ class Paths:
         """``data_dir/operators/<op_id>``; raises :class:`~eeveepy.errors.SubjectError` for a
         bad id."""
         return self.data_dir / "operators" / validate_operator_id(op_id)
+
+    def operator(self, op_id: str) -> OperatorPaths:
+        """Every path of operator ``op_id``; raises :class:`~eeveepy.errors.SubjectError` for a
+        bad id."""
+        op_id = validate_operator_id(op_id)
+        return OperatorPaths(
+            id=op_id,
+            settings_file=self.state_dir / "operators" / op_id / "settings.json",
+            cache_dir=self.operator_cache_dir(op_id),
+            data_dir=self.operator_data_dir(op_id),
+        )
 
     def ensure(self) -> Paths:
         """Create the state, log, cache and data directories (not ``config_dir``); return self.

@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from eeveepy import Operator
-from eeveepy.cli.chat import PLATFORM, ConsoleSettings
 from eeveepy.connector import (
     ConnectionState,
     ControlRequest,
@@ -46,6 +45,7 @@ from eeveepy.connector import (
     RoomAction,
     connector_operator,
 )
+from eeveepy.console import PLATFORM, ConsoleSettings
 from eeveepy.protocol.models import (
     ChatEvent,
     ChatEventType,

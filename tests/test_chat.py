@@ -27,8 +27,9 @@ import nats
 import pytest
 from supervisor_fixtures import EEVEE, System, run_async, wait_for
 
-from eeveepy.cli.chat import HISTORY_FILE, ConsoleSettings, console_settings, format_reply, mentions
+from eeveepy.cli.terminal import HISTORY_FILE, format_reply
 from eeveepy.config import load_config
+from eeveepy.console import ConsoleSettings, console_settings, mentions
 from eeveepy.protocol.models import MessageStyle, OutgoingMessage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -459,6 +459,13 @@ def test_paths_helpers_and_ensure(tmp_path: Path) -> None:
     assert paths.operator_data_dir("echo") == paths.data_dir / "operators" / "echo"
     with pytest.raises(SubjectError):
         paths.operator_data_dir("../escape")
+    echo = paths.operator("echo")
+    assert echo.id == "echo"
+    assert echo.settings_file == paths.state_dir / "operators" / "echo" / "settings.json"
+    assert echo.cache_dir == paths.operator_cache_dir("echo")
+    assert echo.data_dir == paths.operator_data_dir("echo")
+    with pytest.raises(SubjectError):
+        paths.operator("../escape")
     assert not paths.state_dir.exists()
     assert paths.ensure() is paths
     for directory in (paths.state_dir, paths.log_dir, paths.cache_dir, paths.data_dir):

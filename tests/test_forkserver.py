@@ -11,7 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
+from eeveepy.errors import ForkServerError
+from eeveepy.supervisor.forkserver import ForkServer
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 
 from eeveepy.cli import scaffold
 from eeveepy.cli.main import main
+from eeveepy.errors import TargetExistsError
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "greeter_xq"  # unlikely to be importable already
@@ -91,7 +92,7 @@ def test_an_existing_directory_is_never_overwritten(
     assert [p.name for p in (tmp_path / NAME).iterdir()] == ["mine.txt"]
 
     created = scaffold.new_operator("other_op", tmp_path)
-    with pytest.raises(scaffold.TargetExistsError):
+    with pytest.raises(TargetExistsError):
         scaffold.new_operator("other_op", tmp_path)
     assert created == tmp_path / "other_op"
 

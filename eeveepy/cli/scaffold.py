@@ -29,12 +29,9 @@ from pathlib import Path
 from string import Template
 from typing import Any, Final
 
-from eeveepy.errors import EeveeError
+from eeveepy.errors import InvalidNameError, ScaffoldError, TargetExistsError
 
 __all__ = [
-    "InvalidNameError",
-    "ScaffoldError",
-    "TargetExistsError",
     "add_new_parser",
     "check_name",
     "cmd_new",
@@ -47,18 +44,6 @@ _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 _RESERVED: Final = frozenset(
     {"eeveepy", "operators", "tests", "test", "help", "nats", "pydantic", "structlog", "pytest"}
 )
-
-
-class ScaffoldError(EeveeError):
-    """The package could not be created."""
-
-
-class InvalidNameError(ScaffoldError):
-    """NAME cannot be a package, operator id and command name."""
-
-
-class TargetExistsError(ScaffoldError):
-    """``DIR/NAME`` already exists: nothing is overwritten."""
 
 
 def check_name(name: str) -> str:

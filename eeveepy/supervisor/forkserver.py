@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 
 from eeveepy.aio import die_with_parent
-from eeveepy.errors import EeveeError
+from eeveepy.errors import ForkServerError
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -45,10 +45,6 @@ PRELOAD = (
     "eeveepy.protocol.models",
 )
 MAX_FDS = 2
-
-
-class ForkServerError(EeveeError):
-    """The fork server could not be started or could not spawn."""
 
 
 # ---------------------------------------------------------------------------------------------

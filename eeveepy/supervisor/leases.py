@@ -18,13 +18,23 @@ from collections.abc import Callable
 
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.aio import cancel_and_wait
 
-__all__ = ["Leases"]
+__all__ = ["Leases", "bucket_name"]
+
+
+def bucket_name(prefix: str) -> str:
+    """The KV bucket of the leases of the supervisors with subject prefix ``prefix``."""
+    return f"{prefix.replace('.', '_')}_leases"
 
 
 class Leases:
@@ -73,11 +83,11 @@ class Leases:
     ) -> Leases:
         """Open (or create) the bucket; ``fresh`` deletes what an earlier run left in it."""
         if fresh:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(NotFoundError):  # nothing left: the first run
                 await js.delete_key_value(bucket)
         try:
             kv = await js.key_value(bucket)
-        except Exception:
+        except BucketNotFoundError:
             kv = await js.create_key_value(KeyValueConfig(bucket=bucket, ttl=ttl))
         return cls(kv, holder, ttl, log=log, on_lost=on_lost, connected=connected, settled=settled)
 

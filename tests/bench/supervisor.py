@@ -24,7 +24,7 @@ from eeveepy.errors import EeveeError
 from eeveepy.protocol.models import Ping, Pong
 from eeveepy.protocol.subjects import Subjects
 from eeveepy.supervisor.core import Supervisor, read_state
-from eeveepy.supervisor.process import State
+from eeveepy.supervisor.states import ProcessState
 
 MODULE = "tests.operators.null_operator"
 
@@ -62,7 +62,7 @@ async def _wait(sup: Supervisor, pred: Any, timeout: float) -> float:
 
 
 def _all_running(sup: Supervisor) -> bool:
-    return all(p.state == State.RUNNING for p in sup.operators.values())
+    return all(p.state == ProcessState.RUNNING for p in sup.operators.values())
 
 
 async def startup(count: int, forkserver: bool) -> dict[str, Any]:
@@ -115,7 +115,7 @@ async def _steady_state(sup: Supervisor) -> dict[str, Any]:
         assert old is not None
         t0 = time.perf_counter()
         os.kill(old, signal.SIGKILL)
-        while not (proc.state == State.RUNNING and proc.pid not in (None, old)):
+        while not (proc.state == ProcessState.RUNNING and proc.pid not in (None, old)):
             if time.perf_counter() - t0 > 30:
                 raise TimeoutError("operator not restarted")
             await asyncio.sleep(0.002)

@@ -1,0 +1,146 @@
+"""The supervisor's bus: the embedded nats-server (or a configured one), its users, the streams.
+
+With no ``[bus] url`` the supervisor starts its own nats-server (restarted by the bus watch
+when it dies) and gives it one user per party: itself, the CLI, and each operator id
+(``op:<id>``), each with a random password made for this run. A configured bus is used with
+the configured credentials. Either way the log history stream and the chat streams are made
+sure of; without them the supervisor still runs, and says what is missing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.client import Client as NatsClient
+from structlog.typing import FilteringBoundLogger
+
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
+from eeveepy.bus.streams import ensure_chat_streams
+from eeveepy.config import Config
+from eeveepy.errors import BusError
+from eeveepy.logs import ensure_log_stream
+from eeveepy.protocol.subjects import Subjects
+from eeveepy.supervisor.buswatch import BusWatch
+
+__all__ = ["CLI_USER", "SUPERVISOR_USER", "Bus", "BusUsers", "start_bus"]
+
+SUPERVISOR_USER = "eevee-supervisor"
+CLI_USER = "eevee-cli"
+
+
+def _secret() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class BusUsers:
+    """The embedded bus's users and their passwords, made for this run."""
+
+    def __init__(self) -> None:
+        self.supervisor_password = _secret()
+        self.cli_password = _secret()
+        self._operators: dict[str, str] = {}
+
+    @staticmethod
+    def operator_user(op_id: str) -> str:
+        """The bus user of operator ``op_id``."""
+        return f"op:{op_id}"
+
+    def password(self, op_id: str) -> str:
+        """The password of operator ``op_id`` (made on first use)."""
+        return self._operators.setdefault(op_id, _secret())
+
+    def forget(self, op_id: str) -> None:
+        """Drop ``op_id``'s password: a later user of that id gets a new one."""
+        self._operators.pop(op_id, None)
+
+    def users(self, op_ids: list[str]) -> list[NatsUser]:
+        """The supervisor, the CLI and the operators ``op_ids``: all the server should know."""
+        users = [
+            NatsUser(SUPERVISOR_USER, self.supervisor_password),
+            NatsUser(CLI_USER, self.cli_password),
+        ]
+        users.extend(NatsUser(self.operator_user(i), self.password(i)) for i in op_ids)
+        return users
+
+
+@dataclass
+class Bus:
+    """The supervisor's bus once started."""
+
+    url: str
+    """What operators and the CLI connect to."""
+    nc: NatsClient
+    """The supervisor's own connection."""
+    ipc: Ipc
+    """The supervisor's envelopes on ``nc``."""
+    server: EmbeddedNats | None
+    """The embedded server, or None for a configured bus."""
+
+
+async def start_bus(
+    config: Config,
+    *,
+    name: str,
+    store_dir: Path,
+    users: BusUsers,
+    watch: BusWatch,
+    on_reconnect: Callable[[], Awaitable[None]],
+    log: FilteringBoundLogger,
+) -> Bus:
+    """Start the embedded server in ``store_dir`` (or take the configured one), connect, make
+    sure of the streams. ``watch`` follows the connection (and the embedded server)."""
+    server: EmbeddedNats | None = None
+    if config.bus.url is None:
+        server = EmbeddedNats(
+            store_dir=store_dir,
+            users=users.users(list(config.operators)),
+            max_payload=config.bus.max_payload,
+        )
+        await server.start()
+        url = server.url
+        watch.server = server
+        watch.start()
+        nc = await connect(
+            BusConfig(),
+            name=f"supervisor:{name}",
+            url=url,
+            user=SUPERVISOR_USER,
+            password=users.supervisor_password,
+            on_disconnect=watch.disconnected,
+            on_reconnect=on_reconnect,
+        )
+    else:
+        url = config.bus.url
+        nc = await connect(
+            config.bus,
+            name=f"supervisor:{name}",
+            on_disconnect=watch.disconnected,
+            on_reconnect=on_reconnect,
+        )
+    ipc = Ipc(Subjects(config.prefix), "supervisor", logger=log)
+    await ipc.attach(nc)
+    await _ensure_streams(nc, config, log)
+    watch.keep_streams(nc.jetstream(), config)  # ensured again once JetStream is back
+    return Bus(url=url, nc=nc, ipc=ipc, server=server)
+
+
+async def _ensure_streams(nc: NatsClient, config: Config, log: FilteringBoundLogger) -> None:
+    sup = config.supervisor
+    try:
+        await ensure_log_stream(
+            nc.jetstream(),
+            config.prefix,
+            max_age=sup.log_history_max_age,
+            max_bytes=sup.log_history_max_bytes,
+        )
+    except BusError as exc:
+        log.warning("no log history on the bus", error=str(exc))
+    try:
+        await ensure_chat_streams(nc.jetstream(), config.prefix)
+    except BusError as exc:
+        log.warning("chat is not stored: messages may be lost", error=str(exc))
