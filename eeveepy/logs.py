@@ -51,10 +51,11 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.names import log_stream_name as stream_name
 from eeveepy.errors import BusError, EeveeError, EnvelopeError, PayloadTooLargeError, SubjectError
 from eeveepy.protocol.codec import EnvelopeDecoder, format_timestamp
 from eeveepy.protocol.models import Envelope, LogLevel, LogRecord, utcnow
-from eeveepy.protocol.subjects import validate_operator_id, validate_prefix
+from eeveepy.protocol.subjects import validate_operator_id
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -895,12 +896,6 @@ def relay_record(record: LogRecord, logger: Any = None) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The history stream
-
-
-def stream_name(prefix: str) -> str:
-    """The JetStream stream holding the logs of ``prefix``: ``eevee`` -> ``EEVEE_LOGS``."""
-    validate_prefix(prefix)
-    return prefix.replace(".", "_").upper() + "_LOGS"
 
 
 async def ensure_log_stream(

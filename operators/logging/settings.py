@@ -7,6 +7,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eeveepy.bus.names import log_stream_name as log_stream_name
 from eeveepy.errors import SubjectError
 from eeveepy.paths import Paths
 from eeveepy.protocol.subjects import validate_operator_id
@@ -90,11 +91,6 @@ class LoggingSettings(BaseModel):
                 f"max_bytes ({self.max_bytes})"
             )
         return self
-
-
-def log_stream_name(prefix: str) -> str:
-    """The JetStream stream holding the log events under ``prefix``: ``eevee`` -> ``EEVEE_LOGS``."""
-    return prefix.upper().replace(".", "_") + "_LOGS"
 
 
 def resolve_directory(settings: LoggingSettings, data_dir: Path) -> Path:
