@@ -26,13 +26,11 @@ file is merged under the inline ``settings`` (inline keys win, tables merge key 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
 import os
 import re
 import sys
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,6 +49,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from eeveepy.bus.client import BusConfig
 from eeveepy.errors import ConfigError, SubjectError
 from eeveepy.paths import Paths
+from eeveepy.problems import problem
 from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_operator_id, validate_prefix
 
 __all__ = [
@@ -81,11 +80,8 @@ Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 """A finite, positive duration in seconds."""
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
-_BARE_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION_RE = re.compile(r"^(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 _TOML_END_RE = re.compile(r"^(?P<msg>.*) \(at end of document\)$")
-_OWN_ERROR_PREFIX = "eevee_"
-_MAX_SHOWN_INPUT = 60
 
 
 class RestartPolicy(StrEnum):
@@ -543,35 +539,7 @@ def _problem(err: ErrorDetails, label: str) -> tuple[str, str]:
     loc = tuple(err["loc"])
     if len(loc) == 3 and loc[0] == "operators" and loc[2] == "id" and err.get("input") == loc[1]:
         loc = loc[:2]  # the id came from the table name: point at the table
-    where = f"{label}: {_key_path(loc)}" if loc else label
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-        known = _known_keys(loc[:-1])
-        if loc and known:
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-        return where, message
-    message = err["msg"]
-    value = err.get("input")
-    if not err["type"].startswith(_OWN_ERROR_PREFIX) and isinstance(value, str | int | float):
-        shown = repr(value)
-        if len(shown) > _MAX_SHOWN_INPUT:
-            shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."
-        message += f" (got {shown})"
-    return where, message
-
-
-def _key_path(loc: Iterable[int | str]) -> str:
-    """``("operators", "irc.libera", "command", 0)`` -> ``operators."irc.libera".command[0]``."""
-    path = ""
-    for item in loc:
-        if isinstance(item, int):
-            path += f"[{item}]"
-            continue
-        part = item if _BARE_KEY_RE.fullmatch(item) else json.dumps(item)
-        path = f"{path}.{part}" if path else part
-    return path
+    return problem(label, err, loc=loc, known=_known_keys(loc[:-1]))
 
 
 def _known_keys(table: tuple[int | str, ...]) -> list[str]:

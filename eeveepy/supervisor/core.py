@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsClient
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.client import BusConfig, connect
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.names import leases_bucket_name
 from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
 from eeveepy.bus.streams import ensure_chat_streams
 from eeveepy.config import Config, OperatorConfig, load_config
@@ -45,6 +46,18 @@ from eeveepy.protocol.models import (
     SupervisorStatus,
 )
 from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.contract import (
+    ENV_CACHE_DIR,
+    ENV_DATA_DIR,
+    ENV_NATS_PASSWORD,
+    ENV_NATS_URL,
+    ENV_NATS_USER,
+    ENV_OPERATOR_ID,
+    ENV_SETTINGS,
+    ENV_SETTINGS_FILE,
+    ENV_SUBJECT_PREFIX,
+    ENV_SUPERVISOR,
+)
 from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
 from eeveepy.supervisor.leases import Leases
@@ -59,10 +72,6 @@ SUPERVISOR_HEADER = "supervisor"
 
 def _secret() -> str:
     return secrets.token_urlsafe(24)
-
-
-def _kv_name(prefix: str, what: str) -> str:
-    return f"{prefix.replace('.', '_')}_{what}"
 
 
 class Supervisor:
@@ -446,7 +455,7 @@ class Supervisor:
         assert self._nc is not None
         self._leases = await Leases.open(
             self._nc.jetstream(),
-            _kv_name(self.config.prefix, "leases"),
+            leases_bucket_name(self.config.prefix),
             self.name,
             self.config.supervisor.lease_ttl,
             # The embedded bus is this installation's alone: leases left by an earlier run that
@@ -496,24 +505,24 @@ class Supervisor:
 
     def _env_for(self, cfg: OperatorConfig) -> dict[str, str]:
         env = {
-            "EEVEE_OPERATOR_ID": cfg.id,
-            "EEVEE_NATS_URL": self._url,
-            "EEVEE_SUBJECT_PREFIX": self.config.prefix,
-            "EEVEE_SETTINGS": json.dumps(cfg.settings),
-            "EEVEE_SETTINGS_FILE": str(self._settings_file(cfg.id)),
-            "EEVEE_CACHE_DIR": str(self.paths.operator_cache_dir(cfg.id)),
-            "EEVEE_DATA_DIR": str(self.paths.operator_data_dir(cfg.id)),
-            "EEVEE_SUPERVISOR": self.name,
+            ENV_OPERATOR_ID: cfg.id,
+            ENV_NATS_URL: self._url,
+            ENV_SUBJECT_PREFIX: self.config.prefix,
+            ENV_SETTINGS: json.dumps(cfg.settings),
+            ENV_SETTINGS_FILE: str(self._settings_file(cfg.id)),
+            ENV_CACHE_DIR: str(self.paths.operator_cache_dir(cfg.id)),
+            ENV_DATA_DIR: str(self.paths.operator_data_dir(cfg.id)),
+            ENV_SUPERVISOR: self.name,
             "PYTHONUNBUFFERED": "1",
         }
         if self._server is not None:
-            env["EEVEE_NATS_USER"] = f"op:{cfg.id}"
-            env["EEVEE_NATS_PASSWORD"] = self._secrets[cfg.id]
+            env[ENV_NATS_USER] = f"op:{cfg.id}"
+            env[ENV_NATS_PASSWORD] = self._secrets[cfg.id]
         else:
             bus = self.config.bus
             if bus.user:
-                env["EEVEE_NATS_USER"] = bus.user
-                env["EEVEE_NATS_PASSWORD"] = bus.password or ""
+                env[ENV_NATS_USER] = bus.user
+                env[ENV_NATS_PASSWORD] = bus.password or ""
         return env
 
     def _settings_file(self, op_id: str) -> Path:

@@ -44,9 +44,8 @@ from eeveepy.protocol.models import (
     Ping,
     Pong,
 )
+from eeveepy.runtime.contract import EXIT_CONFIG
 from eeveepy.supervisor.forkserver import ForkServer, ForkServerError
-
-EX_CONFIG = 78  # the operator says its settings are invalid: restarting will not help
 
 
 class State(StrEnum):
@@ -474,7 +473,7 @@ class OperatorProcess:
                 return
             self._set(State.STOPPED)
             return
-        if code == EX_CONFIG:
+        if code == EXIT_CONFIG:  # the operator's settings are invalid: restarting will not help
             self._want_running = False
             self._set(State.FATAL, "invalid settings (exit 78): fix the config, then ctl start")
             return
