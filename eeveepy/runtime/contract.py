@@ -3,12 +3,14 @@
 One place for what both sides must agree on: the ``EEVEE_*`` environment variables an
 operator is started with, and the exit codes by which it tells the supervisor why it ended.
 The supervisor (:mod:`eeveepy.supervisor`) writes the environment; :class:`Launch` reads and
-validates it on the operator's side. ``docs/protocol.md`` ("The process contract") describes
+validates it on the operator's side, after :func:`environ_with_options` has applied the
+command-line options of a development run. ``docs/protocol.md`` ("The process contract") describes
 the same for authors in other languages.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "Launch",
+    "environ_with_options",
 ]
 
 EXIT_OK: Final = 0
@@ -143,3 +146,38 @@ class Launch:
             supervisor=env.get(ENV_SUPERVISOR) or None,
             connect_timeout=timeout,
         )
+
+
+def environ_with_options(
+    environ: Mapping[str, str], argv: list[str] | None, *, prog: str | None = None
+) -> dict[str, str]:
+    """``environ`` with the command-line options of a development run applied over it.
+
+    ``--id``, ``--nats-url``, ``--prefix`` and ``--settings FILE`` stand for their ``EEVEE_*``
+    variables; ``argv`` None reads ``sys.argv``. A bad option exits with argparse's usage
+    message (status 2), as a command line should.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run this eevee operator. Under `eevee up` everything comes from the "
+        "environment (EEVEE_*); these options override it for development runs.",
+    )
+    parser.add_argument("--id", help=f"operator id ({ENV_OPERATOR_ID})")
+    parser.add_argument("--nats-url", help=f"bus URL ({ENV_NATS_URL})")
+    parser.add_argument("--prefix", help=f"subject prefix ({ENV_SUBJECT_PREFIX})")
+    parser.add_argument(
+        "--settings", metavar="FILE", help=f"settings file, .json or .toml ({ENV_SETTINGS_FILE})"
+    )
+    args = parser.parse_args(argv)
+    if args.settings and not Path(args.settings).is_file():
+        parser.error(f"--settings: no such file: {args.settings}")
+    env = dict(environ)
+    if args.id:
+        env[ENV_OPERATOR_ID] = args.id
+    if args.nats_url:
+        env[ENV_NATS_URL] = args.nats_url
+    if args.prefix:
+        env[ENV_SUBJECT_PREFIX] = args.prefix
+    if args.settings:
+        env[ENV_SETTINGS_FILE] = str(Path(args.settings).resolve())
+    return env

@@ -25,7 +25,6 @@ bus (69) from a crash (1).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -44,13 +43,11 @@ from eeveepy.logs import configure_operator_logging
 from eeveepy.protocol.models import ChatMessage, Envelope, MessageStyle, OutgoingMessage
 from eeveepy.protocol.subjects import Subjects
 from eeveepy.runtime.contract import (
-    ENV_NATS_URL,
     ENV_OPERATOR_ID,
-    ENV_SETTINGS_FILE,
-    ENV_SUBJECT_PREFIX,
     ENV_SUPERVISOR,
     EXIT_CONFIG,
     Launch,
+    environ_with_options,
 )
 from eeveepy.runtime.health import OperatorHealth
 from eeveepy.runtime.hooks import HookEvent, Hooks, HookT
@@ -270,19 +267,7 @@ class Operator(Generic[S]):
         Options for development runs override the environment: ``--id``, ``--nats-url``,
         ``--prefix`` and ``--settings FILE`` (JSON or TOML, re-read on every reload).
         """
-        parser = _parser(self._name)
-        args = parser.parse_args(argv)
-        if args.settings and not Path(args.settings).is_file():
-            parser.error(f"--settings: no such file: {args.settings}")
-        env = dict(os.environ)
-        if args.id:
-            env[ENV_OPERATOR_ID] = args.id
-        if args.nats_url:
-            env[ENV_NATS_URL] = args.nats_url
-        if args.prefix:
-            env[ENV_SUBJECT_PREFIX] = args.prefix
-        if args.settings:
-            env[ENV_SETTINGS_FILE] = str(Path(args.settings).resolve())
+        env = environ_with_options(os.environ, argv, prog=self._name)
         if not structlog.is_configured():
             # Under a supervisor: JSON lines on stderr, which it relays to the bus and console.
             op_id = env.get(ENV_OPERATOR_ID) or self._default_id or self._name or _PLACEHOLDER_ID
@@ -365,18 +350,3 @@ def _logger(name: str | None, operator_id: str) -> FilteringBoundLogger:
 
 def _ipc_logger(operator_id: str) -> Any:
     return structlog.get_logger("eeveepy.ipc", operator=operator_id)
-
-
-def _parser(name: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=name,
-        description="Run this eevee operator. Under `eevee up` everything comes from the "
-        "environment (EEVEE_*); these options override it for development runs.",
-    )
-    parser.add_argument("--id", help="operator id (EEVEE_OPERATOR_ID)")
-    parser.add_argument("--nats-url", help="bus URL (EEVEE_NATS_URL)")
-    parser.add_argument("--prefix", help="subject prefix (EEVEE_SUBJECT_PREFIX)")
-    parser.add_argument(
-        "--settings", metavar="FILE", help="settings file, .json or .toml (EEVEE_SETTINGS_FILE)"
-    )
-    return parser
