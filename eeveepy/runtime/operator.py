@@ -164,7 +164,8 @@ class Operator(Generic[S]):
 
     @property
     def cache_dir(self) -> Path:
-        """A directory for caches, emptied by the supervisor before each start."""
+        """A directory for caches, emptied by the supervisor before each start (a standalone
+        development run finds it as the last run left it)."""
         return self._require_launch().cache_dir
 
     @property
