@@ -7,9 +7,12 @@ EeveeError
  │    └── IrreversibleTokenError a long value's bounded token (prefix + digest): not decodable
  ├── EnvelopeError               a payload that is not a valid envelope (subject, reason)
  ├── PayloadTooLargeError        a payload over the server's max_payload, refused before sending
- ├── BusError                    talking to NATS failed
+ ├── BusError                    talking to NATS failed (carries the subject, when known)
  │    ├── BusNotRunningError     no running system found (no state file, nothing answering)
  │    ├── BusDownError           the running system's bus does not answer (restarting?)
+ │    ├── BusClosedError         the connection is closed (or draining): nothing can be sent
+ │    ├── OutboundBufferFullError  the bus is away and the client's outgoing buffer is full
+ │    ├── BadBusSubjectError     the client refused a subject (an empty one, say)
  │    ├── RequestTimeoutError    a request got no reply in time
  │    ├── NoRespondersError      nobody subscribes to a request's subject
  │    ├── RemoteError            the responder answered with an error
@@ -98,7 +101,11 @@ class PayloadTooLargeError(EeveeError):
 
 
 class BusError(EeveeError):
-    """Talking to the NATS bus failed."""
+    """Talking to the NATS bus failed; ``subject`` is the subject concerned, when known."""
+
+    def __init__(self, *args: object, subject: str = "") -> None:
+        super().__init__(*args)
+        self.subject = subject
 
 
 class BusNotRunningError(BusError):
@@ -107,6 +114,18 @@ class BusNotRunningError(BusError):
 
 class BusDownError(BusError):
     """The running system's bus does not answer (an embedded one may be restarting)."""
+
+
+class BusClosedError(BusError):
+    """The bus connection is closed (or draining at shutdown): nothing more can be sent on it."""
+
+
+class OutboundBufferFullError(BusError):
+    """The bus is away and the client's buffer of messages to send when it is back is full."""
+
+
+class BadBusSubjectError(BusError):
+    """The bus client refused a subject."""
 
 
 class RequestTimeoutError(BusError):
@@ -129,8 +148,7 @@ class DeliveryError(BusError):
     """A stored publish was not acknowledged by its stream within its deadline."""
 
     def __init__(self, subject: str, reason: str) -> None:
-        super().__init__(f"{subject} was not stored: {reason}")
-        self.subject = subject
+        super().__init__(f"{subject} was not stored: {reason}", subject=subject)
         self.reason = reason
 
 

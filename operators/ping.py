@@ -9,7 +9,7 @@ alone for development::
 from __future__ import annotations
 
 from eeveepy import CommandInvocation, Operator
-from eeveepy.runtime.operator import AnySettings
+from eeveepy.runtime.settings import AnySettings
 
 
 def create() -> Operator[AnySettings]:

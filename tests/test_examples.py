@@ -25,6 +25,7 @@ import pytest_asyncio
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc, Subscription
+from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
@@ -39,7 +40,6 @@ from eeveepy.protocol.models import (
     SupervisorStatus,
 )
 from eeveepy.protocol.subjects import Subjects
-from eeveepy.runtime.operator import kv_bucket_name
 from operators import admin, karma, seen
 from tests.operator_procs import OperatorProc, contract_env, start_operator
 

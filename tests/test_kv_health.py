@@ -24,13 +24,13 @@ from structlog.testing import capture_logs
 
 from eeveepy.bus.client import barrier
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.names import kv_bucket_name
 from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.errors import StoreError
 from eeveepy.protocol.models import ChatMessage, ChatUser, Ping, Pong
 from eeveepy.protocol.subjects import Subjects
 from eeveepy.runtime.health import HealthState, OperatorHealth
 from eeveepy.runtime.kvstore import Bucket, KvStore
-from eeveepy.runtime.operator import kv_bucket_name
 from operators import karma
 from tests.operator_procs import OperatorProc, contract_env, start_operator
 from tests.supervisor_fixtures import System, run_async, standalone_nats, wait_for

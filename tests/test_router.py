@@ -24,6 +24,7 @@ import pytest_asyncio
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.models import (
     ChatMessage,
     ChatUser,
@@ -36,7 +37,6 @@ from eeveepy.protocol.models import (
     Ready,
 )
 from eeveepy.protocol.subjects import Subjects
-from eeveepy.runtime.operator import kv_bucket_name
 from tests.operator_procs import OperatorProc, contract_env
 
 WAIT = 5.0

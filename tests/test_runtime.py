@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from eeveepy import Operator
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.models import (
     Body,
     ChatMessage,
@@ -42,7 +43,8 @@ from eeveepy.protocol.models import (
     Ready,
 )
 from eeveepy.protocol.subjects import Subjects
-from eeveepy.runtime.operator import EXIT_CONFIG, EXIT_UNAVAILABLE, OperatorState, kv_bucket_name
+from eeveepy.runtime.contract import EXIT_CONFIG, EXIT_UNAVAILABLE
+from eeveepy.runtime.lifecycle import OperatorState
 from tests.operator_procs import contract_env
 
 WAIT = 5.0
@@ -313,8 +315,9 @@ async def test_serve_runs_hooks_in_order(bus: Bus) -> None:
     op = Operator(Recorded, operator_id="hooks")
     events: list[str] = []
     ready = await bus.collect(bus.subjects.operator_ready("hooks"), Ready)
-    (bus.tmp / "cache" / "hooks").mkdir(parents=True)
-    (bus.tmp / "cache" / "hooks" / "stale").write_text("x")
+    # Emptying the cache dir before a start is the supervisor's part of the process contract
+    # (tests/test_process_contract.py); the runtime creates the directories.
+    assert not (bus.tmp / "cache" / "hooks").exists()
     (bus.tmp / "data" / "hooks").mkdir(parents=True)
     (bus.tmp / "data" / "hooks" / "kept").write_text("x")
 
@@ -323,6 +326,7 @@ async def test_serve_runs_hooks_in_order(bus: Bus) -> None:
         assert op.state is OperatorState.STARTING
         assert ready.empty()
         assert op.settings.greeting == "hello"
+        assert op.cache_dir.is_dir()
         assert list(op.cache_dir.iterdir()) == []
         assert (op.data_dir / "kept").exists()
         events.append("start")

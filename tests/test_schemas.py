@@ -44,6 +44,7 @@ from eeveepy.protocol.models import (
     SupervisorStatus,
 )
 from eeveepy.protocol.subjects import KINDS as SUBJECT_KINDS
+from eeveepy.runtime import contract
 from eeveepy.supervisor.core import Supervisor
 
 ROOT = Path(__file__).parents[1]
@@ -308,7 +309,9 @@ def test_protocol_doc_mentions_subject_kind(protocol_doc: str, kind: str) -> Non
 
 
 def test_protocol_doc_mentions_every_environment_variable(protocol_doc: str) -> None:
-    names = set(re.findall(r'"(EEVEE_[A-Z_]+)"', inspect.getsource(Supervisor._env_for)))
+    # The supervisor writes the process contract's names (eeveepy.runtime.contract.ENV_*).
+    constants = re.findall(r"\b(ENV_[A-Z_]+)\b", inspect.getsource(Supervisor._env_for))
+    names = {getattr(contract, c) for c in constants}
     assert names, "no EEVEE_* names found in Supervisor._env_for"
     missing = sorted(n for n in names if f"`{n}`" not in protocol_doc)
     assert missing == [], f"docs/protocol.md does not document {missing}"

@@ -12,6 +12,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from eeveepy.bus.natsadapter import EeveeClient
 from eeveepy.errors import BusError
 from eeveepy.tls import client_context
 
@@ -35,36 +36,6 @@ class BusConfig(BaseModel):
     max_payload: int | None = Field(
         default=None, gt=0, description="Embedded server's max_payload in bytes (default 1 MiB)."
     )
-
-
-FastHandler = Callable[[bytes, bytes, bytes], None]
-
-
-class EeveeClient(NatsClient):
-    """nats-py's client with a lean delivery path for eeveepy's own subscriptions.
-
-    For a subscription registered in :attr:`fast_paths`, a received message goes straight from
-    the protocol parser to the subscription's inbox as ``(subject, reply, payload)`` bytes: no
-    ``Msg`` object, no header parsing, no ``asyncio.Queue``. That is most of nats-py's own
-    per-message cost, and what pays for validating every envelope. Everything else (JetStream,
-    requests, plain subscriptions) takes nats-py's usual path.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fast_paths: dict[int, FastHandler] = {}
-
-    async def _process_msg(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
-    ) -> None:
-        fast = self.fast_paths.get(sid)
-        if fast is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
-            return
-        stats = self.stats
-        stats["in_msgs"] += 1
-        stats["in_bytes"] += len(data)
-        fast(subject, reply, data)
 
 
 async def connect(

@@ -27,12 +27,14 @@ from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, OutboundBufferLimitError
 from nats.errors import NoRespondersError as NatsNoResponders
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
+from eeveepy.bus.names import deliver_subject
+from eeveepy.bus.natsadapter import bus_error
 from eeveepy.errors import BusError, DeliveryError
 
 ACK_WAIT = 5.0
@@ -45,11 +47,6 @@ MAX_ACK_PENDING = 1024
 """Messages delivered and not yet acknowledged, per consumer."""
 RECENT = 4096
 """Acknowledged stream sequences remembered per consumer, to drop late redeliveries."""
-
-
-def deliver_subject(prefix: str, stream: str, durable: str) -> str:
-    """Where the server pushes the consumer's messages: ``{p}.deliver.<stream>.<durable>``."""
-    return f"{prefix}.deliver.{stream}.{durable}"
 
 
 def parse_ack_subject(reply: str) -> tuple[str, int, int] | None:
@@ -274,6 +271,8 @@ class StreamFinder:
             )
         except NotFoundError:
             stream = None
+        except (ConnectionClosedError, ConnectionDrainingError) as exc:
+            raise bus_error(exc, subject) from None
         except Exception as exc:
             raise BusError(f"cannot look up the stream of {subject}: {exc}") from None
         if len(self._known) >= 1024:

@@ -1,5 +1,7 @@
 """The JetStream streams that keep chat traffic until it has been dealt with.
 
+Their names come from :mod:`eeveepy.bus.names`.
+
 ``{p}.chat.in.>`` is kept in the work-queue stream ``<PREFIX>_CHAT_IN`` (``eevee`` ->
 ``EEVEE_CHAT_IN``): a connector publishes each chat line as a JetStream publish and knows it
 is stored once the server acknowledges it; the router reads the stream through a durable
@@ -25,8 +27,8 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
+from eeveepy.bus.names import chat_in_stream_name, chat_out_stream_name
 from eeveepy.errors import BusError
-from eeveepy.protocol.subjects import validate_prefix
 
 CHAT_MAX_AGE = 600.0
 """Seconds an unconsumed chat message is kept (its consumer was down longer: it is dropped)."""
@@ -34,18 +36,6 @@ CHAT_MAX_MSGS = 100_000
 CHAT_MAX_BYTES = 64 * 1024 * 1024
 DUPLICATE_WINDOW = 120.0
 """Seconds in which a re-sent line (same ``Nats-Msg-Id``) is recognised and stored once."""
-
-
-def chat_in_stream_name(prefix: str) -> str:
-    """The stream holding ``{p}.chat.in.>``: ``eevee`` -> ``EEVEE_CHAT_IN``."""
-    validate_prefix(prefix)
-    return prefix.replace(".", "_").upper() + "_CHAT_IN"
-
-
-def chat_out_stream_name(prefix: str) -> str:
-    """The stream holding ``{p}.chat.out.>``: ``eevee`` -> ``EEVEE_CHAT_OUT``."""
-    validate_prefix(prefix)
-    return prefix.replace(".", "_").upper() + "_CHAT_OUT"
 
 
 async def ensure_chat_streams(js: JetStreamContext, prefix: str) -> tuple[str, str]:

@@ -212,6 +212,14 @@ from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.protocol.models import CommandResult, Ready
 from eeveepy.protocol.subjects import Subjects
+from eeveepy.runtime.contract import (
+    ENV_CACHE_DIR,
+    ENV_DATA_DIR,
+    ENV_NATS_URL,
+    ENV_OPERATOR_ID,
+    ENV_SETTINGS,
+    ENV_SUBJECT_PREFIX,
+)
 
 from ${name}.operator import create
 
@@ -252,12 +260,12 @@ async def scenario(tmp: Path) -> None:
 
         op = create()
         environ = {  # what `eevee up` gives an operator
-            "EEVEE_OPERATOR_ID": ID,
-            "EEVEE_NATS_URL": server.url,
-            "EEVEE_SUBJECT_PREFIX": PREFIX,
-            "EEVEE_SETTINGS": json.dumps({"greeting": "Hi"}),
-            "EEVEE_CACHE_DIR": str(tmp / "cache"),
-            "EEVEE_DATA_DIR": str(tmp / "data"),
+            ENV_OPERATOR_ID: ID,
+            ENV_NATS_URL: server.url,
+            ENV_SUBJECT_PREFIX: PREFIX,
+            ENV_SETTINGS: json.dumps({"greeting": "Hi"}),
+            ENV_CACHE_DIR: str(tmp / "cache"),
+            ENV_DATA_DIR: str(tmp / "data"),
         }
         serving = asyncio.create_task(op.serve(environ))
         try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from eeveepy.bus.delivery import Handling, Once
 from eeveepy.bus.ipc import Subscription
+from eeveepy.bus.names import outbox_consumer_name
 from eeveepy.protocol.models import Envelope, OutgoingMessage
 
 if TYPE_CHECKING:
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
 
 Send = Callable[[Envelope[OutgoingMessage]], Awaitable[None] | None]
 """Hands one message to the platform; an awaitable result completes once it was sent."""
-
-
-def consumer_name(operator_id: str) -> str:
-    """The durable consumer of a connector on the chat output stream: ``out_irc_libera``."""
-    return "out_" + operator_id.replace(".", "_")
 
 
 class Outbox:
@@ -49,7 +45,7 @@ class Outbox:
         self._subs = [
             await ipc.subscribe(subject, self._on_fast),
             await ipc.subscribe(
-                subject, self._on_stored, durable=consumer_name(self._op.id), backstop=True
+                subject, self._on_stored, durable=outbox_consumer_name(self._op.id), backstop=True
             ),
         ]
 

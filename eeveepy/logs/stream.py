@@ -13,16 +13,10 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from eeveepy.bus.names import log_stream_name as stream_name
 from eeveepy.errors import BusError
-from eeveepy.protocol.subjects import validate_prefix
 
 __all__ = ["ensure_log_stream", "stream_name"]
-
-
-def stream_name(prefix: str) -> str:
-    """The JetStream stream holding the logs of ``prefix``: ``eevee`` -> ``EEVEE_LOGS``."""
-    validate_prefix(prefix)
-    return prefix.replace(".", "_").upper() + "_LOGS"
 
 
 async def ensure_log_stream(

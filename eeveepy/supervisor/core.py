@@ -36,6 +36,18 @@ from eeveepy.protocol.models import (
     OperatorStatus,
     SupervisorStatus,
 )
+from eeveepy.runtime.contract import (
+    ENV_CACHE_DIR,
+    ENV_DATA_DIR,
+    ENV_NATS_PASSWORD,
+    ENV_NATS_URL,
+    ENV_NATS_USER,
+    ENV_OPERATOR_ID,
+    ENV_SETTINGS,
+    ENV_SETTINGS_FILE,
+    ENV_SUBJECT_PREFIX,
+    ENV_SUPERVISOR,
+)
 from eeveepy.supervisor.boot import CLI_USER, Bus, BusUsers, start_bus
 from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
@@ -306,22 +318,22 @@ class Supervisor:
 
     def _env_for(self, cfg: OperatorConfig, paths: OperatorPaths) -> dict[str, str]:
         env = {
-            "EEVEE_OPERATOR_ID": cfg.id,
-            "EEVEE_NATS_URL": self.url,
-            "EEVEE_SUBJECT_PREFIX": self.config.prefix,
-            "EEVEE_SETTINGS": json.dumps(cfg.settings),
-            "EEVEE_SETTINGS_FILE": str(paths.settings_file),
-            "EEVEE_CACHE_DIR": str(paths.cache_dir),
-            "EEVEE_DATA_DIR": str(paths.data_dir),
-            "EEVEE_SUPERVISOR": self.name,
+            ENV_OPERATOR_ID: cfg.id,
+            ENV_NATS_URL: self.url,
+            ENV_SUBJECT_PREFIX: self.config.prefix,
+            ENV_SETTINGS: json.dumps(cfg.settings),
+            ENV_SETTINGS_FILE: str(paths.settings_file),
+            ENV_CACHE_DIR: str(paths.cache_dir),
+            ENV_DATA_DIR: str(paths.data_dir),
+            ENV_SUPERVISOR: self.name,
             "PYTHONUNBUFFERED": "1",
         }
         if self._bus is not None and self._bus.server is not None:
-            env["EEVEE_NATS_USER"] = BusUsers.operator_user(cfg.id)
-            env["EEVEE_NATS_PASSWORD"] = self._users.password(cfg.id)
+            env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
+            env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
         elif self.config.bus.user:
-            env["EEVEE_NATS_USER"] = self.config.bus.user
-            env["EEVEE_NATS_PASSWORD"] = self.config.bus.password or ""
+            env[ENV_NATS_USER] = self.config.bus.user
+            env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
         return env
 
     def _add(self, cfg: OperatorConfig) -> None:

@@ -28,13 +28,14 @@ from nats.js.kv import KeyValue
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.aio import cancel_and_wait
+from eeveepy.bus.names import leases_bucket_name
 
 __all__ = ["Leases", "bucket_name"]
 
 
 def bucket_name(prefix: str) -> str:
     """The KV bucket of the leases of the supervisors with subject prefix ``prefix``."""
-    return f"{prefix.replace('.', '_')}_leases"
+    return leases_bucket_name(prefix)
 
 
 class Leases:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from eeveepy.aio import Backoff
 from eeveepy.config import OperatorConfig, RestartPolicy
+from eeveepy.runtime.contract import EXIT_CONFIG
 from eeveepy.supervisor.states import Outcome, ProcessState
 
 __all__ = ["EX_CONFIG", "Restarts", "Verdict"]
 
-EX_CONFIG = 78
+EX_CONFIG = EXIT_CONFIG  # the operator's settings are invalid: restarting will not help
 """The operator says its settings are invalid: restarting will not help."""
 
 

@@ -7,6 +7,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eeveepy.bus.names import log_stream_name as log_stream_name
 from eeveepy.errors import SubjectError
 from eeveepy.paths import Paths
 from eeveepy.protocol.subjects import validate_operator_id

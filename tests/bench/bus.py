@@ -207,7 +207,7 @@ async def _parse_cost(mode: str, count: int) -> float:
     """
     from nats.protocol.parser import Parser
 
-    from eeveepy.bus.client import EeveeClient
+    from eeveepy.bus.natsadapter import EeveeClient
 
     nc = EeveeClient()
     parser = Parser(nc)

@@ -1,0 +1,262 @@
+"""One subscription of the ipc layer: its NATS subscription, its inbox and its consumer task.
+
+The connection's reader pushes each received message into the subscription's bounded
+:class:`Inbox` (raw bytes, on nats-py's fast path); the subscription's own task validates it
+and calls the handler, one message at a time, in order. What the subscriptions of one ipc
+share (limits, halt/resume, answers, dead letters) is their :class:`~eeveepy.bus.dispatch.Dispatch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import typing
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
+
+from eeveepy.bus.delivery import Delivery, open_consumer
+from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
+from eeveepy.bus.natsadapter import add_fast_path, remove_fast_path
+from eeveepy.errors import EnvelopeError
+from eeveepy.protocol.models import Body
+
+__all__ = ["Inbox", "Subscription"]
+
+
+class Inbox:
+    """Bounded FIFO between the connection's reader and one subscription's consumer task."""
+
+    __slots__ = ("_waiter", "limit", "queue", "stats")
+
+    def __init__(self, limit: int, stats: SubscriptionStats) -> None:
+        self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
+        self.limit = limit
+        self.stats = stats
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, subject: bytes, reply: bytes, data: bytes) -> None:
+        """Take one message (dropped and counted when the inbox is full)."""
+        if len(self.queue) >= self.limit:
+            self.stats.dropped += 1
+            return
+        self.queue.append((subject, reply, data))
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once a message was pushed."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+
+class Subscription:
+    """A subscription of an :class:`~eeveepy.bus.ipc.Ipc`; ``await``-able, and an async
+    context manager.
+
+    ``pattern`` is the full subject pattern; ``gated`` False keeps it delivering while the
+    ipc is halted (pings, control requests). ``discard`` is called with it when it is
+    unsubscribed, so its ipc forgets it.
+    """
+
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        discard: Callable[[Subscription], None],
+        pattern: str,
+        handler: Handler,
+        queue: str | None,
+        durable: str | None = None,
+        backstop: bool = False,
+    ) -> None:
+        self.pattern = pattern
+        self.handler = handler
+        self.queue = queue
+        self.durable = durable
+        self.backstop = backstop
+        self.stats = SubscriptionStats()
+        self.gated = True
+        self._dispatch = dispatch
+        self._discard = discard
+        self._nc: NatsClient | None = None
+        self._nats_sub: NatsSubscription | None = None
+        self._inbox: Inbox | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._idle: asyncio.Future[None] | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while it receives messages."""
+        return self._nats_sub is not None
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet handled."""
+        return (len(self._inbox.queue) if self._inbox else 0) + (1 if self._busy else 0)
+
+    async def start(self) -> Subscription:
+        """Subscribe on the bus (idempotent)."""
+        if self._nats_sub is not None:
+            return self
+        dispatch = self._dispatch
+        nc = dispatch.ipc.nc
+        inbox = Inbox(dispatch.pending_msgs_limit, self.stats)
+
+        async def fallback(msg: Msg) -> None:
+            # Plain nats-py delivery, used until the fast path is registered (or without it).
+            inbox.push(msg.subject.encode(), msg.reply.encode(), msg.data)
+
+        subject, queue = self.pattern, self.queue or ""
+        if self.durable:
+            prefix = dispatch.ipc.subjects.prefix
+            deliver = await open_consumer(nc, prefix, self.pattern, self.durable)
+            if deliver is None:
+                dispatch.ipc.log.warning(
+                    "no stream stores these messages: delivery is at most once",
+                    pattern=self.pattern,
+                )
+                if self.backstop:
+                    return self
+                queue = queue or self.durable
+            else:
+                subject, queue = deliver, self.durable
+                dispatch.track_deliveries(nc)
+        self._inbox = inbox
+        self._task = asyncio.get_running_loop().create_task(
+            self._consume(inbox), name=f"ipc:{self.pattern}"
+        )
+        self._nc = nc
+        self._nats_sub = await nc.subscribe(
+            subject, queue=queue, cb=fallback, pending_msgs_limit=dispatch.pending_msgs_limit
+        )
+        add_fast_path(nc, self._nats_sub, inbox.push)
+        return self
+
+    async def stop_receiving(self) -> None:
+        """Unsubscribe on the bus; what was already received is still handled."""
+        sub, self._nats_sub = self._nats_sub, None
+        if sub is not None and self._nc is not None:
+            remove_fast_path(self._nc, sub)
+            with contextlib.suppress(Exception):  # a closed connection has nothing to undo
+                await sub.unsubscribe()
+
+    async def idle(self) -> None:
+        """Return once everything received so far has been handled (unbounded: time it)."""
+        while self.pending:
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
+
+    async def stop(self) -> None:
+        """Stop receiving and end the consumer task; what it had not handled is dropped.
+
+        It stays declared: its ipc starts it again when attached to a connection.
+        """
+        await self.stop_receiving()
+        task, self._task = self._task, None
+        self._inbox = None
+        self._busy = False
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)  # nothing is pending any more
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving; messages already buffered are dropped; its ipc forgets it."""
+        await self.stop()
+        self._discard(self)
+
+    def __await__(self) -> typing.Generator[Any, None, Subscription]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.unsubscribe()
+
+    async def _consume(self, inbox: Inbox) -> None:
+        """The consumer task: validate each received payload and call the handler.
+
+        This is the per-message hot path, so it is one flat loop with its lookups hoisted.
+        """
+        dispatch = self._dispatch
+        decoder, want_envelope = resolve_decoder(self.handler)
+        handler = self.handler
+        is_async = inspect.iscoroutinefunction(handler)
+        stats = self.stats
+        max_inbound = dispatch.max_inbound
+        current = dispatch.ipc.handling
+        gate = dispatch.gate
+        queue = inbox.queue
+        decode = decoder.decode
+        no_reply = dispatch.no_reply
+        durable = dispatch.deliveries if self.durable else None
+        while True:
+            if not queue:
+                idle = self._idle
+                if idle is not None and not idle.done():
+                    idle.set_result(None)
+                await inbox.wait()
+                continue
+            raw_subject, raw_reply, data = queue.popleft()
+            self._busy = True
+            stats.received += 1
+            subject = raw_subject.decode()
+            reply = raw_reply.decode() if raw_reply else ""
+            delivery: Delivery | None = None
+            if reply and (durable is not None or subject.startswith(no_reply)):
+                if durable is not None and reply.startswith("$JS.ACK."):
+                    delivery = durable.begin(reply)
+                    if delivery is None:  # a redelivery of what is being handled
+                        self._busy = False
+                        continue
+                reply = ""
+            try:
+                if len(data) > max_inbound:
+                    reason = f"payload of {len(data)} bytes is over the limit of {max_inbound}"
+                    await dispatch.reject(stats, subject, reply, data, reason, delivery)
+                    continue
+                try:
+                    env = decode(data, subject)
+                except EnvelopeError as exc:
+                    await dispatch.reject(stats, subject, reply, data, exc.reason, delivery)
+                    continue
+                if delivery is not None and delivery.last:  # it took every receiver down
+                    reason = f"delivered {delivery.attempt} times and never acknowledged"
+                    await dispatch.reject(stats, subject, "", data, reason, delivery)
+                    continue
+                if gate.closed and self.gated:
+                    await gate.wait()
+                token = current.set((reply, env, delivery))
+                try:
+                    result = handler(env if want_envelope else env.body)
+                    if is_async:
+                        result = await result
+                    stats.handled += 1
+                    if reply and isinstance(result, Body):
+                        await dispatch.answer(reply, result)
+                    if delivery is not None and not delivery.held:
+                        await delivery.ack()
+                except Exception as exc:
+                    stats.failed += 1
+                    await dispatch.failed(handler, subject, reply, env, exc)
+                    if delivery is not None and not delivery.done:
+                        await dispatch.redeliver(stats, subject, data, delivery)
+                finally:
+                    current.reset(token)
+            except Exception as exc:  # a bug of ours must not end the subscription
+                dispatch.ipc.log.exception("delivery failed", subject=subject, error=repr(exc))
+            finally:
+                self._busy = False

@@ -1,0 +1,70 @@
+"""What eeveepy.bus.natsadapter relies on in nats-py is still there, and the fast path works.
+
+If one of these fails after an upgrade of nats-py, do not loosen the pin in pyproject.toml
+until natsadapter.py is brought up to date: without the fast path eeveepy still works, but a
+changed ``_process_msg`` could deliver nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.msg import Msg
+
+from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.natsadapter import (
+    EeveeClient,
+    add_fast_path,
+    incompatibilities,
+    nats_py_version,
+    remove_fast_path,
+)
+
+WAIT = 5.0
+
+
+def test_nats_py_still_offers_what_the_adapter_relies_on() -> None:
+    found = incompatibilities()
+    assert not found, (
+        f"nats-py {nats_py_version()} changed what eeveepy/bus/natsadapter.py relies on: "
+        + "; ".join(found)
+    )
+
+
+async def test_fast_path_gets_raw_messages_and_keeps_the_stats(nats_url: str) -> None:
+    nc = await connect(BusConfig(url=nats_url), name="adapter-test")
+    try:
+        assert isinstance(nc, EeveeClient), f"connect() should give an EeveeClient, not {nc!r}"
+        fast: list[tuple[bytes, bytes, bytes]] = []
+        slow: list[bytes] = []
+
+        async def fallback(msg: Msg) -> None:
+            slow.append(msg.data)
+
+        sub = await nc.subscribe("adapter.test", cb=fallback)
+        assert add_fast_path(nc, sub, lambda s, r, d: fast.append((s, r, d)))
+        await barrier(nc)
+        before = nc.stats["in_msgs"]
+        await nc.publish("adapter.test", b"one", reply="adapter.reply")
+        await nc.flush()
+        for _ in range(int(WAIT / 0.01)):
+            if fast:
+                break
+            await asyncio.sleep(0.01)
+        assert fast == [(b"adapter.test", b"adapter.reply", b"one")], (
+            f"nats-py {nats_py_version()}: the fast path got nothing (slow path: {slow})"
+        )
+        assert slow == []
+        assert nc.stats["in_msgs"] == before + 1
+
+        remove_fast_path(nc, sub)
+        await nc.publish("adapter.test", b"two")
+        await nc.flush()
+        for _ in range(int(WAIT / 0.01)):
+            if slow:
+                break
+            await asyncio.sleep(0.01)
+        assert slow == [b"two"]
+        assert len(fast) == 1
+    finally:
+        await nc.close()
