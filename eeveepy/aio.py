@@ -53,7 +53,8 @@ class Backoff:
 
     def next(self) -> float:
         """The next delay, in seconds."""
-        step = min(self.maximum, self.initial * (2**self.attempt))
+        # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 62 is past any maximum.
+        step = min(self.maximum, self.initial * (2 ** min(self.attempt, 62)))
         self.attempt += 1
         return float(step * (0.5 + 0.5 * self._rnd()))
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from eeveepy.bus.names import outbox_consumer_name as consumer_name
 from eeveepy.bus.streams import chat_in_stream_name, chat_out_stream_name, ensure_chat_streams
 from eeveepy.connector import Connector, Room, connector_operator
-from eeveepy.connector.outbox import consumer_name
 from eeveepy.errors import NoRespondersError
 from eeveepy.protocol.models import (
     ChatEvent,
