@@ -16,7 +16,12 @@ EeveeError
  │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
  ├── OperatorError               an operator's runtime could not start or was misused
- └── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ └── IrcError                    the IRC connector (operators/irc)
+      ├── IrcTextError           a programming mistake in a call to the IRC text helpers
+      ├── InvalidTargetError     an outgoing message's target is not one channel or one nick
+      └── IrcConnectionError     the connection to the IRC server failed or ended (reconnects)
+           └── SaslFailedError   SASL authentication failed (reported; retried slowly)
 """
 
 from __future__ import annotations
@@ -135,3 +140,30 @@ class OperatorError(EeveeError):
 
 class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
+
+
+class IrcError(EeveeError):
+    """The IRC connector (``operators/irc``) failed."""
+
+
+class IrcTextError(IrcError):
+    """A programming mistake in a call to the IRC text helpers (an impossible byte budget, a
+    command that is not a command, an impossible rate limit); never raised for odd input text."""
+
+
+class InvalidTargetError(IrcError):
+    """An outgoing message's target is not one channel or one nick of the server (``0``,
+    ``#a,#b``, a space...); ``problem`` says why. Nothing was sent."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        super().__init__(f"invalid IRC target: {problem}")
+        self.target = target
+        self.problem = problem
+
+
+class IrcConnectionError(IrcError):
+    """The connection to the IRC server failed or ended (the connector reconnects)."""
+
+
+class SaslFailedError(IrcConnectionError):
+    """SASL authentication failed; already reported, retried only slowly."""

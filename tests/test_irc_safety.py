@@ -11,7 +11,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eeveepy.irc_safety import (
+from operators.irc.lines import format_line, parse_line
+from operators.irc.safety import (
     channel_problem,
     defuse,
     key_problem,
@@ -19,7 +20,6 @@ from eeveepy.irc_safety import (
     outgoing_lines,
     target_problem,
 )
-from eeveepy.irc_text import format_line, parse_line
 
 # Text rich in control characters of every kind (C0, DEL, C1), IRC formatting codes, control
 # pictures, markdown markers, separators and multi-byte characters.
