@@ -43,10 +43,22 @@ __all__ = ["IrcConnector", "backoff_delay", "create", "main"]
 
 MAX_DOUBLINGS: Final = 30
 """Backoff steps counted at most (``reconnect_max`` is reached long before)."""
+AUTH_FAILURE_STEPS: Final = 3
+"""Backoff steps a SASL failure jumps to at least: retries start at 8x ``reconnect_min``."""
 
 
-def reconnect_delay(backoff: Backoff) -> float:
-    """The next delay of ``backoff``, never shorter than its initial one (``reconnect_min``)."""
+def reconnect_delay(backoff: Backoff, *, healthy: bool = False, auth_failed: bool = False) -> float:
+    """The delay before the next connection attempt, never shorter than ``backoff.initial``
+    (``reconnect_min``).
+
+    ``healthy``: the connection that ended had been registered for a while, so this outage is
+    a new one (the backoff starts again). ``auth_failed``: wrong credentials do not fix
+    themselves, so retry slowly and never hammer the server (which may ban the host).
+    """
+    if healthy:
+        backoff.reset()
+    if auth_failed:
+        backoff.attempt = max(backoff.attempt, AUTH_FAILURE_STEPS)
     # Backoff multiplies a float by 2**attempt: bounded, a long outage cannot overflow it.
     backoff.attempt = min(backoff.attempt, MAX_DOUBLINGS)
     return max(backoff.initial, backoff.next())
@@ -210,13 +222,8 @@ class IrcConnector:
                 return
             await session.report_disconnected(reason)
             backoff.initial, backoff.maximum = s.reconnect_min, s.reconnect_max
-            if registered_for is not None and registered_for >= 10 * s.reconnect_min:
-                backoff.reset()  # it was healthy for a while: a new outage starts
-            if auth_failed:
-                # Wrong credentials do not fix themselves: retry slowly (8x reconnect_min and
-                # up), so a bad password never hammers the server (which may ban the host).
-                backoff.attempt = max(backoff.attempt, 3)
-            delay = reconnect_delay(backoff)
+            healthy = registered_for is not None and registered_for >= 10 * s.reconnect_min
+            delay = reconnect_delay(backoff, healthy=healthy, auth_failed=auth_failed)
             self.log.warning(
                 "irc disconnected: reconnecting",
                 network=self.network,
