@@ -36,23 +36,24 @@ The IRC protocol client is written here rather than taken from a library, so tha
 written goes through one sanitising path, line order is kept, and reconnection, SASL failure
 and ping timeouts follow this connector's rules. The package, from the wire up:
 
-============== ===============================================================================
-``text``       formatting, splitting, case mapping (pure)
-``lines``      parse and build protocol lines (pure)
-``safety``     what is defused or refused before it is sent (pure)
-``settings``   :class:`~operators.irc.settings.IrcSettings`; which changes need a new session
-``state``      what the client knows about the server and itself
-``events``     what the protocol client reports
-``negotiation`` CAP and SASL (sans-I/O)
-``protocol``   the IRC client as a state machine: lines in, lines and events out (sans-I/O)
-``translate``  events to envelopes, outgoing messages to lines (pure)
-``egress``     token bucket, fair queue and the pump between them
-``connection`` one TCP/TLS connection: read a line, write a line
-``link``       publishing on the bus
-``control``    ``chat.ctl`` requests
-``session``    one connection driven through the protocol client
-``connector``  the operator: lifecycle, reconnects, reloads
-============== ===============================================================================
+================ =============================================================================
+``text``         formatting, splitting, case mapping (pure)
+``lines``        parse and build protocol lines (pure)
+``safety``       what is defused or refused before it is sent (pure)
+``settings``     :class:`~operators.irc.settings.IrcSettings`; which changes need a new session
+``state``        what the client knows about the server and itself
+``events``       what the protocol client reports
+``negotiation``  CAP and SASL (sans-I/O)
+``tracking``     channels, users, accounts and messages (sans-I/O)
+``protocol``     the IRC client as a state machine: lines in, lines and events out (sans-I/O)
+``translate``    events to envelopes, outgoing messages to lines (pure)
+``egress``       token bucket, fair queue and the pump between them
+``connection``   one TCP/TLS connection: read a line, write a line
+``link``         publishing on the bus
+``control``      ``chat.ctl`` requests
+``session``      one connection driven through the protocol client
+``connector``    the operator: lifecycle, reconnects, reloads
+================ =============================================================================
 
 Run it under ``eevee up`` (``module = "operators.irc"``) or alone::
 

@@ -9,12 +9,13 @@
   ServerState` (nick, ISUPPORT, channels joined, accounts);
 - :meth:`~IrcProtocol.data_to_send` hands over the lines to write, in order.
 
-It negotiates capabilities and SASL (:mod:`~operators.irc.negotiation`), falls back to
-alternate nicks when the wanted one is taken (433), invalid (432) or held (437), takes the
-wanted nick back when its holder leaves or renames, answers ``PING`` and tracks ``JOIN``,
-``PART``, ``KICK``, ``QUIT``, ``NICK``, ``TOPIC`` and services accounts (``account-tag``,
-``extended-join``, ``account-notify``, WHOX). The connector does the I/O; the tests feed it
-lines, including the branches real servers rarely produce.
+It registers, negotiates capabilities and SASL (:mod:`~operators.irc.negotiation`), falls
+back to alternate nicks when the wanted one is taken (433), invalid (432) or held (437),
+answers ``PING``, reads ISUPPORT, and leaves channels, users and messages to its
+:class:`~operators.irc.tracking.Tracker` (which takes the wanted nick back when its holder
+leaves or renames). The server's command word picks a handler from one explicit table. The
+connector does the I/O; the tests feed it lines, including the branches real servers rarely
+produce.
 """
 
 from __future__ import annotations
@@ -24,36 +25,22 @@ from typing import Final
 
 from eeveepy.errors import SaslFailedError
 from operators.irc.events import (
-    CtcpQuery,
     Event,
-    Invited,
-    Joined,
-    Kicked,
     LoggedIn,
-    Message,
-    NickChanged,
     NickRefused,
-    OwnNickChanged,
-    Parted,
-    Quit,
     Registered,
     SaslFailed,
     SaslMechanisms,
     ServerError,
-    ServerNotice,
-    Style,
-    TopicChanged,
 )
-from operators.irc.lines import IrcLine, format_line, split_source
+from operators.irc.lines import IrcLine, format_line
 from operators.irc.negotiation import Negotiation
 from operators.irc.settings import Channel, IrcSettings
 from operators.irc.state import ServerState
-from operators.irc.text import CTCP, parse_ctcp_action
+from operators.irc.tracking import Tracker
 
 __all__ = ["IrcProtocol"]
 
-WHOX_TOKEN: Final = "417"
-"""Marks the WHOX replies to the client's own ``WHO #chan %tuhnfa,417``."""
 JOIN_BATCH: Final = 300
 """Characters of channel names per ``JOIN`` line when rejoining."""
 
@@ -71,6 +58,7 @@ class IrcProtocol:
         self._events: list[Event] = []
         self._nick_tries = 0
         self._negotiation = Negotiation(settings, self.state, self._send)
+        tracker = Tracker(self.state, self._send, self._emit, self.reclaim)
         # The server's command word picks a handler from this table, and only from it.
         self._handlers: dict[str, Callable[[IrcLine], None]] = {
             "PING": self._ping,
@@ -92,18 +80,18 @@ class IrcProtocol:
             "433": self._nick_refused,
             "436": self._nick_refused,
             "437": self._unavailable,
-            "JOIN": self._join,
-            "354": self._whox,
-            "ACCOUNT": self._account,
-            "PART": self._part,
-            "KICK": self._kick,
-            "QUIT": self._quit,
-            "NICK": self._nick,
-            "TOPIC": self._topic,
-            "INVITE": self._invite,
-            "CHGHOST": self._chghost,
-            "PRIVMSG": lambda ln: self._message(ln, notice=False),
-            "NOTICE": lambda ln: self._message(ln, notice=True),
+            "JOIN": tracker.join,
+            "354": tracker.whox,
+            "ACCOUNT": tracker.account,
+            "PART": tracker.part,
+            "KICK": tracker.kick,
+            "QUIT": tracker.quit,
+            "NICK": tracker.nick,
+            "TOPIC": tracker.topic,
+            "INVITE": tracker.invite,
+            "CHGHOST": tracker.chghost,
+            "PRIVMSG": lambda ln: tracker.message(ln, notice=False),
+            "NOTICE": lambda ln: tracker.message(ln, notice=True),
         }
 
     # -- driving -----------------------------------------------------------------------------
@@ -226,128 +214,3 @@ class IrcProtocol:
         # 437 is about a nick (held after a split or a nick change) or a channel.
         if not self.state.is_channel(line.param(1)):
             self._nick_refused(line)
-
-    # -- channels and users ------------------------------------------------------------------
-
-    def _join(self, line: IrcLine) -> None:
-        st = self.state
-        nick, host = split_source(line.source)
-        chan = line.param(0)
-        account: str | None = None
-        if "extended-join" in st.caps and len(line.params) >= 2:
-            account = None if line.params[1] == "*" else line.params[1]
-            st.set_account(nick, line.params[1])
-        elif "account" in line.tags:
-            account = line.tags["account"]
-            st.set_account(nick, account)
-        if st.same(nick, st.nick):
-            st.user_host = host or st.user_host
-            st.joined[st.lower(chan)] = chan
-            if "WHOX" in st.isupport:
-                self._send("WHO", chan, f"%tuhnfa,{WHOX_TOKEN}")
-        self._emit(Joined(chan, st.user(nick, host, account)))
-
-    def _whox(self, line: IrcLine) -> None:
-        if line.param(1) == WHOX_TOKEN and len(line.params) >= 7:
-            self.state.set_account(line.params[4], line.params[6])
-
-    def _account(self, line: IrcLine) -> None:
-        self.state.set_account(split_source(line.source)[0], line.param(0))
-
-    def _part(self, line: IrcLine) -> None:
-        st = self.state
-        nick, host = split_source(line.source)
-        chan = line.param(0)
-        if st.same(nick, st.nick):
-            st.joined.pop(st.lower(chan), None)
-        reason = line.params[1] if len(line.params) > 1 else None
-        self._emit(Parted(chan, st.user(nick, host), reason))
-
-    def _kick(self, line: IrcLine) -> None:
-        st = self.state
-        nick, host = split_source(line.source)
-        chan, victim = line.param(0), line.param(1)
-        if st.same(victim, st.nick):
-            st.joined.pop(st.lower(chan), None)
-        reason = line.params[2] if len(line.params) > 2 else None
-        self._emit(Kicked(chan, st.user(nick, host), st.user(victim, None), reason))
-
-    def _quit(self, line: IrcLine) -> None:
-        st = self.state
-        nick, host = split_source(line.source)
-        user = st.user(nick, host)
-        st.accounts.pop(st.lower(nick), None)
-        self._emit(Quit(user, line.param(0) or None))
-        if st.same(nick, st.want_nick):
-            self.reclaim()
-
-    def _nick(self, line: IrcLine) -> None:
-        st = self.state
-        old, host = split_source(line.source)
-        new = line.param(0)
-        if st.same(old, st.nick):
-            st.nick = new
-            self._emit(OwnNickChanged(new))
-        key = st.lower(old)
-        if key in st.accounts:
-            st.accounts[st.lower(new)] = st.accounts.pop(key)
-        self._emit(NickChanged(st.user(old, host), new))
-        if st.same(old, st.want_nick):
-            self.reclaim()
-
-    def _topic(self, line: IrcLine) -> None:
-        nick, host = split_source(line.source)
-        self._emit(TopicChanged(line.param(0), self.state.user(nick, host), line.param(1)))
-
-    def _invite(self, line: IrcLine) -> None:
-        st = self.state
-        nick, host = split_source(line.source)
-        self._emit(Invited(line.param(1), st.user(nick, host), st.user(line.param(0), None)))
-
-    def _chghost(self, line: IrcLine) -> None:
-        nick, _ = split_source(line.source)
-        if self.state.same(nick, self.state.nick) and len(line.params) >= 2:
-            self.state.user_host = f"{line.params[0]}@{line.params[1]}"
-
-    # -- messages ----------------------------------------------------------------------------
-
-    def _message(self, line: IrcLine, *, notice: bool) -> None:
-        if len(line.params) < 2:
-            return
-        st = self.state
-        nick, host = split_source(line.source)
-        target, raw = line.params[0], line.params[-1]
-        if not st.registered or not nick or (host is None and "." in nick):
-            self._emit(ServerNotice(line.source, raw))
-            return
-        if st.same(nick, st.nick):
-            return  # our own line echoed back (echo-message, bouncers)
-        room = target
-        statusmsg = st.isupport.get("STATUSMSG", "")
-        while room and room[0] in statusmsg and len(room) > 1:
-            room = room[1:]
-        is_chan = st.is_channel(room)
-        text = raw
-        style: Style = "notice" if notice else "message"
-        if raw.startswith(CTCP):
-            action = parse_ctcp_action(raw)
-            if action is None:
-                if not notice:  # a CTCP reply (in a NOTICE) is never answered
-                    word, _, arg = raw.strip(CTCP).partition(" ")
-                    self._emit(CtcpQuery(nick, word.upper(), arg))
-                return
-            style, text = "action", action
-        account = line.tags.get("account")
-        if account:
-            st.set_account(nick, account)
-        self._emit(
-            Message(
-                st.user(nick, host, account),
-                room if is_chan else nick,
-                not is_chan,
-                text,
-                raw,
-                style,
-                line.tags.get("msgid"),
-            )
-        )
