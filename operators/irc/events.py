@@ -2,7 +2,9 @@
 
 The client turns server lines into these events; the connector logs the connection events and
 hands the chat events to :mod:`operators.irc.translate`, which makes bus envelopes of them.
-Users carry the services account the client knows for them at that moment.
+Users carry the services account the client knows for them at that moment. Events are read,
+never changed (they are not frozen only because frozen dataclasses are slower to build, and
+one is built for every chat line).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ Style = Literal["message", "notice", "action"]
 """How a message was sent: PRIVMSG, NOTICE, or CTCP ACTION."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IrcUser:
     """A user as a line shows it: nick, ``user@host`` (when known) and services account."""
 
@@ -50,7 +52,7 @@ class IrcUser:
 # -- the connection ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Registered:
     """The server accepted the client (001): ``nick`` is the bot's nick, ``server`` its name."""
 
@@ -58,7 +60,7 @@ class Registered:
     server: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SaslFailed:
     """SASL authentication failed (or could not be tried). The client has queued a ``QUIT``
     and ignores every later line: the connection must end."""
@@ -66,28 +68,28 @@ class SaslFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoggedIn:
     """The server logged the bot in to a services account (900)."""
 
     account: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SaslMechanisms:
     """The SASL mechanisms the server offers (908), after a mechanism it does not."""
 
     mechanisms: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OwnNickChanged:
     """The bot's nick is now ``nick``."""
 
     nick: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NickRefused:
     """The server refused a nick change after registration (no alternate is tried)."""
 
@@ -95,14 +97,14 @@ class NickRefused:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerError:
     """The server sent ``ERROR`` (it is about to close the connection)."""
 
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerNotice:
     """A PRIVMSG or NOTICE from the server itself, or before registration (not chat)."""
 
@@ -113,7 +115,7 @@ class ServerNotice:
 # -- chat --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """A PRIVMSG, NOTICE or CTCP ACTION from a user, not the bot's own echo.
 
@@ -130,7 +132,7 @@ class Message:
     msgid: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CtcpQuery:
     """A CTCP request other than ACTION (``VERSION``, ``PING``...) sent by ``nick``."""
 
@@ -139,7 +141,7 @@ class CtcpQuery:
     argument: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Joined:
     """``user`` joined ``room``."""
 
@@ -147,7 +149,7 @@ class Joined:
     user: IrcUser
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Parted:
     """``user`` left ``room``."""
 
@@ -156,7 +158,7 @@ class Parted:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kicked:
     """``user`` kicked ``victim`` out of ``room``."""
 
@@ -166,7 +168,7 @@ class Kicked:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Quit:
     """``user`` left the network."""
 
@@ -174,7 +176,7 @@ class Quit:
     reason: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NickChanged:
     """``user`` is now called ``nick``."""
 
@@ -182,7 +184,7 @@ class NickChanged:
     nick: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TopicChanged:
     """``user`` set the topic of ``room``."""
 
@@ -191,7 +193,7 @@ class TopicChanged:
     topic: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Invited:
     """``user`` invited ``invitee`` to ``room``."""
 

@@ -90,8 +90,8 @@ class IrcProtocol:
             "TOPIC": tracker.topic,
             "INVITE": tracker.invite,
             "CHGHOST": tracker.chghost,
-            "PRIVMSG": lambda ln: tracker.message(ln, notice=False),
-            "NOTICE": lambda ln: tracker.message(ln, notice=True),
+            "PRIVMSG": tracker.privmsg,
+            "NOTICE": tracker.notice,
         }
 
     # -- driving -----------------------------------------------------------------------------
@@ -129,6 +129,11 @@ class IrcProtocol:
             self._send("QUIT", "SASL authentication failed")
             events.append(SaslFailed(str(exc)))
         return events
+
+    @property
+    def pending(self) -> bool:
+        """Whether lines are waiting to be written."""
+        return bool(self._out)
 
     def data_to_send(self) -> list[str]:
         """The lines to write now (without CR LF), oldest first; taking them empties the queue."""

@@ -188,16 +188,20 @@ class IrcSession:
     async def _handle(self, line: IrcLine) -> None:
         self.expect.feed(line)
         events = self.proto.feed(line)
-        await self._flush()
+        if self.proto.pending:
+            await self._flush()
         for event in events:
-            await self._on_event(event)
+            if type(event) is Message:  # the hot path: one less coroutine per chat line
+                network = self._link.network
+                await self._link.message(chat_message(event, network, self.state.nick))
+            else:
+                await self._on_event(event)
 
     async def _on_event(self, event: Event) -> None:
         log = self._op.log
         match event:
             case Message():
-                network = self._link.network
-                await self._link.message(chat_message(event, network, self.state.nick))
+                await self._link.message(chat_message(event, self._link.network, self.state.nick))
             case Registered():
                 await self._on_registered(event)
             case SaslFailed():

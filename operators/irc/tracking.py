@@ -138,7 +138,15 @@ class Tracker:
         if self.state.same(nick, self.state.nick) and len(line.params) >= 2:
             self.state.user_host = f"{line.params[0]}@{line.params[1]}"
 
-    def message(self, line: IrcLine, *, notice: bool) -> None:
+    def privmsg(self, line: IrcLine) -> None:
+        """A PRIVMSG (or a CTCP request in one)."""
+        self._message(line, notice=False)
+
+    def notice(self, line: IrcLine) -> None:
+        """A NOTICE (a CTCP in one is a reply, never answered)."""
+        self._message(line, notice=True)
+
+    def _message(self, line: IrcLine, *, notice: bool) -> None:
         if len(line.params) < 2:
             return
         st = self.state
