@@ -1,6 +1,6 @@
 """What the IRC connector sends: no CTCP from user text, one channel or nick per target.
 
-Pure functions of eeveepy/irc_safety.py, no sockets; tests/test_irc.py checks the same
+Pure functions of operators/irc/safety.py, no sockets; tests/test_irc.py checks the same
 against a real server.
 """
 
