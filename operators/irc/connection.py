@@ -79,6 +79,13 @@ class Connection:
 
     async def write(self, line: str) -> bool:
         """Write one line now; False when the connection is closed or the write failed."""
+        if not self.put(line):
+            return False
+        return await self.drain() if self.backlogged else True
+
+    def put(self, line: str) -> bool:
+        """Buffer one line for the socket without waiting; False when the connection is
+        closed. Then :meth:`drain` if :attr:`backlogged`."""
         writer = self._writer
         if writer.is_closing():
             return False
@@ -89,13 +96,22 @@ class Connection:
                 cut -= 1
             data = data[:cut]
         writer.write(data + b"\r\n")
+        return True
+
+    @property
+    def backlogged(self) -> bool:
+        """More is buffered than the server should be left to take at its pace."""
+        return self._writer.transport.get_write_buffer_size() > DRAIN_ABOVE
+
+    async def drain(self) -> bool:
+        """Wait until the server took the backlog; False (the connection closed) when it
+        takes nothing for :data:`SEND_TIMEOUT` seconds or the write failed."""
         try:
-            if writer.transport.get_write_buffer_size() > DRAIN_ABOVE:
-                async with asyncio.timeout(SEND_TIMEOUT):
-                    await writer.drain()
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await self._writer.drain()
         except (OSError, TimeoutError) as exc:
             self._log().warning("irc write failed: closing", error=str(exc) or repr(exc))
-            writer.close()
+            self._writer.close()
             return False
         return True
 

@@ -245,7 +245,7 @@ class IrcConnector:
         if not lines:
             self.log.debug("irc: nothing to send (empty text)", target=env.body.target)
             return
-        await self.egress.send_all(lines)
+        await self.egress.put_all(lines)
 
 
 def _bucket(s: IrcSettings) -> TokenBucket:

@@ -233,15 +233,16 @@ class Egress:
         self._queue.put(line.target, (line, done))
         self._queued.set()
 
-    async def send_all(self, lines: list[Outbound]) -> None:
-        """Queue ``lines`` (one message) and return once the last was written or dropped."""
-        if not lines:
-            return
+    def put_all(self, lines: list[Outbound]) -> asyncio.Future[None]:
+        """Queue ``lines`` (one message); the future is done once the last was written or
+        dropped (at once when there is none)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not lines:
+            done.set_result(None)
         last = len(lines) - 1
         for n, line in enumerate(lines):
             self.put(line, done if n == last else None)
-        await done
+        return done
 
     def clear(self) -> None:
         """Drop everything queued. Waiters are not released: their messages were not sent (the

@@ -174,8 +174,10 @@ class IrcSession:
 
     async def write(self, line: Outbound) -> bool:
         """Write one queued line now; False when not connected (it is tried again)."""
-        conn = self._conn
-        return conn is not None and await conn.write(format_line(*line))
+        conn = self._conn  # put and drain apart: no second coroutine per line when not needed
+        if conn is None or not conn.put(format_line(*line)):
+            return False
+        return await conn.drain() if conn.backlogged else True
 
     async def _flush(self) -> None:
         for text in self.proto.data_to_send():
