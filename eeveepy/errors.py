@@ -25,7 +25,12 @@ EeveeError
  ├── ConnectorError              a chat connector's platform failed, or the kit was misused
  │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
  │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
- │    └── RefusedError           an outgoing message the platform will never send (dead-lettered)
+ │    ├── RefusedError           an outgoing message the platform will never send (dead-lettered)
+ │    └── IrcError               the IRC connector (operators/irc)
+ │         ├── IrcTextError      a programming mistake in a call to the IRC text helpers
+ │         ├── InvalidTargetError  an outgoing target that is not one channel or one nick
+ │         └── IrcConnectionError  the connection to the IRC server failed or ended
+ │              └── SaslFailedError  SASL authentication failed (reported; retried slowly)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -201,3 +206,30 @@ class InvalidNameError(ScaffoldError):
 
 class TargetExistsError(ScaffoldError):
     """``DIR/NAME`` already exists: nothing is overwritten."""
+
+
+class IrcError(ConnectorError):
+    """The IRC connector (``operators/irc``) failed."""
+
+
+class IrcTextError(IrcError):
+    """A programming mistake in a call to the IRC text helpers (an impossible byte budget, a
+    command that is not a command, an impossible rate limit); never raised for odd input text."""
+
+
+class InvalidTargetError(IrcError):
+    """An outgoing message's target is not one channel or one nick of the server (``0``,
+    ``#a,#b``, a space...); ``problem`` says why. Nothing was sent."""
+
+    def __init__(self, target: str, problem: str) -> None:
+        super().__init__(f"invalid IRC target: {problem}")
+        self.target = target
+        self.problem = problem
+
+
+class IrcConnectionError(IrcError):
+    """The connection to the IRC server failed or ended (the connector reconnects)."""
+
+
+class SaslFailedError(IrcConnectionError):
+    """SASL authentication failed; already reported, retried only slowly."""

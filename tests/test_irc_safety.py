@@ -1,6 +1,6 @@
 """What the IRC connector sends: no CTCP from user text, one channel or nick per target.
 
-Pure functions of eeveepy/irc_safety.py, no sockets; tests/test_irc.py checks the same
+Pure functions of operators/irc/safety.py, no sockets; tests/test_irc.py checks the same
 against a real server.
 """
 
@@ -11,7 +11,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eeveepy.irc_safety import (
+from operators.irc.lines import format_line, parse_line
+from operators.irc.safety import (
     channel_problem,
     defuse,
     key_problem,
@@ -19,7 +20,6 @@ from eeveepy.irc_safety import (
     outgoing_lines,
     target_problem,
 )
-from eeveepy.irc_text import format_line, parse_line
 
 # Text rich in control characters of every kind (C0, DEL, C1), IRC formatting codes, control
 # pictures, markdown markers, separators and multi-byte characters.

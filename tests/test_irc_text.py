@@ -8,24 +8,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eeveepy.errors import EeveeError
-from eeveepy.irc_text import (
-    FairQueue,
-    IrcTextError,
-    TokenBucket,
-    format_line,
+from eeveepy.errors import EeveeError, IrcTextError
+from operators.irc.connector import backoff_delay
+from operators.irc.egress import FairQueue, TokenBucket
+from operators.irc.lines import format_line, parse_line, split_source
+from operators.irc.settings import Channel, IrcSettings, network_name
+from operators.irc.text import (
     irc_lower,
     markdown_to_irc,
     mentions,
     parse_ctcp_action,
-    parse_line,
     sanitize,
     split_message,
-    split_source,
     strip_formatting,
     text_budget,
 )
-from operators.irc import Channel, IrcSettings, backoff_delay, network_name
 
 LINEBREAK = re.compile(r"\r\n|\r|\n")
 # Text with lots of IRC control characters, line breaks and multi-byte characters.

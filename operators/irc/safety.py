@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from eeveepy.irc_text import CTCP, markdown_to_irc, split_message
+from operators.irc.text import CTCP, markdown_to_irc, split_message
 
 __all__ = [
     "ACTION_OVERHEAD",
@@ -79,7 +79,7 @@ def outgoing_lines(text: str, budget: int, *, action: bool = False) -> list[str]
     """The text of each line sent for an outgoing message (the last parameter of the line).
 
     ``text`` is :func:`defuse`-d, its markdown turned into IRC formatting, and split into pieces
-    of at most ``budget`` bytes (:func:`~eeveepy.irc_text.split_message`: CR, LF and NUL never
+    of at most ``budget`` bytes (:func:`~operators.irc.text.split_message`: CR, LF and NUL never
     remain). With ``action`` each piece is wrapped as ``\\x01ACTION piece\\x01``, which adds
     :data:`ACTION_OVERHEAD` bytes beyond ``budget``. So a line holds ``\\x01`` only as that
     wrapper, and only for an action.

@@ -1,0 +1,144 @@
+"""Settings of an ``irc.<network>`` operator, and which of them need a new connection."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from operators.irc.safety import MAX_CHANNEL_BYTES, RFC_CHANTYPES, channel_problem, key_problem
+
+__all__ = ["SESSION_FIELDS", "Channel", "IrcSettings", "changed_fields", "network_name"]
+
+
+class Channel(BaseModel):
+    """A channel to join; a plain string ``"#foo"`` is accepted as ``{"name": "#foo"}``.
+
+    The name must be one channel (:func:`~operators.irc.safety.channel_problem` with the RFC
+    2812 prefixes ``#&+!``: not ``0``, no comma, whitespace or control character), the key one
+    key.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _one_channel(cls, name: str) -> str:
+        problem = channel_problem(name, RFC_CHANTYPES, MAX_CHANNEL_BYTES)
+        if problem is not None:
+            raise ValueError(f"not a valid IRC channel: {problem}")
+        return name
+
+    @field_validator("key")
+    @classmethod
+    def _one_key(cls, key: str | None) -> str | None:
+        problem = None if key is None else key_problem(key)
+        if problem is not None:
+            raise ValueError(problem)
+        return key
+
+
+class IrcSettings(BaseModel):
+    """Settings of an ``irc.<network>`` operator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=6667, ge=1, le=65535)
+    tls: bool = False
+    tls_verify: bool = True
+    ca_file: str | None = Field(default=None, description="CA bundle to verify the server with.")
+    nick: str = Field(default="eevee", min_length=1, pattern=r"^[^\s,:*?!@#$\x00]+$")
+    alt_nicks: list[str] = Field(default_factory=list)
+    username: str | None = Field(default=None, description="Ident; default: the nick.")
+    realname: str = "eevee bot"
+    password: str | None = Field(default=None, description="Server password (PASS).")
+    sasl_mechanism: Literal["PLAIN", "EXTERNAL"] | None = Field(
+        default=None, description="Default: PLAIN when sasl_username/sasl_password are set."
+    )
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    client_cert: str | None = Field(default=None, description="PEM client certificate (TLS).")
+    client_key: str | None = Field(default=None, description="Its key, if not in client_cert.")
+    channels: list[Channel] = Field(default_factory=list)
+    network: str | None = Field(
+        default=None, description="Network name on the bus; default: the id after 'irc.'."
+    )
+    egress_lines: int = Field(default=4, ge=0, description="Lines per egress_period; 0: no limit.")
+    egress_period: float = Field(default=2.0, gt=0)
+    egress_burst: int = Field(default=5, ge=1)
+    reconnect_min: float = Field(default=1.0, gt=0)
+    reconnect_max: float = Field(default=60.0, gt=0)
+    reclaim_nick_interval: float = Field(default=30.0, gt=0)
+    command_prefixes: list[str] = Field(
+        default_factory=lambda: ["!"], description="Informational; the router decides."
+    )
+    ping_interval: float = Field(
+        default=120.0, gt=0, description="Seconds of silence before the connector PINGs."
+    )
+    ping_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for any data after that PING."
+    )
+    connect_timeout: float = Field(
+        default=15.0, gt=0, description="Seconds for TCP+TLS connect, and x4 for registration."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> IrcSettings:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be at least reconnect_min")
+        if self.sasl_mechanism == "EXTERNAL" and not self.client_cert:
+            raise ValueError("sasl_mechanism EXTERNAL needs client_cert (and tls)")
+        if self.sasl_mechanism == "PLAIN" and not (self.sasl_username and self.sasl_password):
+            raise ValueError("sasl_mechanism PLAIN needs sasl_username and sasl_password")
+        if self.client_cert and not self.tls:
+            raise ValueError("client_cert needs tls = true")
+        return self
+
+    @property
+    def sasl(self) -> Literal["PLAIN", "EXTERNAL"] | None:
+        """The SASL mechanism to use, if any."""
+        if self.sasl_mechanism is not None:
+            return self.sasl_mechanism
+        if self.sasl_username and self.sasl_password:
+            return "PLAIN"
+        return None
+
+
+SESSION_FIELDS: Final = frozenset(
+    IrcSettings.model_fields.keys()
+    - {
+        "channels",
+        "egress_lines",
+        "egress_period",
+        "egress_burst",
+        "reconnect_min",
+        "reconnect_max",
+        "reclaim_nick_interval",
+        "command_prefixes",
+        "network",
+    }
+)
+"""Settings whose change needs a new connection; the others are applied live."""
+
+
+def network_name(settings: IrcSettings, operator_id: str) -> str:
+    """The network name on the bus: the setting, else the id after ``irc.``, else the host."""
+    if settings.network:
+        return settings.network
+    if operator_id.startswith("irc.") and len(operator_id) > 4:
+        return operator_id[4:]
+    return settings.host
+
+
+def changed_fields(old: IrcSettings, new: IrcSettings) -> set[str]:
+    """The names of the settings whose values differ between ``old`` and ``new``."""
+    return {k for k in IrcSettings.model_fields if getattr(old, k) != getattr(new, k)}
