@@ -123,7 +123,9 @@ class IrcPlatform(Platform[IrcSettings]):
         return session
 
     async def join(self, rooms: Sequence[Room]) -> None:
-        session, st = self._current(), self.state
+        session, st = self._session, self.state
+        if session is None:
+            return  # the session ended meanwhile: the next one joins them all
         fresh = [r for r in rooms if st.lower(r.name) not in st.joined]
         session.proto.join(Channel.model_construct(name=r.name, key=r.key) for r in fresh)
         await session.flush()
