@@ -29,8 +29,10 @@ EeveeError
  │    └── IrcError               the IRC connector (operators/irc)
  │         ├── IrcTextError      a programming mistake in a call to the IRC text helpers
  │         ├── InvalidTargetError  an outgoing target that is not one channel or one nick
+ │         │                     (also a RefusedError: dead-lettered)
  │         └── IrcConnectionError  the connection to the IRC server failed or ended
- │              └── SaslFailedError  SASL authentication failed (reported; retried slowly)
+ │              │                (also a SessionError: the connector reconnects)
+ │              └── SaslFailedError  SASL authentication failed (also an AuthenticationError)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -214,12 +216,13 @@ class IrcError(ConnectorError):
 
 class IrcTextError(IrcError):
     """A programming mistake in a call to the IRC text helpers (an impossible byte budget, a
-    command that is not a command, an impossible rate limit); never raised for odd input text."""
+    command that is not a command); never raised for odd input text."""
 
 
-class InvalidTargetError(IrcError):
+class InvalidTargetError(IrcError, RefusedError):
     """An outgoing message's target is not one channel or one nick of the server (``0``,
-    ``#a,#b``, a space...); ``problem`` says why. Nothing was sent."""
+    ``#a,#b``, a space...); ``problem`` says why. Nothing was sent (the connector kit
+    dead-letters the message with this error's text)."""
 
     def __init__(self, target: str, problem: str) -> None:
         super().__init__(f"invalid IRC target: {problem}")
@@ -227,9 +230,9 @@ class InvalidTargetError(IrcError):
         self.problem = problem
 
 
-class IrcConnectionError(IrcError):
+class IrcConnectionError(IrcError, SessionError):
     """The connection to the IRC server failed or ended (the connector reconnects)."""
 
 
-class SaslFailedError(IrcConnectionError):
-    """SASL authentication failed; already reported, retried only slowly."""
+class SaslFailedError(IrcConnectionError, AuthenticationError):
+    """SASL authentication failed; the connector kit reports it and retries only slowly."""

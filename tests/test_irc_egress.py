@@ -1,4 +1,5 @@
-"""The IRC connector's egress pump: fair order, put-back on failure, a cap, waiting to be ready."""
+"""The IRC connector's egress (the kit's pump with IRC lines and case mapping): fair order,
+put-back on failure, a cap, waiting to be ready."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 
 import structlog
 
-from eeveepy.aio import cancel_and_wait
-from operators.irc.egress import Egress, Outbound, TokenBucket
+from eeveepy.connector import EgressLimits, Outbound
+from eeveepy.connector.egress import Egress
+from eeveepy.errors import IrcConnectionError
 from operators.irc.text import irc_lower
 
 
@@ -18,29 +20,31 @@ class Server:
         self.lines: list[Outbound] = []
         self.fail = 0
 
-    async def send(self, line: Outbound) -> bool:
+    async def send(self, line: Outbound) -> None:
         if self.fail:
             self.fail -= 1
-            return False
+            raise IrcConnectionError("not connected")
         self.lines.append(line)
-        return True
 
 
-def egress(server: Server, ready: asyncio.Event, limit: int = 100) -> Egress:
-    return Egress(server.send, ready, irc_lower, structlog.get_logger, limit=limit)
+def egress(
+    server: Server, ready: asyncio.Event, limit: int = 100, limits: EgressLimits | None = None
+) -> Egress:
+    limits = limits or EgressLimits(cap=limit)
+    return Egress(server.send, ready, structlog.get_logger(), limits=limits, fold=irc_lower)
 
 
 def line(target: str, text: str) -> Outbound:
-    return Outbound("PRIVMSG", target, text)
+    return Outbound(target, text, kind="PRIVMSG")
 
 
 async def test_round_robin_per_target_order_and_done_after_the_last_line() -> None:
     server, ready = Server(), asyncio.Event()
     pump = egress(server, ready)
-    busy = pump.put_all([line("#busy", f"b{n}") for n in range(4)])
-    quiet = pump.put_all([line("#quiet", "q0")])
-    other = pump.put_all([line("#BUSY", "b4")])  # the same target by the server's case mapping
-    task = asyncio.create_task(pump.run())
+    busy = pump.put_message([line("#busy", f"b{n}") for n in range(4)])
+    quiet = pump.put_message([line("#quiet", "q0")])
+    other = pump.put_message([line("#BUSY", "b4")])  # the same target by the server's case mapping
+    pump.start()
     try:
         await asyncio.sleep(0.05)
         assert server.lines == []  # not registered yet: nothing goes out
@@ -52,7 +56,7 @@ async def test_round_robin_per_target_order_and_done_after_the_last_line() -> No
         assert [t for t in texts if t.startswith("b")] == ["b0", "b1", "b2", "b3", "b4"]
         assert len(pump) == 0
     finally:
-        await cancel_and_wait(task)
+        await pump.stop()
 
 
 async def test_a_line_that_could_not_be_written_is_tried_again_first() -> None:
@@ -60,41 +64,40 @@ async def test_a_line_that_could_not_be_written_is_tried_again_first() -> None:
     ready.set()
     pump = egress(server, ready)
     server.fail = 2
-    done = pump.put_all([line("#a", "one"), line("#a", "two")])
-    task = asyncio.create_task(pump.run())
+    done = pump.put_message([line("#a", "one"), line("#a", "two")])
+    pump.start()
     try:
         await asyncio.wait_for(done, 2)
         assert [ln.text for ln in server.lines] == ["one", "two"]
     finally:
-        await cancel_and_wait(task)
+        await pump.stop()
 
 
 async def test_the_cap_drops_the_oldest_line_of_the_longest_queue() -> None:
     server, ready = Server(), asyncio.Event()
     pump = egress(server, ready, limit=3)
-    first = pump.put_all([line("#a", "a0")])
-    pump.put_all([line("#a", "a1"), line("#b", "b0")])
-    last = pump.put_all([line("#b", "b1")])
+    first = pump.put_message([line("#a", "a0")])
+    pump.put_message([line("#a", "a1"), line("#b", "b0")])
+    last = pump.put_message([line("#b", "b1")])
     assert len(pump) == 3
     assert first.done()  # dropped: its sender is not left waiting forever
     assert not last.done()
     ready.set()
-    task = asyncio.create_task(pump.run())
+    pump.start()
     try:
         await asyncio.wait_for(last, 2)
         assert [ln.text for ln in server.lines] == ["a1", "b0", "b1"]
     finally:
-        await cancel_and_wait(task)
+        await pump.stop()
 
 
 async def test_the_bucket_paces_lines_and_an_empty_message_is_done_at_once() -> None:
     server, ready = Server(), asyncio.Event()
     ready.set()
-    pump = egress(server, ready)
-    pump.bucket = TokenBucket(20, 1.0, 2)  # a burst of 2, then one line every 50 ms
-    assert pump.put_all([]).done()
-    done = pump.put_all([line("#a", str(n)) for n in range(5)])
-    task = asyncio.create_task(pump.run())
+    pump = egress(server, ready, limits=EgressLimits(20, 1.0, 2))  # 2, then one every 50 ms
+    assert pump.put_message([]).done()
+    done = pump.put_message([line("#a", str(n)) for n in range(5)])
+    pump.start()
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -102,4 +105,4 @@ async def test_the_bucket_paces_lines_and_an_empty_message_is_done_at_once() -> 
         assert loop.time() - start >= 0.14  # 3 lines after the burst, 50 ms apart
         assert [ln.text for ln in server.lines] == ["0", "1", "2", "3", "4"]
     finally:
-        await cancel_and_wait(task)
+        await pump.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from eeveepy.aio import Backoff
-from operators.irc.connector import reconnect_delay
+from eeveepy.connector.reconnect import reconnect_delay
 from operators.irc.events import (
     CtcpQuery,
     Event,

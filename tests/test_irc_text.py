@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eeveepy.errors import EeveeError, IrcTextError
-from operators.irc.connector import backoff_delay
-from operators.irc.egress import FairQueue, TokenBucket
+from eeveepy.connector.flood import FairQueue, TokenBucket
+from eeveepy.connector.reconnect import backoff_delay
+from eeveepy.errors import ConnectorError, EeveeError, IrcTextError
 from operators.irc.lines import format_line, parse_line, split_source
 from operators.irc.settings import Channel, IrcSettings, network_name
 from operators.irc.text import (
@@ -276,9 +276,9 @@ def test_token_bucket_disabled_and_invalid() -> None:
     assert not bucket.enabled
     assert all(bucket.try_take() for _ in range(1000))
     assert bucket.delay() == 0
-    with pytest.raises(IrcTextError):
+    with pytest.raises(ConnectorError):
         TokenBucket(1, 0, 1)
-    with pytest.raises(IrcTextError):
+    with pytest.raises(ConnectorError):
         TokenBucket(1, 1, 0)
 
 

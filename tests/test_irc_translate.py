@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from eeveepy.connector import Outbound
 from eeveepy.errors import InvalidTargetError, IrcError
 from eeveepy.protocol.models import ChatEventType, MessageStyle, OutgoingMessage
-from operators.irc.egress import Outbound
 from operators.irc.events import CtcpQuery, IrcUser, Kicked, Message, NickChanged
 from operators.irc.lines import format_line
 from operators.irc.state import ServerState
@@ -78,10 +78,12 @@ def test_render_splits_to_fit_the_relayed_line() -> None:
     state.user_host = "bot@host.example"
     lines = render(out("#ops", "word " * 200), state)
     assert len(lines) > 1
-    assert all(line.command == "PRIVMSG" and line.target == "#ops" for line in lines)
+    assert all(line.kind == "PRIVMSG" and line.target == "#ops" for line in lines)
     # As the server relays it, with the longest nick the bot may have: within 512 bytes.
     for line in lines:
-        relayed = f":{'x' * 30}!bot@host.example {format_line(*line)}\r\n"
+        relayed = (
+            f":{'x' * 30}!bot@host.example {format_line(line.kind, line.target, line.text)}\r\n"
+        )
         assert len(relayed.encode()) <= 512
     assert "".join(line.text for line in lines) == "word " * 200  # nothing lost
     assert render(out("alice", "", MessageStyle.NOTICE), state) == []
@@ -90,10 +92,10 @@ def test_render_splits_to_fit_the_relayed_line() -> None:
 def test_render_styles_and_markdown() -> None:
     state = server()
     assert render(out("alice", "**hi**", MessageStyle.NOTICE), state) == [
-        Outbound("NOTICE", "alice", "\x02hi\x02")
+        Outbound("alice", "\x02hi\x02", kind="NOTICE")
     ]
     assert render(out("#a", "waves \x01VERSION\x01", MessageStyle.ACTION), state) == [
-        Outbound("PRIVMSG", "#a", "\x01ACTION waves ␁VERSION␁\x01")
+        Outbound("#a", "\x01ACTION waves ␁VERSION␁\x01", kind="PRIVMSG")
     ]
 
 
@@ -110,10 +112,10 @@ def test_render_refuses_what_is_not_one_channel_or_nick(target: str) -> None:
 
 def test_ctcp_replies() -> None:
     assert ctcp_reply(CtcpQuery("alice", "VERSION", "")) == Outbound(
-        "NOTICE", "alice", f"\x01VERSION {VERSION}\x01"
+        "alice", f"\x01VERSION {VERSION}\x01", kind="NOTICE"
     )
     assert ctcp_reply(CtcpQuery("alice", "PING", "123 \x01x")) == Outbound(
-        "NOTICE", "alice", "\x01PING 123 x\x01"
+        "alice", "\x01PING 123 x\x01", kind="NOTICE"
     )
     now = time.strptime("2024-01-02 03:04:05", "%Y-%m-%d %H:%M:%S")
     reply = ctcp_reply(CtcpQuery("alice", "TIME", ""), now)

@@ -11,6 +11,7 @@ module             what
 ``link``           :class:`Link` (messages, events, state to the bus), rooms wanted
 ``state``          :class:`ConnectionState` and its deduplicated events
 ``runner``         :class:`Connector`: sessions, backoff, reloads, goodbye
+``reconnect``      the delay before the next session (jittered, floored, slow after auth)
 ``egress``         the send pump: flood control, fair queue, cap, put-back
 ``flood``          :class:`TokenBucket`, :class:`FairQueue` (pure)
 ``outbox``         ``chat.out``: each message sent once, acknowledged once sent

@@ -30,8 +30,9 @@ S_contra = TypeVar("S_contra", bound=BaseModel, contravariant=True)
 @dataclass(frozen=True)
 class ReconnectPolicy:
     """Backoff between sessions: from ``initial`` doubling up to ``maximum`` seconds, with
-    jitter; back to ``initial`` after a session that lasted ``healthy_after`` seconds (default
-    10 x ``initial``); after refused credentials, at least ``initial`` x 2^``auth_floor``."""
+    jitter but never below ``initial``; back to ``initial`` after a session that lasted
+    ``healthy_after`` seconds (default 10 x ``initial``); after refused credentials, at least
+    ``initial`` x 2^``auth_floor`` (:func:`~eeveepy.connector.reconnect.reconnect_delay`)."""
 
     initial: float = 1.0
     maximum: float = 60.0

@@ -5,8 +5,8 @@
 
 - the sessions: one at a time in a background task (the operator answers pings while the
   platform is away), restarted after each end with jittered exponential backoff
-  (:class:`~eeveepy.aio.Backoff`), reset after a healthy session, slow after refused
-  credentials;
+  (:func:`~eeveepy.connector.reconnect.reconnect_delay`), reset after a healthy session,
+  slow after refused credentials;
 - the bus side: ``chat.out`` through the :class:`~eeveepy.connector.outbox.Outbox` into the
   :class:`~eeveepy.connector.egress.Egress` pump, ``chat.ctl`` through the
   :class:`~eeveepy.connector.desk.ControlDesk`, both moved when the network changes;
@@ -32,6 +32,7 @@ from eeveepy.connector.egress import Egress
 from eeveepy.connector.link import Link, Rooms
 from eeveepy.connector.outbox import Outbox
 from eeveepy.connector.platform import Plan, Platform, ReconnectPolicy, session_changes
+from eeveepy.connector.reconnect import reconnect_delay
 from eeveepy.connector.state import ConnectionState
 from eeveepy.errors import AuthenticationError, EeveeError, RefusedError
 from eeveepy.protocol.codec import dead_letter, dump_model
@@ -172,15 +173,14 @@ class Connector(Generic[S]):
                 log.exception("session crashed", error=repr(exc))
                 reason = f"internal error: {exc!r}"
             policy = self._plan.reconnect
-            if link.tracker.uptime() >= policy.healthy:
-                self.backoff.reset()
-            if auth_failed:
-                # Wrong credentials do not fix themselves: retry slowly, so that a bad
-                # password never hammers the server (which may ban the host).
-                self.backoff.attempt = max(self.backoff.attempt, policy.auth_floor)
+            delay = reconnect_delay(
+                self.backoff,
+                healthy=link.tracker.uptime() >= policy.healthy,
+                auth_failed=auth_failed,
+                auth_floor=policy.auth_floor,
+            )
             state = ConnectionState.AUTH_FAILED if auth_failed else ConnectionState.DISCONNECTED
             link.state(state, reason)
-            delay = self.backoff.next()
             log.warning(
                 "disconnected: reconnecting",
                 network=link.network,

@@ -24,17 +24,18 @@ It keeps one client connection to an IRC server and translates between IRC and t
   with :class:`~eeveepy.protocol.models.ConnectorControlResult`; a room that is not one channel
   of the server (``0``, commas, spaces, no CHANTYPES prefix, too long) is refused with
   ``ok: false``.
-- **Resilience.** The connection runs in a background task, so the operator answers the
-  supervisor's pings while the server is away. After a disconnect, a ping timeout or a refused
-  connection it reconnects with exponential backoff and jitter between ``reconnect_min`` and
-  ``reconnect_max``, rejoins its channels, falls back to alternate nicks on a collision and
-  tries to reclaim its main nick every ``reclaim_nick_interval`` seconds. A SASL failure is
-  reported once per attempt (an error log and a ``disconnected`` event saying "SASL
-  authentication failed") and is retried only slowly.
+- **Resilience.** The connector runs on the connector kit (:mod:`eeveepy.connector`): the
+  connection runs in a background task, so the operator answers the supervisor's pings while
+  the server is away. After a disconnect, a ping timeout or a refused connection it reconnects
+  with exponential backoff and jitter between ``reconnect_min`` and ``reconnect_max``, rejoins
+  its channels, falls back to alternate nicks on a collision and tries to reclaim its main nick
+  every ``reclaim_nick_interval`` seconds. A SASL failure is reported once per attempt (an
+  error log and a ``disconnected`` event saying "SASL authentication failed") and is retried
+  only slowly. Control requests are served concurrently.
 
 The IRC protocol client is written here rather than taken from a library, so that every byte
-written goes through one sanitising path, line order is kept, and reconnection, SASL failure
-and ping timeouts follow this connector's rules. The package, from the wire up:
+written goes through one sanitising path, line order is kept, and SASL failure and ping
+timeouts follow this connector's rules. The package, from the wire up:
 
 ================ =============================================================================
 ``text``         formatting, splitting, case mapping (pure)
@@ -47,12 +48,10 @@ and ping timeouts follow this connector's rules. The package, from the wire up:
 ``tracking``     channels, users, accounts and messages (sans-I/O)
 ``protocol``     the IRC client as a state machine: lines in, lines and events out (sans-I/O)
 ``translate``    events to envelopes, outgoing messages to lines (pure)
-``egress``       token bucket, fair queue and the pump between them
 ``connection``   one TCP/TLS connection: read a line, write a line
-``link``         publishing on the bus
-``control``      ``chat.ctl`` requests
-``session``      one connection driven through the protocol client
-``connector``    the operator: lifecycle, reconnects, reloads
+``session``      one connection driven through the protocol client, onto the kit's link
+``platform``     :class:`~operators.irc.platform.IrcPlatform`, the kit's ``Platform``: plan,
+                 render, send, control requests; ``create()`` builds the operator
 ================ =============================================================================
 
 Run it under ``eevee up`` (``module = "operators.irc"``) or alone::

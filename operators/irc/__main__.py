@@ -1,5 +1,5 @@
 """``python -m operators.irc``: run the IRC connector as an operator process."""
 
-from operators.irc.connector import main
+from operators.irc.platform import main
 
 main()

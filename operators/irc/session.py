@@ -2,26 +2,22 @@
 
 :class:`IrcSession` opens a :class:`~operators.irc.connection.Connection`, feeds the lines it
 reads to :class:`~operators.irc.protocol.IrcProtocol`, writes the lines the client queues,
-and turns its events into bus traffic (:mod:`~operators.irc.translate`, through
-:class:`~operators.irc.link.BusLink`): chat messages and events, ``connected`` and
-``disconnected`` (reported once per connection), CTCP answers through flood control. It PINGs
-a silent server and gives up on one that stays silent; it tries to take the wanted nick back
-every ``reclaim_nick_interval`` seconds. Reconnecting is the connector's business.
+and hands its events to the connector kit's :class:`~eeveepy.connector.link.Link`
+(:mod:`~operators.irc.translate` makes envelopes of them): chat messages and events, the
+session ``connected`` once registered, CTCP answers behind flood control. It PINGs a silent
+server and gives up on one that stays silent; it tries to take the wanted nick back every
+``reclaim_nick_interval`` seconds. Reconnecting, rejoining and the ``disconnected`` event are
+the kit's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
 
-from eeveepy import Operator
+from eeveepy.connector import ConnectionState, Expect, Link, Outbound
 from eeveepy.errors import IrcConnectionError, SaslFailedError
-from eeveepy.protocol.models import ChatEventType
 from operators.irc.connection import Connection
-from operators.irc.control import Expect
-from operators.irc.egress import Outbound
 from operators.irc.events import (
     CtcpQuery,
     Event,
@@ -36,73 +32,46 @@ from operators.irc.events import (
     ServerNotice,
 )
 from operators.irc.lines import IrcLine, format_line, parse_line
-from operators.irc.link import BusLink
 from operators.irc.protocol import IrcProtocol
-from operators.irc.settings import Channel, IrcSettings
+from operators.irc.settings import IrcSettings
 from operators.irc.state import ServerState
-from operators.irc.translate import chat_event, chat_message, connection_event, ctcp_reply
+from operators.irc.translate import chat_event, chat_message, chat_user, ctcp_reply
 
 __all__ = ["IrcSession"]
 
 
 class IrcSession:
-    """The connection of one connector, one at a time.
+    """One connection of the connector; ``expect`` answers control requests from its lines."""
 
-    ``queue`` puts a line behind flood control; ``wanted`` gives the channels to join once
-    registered.
-    """
-
-    def __init__(
-        self,
-        op: Operator[Any],
-        proto: IrcProtocol,
-        link: BusLink,
-        queue: Callable[[Outbound], None],
-        wanted: Callable[[], Iterable[Channel]],
-    ) -> None:
-        self._op = op
+    def __init__(self, proto: IrcProtocol, link: Link, expect: Expect[IrcLine]) -> None:
         self.proto = proto
         self._link = link
-        self._queue = queue
-        self._wanted = wanted
-        self.registered = asyncio.Event()
-        """Set while registered with the server: lines may be sent."""
-        self.expect = Expect()
-        self.registered_at: float | None = None
-        """When this connection was registered (monotonic), if it was."""
+        self._expect = expect
         self._conn: Connection | None = None
         self._reclaim_task: asyncio.Task[None] | None = None
-        self._disconnect_reported = False
 
     @property
     def state(self) -> ServerState:
         """What the client knows about the server and itself."""
         return self.proto.state
 
-    @property
-    def connected(self) -> bool:
-        """Registered with the server (001 received) and not disconnected since."""
-        return self.registered.is_set() and self._conn is not None
-
-    def reset(self) -> None:
-        """Forget the last connection."""
-        self.proto.reset()
-        self.registered.clear()
-        self.registered_at = None
-        self._disconnect_reported = False
-
     async def run(self, s: IrcSettings) -> None:
-        """One connection, from TCP connect to EOF; raises on failure (the caller closes)."""
-        self.reset()
-        self._op.log.info("irc connecting", host=s.host, port=s.port, tls=s.tls)
-        conn = self._conn = await Connection.open(s, lambda: self._op.log)
+        """One connection, from TCP connect to EOF (return); raises on failure, closes always."""
+        try:
+            await self._run(s)
+        finally:
+            await self.close()
+
+    async def _run(self, s: IrcSettings) -> None:
+        self._link.log.info("irc connecting", host=s.host, port=s.port, tls=s.tls)
+        conn = self._conn = await Connection.open(s, lambda: self._link.log)
         self.proto.connect()
-        await self._flush()
+        await self.flush()
         deadline = time.monotonic() + 4 * s.connect_timeout
         pinged = False
         while True:
             timeout = s.ping_timeout if pinged else s.ping_interval
-            if not self.registered.is_set():
+            if not self.state.registered:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise IrcConnectionError("registration timed out")
@@ -114,9 +83,9 @@ class IrcSession:
                     raise IrcConnectionError(
                         f"ping timeout ({s.ping_interval + s.ping_timeout:g} s without data)"
                     ) from None
-                if self.registered.is_set():
+                if self.state.registered:
                     pinged = True
-                    await self.send("PING", "eevee")
+                    await self.write("PING", "eevee")
                 continue
             if text is None:
                 return
@@ -128,58 +97,49 @@ class IrcSession:
                 continue
             try:
                 await self._handle(line)
-            except (SaslFailedError, asyncio.CancelledError):
+            except SaslFailedError:
                 raise
             except Exception as exc:  # a bug in a handler must not end the connection
-                self._op.log.exception("irc handler failed", command=line.command, error=repr(exc))
+                self._link.log.exception(
+                    "irc handler failed", command=line.command, error=repr(exc)
+                )
 
     async def close(self) -> None:
         """Close the connection; waiting control requests fail."""
         conn, self._conn = self._conn, None
-        self.registered.clear()
         if self._reclaim_task is not None:
             self._reclaim_task.cancel()
             self._reclaim_task = None
-        self.expect.fail_all(IrcConnectionError("disconnected"))
+        self._expect.fail(IrcConnectionError("disconnected"))
         if conn is not None:
             await conn.close()
 
-    async def report_disconnected(self, reason: str) -> None:
-        """Publish ``disconnected`` if this connection was registered and it was not said yet;
-        forget the connection."""
-        was = self.registered_at is not None
-        reported = self._disconnect_reported
-        self.reset()
-        if was and not reported:
-            await self._connection_event(ChatEventType.DISCONNECTED, reason)
-
-    async def _connection_event(self, kind: ChatEventType, text: str) -> None:
-        me = self.state.me()
-        await self._link.event(connection_event(kind, me, self._link.network, text))
-
     async def _reclaim_loop(self) -> None:
-        """Every ``reclaim_nick_interval`` seconds, try to take the main nick back."""
+        """Every ``reclaim_nick_interval`` seconds (read live), try to take the main nick back."""
         while True:
-            await asyncio.sleep(self.proto.settings.reclaim_nick_interval)
+            await asyncio.sleep(self._link.op.settings.reclaim_nick_interval)
             if self.proto.reclaim():
-                self._op.log.debug("irc reclaiming nick", nick=self.state.want_nick)
-                await self._flush()
+                self._link.log.debug("irc reclaiming nick", nick=self.state.want_nick)
+                await self.flush()
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def send(self, command: str, *params: str) -> bool:
-        """Write one line now (bypassing flood control); False when not connected."""
+    async def write(self, command: str, *params: str) -> None:
+        """Write one line now (bypassing flood control); raises when it cannot be written."""
         conn = self._conn
-        return conn is not None and await conn.write(format_line(command, *params))
+        if conn is None or not await conn.write(format_line(command, *params)):
+            raise IrcConnectionError("not connected")
 
-    async def write(self, line: Outbound) -> bool:
-        """Write one queued line now; False when not connected (it is tried again)."""
+    async def send(self, item: Outbound) -> None:
+        """Write one line from the egress pump; raises when it cannot be (tried again)."""
         conn = self._conn  # put and drain apart: no second coroutine per line when not needed
-        if conn is None or not conn.put(format_line(*line)):
-            return False
-        return await conn.drain() if conn.backlogged else True
+        if conn is None or not conn.put(format_line(item.kind, item.target, item.text)):
+            raise IrcConnectionError("not connected")
+        if conn.backlogged and not await conn.drain():
+            raise IrcConnectionError("write failed")
 
-    async def _flush(self) -> None:
+    async def flush(self) -> None:
+        """Write what the protocol client queued (registration, joins, a nick...)."""
         for text in self.proto.data_to_send():
             conn = self._conn
             if conn is not None:
@@ -188,10 +148,11 @@ class IrcSession:
     # -- reading -----------------------------------------------------------------------------
 
     async def _handle(self, line: IrcLine) -> None:
-        self.expect.feed(line)
+        if self._expect:
+            self._expect.feed(line)
         events = self.proto.feed(line)
         if self.proto.pending:
-            await self._flush()
+            await self.flush()
         for event in events:
             if type(event) is Message:  # the hot path: one less coroutine per chat line
                 network = self._link.network
@@ -200,23 +161,25 @@ class IrcSession:
                 await self._on_event(event)
 
     async def _on_event(self, event: Event) -> None:
-        log = self._op.log
+        link, log = self._link, self._link.log
         match event:
             case Message():
-                await self._link.message(chat_message(event, self._link.network, self.state.nick))
+                await link.message(chat_message(event, link.network, self.state.nick))
             case Registered():
-                await self._on_registered(event)
+                self._on_registered(event)
             case SaslFailed():
-                await self._on_sasl_failed(event)
+                self._on_sasl_failed(event)
             case CtcpQuery():
                 reply = ctcp_reply(event)
                 if reply is not None:
-                    self._queue(reply)
+                    link.put(reply)
             case LoggedIn():
+                link.me = chat_user(self.state.me())
                 log.info("irc logged in", account=event.account)
             case SaslMechanisms():
                 log.info("irc server SASL mechanisms", mechanisms=event.mechanisms)
             case OwnNickChanged():
+                link.me = chat_user(self.state.me())
                 log.info("irc nick changed", nick=event.nick)
             case NickRefused():
                 log.debug("irc nick refused", nick=event.nick, reason=event.reason)
@@ -225,27 +188,22 @@ class IrcSession:
             case ServerNotice():
                 log.debug("irc server notice", source=event.source, text=event.text)
             case _:
-                await self._link.event(chat_event(event, self._link.network))
+                await link.event(chat_event(event, link.network))
 
-    async def _on_registered(self, event: Registered) -> None:
-        self.registered_at = time.monotonic()
-        self.registered.set()
+    def _on_registered(self, event: Registered) -> None:
         if self._reclaim_task is None:
             self._reclaim_task = asyncio.create_task(self._reclaim_loop(), name="irc-reclaim")
-        self._op.log.info("irc connected", network=self._link.network, nick=event.nick)
-        await self._connection_event(ChatEventType.CONNECTED, event.server)
-        self.proto.join(self._wanted())
-        await self._flush()
+        self._link.log.info("irc connected", network=self._link.network, nick=event.nick)
+        self._link.me = chat_user(self.state.me())
+        self._link.state(ConnectionState.CONNECTED, event.server)  # the kit joins the rooms
 
-    async def _on_sasl_failed(self, event: SaslFailed) -> None:
-        """Report a SASL failure once and end this connection (its QUIT is written)."""
-        text = f"SASL authentication failed: {event.reason}"
-        self._op.log.error(
+    def _on_sasl_failed(self, event: SaslFailed) -> None:
+        """Log a SASL failure and end this connection (its QUIT is written); the kit says
+        ``disconnected`` with the reason and retries slowly."""
+        self._link.log.error(
             "SASL authentication failed",
             network=self._link.network,
             mechanism=self.proto.settings.sasl,
             reason=event.reason,
         )
-        self._disconnect_reported = True
-        await self._connection_event(ChatEventType.DISCONNECTED, text)
-        raise SaslFailedError(text)
+        raise SaslFailedError(f"SASL authentication failed: {event.reason}")

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from operators.irc.safety import MAX_CHANNEL_BYTES, RFC_CHANTYPES, channel_problem, key_problem
 
-__all__ = ["SESSION_FIELDS", "Channel", "IrcSettings", "changed_fields", "network_name"]
+__all__ = ["SESSION_FIELDS", "Channel", "IrcSettings", "network_name"]
 
 
 class Channel(BaseModel):
@@ -137,8 +137,3 @@ def network_name(settings: IrcSettings, operator_id: str) -> str:
     if operator_id.startswith("irc.") and len(operator_id) > 4:
         return operator_id[4:]
     return settings.host
-
-
-def changed_fields(old: IrcSettings, new: IrcSettings) -> set[str]:
-    """The names of the settings whose values differ between ``old`` and ``new``."""
-    return {k for k in IrcSettings.model_fields if getattr(old, k) != getattr(new, k)}

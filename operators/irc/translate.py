@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import Final, assert_never
 
+from eeveepy.connector.egress import Outbound
 from eeveepy.errors import InvalidTargetError
 from eeveepy.protocol.models import (
     ChatEvent,
@@ -28,7 +29,6 @@ from eeveepy.protocol.models import (
     MessageStyle,
     OutgoingMessage,
 )
-from operators.irc.egress import Outbound
 from operators.irc.events import (
     ChatEvents,
     CtcpQuery,
@@ -122,7 +122,8 @@ def connection_event(kind: ChatEventType, me: IrcUser, network: str, text: str) 
 
 
 def render(out: OutgoingMessage, state: ServerState) -> list[Outbound]:
-    """The lines that send ``out`` on this server (none for empty text).
+    """The lines that send ``out`` on this server (none for empty text): each an
+    :class:`Outbound` whose ``kind`` is the command (PRIVMSG or NOTICE).
 
     Raises :class:`~eeveepy.errors.InvalidTargetError` when the target is not one channel or
     one nick: nothing may be sent then.
@@ -141,7 +142,7 @@ def render(out: OutgoingMessage, state: ServerState) -> list[Outbound]:
     extra = ACTION_OVERHEAD if action else 0
     budget = text_budget(command, target, nick, state.user_host, extra=extra)
     return [
-        Outbound(command, target, piece)
+        Outbound(target, piece, kind=command)
         for piece in outgoing_lines(out.text, budget, action=action)
     ]
 
@@ -157,4 +158,5 @@ def ctcp_reply(query: CtcpQuery, now: time.struct_time | None = None) -> Outboun
     if query.command not in answers:
         return None
     answer = f"{query.command} {answers[query.command]}".rstrip()
-    return Outbound("NOTICE", query.nick, f"{CTCP}{sanitize(answer).replace(CTCP, '')}{CTCP}")
+    text = f"{CTCP}{sanitize(answer).replace(CTCP, '')}{CTCP}"
+    return Outbound(query.nick, text, kind="NOTICE")
