@@ -17,6 +17,7 @@ EeveeError
  │    ├── NoRespondersError      nobody subscribes to a request's subject
  │    ├── RemoteError            the responder answered with an error
  │    ├── DeliveryError          a stored publish was not acknowledged by its stream in time
+ │    ├── StreamMissingError     a JetStream stream is not there (or JetStream is not available)
  │    └── StoreError             an operator's key-value store could not be read
  ├── NatsServerError             the embedded nats-server could not be started or stopped
  ├── ForkServerError             the fork server could not be started or could not spawn
@@ -157,6 +158,10 @@ class DeliveryError(BusError):
     def __init__(self, subject: str, reason: str) -> None:
         super().__init__(f"{subject} was not stored: {reason}", subject=subject)
         self.reason = reason
+
+
+class StreamMissingError(BusError):
+    """A JetStream stream is not there, or JetStream is not available."""
 
 
 class StoreError(BusError):

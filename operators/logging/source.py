@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from eeveepy.errors import EeveeError
+from eeveepy.errors import StreamMissingError
 from eeveepy.logs import stream_name
 
 from .settings import DURABLE, LoggingSettings
@@ -40,10 +40,6 @@ STREAM_RECHECK: Final = 30.0
 """Seconds between looks for the stream while on the plain subscription."""
 CORE_QUEUE_LIMIT: Final = 100_000
 """Events buffered on the plain subscription (while halted or slow) before dropping."""
-
-
-class _StreamMissing(EeveeError):
-    """The log stream does not exist (or JetStream is not available)."""
 
 
 class Source:
@@ -133,12 +129,12 @@ class Source:
     # -- JetStream -----------------------------------------------------------------------------
 
     async def _bind(self) -> JetStreamContext.PullSubscription:
-        """Bind the durable consumer (created if missing); raise :class:`_StreamMissing`."""
+        """Bind the durable consumer (created if missing); raise :class:`StreamMissingError`."""
         js = self.nc.jetstream()
         try:
             info = await js.stream_info(self.stream)
         except (NotFoundError, NoRespondersError) as exc:
-            raise _StreamMissing(self.stream) from exc
+            raise StreamMissingError(self.stream) from exc
         config = ConsumerConfig(
             durable_name=DURABLE,
             description="eevee logging operator: log events written to files",
@@ -170,7 +166,7 @@ class Source:
         while True:
             try:
                 return await self._bind()
-            except _StreamMissing:
+            except StreamMissingError:
                 if time.monotonic() >= deadline or self.quit.is_set():
                     return None
                 await self._sleep(min(0.25, max(deadline - time.monotonic(), 0.0)))
@@ -244,7 +240,7 @@ class Source:
                     next_check = time.monotonic() + STREAM_RECHECK
                     try:
                         return await self._bind()
-                    except _StreamMissing:
+                    except StreamMissingError:
                         pass
                     except Exception as exc:
                         self.log.warning("cannot bind the log stream", error=repr(exc))
