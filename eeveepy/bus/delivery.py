@@ -115,7 +115,7 @@ class Delivery:
 
 
 class Deliveries:
-    """The deliveries an :class:`~eeveepy.ipc.Ipc` is handling, kept alive while they last."""
+    """The deliveries an :class:`~eeveepy.bus.ipc.Ipc` is handling, kept alive while they last."""
 
     def __init__(self, nc: NatsClient, log: Any = None) -> None:
         self.nc = nc
