@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.delivery import parse_ack_subject
+from eeveepy.bus.delivery import Deliveries, parse_ack_subject
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.streams import chat_in_stream_name, ensure_chat_in_stream
 from eeveepy.errors import DeliveryError
@@ -251,3 +251,36 @@ def test_ack_subjects_are_parsed_in_both_forms() -> None:
     assert parse_ack_subject(v2) == ("c", 2, 42)
     assert parse_ack_subject("_INBOX.abc.def") is None
     assert parse_ack_subject("$JS.ACK.S.c.x.1.2.3.4") is None
+
+
+async def test_a_repeat_of_a_done_delivery_is_acknowledged_again(nats_url: str) -> None:
+    """The first acknowledgement was lost (the bus went away): the redelivered copy is not
+    handled again, but acknowledged again; a copy of one still being handled is left alone."""
+    nc = await connect(BusConfig(url=nats_url), name="acks")
+    try:
+        deliveries = Deliveries(nc)
+        done = "$JS.ACK.S.router.1.17.9.1700000000000000000.0"
+        busy = "$JS.ACK.S.router.1.18.10.1700000000000000000.0"
+        acks: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def on_ack(msg: Any) -> None:
+            await acks.put((msg.subject, msg.data))
+
+        await nc.subscribe("$JS.ACK.S.router.>", cb=on_ack)
+        await barrier(nc)
+        first = deliveries.begin(done)
+        assert first is not None
+        await first.ack()
+        assert await asyncio.wait_for(acks.get(), 5) == (done, b"+ACK")
+        assert deliveries.begin(busy) is not None  # being handled
+        redelivered = done.replace(".1.17.", ".2.17.")  # delivery 2 of stream message 17
+        assert deliveries.begin(redelivered) is None
+        await deliveries.repeat(redelivered)
+        assert await asyncio.wait_for(acks.get(), 5) == (redelivered, b"+ACK")
+        assert deliveries.begin(busy.replace(".1.18.", ".2.18.")) is None
+        await deliveries.repeat(busy.replace(".1.18.", ".2.18."))
+        await barrier(nc)
+        assert acks.empty()  # the copy being handled acknowledges it, not the repeat
+        await deliveries.close()
+    finally:
+        await nc.close()

@@ -139,6 +139,18 @@ class Deliveries:
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ipc:acks")
         return delivery
 
+    async def repeat(self, reply: str) -> None:
+        """A delivery :meth:`begin` refused: acknowledge it again when it was already done
+        (the first acknowledgement was lost, e.g. with the bus), else leave it to the copy
+        being handled."""
+        meta = parse_ack_subject(reply)
+        if meta is None or (meta[0], meta[2]) not in self._recent:
+            return
+        try:
+            await self.nc.publish(reply, b"+ACK")
+        except Exception as exc:  # still away: it comes again, and is acknowledged then
+            self.log.warning("could not acknowledge", error=repr(exc))
+
     def end(self, delivery: Delivery, *, remember: bool) -> None:
         self.inflight.pop(delivery.key, None)
         if remember:

@@ -219,7 +219,8 @@ class Subscription:
             if reply and (durable is not None or subject.startswith(no_reply)):
                 if durable is not None and reply.startswith("$JS.ACK."):
                     delivery = durable.begin(reply)
-                    if delivery is None:  # a redelivery of what is being handled
+                    if delivery is None:  # a redelivery of what is handled or was done
+                        await durable.repeat(reply)
                         self._busy = False
                         continue
                 reply = ""
