@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.ipc import Ipc
 from eeveepy.connector import (
     ConnectionState,
     ControlRequest,
@@ -35,14 +32,13 @@ from eeveepy.connector import (
 )
 from eeveepy.errors import AuthenticationError, RefusedError, SessionError
 from eeveepy.protocol.models import (
-    Body,
     ChatMessage,
     ChatUser,
     ConnectorControlResult,
     Envelope,
     OutgoingMessage,
 )
-from eeveepy.protocol.subjects import Subjects
+from tests.bus_fixtures import PrefixedBus
 from tests.operator_procs import contract_env
 
 WAIT = 5.0
@@ -181,44 +177,10 @@ def chat(text: str, *, user: str = "alice", room: str = "#room") -> ChatMessage:
     )
 
 
-@dataclass
-class Bus:
+class Bus(PrefixedBus):
     """The test's own connection, under a subject prefix of its own."""
 
-    url: str
-    tmp: Path
-    prefix: str = field(default_factory=lambda: "ck" + uuid.uuid4().hex[:12])
-    ipc: Ipc | None = None
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects(self.prefix)
-
-    @property
-    def io(self) -> Ipc:
-        assert self.ipc is not None
-        return self.ipc
-
-    async def start(self) -> None:
-        self.ipc = Ipc(self.subjects, "test.connector")
-        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test"))
-
-    async def close(self) -> None:
-        if self.ipc is not None and self.ipc.connected:
-            nc = self.ipc.nc
-            await self.ipc.detach()
-            await nc.close()
-
-    async def collect(self, subject: str, model: type[Body]) -> asyncio.Queue[Envelope[Any]]:
-        """Every envelope on ``subject`` from now on, its body validated as ``model``."""
-        queue: asyncio.Queue[Envelope[Any]] = asyncio.Queue()
-
-        async def handler(env: Envelope[Any]) -> None:
-            await queue.put(env.model_copy(update={"body": model.model_validate(env.body)}))
-
-        await self.io.subscribe(subject, handler)
-        await barrier(self.io.nc)
-        return queue
+    SOURCE = "test.connector"
 
     def env(self, op_id: str, settings: dict[str, Any]) -> dict[str, str]:
         """The process contract for ``op_id``, its settings in a file a test may rewrite."""

@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,8 +26,7 @@ from nats.js.api import ConsumerInfo
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.client import barrier
 from eeveepy.logs.stream import stream_name
 from eeveepy.protocol.models import (
     Body,
@@ -39,8 +37,8 @@ from eeveepy.protocol.models import (
     Ready,
     SupervisorStatus,
 )
-from eeveepy.protocol.subjects import Subjects
 from operators.logging import DURABLE
+from tests.bus_fixtures import PrefixedBus
 from tests.operator_procs import contract_env
 
 WAIT = 5.0
@@ -48,13 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class Bus:
+class Bus(PrefixedBus):
     """The test's connection, publishing as the supervisor under a prefix of its own."""
 
-    url: str
-    tmp: Path
-    prefix: str = field(default_factory=lambda: "lg" + uuid.uuid4().hex[:12])
-    ipc: Ipc | None = None
+    SOURCE = "supervisor"
+
     stream: bool = False
     operators: set[str] = field(
         default_factory=lambda: {"echo", "irc.libera", "rot", "worker", "probe", "held"}
@@ -62,15 +58,6 @@ class Bus:
     """The ids this test's supervisor lists on ``supervisor.status`` (empty: no answer)."""
     asks: int = 0
     """``supervisor.status`` requests received."""
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects(self.prefix)
-
-    @property
-    def io(self) -> Ipc:
-        assert self.ipc is not None
-        return self.ipc
 
     @property
     def js(self) -> JetStreamContext:
@@ -81,15 +68,14 @@ class Bus:
         return stream_name(self.prefix)
 
     async def start(self) -> None:
-        self.ipc = Ipc(self.subjects, "supervisor")
-        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test"))
+        await super().start()
 
         async def on_status(env: Envelope[dict[str, Any]]) -> SupervisorStatus | None:
             self.asks += 1
             return self.status() if self.operators else None
 
-        await self.ipc.subscribe(self.subjects.supervisor("status"), on_status)
-        await barrier(self.ipc.nc)
+        await self.io.subscribe(self.subjects.supervisor("status"), on_status)
+        await barrier(self.io.nc)
 
     def status(self, name: str = "test", operators: set[str] | None = None) -> SupervisorStatus:
         """A supervisor's answer listing ``operators`` (default :attr:`operators`)."""
@@ -107,13 +93,10 @@ class Bus:
         self.stream = True
 
     async def close(self) -> None:
-        if self.ipc is not None and self.ipc.connected:
-            nc = self.ipc.nc
-            if self.stream:
-                with contextlib.suppress(Exception):
-                    await self.js.delete_stream(self.stream_name)
-            await self.ipc.detach()
-            await nc.close()
+        if self.stream and self.ipc is not None and self.ipc.connected:
+            with contextlib.suppress(Exception):
+                await self.js.delete_stream(self.stream_name)
+        await super().close()
 
     def env(self, settings: dict[str, Any], op_id: str = "logging", **extra: str) -> dict[str, str]:
         """The process contract's environment."""

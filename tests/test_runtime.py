@@ -15,9 +15,7 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,9 @@ import pytest_asyncio
 from pydantic import BaseModel
 
 from eeveepy import Operator
-from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.client import barrier
 from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.models import (
-    Body,
     ChatMessage,
     ChatUser,
     Control,
@@ -42,9 +38,9 @@ from eeveepy.protocol.models import (
     Pong,
     Ready,
 )
-from eeveepy.protocol.subjects import Subjects
 from eeveepy.runtime.contract import EXIT_CONFIG, EXIT_UNAVAILABLE
 from eeveepy.runtime.lifecycle import OperatorState
+from tests.bus_fixtures import PrefixedBus
 from tests.operator_procs import contract_env
 
 WAIT = 5.0
@@ -65,44 +61,10 @@ def chat(text: str, *, private: bool = False) -> ChatMessage:
     )
 
 
-@dataclass
-class Bus:
+class Bus(PrefixedBus):
     """The test's own connection, under a prefix of its own."""
 
-    url: str
-    tmp: Path
-    prefix: str = field(default_factory=lambda: "rt" + uuid.uuid4().hex[:12])
-    ipc: Ipc | None = None
-
-    @property
-    def subjects(self) -> Subjects:
-        return Subjects(self.prefix)
-
-    @property
-    def io(self) -> Ipc:
-        assert self.ipc is not None
-        return self.ipc
-
-    async def start(self) -> None:
-        self.ipc = Ipc(self.subjects, "test.runtime")
-        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test"))
-
-    async def close(self) -> None:
-        if self.ipc is not None and self.ipc.connected:
-            nc = self.ipc.nc
-            await self.ipc.detach()
-            await nc.close()
-
-    async def collect(self, subject: str, model: type[Body]) -> Inbox:
-        """Every envelope on ``subject`` from now on, its body validated as ``model``."""
-        queue: Inbox = asyncio.Queue()
-
-        async def handler(env: Envelope[Any]) -> None:
-            await queue.put(env.model_copy(update={"body": model.model_validate(env.body)}))
-
-        await self.io.subscribe(subject, handler)
-        await barrier(self.io.nc)
-        return queue
+    SOURCE = "test.runtime"
 
     async def ctl(self, op_id: str, action: ControlAction) -> ControlResult:
         subject = self.subjects.operator_ctl(op_id)
