@@ -52,6 +52,8 @@ class OperatorProc:
         self.id = op_id
         self.proc = proc
         self.stderr = b""
+        self.pid: int | None = None
+        """Its pid as its Ready said (set by whoever waited for the Ready)."""
         assert proc.stderr is not None
         self._reader = asyncio.ensure_future(self._read(proc.stderr))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,8 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytest.register_assert_rewrite("tests.irc_servers")  # imported here, before pytest_plugins
 
-from eeveepy.bus.client import BusConfig, barrier, connect  # noqa: E402
-from eeveepy.bus.ipc import Ipc  # noqa: E402
 from eeveepy.protocol.models import (  # noqa: E402
     ChatEvent,
     ChatMessage,
@@ -38,9 +35,8 @@ from eeveepy.protocol.models import (  # noqa: E402
     OutgoingMessage,
     Ping,
     Pong,
-    Ready,
 )
-from eeveepy.protocol.subjects import Subjects  # noqa: E402
+from tests.chat_system import ChatSystem  # noqa: E402
 from tests.irc_servers import (  # noqa: E402
     SASL_ACCOUNT,
     InspircdAnope,
@@ -49,7 +45,7 @@ from tests.irc_servers import (  # noqa: E402
     Ngircd,
     tls_context,
 )
-from tests.operator_procs import OperatorProc, contract_env  # noqa: E402
+from tests.operator_procs import OperatorProc as Proc  # noqa: E402
 
 pytest_plugins = ["tests.irc_servers"]
 
@@ -57,94 +53,7 @@ WAIT = 10.0
 CHANNEL = "#eevee"
 
 
-class Proc(OperatorProc):
-    """An operator process with its stderr collected."""
-
-    def __init__(self, op_id: str, proc: asyncio.subprocess.Process) -> None:
-        super().__init__(op_id, proc)
-        self.pid: int | None = None  # as its Ready said
-
-
-class Bus:
-    """The test's bus connection, the router and echo, and the connectors of the tests."""
-
-    def __init__(self, url: str, tmp: Path) -> None:
-        self.url = url
-        self.tmp = tmp
-        self.prefix = "irct" + uuid.uuid4().hex[:10]
-        self.subjects = Subjects(self.prefix)
-        self.ipc = Ipc(self.subjects, "irctest")
-        self.procs: list[Proc] = []
-
-    async def start(self) -> None:
-        await self.ipc.attach(await connect(BusConfig(url=self.url), name="test-irc"))
-
-    async def close(self) -> None:
-        await asyncio.gather(*(p.stop() for p in self.procs))
-        nc = self.ipc.nc
-        await self.ipc.detach()
-        await nc.close()
-
-    async def collect(self, subject: str, model: type[Any]) -> asyncio.Queue[Envelope[Any]]:
-        queue: asyncio.Queue[Envelope[Any]] = asyncio.Queue()
-
-        async def handler(env: Envelope[dict[str, Any]]) -> None:
-            await queue.put(env.model_copy(update={"body": model.model_validate(env.body)}))
-
-        await self.ipc.subscribe(subject, handler)
-        await barrier(self.ipc.nc)
-        return queue
-
-    async def spawn(self, op_id: str, module: str, settings: dict[str, Any]) -> Proc:
-        """Start ``module`` as ``op_id`` with the env contract; wait for its Ready."""
-        env = contract_env(
-            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings
-        )
-        ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            module,
-            env=env,
-            cwd=ROOT,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        child = Proc(op_id, proc)
-        self.procs.append(child)
-        try:
-            child.pid = (await asyncio.wait_for(ready.get(), WAIT)).body.pid
-        except TimeoutError:
-            await child.stop()
-            raise AssertionError(f"{op_id}: no Ready\n{child.log()}") from None
-        return child
-
-    async def connector(self, network: str, settings: dict[str, Any]) -> Proc:
-        return await self.spawn(f"irc.{network}", "operators.irc", settings)
-
-    async def events(self, network: str) -> asyncio.Queue[Envelope[ChatEvent]]:
-        """Every ChatEvent the connector of ``network`` publishes from now on."""
-        return await self.collect(f"chat.event.irc.{network}.>", ChatEvent)
-
-    async def wait_echo_registered(self) -> None:
-        answers = await self.collect("chat.out.irc.probe", OutgoingMessage)
-        deadline = asyncio.get_running_loop().time() + WAIT
-        while True:
-            msg = ChatMessage(
-                platform="irc",
-                network="probe",
-                room="prober",
-                user=ChatUser(id="prober", name="prober"),
-                text="help",
-                private=True,
-            )
-            await self.ipc.publish(self.subjects.chat_in("irc", "probe", "prober"), msg)
-            with contextlib.suppress(TimeoutError):
-                if " echo" in (await asyncio.wait_for(answers.get(), 0.5)).body.text:
-                    return
-            logs = "\n".join(p.log() for p in self.procs)
-            assert asyncio.get_running_loop().time() < deadline, f"echo never registered\n{logs}"
+Bus = ChatSystem
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -152,11 +61,7 @@ async def bus(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     b = Bus(nats_url, tmp_path_factory.mktemp("irc"))
     await b.start()
     try:
-        await asyncio.gather(
-            b.spawn("router." + uuid.uuid4().hex[:8], "operators.router", {}),
-            b.spawn("echo", "operators.echo", {}),
-        )
-        await b.wait_echo_registered()
+        await b.commands()
         yield b
     finally:
         await b.close()
