@@ -53,6 +53,7 @@ from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
+from eeveepy.supervisor.lock import StateDirLock
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.reload import Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
@@ -80,6 +81,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._lock = StateDirLock(self.paths.state_dir)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -104,6 +106,8 @@ class Supervisor:
             self._log.warning("second stop request: killing operators now")
             for proc in self._procs.values():
                 proc.kill_now()
+        else:
+            self._log.info("stopping: press Ctrl-C again (or send a second SIGTERM) to force")
         self._stop.set()
 
     def ship(self, record: LogRecord) -> None:
@@ -136,6 +140,8 @@ class Supervisor:
                 f"cannot write to {where} ({exc.strerror or exc}): make it writable, or set"
                 " [paths] state_dir (or XDG_STATE_HOME) to a writable directory"
             ) from None
+        # Before anything in the state directory is touched: another supervisor may own it.
+        self._lock.acquire(self.config.source)
         if any(op.module and op.enabled for op in self.config.operators.values()):
             self._host.launcher.warm()  # the fork server preloads while the bus starts
         self._bus = bus = await start_bus(
@@ -233,6 +239,8 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every operator (reverse start order, bounded), then the bus. Idempotent."""
+        if not self._lock.held:
+            return  # never started (or refused: another supervisor owns the state directory)
         procs = list(reversed(self._procs.values()))
         for proc in procs:
             proc.stop()
@@ -267,6 +275,7 @@ class Supervisor:
         remove_state(self.paths.state_file)
         if bus is not None and bus.server is not None:
             await bus.server.stop()
+        self._lock.release()
         self._log.info("down")
 
     # -- bus and leases --------------------------------------------------------------------

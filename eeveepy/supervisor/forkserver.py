@@ -37,6 +37,8 @@ import structlog
 
 from eeveepy.aio import die_with_parent
 from eeveepy.errors import ForkServerError
+from eeveepy.runtime.contract import ENV_OPERATOR_ID
+from eeveepy.runtime.title import operator_title, set_title
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -153,6 +155,7 @@ def _child(
         if request.get("cwd"):
             os.chdir(request["cwd"])
         random.seed()
+        set_title(operator_title(os.environ.get(ENV_OPERATOR_ID) or request["module"]))
         sys.argv = [request["module"], *request.get("argv", [])]
         import runpy
 
@@ -175,6 +178,7 @@ def _child(
 def main() -> None:  # pragma: no cover - child
     """The server process: ``python -m eeveepy.supervisor.forkserver FD [MODULE...]``."""
     fd = int(sys.argv[1])
+    set_title("eevee: fork server")
     sock = socket.socket(fileno=fd)
     _serve(sock, [*PRELOAD, *sys.argv[2:]])
 
