@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
+from eeveepy.cli.args import count
 from eeveepy.errors import LogQueryError
 from eeveepy.logs.history import LogFilter, read_logs
 from eeveepy.logs.records import level_from_name
@@ -33,11 +34,11 @@ _SINCE_UNITS: Final = MappingProxyType(
 
 
 def add_logs_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[Any],
     parents: list[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """Add the ``logs`` command to ``sub``; the caller sets its ``func``."""
-    logs = sub.add_parser(
+    logs: argparse.ArgumentParser = sub.add_parser(
         "logs", parents=parents, help="show log history from the bus; -f to follow"
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -57,7 +58,11 @@ def add_logs_parser(
     logs.add_argument("--since", help="from this long ago (30s, 10m, 1h, 2d) or an ISO time")
     logs.add_argument("--grep", "-g", metavar="TEXT", help="only events containing TEXT")
     logs.add_argument(
-        "--lines", "-n", type=int, default=200, help="history lines without --since (default 200)"
+        "--lines",
+        "-n",
+        type=count,
+        default=200,
+        help="history lines without --since (default 200)",
     )
     logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
     return logs
