@@ -88,7 +88,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             if live is not None:
                 await live.stop()
-                live.refresh()
 
     try:
         code = asyncio.run(run())

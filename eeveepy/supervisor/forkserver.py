@@ -65,7 +65,9 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sock.setblocking(True)
     buf = b""
-    sock.sendall(b'{"ready": true}\n')
+    # Where it imports from: the supervisor renews it when one of these changes (a package
+    # installed since, whose .pth file only a new interpreter would read).
+    sock.sendall(json.dumps({"ready": True, "path": sys.path}).encode() + b"\n")
     while True:
         try:
             ready, _, _ = select.select([sock.fileno(), rfd], [], [])
@@ -227,11 +229,18 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self._ready: asyncio.Future[None] | None = None
         self._log = structlog.get_logger("eeveepy.forkserver")
+        self.path: list[str] = []
+        """The server's ``sys.path`` (once started)."""
 
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        """True while children it forked run (or are being forked)."""
+        return bool(self._children or self._pending)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait (bounded) until its preloading is done."""
@@ -359,6 +368,7 @@ class ForkServer:
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if "ready" in msg:
+            self.path = [str(p) for p in msg.get("path") or []]
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
         elif "spawned" in msg:
