@@ -13,14 +13,17 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 from eeveepy.cli.args import count
-from eeveepy.errors import LogQueryError
+from eeveepy.errors import BusDownError, LogQueryError, SupervisorError
 from eeveepy.logs.history import LogFilter, read_logs
+from eeveepy.logs.offline import read_log_files
 from eeveepy.logs.records import level_from_name
 from eeveepy.logs.render import render
+from eeveepy.protocol.models import Envelope, LogRecord
 
 __all__ = ["add_logs_parser", "filter_from_args", "parse_since", "run_logs"]
 
@@ -101,13 +104,24 @@ def filter_from_args(args: argparse.Namespace, now: datetime) -> LogFilter:
     )
 
 
-def run_logs(args: argparse.Namespace, connect: Connect) -> int:
+def run_logs(args: argparse.Namespace, connect: Connect, offline: Callable[[], Path | None]) -> int:
     """Print the history the arguments ask for and, with ``--follow``, what arrives after it
     until interrupted. History is the last ``--lines`` records, or everything since
-    ``--since``; text is coloured on a terminal. Returns the exit code."""
+    ``--since``; text is coloured on a terminal. Returns the exit code.
+
+    When eevee is not running (or its bus does not answer), the history is read from the
+    logging operator's files instead (``offline`` finds their directory), with a note on
+    stderr; following needs the bus.
+    """
     flt = filter_from_args(args, datetime.now(UTC))
     color = sys.stdout.isatty() and not args.json
     tail = None if args.since else args.lines
+
+    def show(env: Envelope[LogRecord]) -> None:
+        if args.json:
+            print(env.model_dump_json(), flush=args.follow)
+        else:
+            print(render(env, color=color), flush=args.follow)
 
     async def go() -> None:
         nc, ipc, _ = await connect(args)
@@ -115,10 +129,7 @@ def run_logs(args: argparse.Namespace, connect: Connect) -> int:
             async for env in read_logs(
                 nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
             ):
-                if args.json:
-                    print(env.model_dump_json(), flush=args.follow)
-                else:
-                    print(render(env, color=color), flush=args.follow)
+                show(env)
         finally:
             await nc.close()
 
@@ -126,4 +137,14 @@ def run_logs(args: argparse.Namespace, connect: Connect) -> int:
         asyncio.run(go())
     except KeyboardInterrupt:
         pass
+    except (SupervisorError, BusDownError) as exc:
+        directory = offline()
+        if args.follow or directory is None or not directory.is_dir():
+            raise
+        print(
+            f"eevee: {exc}\neevee: reading the logging operator's files in {directory} instead",
+            file=sys.stderr,
+        )
+        for env in read_log_files(directory, flt, tail):
+            show(env)
     return 0

@@ -133,7 +133,17 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    return run_logs(args, _client)
+    def offline() -> Path | None:
+        from eeveepy.config import load_config
+        from eeveepy.logs.offline import log_directory
+
+        try:
+            config = load_config(_config_path(args))
+        except ConfigError:
+            return None
+        return log_directory(config.operators, config.resolved_paths())
+
+    return run_logs(args, _client, offline)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
