@@ -161,7 +161,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     if not problems and not args.static:
         # What starting would show: modules that do not import, executables not found,
         # settings an operator refuses (each module is run in its settings-check mode).
-        problems = asyncio.run(verify(load_config(path)))
+        problems = asyncio.run(verify(load_config(path), label=str(path)))
     if args.json:
         print(
             json.dumps(

@@ -42,37 +42,44 @@ _UNUSED_URL = "nats://127.0.0.1:1"
 """Given to checked operators, which never connect: a check must not reach a real bus."""
 
 
-def settings_origin(config: Config, cfg: OperatorConfig) -> str:
-    """``EEVEE_SETTINGS_ORIGIN`` for ``cfg``: where its settings were written."""
+def settings_origin(config: Config, cfg: OperatorConfig, label: str | None = None) -> str:
+    """``EEVEE_SETTINGS_ORIGIN`` for ``cfg``: where its settings were written (the file
+    named ``label``, by default its path)."""
     if config.source is None:
         return ""
     origin: dict[str, object] = {
-        "file": _shown(config.source),
+        "file": label or str(config.source),
         "key": ["operators", cfg.id, "settings"],
     }
     merged = config.source.parent / OPERATORS_DIR / f"{cfg.id}.toml"
     if merged.is_file():
-        origin["also"] = _shown(merged)
+        origin["also"] = str(merged)
     return json.dumps(origin)
 
 
 async def verify(
-    config: Config, ids: Collection[str] | None = None, *, timeout: float = CHECK_TIMEOUT
+    config: Config,
+    ids: Collection[str] | None = None,
+    *,
+    label: str | None = None,
+    timeout: float = CHECK_TIMEOUT,
 ) -> list[Problem]:
-    """Every problem starting the enabled operators (of ``ids``, when given) would meet."""
+    """Every problem starting the enabled operators (of ``ids``, when given) would meet, each
+    located in the file named ``label`` (by default its path, as loading it says)."""
+    label = label or (str(config.source) if config.source else "configuration")
     ops = [
         cfg for cfg in config.operators.values() if cfg.enabled and (ids is None or cfg.id in ids)
     ]
     found: list[Problem] = []
     for cfg in ops:
         if cfg.command is not None:
-            found.extend(_check_command(config, cfg))
+            found.extend(_check_command(label, cfg))
     # Two at a time: each is an interpreter importing the operator, on a machine that runs it.
     gate = asyncio.Semaphore(max(2, (os.cpu_count() or 2) // 2))
 
     async def one(cfg: OperatorConfig) -> list[Problem]:
         async with gate:
-            return await _check_module(config, cfg, timeout)
+            return await _check_module(config, cfg, label, timeout)
 
     results = await asyncio.gather(*(one(cfg) for cfg in ops if cfg.module is not None))
     for problems in results:
@@ -80,22 +87,14 @@ async def verify(
     return found
 
 
-def _where(config: Config, cfg: OperatorConfig, key: str) -> str:
-    label = _shown(config.source) if config.source else "configuration"
+def _where(label: str, cfg: OperatorConfig, key: str) -> str:
     return f"{label}: {key_path(['operators', cfg.id, key])}"
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the working directory when below it (as the user typed it)."""
-    with contextlib.suppress(ValueError):
-        return str(path.resolve().relative_to(Path.cwd()))
-    return str(path)
-
-
-def _check_command(config: Config, cfg: OperatorConfig) -> list[Problem]:
+def _check_command(label: str, cfg: OperatorConfig) -> list[Problem]:
     assert cfg.command is not None
     exe = cfg.command[0]
-    where = _where(config, cfg, "command")
+    where = _where(label, cfg, "command")
     if os.sep in exe:
         path = Path(exe)
         if not path.exists():
@@ -109,7 +108,9 @@ def _check_command(config: Config, cfg: OperatorConfig) -> list[Problem]:
     return []
 
 
-async def _check_module(config: Config, cfg: OperatorConfig, timeout: float) -> list[Problem]:
+async def _check_module(
+    config: Config, cfg: OperatorConfig, label: str, timeout: float
+) -> list[Problem]:
     assert cfg.module is not None
     env = {
         **os.environ,
@@ -118,7 +119,7 @@ async def _check_module(config: Config, cfg: OperatorConfig, timeout: float) -> 
         ENV_OPERATOR_ID: cfg.id,
         ENV_NATS_URL: _UNUSED_URL,
         ENV_SETTINGS: json.dumps(cfg.settings),
-        ENV_SETTINGS_ORIGIN: settings_origin(config, cfg),
+        ENV_SETTINGS_ORIGIN: settings_origin(config, cfg, label),
     }
     proc = await asyncio.create_subprocess_exec(
         *cfg.argv(sys.executable),
@@ -135,7 +136,7 @@ async def _check_module(config: Config, cfg: OperatorConfig, timeout: float) -> 
             os.killpg(proc.pid, 9)
         await proc.wait()
         return []  # not eeveepy's runtime, or slow: nothing is known to be wrong
-    where = _where(config, cfg, "module")
+    where = _where(label, cfg, "module")
     stderr = err.decode(errors="replace").strip()
     last = stderr.splitlines()[-1] if stderr else f"exit code {proc.returncode}"
     if "No module named" in last and cfg.module in last and "Traceback" not in stderr:
