@@ -15,15 +15,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from eeveepy.cli.args import count
 from eeveepy.errors import BusDownError, LogQueryError, SupervisorError
-from eeveepy.logs.history import LogFilter, read_logs
-from eeveepy.logs.offline import read_log_files
-from eeveepy.logs.records import level_from_name
-from eeveepy.logs.render import render
-from eeveepy.protocol.models import Envelope, LogRecord
+
+if TYPE_CHECKING:  # imported when run: the NATS client is not needed to parse arguments
+    from eeveepy.logs.history import LogFilter
+    from eeveepy.protocol.models import Envelope, LogRecord
 
 __all__ = ["add_logs_parser", "filter_from_args", "parse_since", "run_logs"]
 
@@ -96,6 +95,9 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def filter_from_args(args: argparse.Namespace, now: datetime) -> LogFilter:
     """The :class:`LogFilter` of ``eevee logs`` arguments; ``--since`` counts back from ``now``."""
+    from eeveepy.logs.history import LogFilter
+    from eeveepy.logs.records import level_from_name
+
     return LogFilter(
         operators=list(args.operator or []),
         min_level=level_from_name(args.level) if args.level else None,
@@ -113,6 +115,10 @@ def run_logs(args: argparse.Namespace, connect: Connect, offline: Callable[[], P
     logging operator's files instead (``offline`` finds their directory), with a note on
     stderr; following needs the bus.
     """
+    from eeveepy.logs.history import read_logs
+    from eeveepy.logs.offline import read_log_files
+    from eeveepy.logs.render import render
+
     flt = filter_from_args(args, datetime.now(UTC))
     color = sys.stdout.isatty() and not args.json
     tail = None if args.since else args.lines

@@ -20,7 +20,6 @@ from eeveepy.cli.args import Parser, concrete_subject, count, positive_float, su
 from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
 from eeveepy.errors import ConfigError, EeveeError
-from eeveepy.logs.setup import configure_logging, configure_supervisor_logging
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -30,14 +29,12 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _paths(args: argparse.Namespace) -> Any:
-    """The installation's paths: from the configuration when there is one."""
+    """The installation's paths: from the configuration when there is one (a file that does
+    not load gives the default paths: the running system may still be found there)."""
     from eeveepy.config import load_config
     from eeveepy.paths import Paths
 
-    try:
-        path = _config_path(args)
-    except ConfigError:
-        return Paths.default()
+    path = _config_path(args)  # a file named by -c or $EEVEE_CONFIG must exist
     if path is None:
         return Paths.default()
     try:
@@ -57,6 +54,7 @@ def _print_problems(exc: ConfigError) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from eeveepy.config import load_config
+    from eeveepy.logs.setup import configure_supervisor_logging
     from eeveepy.supervisor.core import Supervisor
 
     try:
@@ -225,16 +223,22 @@ def cmd_sub(args: argparse.Namespace) -> int:
         nc, ipc, _ = await _client(args)
         done = asyncio.Event()
         count = 0
+        broken = False
 
         async def on_msg(msg: Any) -> None:
-            nonlocal count
+            nonlocal count, broken
             if done.is_set():
                 return  # already delivered to the client before it unsubscribed
             text = msg.data.decode("utf-8", errors="replace")
-            if args.json:
-                print(json.dumps({"subject": msg.subject, "data": text}), flush=True)
-            else:
-                print(f"{msg.subject}  {text}", flush=True)
+            try:
+                if args.json:
+                    print(json.dumps({"subject": msg.subject, "data": text}), flush=True)
+                else:
+                    print(f"{msg.subject}  {text}", flush=True)
+            except BrokenPipeError:  # the reader is gone: so are we (main says nothing)
+                broken = True
+                done.set()
+                return
             count += 1
             if args.count and count >= args.count:
                 done.set()
@@ -244,6 +248,8 @@ def cmd_sub(args: argparse.Namespace) -> int:
             await done.wait()
         finally:
             await nc.close()
+        if broken:
+            raise BrokenPipeError
 
     try:
         asyncio.run(go())
@@ -386,10 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``eevee`` command: no traceback reaches the user."""
-    args = build_parser().parse_args(argv)
-    if getattr(args, "json_logs", None) is None:
-        configure_logging(level="warning")
     try:
+        args = build_parser().parse_args(argv)  # --help writes too: into a closed pipe, maybe
+        if getattr(args, "json_logs", None) is None:
+            from eeveepy.logs.setup import configure_logging
+
+            configure_logging(level="warning")
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, while it can still be caught
     except ConfigError as exc:
