@@ -28,6 +28,7 @@ OPERATORS: dict[str, dict[str, Any]] = {
     "bash": bash_op(),
     "echo": {"module": "operators.echo"},
     "crash": bash_op(CRASH_OPERATOR, max_restarts=1, restart_window=30),
+    "badrouter": {"module": "operators.router", "settings": {"prefixes": 3}},
 }
 
 
@@ -40,6 +41,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     try:
         sys_.up("bash", "echo", "hooks")
         sys_.wait_state("crash", "FATAL", timeout=15)
+        sys_.wait_state("badrouter", "FATAL", timeout=15)
         yield sys_
     finally:
         sys_.stop()
@@ -87,6 +89,9 @@ def test_a_crash_is_a_warning_and_giving_up_an_error(system: System) -> None:
     assert "exit code 3" in backoff[0]["event"]
     assert fatal, warnings
     assert {r["level"] for r in fatal} == {"error"}
+    # Invalid settings are pointed at in eevee.toml, not in a settings file made from it.
+    where = f"{system.config}: operators.badrouter.settings.prefixes"
+    assert [r for r in warnings if r["fields"].get("where") == where], warnings
     # The healthy operators said nothing worth a warning.
     healthy = {"bash", "echo", "hooks"}
     assert not [r for r in warnings if r["fields"].get("operator") in healthy], warnings
@@ -137,7 +142,7 @@ def test_reload_prints_the_plan_and_applies_it(system: System) -> None:
         out = json.loads(result.stdout)
         assert out["ok"] is True
         assert out["plan"]["added"] == ["late"]
-        assert sorted(out["plan"]["unchanged"]) == ["bash", "crash", "echo", "hooks"]
+        assert sorted(out["plan"]["unchanged"]) == ["badrouter", "bash", "crash", "echo", "hooks"]
         assert out["plan"]["restarted"] == out["plan"]["reloaded"] == out["plan"]["removed"] == []
         system.wait_state("late", "RUNNING")
         assert system.op("hooks")["pid"] == pid  # unchanged: left alone
@@ -146,7 +151,7 @@ def test_reload_prints_the_plan_and_applies_it(system: System) -> None:
         text = system.cli("reload")
         assert text.returncode == 0, text
         assert "removed    late" in text.stdout
-        assert "configuration reloaded: removed late; 4 unchanged" in text.stdout
+        assert "configuration reloaded: removed late; 5 unchanged" in text.stdout
         wait_for(lambda: "late" not in (system.status() or {"late": 1}), 10, what="late gone")
     finally:
         system.write(operators)
@@ -183,7 +188,7 @@ def test_a_reload_with_problems_lists_them_and_changes_nothing(system: System) -
             "no module named 'weather_nowhere'"
             in problems[f"{system.config}: operators.weather.module"]
         )
-        assert set(system.status() or {}) == {"bash", "echo", "crash", "hooks"}
+        assert set(system.status() or {}) == {"bash", "echo", "crash", "hooks", "badrouter"}
 
         system.signal(signal.SIGHUP)  # the same check; its problems go to the log at error level
         wait_for(
@@ -196,7 +201,7 @@ def test_a_reload_with_problems_lists_them_and_changes_nothing(system: System) -
             20,
             what="the SIGHUP reload's problems in the log",
         )
-        assert set(system.status() or {}) == {"bash", "echo", "crash", "hooks"}
+        assert set(system.status() or {}) == {"bash", "echo", "crash", "hooks", "badrouter"}
     finally:
         system.write(operators)
 

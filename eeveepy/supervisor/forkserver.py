@@ -19,6 +19,7 @@ server; each child leads its own process group so the supervisor can signal it d
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import json
@@ -159,6 +160,10 @@ def _child(
         random.seed()
         set_title(operator_title(os.environ.get(ENV_OPERATOR_ID) or request["module"]))
         sys.argv = [request["module"], *request.get("argv", [])]
+        if not _findable(request["module"]):
+            # What `python -m` says, on one line (not a traceback of the fork server's).
+            print(f"{sys.executable}: No module named {request['module']}", file=sys.stderr)
+            os._exit(1)
         import runpy
 
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -171,10 +176,28 @@ def _child(
         traceback.print_exc()
         code = 1
     finally:
+        # What `python -m` does at exit: the atexit handlers (an operator's log writer flushes
+        # its last lines there: "cannot start: invalid settings" would be lost), then flush.
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _findable(module: str) -> bool:  # pragma: no cover - child
+    """Whether ``module`` can be found (its parent packages are imported to tell)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError as exc:
+        parts = module.split(".")
+        parents = {".".join(parts[:i]) for i in range(1, len(parts))}
+        # A parent package missing: not findable. A parent importing something missing is
+        # another matter: runpy shows where.
+        return exc.name not in parents
 
 
 def main() -> None:  # pragma: no cover - child
