@@ -147,6 +147,11 @@ class Operator(Generic[S]):
     # -- what the author reads -------------------------------------------------------------
 
     @property
+    def name(self) -> str | None:
+        """The name given at construction (the id's default in development runs), or None."""
+        return self._name
+
+    @property
     def id(self) -> str:
         """The operator id (known once :meth:`serve` has read the environment)."""
         if self._launch is not None:

@@ -87,8 +87,10 @@ async def apply(action: ControlAction, procs: Sequence[OperatorProcess]) -> Cont
         else:  # pragma: no cover - every action is handled above
             res = ControlResult(ok=False, message=f"unknown action {action}")
         ok = ok and res.ok
-        if res.message:
-            notes.append(f"{proc.id}: {res.message}" if len(procs) > 1 else res.message)
+        if res.message and len(procs) == 1:
+            notes.append(res.message)
+        elif res.message and not res.ok:  # of many: the failures (the table shows the rest)
+            notes.append(f"{proc.id}: {res.message}")
     if action in (ControlAction.RESTART, ControlAction.STOP, ControlAction.START):
         await settle(procs, action)
     if action in (ControlAction.RESTART, ControlAction.START):
