@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,33 +91,43 @@ def test_bad_arguments_get_a_one_line_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    """A system with some log history (the bash operator's lines, the supervisor's)."""
-    system = System(tmp_path_factory.mktemp("robust") / "sys").write({"bash": bash_op()})
+    """A system with some log history (the bash operator's lines, the supervisor's), and a
+    router and ping for ``eevee chat``."""
+    system = System(tmp_path_factory.mktemp("robust") / "sys").write(
+        {
+            "bash": bash_op(),
+            "router": {"module": "operators.router"},
+            "ping": {"module": "operators.ping"},
+        }
+    )
     try:
-        yield system.up("bash")
+        yield system.up("bash", "router", "ping")
     finally:
         system.stop()
 
 
 def into_closed_pipe(
-    system: System, *args: str, feed: list[str] | None = None
+    system: System, *args: str, feed: list[str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     """Run ``eevee ARGS`` with stdout a pipe whose reader has gone; ``feed`` publishes
     messages (``eevee pub``) until the command ends, for commands that wait for some."""
     read, write = os.pipe()
     os.close(read)
-    try:
-        proc = subprocess.Popen(
-            [*CLI, "-c", str(system.config), *args],
-            cwd=system.root,
-            env=system.env,
-            stdin=subprocess.DEVNULL,
-            stdout=write,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    finally:
-        os.close(write)
+    with tempfile.TemporaryFile() as lines:
+        lines.write(stdin.encode())
+        lines.seek(0)
+        try:
+            proc = subprocess.Popen(
+                [*CLI, "-c", str(system.config), *args],
+                cwd=system.root,
+                env=system.env,
+                stdin=lines,
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        finally:
+            os.close(write)
     deadline = time.monotonic() + 30
     while feed and proc.poll() is None and time.monotonic() < deadline:
         system.cli("pub", *feed)
@@ -149,6 +160,12 @@ def test_a_closed_pipe_ends_quietly(running: System, args: tuple[str, ...]) -> N
     result = into_closed_pipe(running, *args)
     assert result.stderr == "", result.stderr
     assert result.returncode == 0, result
+
+
+def test_chat_into_a_closed_pipe_ends_quietly(running: System) -> None:
+    result = into_closed_pipe(running, "chat", stdin="!ping\n!ping\n")
+    assert result.stderr == "", result.stderr
+    assert result.returncode == 0
 
 
 def test_sub_into_a_closed_pipe_ends_quietly(running: System) -> None:
