@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,36 @@ OPERATORS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclass
+class Running:
+    """The module's system and the operator tables of its configuration."""
+
+    system: System
+    operators: dict[str, dict[str, Any]]
+
+
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def _running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     root = tmp_path_factory.mktemp("ops")
     operators = {**OPERATORS, "hooks": hook_op(root / "hooks.jsonl")}
     sys_ = System(root / "sys").write(operators)
-    sys_.operators = operators  # type: ignore[attr-defined]
     try:
         sys_.up("bash", "echo", "hooks")
         sys_.wait_state("crash", "FATAL", timeout=15)
         sys_.wait_state("badrouter", "FATAL", timeout=15)
-        yield sys_
+        yield Running(sys_, operators)
     finally:
         sys_.stop()
+
+
+@pytest.fixture
+def system(_running: Running) -> System:
+    return _running.system
+
+
+@pytest.fixture
+def operators(_running: Running) -> dict[str, dict[str, Any]]:
+    return dict(_running.operators)
 
 
 def log_records(system: System, *args: str) -> list[dict[str, Any]]:
@@ -127,8 +145,9 @@ def test_process_titles_name_the_operator(system: System) -> None:
 # -- reload -------------------------------------------------------------------------------------
 
 
-def test_reload_prints_the_plan_and_applies_it(system: System) -> None:
-    operators: dict[str, Any] = system.operators  # type: ignore[attr-defined]
+def test_reload_prints_the_plan_and_applies_it(
+    system: System, operators: dict[str, dict[str, Any]]
+) -> None:
     pid = system.wait_state("hooks", "RUNNING")["pid"]
     system.write({**operators, "late": bash_op()})
     try:
@@ -157,8 +176,9 @@ def test_reload_prints_the_plan_and_applies_it(system: System) -> None:
         system.write(operators)
 
 
-def test_a_reload_with_problems_lists_them_and_changes_nothing(system: System) -> None:
-    operators: dict[str, Any] = system.operators  # type: ignore[attr-defined]
+def test_a_reload_with_problems_lists_them_and_changes_nothing(
+    system: System, operators: dict[str, dict[str, Any]]
+) -> None:
     broken = {
         **operators,
         "weather": {"module": "weather_nowhere"},

@@ -192,7 +192,9 @@ class Supervisor:
             except NatsServerError as exc:
                 for op_id in plan.added:
                     self._users.forget(op_id)
-                return self._not_reloaded([("bus", f"the bus refused the new users: {exc}")])
+                why = f"configuration not reloaded: the bus refused the users: {exc}"
+                self._log.error(why)
+                return ControlResult(ok=False, message=why)
             self.config = new
             self._host.launcher.use_forkserver = new.supervisor.forkserver
             await self._apply(plan, new)
