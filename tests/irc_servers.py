@@ -96,9 +96,7 @@ def _tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def make_cert(
-    directory: Path, names: str = "DNS:localhost,IP:127.0.0.1"
-) -> tuple[Path, Path]:
+def make_cert(directory: Path, names: str = "DNS:localhost,IP:127.0.0.1") -> tuple[Path, Path]:
     """A self-signed certificate for ``names`` (a subjectAltName value; openssl CLI)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     openssl = _need("openssl")

@@ -302,4 +302,3 @@ async def proxy_factory() -> AsyncIterator[Callable[[int], Any]]:
         yield make
     finally:
         await asyncio.gather(*(p.close() for p in made))
-

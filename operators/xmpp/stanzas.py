@@ -1,0 +1,149 @@
+"""What the connector reads from a received stanza, as plain frozen data (no I/O).
+
+The XMPP library parses the stream; this module reads the few parts the connector uses
+straight from the stanza's XML element, so that a stanza missing any of them (a hostile or
+broken peer) yields ``None`` fields, never an exception: :func:`read_message`,
+:func:`read_presence`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from xml.etree.ElementTree import Element
+
+__all__ = ["Invite", "MessageIn", "PresenceIn", "read_message", "read_presence"]
+
+CLIENT: Final = "{jabber:client}"
+MUC_USER: Final = "{http://jabber.org/protocol/muc#user}"
+DELAY: Final = "{urn:xmpp:delay}delay"
+STANZA_ID: Final = "{urn:xmpp:sid:0}stanza-id"
+CONFERENCE: Final = "{jabber:x:conference}x"
+STANZAS: Final = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
+
+
+@dataclass(frozen=True)
+class Invite:
+    """An invitation to a room: mediated by the room (XEP-0045) or direct (XEP-0249)."""
+
+    room: str
+    inviter: str
+    reason: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageIn:
+    """A received ``<message/>``."""
+
+    kind: str
+    """``groupchat``, ``chat``, ``normal``, ``headline`` or ``error``."""
+    sender: str
+    body: str | None = None
+    subject: str | None = None
+    id: str | None = None
+    delay_from: str | None = None
+    """Who delayed it (``delay/@from``): a room replaying history, a server that stored it."""
+    stamp: datetime | None = None
+    delayed: bool = False
+    muc_private: bool = False
+    """A private message through a room (``room@service/nick``)."""
+    invite: Invite | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PresenceIn:
+    """A received ``<presence/>`` (the connector reads the ones from rooms)."""
+
+    sender: str
+    available: bool
+    codes: frozenset[str] = frozenset()
+    real_jid: str | None = None
+    new_nick: str | None = None
+    reason: str | None = None
+    error: str | None = None
+
+
+def _text(el: Element | None) -> str | None:
+    return None if el is None else (el.text or "")
+
+
+def _stamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _error(stanza: Element) -> str | None:
+    err = stanza.find(f"{CLIENT}error")
+    if err is None:
+        return None
+    conditions = [c.tag.removeprefix(STANZAS) for c in err if c.tag.startswith(STANZAS)]
+    text = next((c.text for c in err if c.tag == f"{STANZAS}text" and c.text), None)
+    condition = next((c for c in conditions if c != "text"), "undefined-condition")
+    return f"{condition}: {text}" if text else condition
+
+
+def read_message(stanza: Element) -> MessageIn:
+    """The parts of a ``<message/>`` the connector uses."""
+    delay = stanza.find(DELAY)
+    user_x = stanza.find(f"{MUC_USER}x")
+    sid = stanza.find(STANZA_ID)
+    return MessageIn(
+        kind=stanza.get("type") or "normal",
+        sender=stanza.get("from") or "",
+        body=_text(stanza.find(f"{CLIENT}body")),
+        subject=_text(stanza.find(f"{CLIENT}subject")),
+        id=(sid.get("id") if sid is not None else None) or stanza.get("id"),
+        delay_from=delay.get("from") if delay is not None else None,
+        stamp=_stamp(delay.get("stamp")) if delay is not None else None,
+        delayed=delay is not None,
+        muc_private=user_x is not None and (stanza.get("type") == "chat"),
+        invite=_invite(stanza, user_x),
+        error=_error(stanza) if stanza.get("type") == "error" else None,
+    )
+
+
+def _invite(stanza: Element, user_x: Element | None) -> Invite | None:
+    if user_x is not None and (inv := user_x.find(f"{MUC_USER}invite")) is not None:
+        return Invite(
+            room=(stanza.get("from") or "").partition("/")[0],
+            inviter=inv.get("from") or "",
+            reason=_text(inv.find(f"{MUC_USER}reason")),
+            password=_text(user_x.find(f"{MUC_USER}password")),
+        )
+    direct = stanza.find(CONFERENCE)
+    if direct is not None and direct.get("jid"):
+        return Invite(
+            room=direct.get("jid") or "",
+            inviter=stanza.get("from") or "",
+            reason=direct.get("reason"),
+            password=direct.get("password"),
+        )
+    return None
+
+
+def read_presence(stanza: Element) -> PresenceIn:
+    """The parts of a room's ``<presence/>`` the connector uses."""
+    x = stanza.find(f"{MUC_USER}x")
+    item = x.find(f"{MUC_USER}item") if x is not None else None
+    codes = (
+        frozenset(s.get("code") or "" for s in x.iter(f"{MUC_USER}status"))
+        if x is not None
+        else frozenset()
+    )
+    kind = stanza.get("type")
+    return PresenceIn(
+        sender=stanza.get("from") or "",
+        available=kind is None,
+        codes=codes,
+        real_jid=item.get("jid") if item is not None else None,
+        new_nick=item.get("nick") if item is not None else None,
+        reason=_text(item.find(f"{MUC_USER}reason")) if item is not None else None,
+        error=_error(stanza) if kind == "error" else None,
+    )
