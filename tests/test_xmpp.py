@@ -18,6 +18,12 @@ import pytest_asyncio
 
 pytest.register_assert_rewrite("tests.xmpp_server")
 
+from eeveepy.protocol.models import (  # noqa: E402
+    ConnectorControl,
+    ConnectorControlResult,
+    DeadLetter,
+    OutgoingMessage,
+)
 from tests.chat_system import ChatSystem  # noqa: E402
 from tests.operator_procs import OperatorProc  # noqa: E402
 from tests.xmpp_server import MUC, Prosody, XmppClient  # noqa: E402
@@ -97,7 +103,13 @@ async def main(system: ChatSystem, prosody: Prosody) -> AsyncIterator[Main]:
 
 
 async def ask(
-    client: XmppClient, text: str, *, to: str, proc: OperatorProc, private: bool = False
+    client: XmppClient,
+    text: str,
+    *,
+    to: str,
+    proc: OperatorProc,
+    private: bool = False,
+    bot: str = "eeveebot",
 ) -> str:
     """Send ``text`` (to a room, or privately to a JID) and return the bot's answer."""
     mark = client.mark()
@@ -108,7 +120,11 @@ async def ask(
     want = "chat" if private else "groupchat"
     try:
         got = await client.wait(
-            lambda r: r.kind == want and "eeveebot" in r.sender and not r.delayed,
+            lambda r: (
+                r.kind == want
+                and (r.sender.endswith("/" + bot) or r.sender.startswith(bot + "@"))
+                and not r.delayed
+            ),
             since=mark,
         )
     except AssertionError as e:
@@ -139,3 +155,112 @@ async def test_a_private_command_is_answered_privately(main: Main) -> None:
 async def test_help_lists_echo(main: Main) -> None:
     answer = await ask(main.bob, "!help", to=main.room, proc=main.proc)
     assert "echo" in answer
+
+
+async def control(system: ChatSystem, **request: Any) -> ConnectorControlResult:
+    reply = await system.io.request(
+        system.subjects.chat_ctl("xmpp", "test"),
+        ConnectorControl(**request),
+        ConnectorControlResult,
+        timeout=WAIT + 5,
+    )
+    return reply.body
+
+
+async def test_control_join_names_nick_part(system: ChatSystem, main: Main) -> None:
+    r = room("ctl")
+    await main.alice.join(r)
+    joined = await control(system, action="join", room=r)
+    assert joined.ok, joined.message
+    names = await control(system, action="names", room=r)
+    assert names.ok, names.message
+    assert {"alice", "eeveebot"} <= set(names.users), names
+    assert await ask(main.alice, "!echo in ctl", to=r, proc=main.proc) == "in ctl"
+    renamed = await control(system, action="nick", nick="eeveebot-x")
+    assert renamed.ok, renamed.message
+    answer = await ask(main.alice, "!echo renamed", to=r, proc=main.proc, bot="eeveebot-x")
+    assert answer == "renamed"
+    assert "eeveebot-x" in main.alice.plugin["xep_0045"].get_roster(r)
+    back = await control(system, action="nick", nick="eeveebot")
+    assert back.ok, back.message
+    left = await control(system, action="part", room=r, reason="bye\r\n<evil/>")
+    assert left.ok, left.message
+    assert (await control(system, action="names", room=r)).ok is False
+    bad = await control(system, action="join", room="not a jid")
+    assert not bad.ok
+    assert "join" in bad.message
+
+
+async def test_a_taken_nick_is_replaced_by_the_next(
+    system: ChatSystem, main: Main, prosody: Prosody
+) -> None:
+    r = room("taken")
+    squatter = await XmppClient.connected(prosody, "squatter")
+    try:
+        await squatter.join(r, nick="eeveebot")
+        joined = await control(system, action="join", room=r)
+        assert joined.ok, joined.message
+        await in_room(squatter, r, "eeveebot_", main.proc)
+        answer = await ask(squatter, "!echo still here", to=r, proc=main.proc, bot="eeveebot_")
+        assert answer == "still here"
+    finally:
+        await squatter.close()
+
+
+async def test_hostile_text_both_ways(system: ChatSystem, main: Main) -> None:
+    out = system.subjects.chat_out("xmpp", "test")
+    hostile = "ctl\x00\x01\x1b[31m</body><evil/>\ufffe end"
+    msg = OutgoingMessage(platform="xmpp", network="test", target=main.room, text=hostile)
+    mark = main.bob.mark()
+    await system.io.publish(out, msg)
+    got = await main.bob.wait(lambda r: r.body.startswith("ctl") and "end" in r.body, since=mark)
+    assert "<evil/>" in got.body  # text, never markup
+    assert "\x00" not in got.body
+    big = "x" * 100_000
+    mark = main.bob.mark()
+    await system.io.publish(out, msg.model_copy(update={"text": big}))
+    pieces = []
+    while sum(len(p) for p in pieces) < len(big):
+        got = await main.bob.wait(lambda r: r.body.startswith("x"), since=mark)
+        mark = main.bob.received.index(got) + 1
+        pieces.append(got.body)
+    assert "".join(pieces) == big
+    assert len(pieces) == 2
+    main.alice.say(main.room, "!echo " + "é" * 30_000 + "\u202e\u2028")
+    main.alice.tell("eeveebot@localhost", "\x7f" * 10)
+    assert await ask(main.bob, "!echo alive", to=main.room, proc=main.proc) == "alive"
+
+
+async def test_an_invalid_target_is_dead_lettered(system: ChatSystem, main: Main) -> None:
+    out = system.subjects.chat_out("xmpp", "test")
+    dead = await system.collect(system.subjects.dlq(out), DeadLetter)
+    bad = OutgoingMessage(platform="xmpp", network="test", target="no room here", text="x")
+    await system.io.publish(out, bad)
+    letter = (await asyncio.wait_for(dead.get(), WAIT)).body
+    assert "not a room JID" in letter.reason
+
+
+async def test_invitations_are_joined_only_from_allowed_inviters(
+    system: ChatSystem, prosody: Prosody
+) -> None:
+    host = await XmppClient.connected(prosody, "host")
+    stranger = await XmppClient.connected(prosody, "stranger")
+    settings = bot_settings(prosody, "invitee", invite_from=["host@localhost"])
+    events = await system.events("invitee")
+    proc = await system.connector("invitee", settings)
+    try:
+        allowed, refused = room("invited"), room("stranger")
+        await host.join(allowed)
+        await stranger.join(refused)
+        first = (await asyncio.wait_for(events.get(), WAIT)).body
+        assert first.event == "connected", first
+        stranger.plugin["xep_0045"].invite(refused, "invitee@localhost", reason="come")
+        host.plugin["xep_0045"].invite(allowed, "invitee@localhost", reason="please")
+        seen = [(await asyncio.wait_for(events.get(), WAIT)).body for _ in range(2)]
+        assert {(e.event, e.room) for e in seen} == {("invite", allowed), ("invite", refused)}
+        await in_room(host, allowed, "invitee", proc)
+        await asyncio.sleep(0.5)
+        assert "invitee" not in stranger.plugin["xep_0045"].get_roster(refused)
+    finally:
+        await asyncio.gather(host.close(), stranger.close())
+        await proc.stop()
