@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections import deque
@@ -36,7 +37,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from eeveepy.tls import client_context
 from operators.xmpp.settings import XmppSettings
 
-__all__ = ["Event", "XmppStream"]
+__all__ = ["Event", "XmppStream", "route_library_logs", "tls_failure"]
 
 Event = tuple[str, Any]
 """``(kind, data)``: ``message``/``presence`` (the stanza's XML element), ``started`` (True
@@ -167,9 +168,33 @@ class XmppStream(slixmpp.ClientXMPP):
 def tls_failure(exc: object) -> str:
     """Words for a TLS failure, saying what to do about it."""
     reason = getattr(exc, "verify_message", None) or str(exc) or type(exc).__name__
-    if isinstance(exc, ssl.SSLCertVerificationError) or "certificate" in str(reason):
+    if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"TLS certificate of the server not trusted ({reason}): set ca_file to the CA"
             " that signed it, or fix the server's certificate"
         )
     return f"TLS failed: {reason}"
+
+
+class _ToOperatorLog(logging.Handler):
+    """slixmpp's warnings and errors, as the operator's own log records."""
+
+    def __init__(self, log: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "error" if record.levelno >= logging.ERROR else "warning"
+        with contextlib.suppress(Exception):
+            getattr(self.log, level)(record.getMessage(), library="slixmpp")
+
+
+def route_library_logs(log: Any) -> None:
+    """Send slixmpp's warnings and errors to ``log`` (structured, on the bus) instead of
+    plain lines on stderr; idempotent."""
+    library = logging.getLogger("slixmpp")
+    for handler in list(library.handlers):
+        if isinstance(handler, _ToOperatorLog):
+            library.removeHandler(handler)
+    library.addHandler(_ToOperatorLog(log))
+    library.propagate = False

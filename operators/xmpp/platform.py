@@ -36,7 +36,7 @@ from eeveepy.connector import (
 from eeveepy.connector.platform import session_changes
 from eeveepy.errors import SessionError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
-from operators.xmpp.client import XmppStream
+from operators.xmpp.client import XmppStream, route_library_logs
 from operators.xmpp.muc import Change, ChangeKind, Muc
 from operators.xmpp.rooms import RoomControl
 from operators.xmpp.session import XmppSession
@@ -113,6 +113,8 @@ class XmppPlatform(Platform[XmppSettings]):
     # -- the session -------------------------------------------------------------------------
 
     async def session(self, settings: XmppSettings, link: Link) -> None:
+        if self._logger is None:
+            route_library_logs(link.log)
         self._logger = link.log
         self.settings = self.rooms.settings = settings
         stream = self.stream

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -72,6 +73,7 @@ class XmppSession:
                 stream.send_presence()  # available: messages to the bare JID reach the bot
                 for msg in stream.unacknowledged():
                     stream.send(msg)  # never acknowledged by the session that ended
+            self.link.log.info("session started", jid=stream.boundjid.full, resumed=resumed)
             self.link.state(ConnectionState.CONNECTED, self.settings.server)
             pinger = asyncio.get_running_loop().create_task(self._ping(), name="xmpp-ping")
             while True:
@@ -106,12 +108,10 @@ class XmppSession:
     def _failed(self, kind: str, data: Any) -> None:
         """Raise what an event before the session started means (others are ignored)."""
         server = f"{self.settings.server}:{self.settings.server_port}"
-        if kind == "failed":
-            if "ssl" in type(data).__name__.lower() or "certificate" in str(data):
-                raise UntrustedServerError(tls_failure(data))
-            raise SessionError(f"cannot connect to {server}: {data}")
-        if kind == "untrusted":
+        if kind == "untrusted" or isinstance(data, ssl.SSLError):
             raise UntrustedServerError(tls_failure(data))
+        if kind == "failed":
+            raise SessionError(f"cannot connect to {server}: {data}")
         if kind == "auth":
             raise AuthenticationError(f"{self.me}: the server refused the login (password?)")
         if kind == "stream_error":
