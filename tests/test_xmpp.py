@@ -226,7 +226,12 @@ async def test_hostile_text_both_ways(system: ChatSystem, main: Main) -> None:
         pieces.append(got.body)
     assert "".join(pieces) == big
     assert len(pieces) == 2
+    mark = main.bob.mark()
     main.alice.say(main.room, "!echo " + "é" * 30_000 + "\u202e\u2028")
+    got = await main.bob.wait(
+        lambda r: r.body.startswith("é") and "/eeveebot" in r.sender, since=mark
+    )
+    assert got.body.startswith("é" * 30_000)
     main.alice.tell("eeveebot@localhost", "\x7f" * 10)
     assert await ask(main.bob, "!echo alive", to=main.room, proc=main.proc) == "alive"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -195,7 +196,7 @@ class Received:
 class XmppClient(slixmpp.ClientXMPP):  # type: ignore[misc]
     """A plain-text slixmpp client on loopback that collects what it receives."""
 
-    def __init__(self, jid: str, password: str, nick: str) -> None:
+    def __init__(self, jid: str, password: str, nick: str, *, quickack: bool = False) -> None:
         super().__init__(
             jid,
             password,
@@ -207,6 +208,7 @@ class XmppClient(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.enable_starttls = False
         self.enable_plaintext = True
         self.nick = nick
+        self.quickack = quickack
         self.received: list[Received] = []
         self._new = asyncio.Event()
         self._started = asyncio.Event()
@@ -215,11 +217,20 @@ class XmppClient(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("message", self._on_message)
 
+    def data_received(self, data: bytes | str) -> None:
+        if self.quickack and self.transport is not None:  # see operators/xmpp/client.py
+            sock = self.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        super().data_received(data)
+
     @classmethod
-    async def connected(cls, server: Prosody, user: str, password: str = "pw") -> XmppClient:
+    async def connected(
+        cls, server: Prosody, user: str, password: str = "pw", *, quickack: bool = False
+    ) -> XmppClient:
         """A client of the new user ``user@localhost``, connected and present."""
         jid = server.register(user, password)
-        client = cls(jid, password, user)
+        client = cls(jid, password, user, quickack=quickack)
         client.connect(HOST, server.port)
         await asyncio.wait_for(client._started.wait(), WAIT)
         return client

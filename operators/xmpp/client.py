@@ -68,7 +68,6 @@ class XmppStream(slixmpp.ClientXMPP):
         self.whitespace_keepalive = False  # the session pings (XEP-0199) and notices silence
         for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0198"):
             self.register_plugin(plugin)
-        self.plugin["xep_0198"].window = 1  # ask for an ack after each stanza: prompt release
         self.sink: Callable[[Event], None] | None = None
         self._sock: Any = None
         self._unacked: deque[Message] = deque()
