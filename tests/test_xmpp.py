@@ -269,3 +269,34 @@ async def test_invitations_are_joined_only_from_allowed_inviters(
     finally:
         await asyncio.gather(host.close(), stranger.close())
         await proc.stop()
+
+
+async def test_topic_join_part_and_kick_are_events(system: ChatSystem, main: Main) -> None:
+    r = room("events")
+    await main.alice.join(r)  # the first in the room: its owner
+    joined = await control(system, action="join", room=r)
+    assert joined.ok, joined.message
+    await ask(main.alice, "!echo live", to=r, proc=main.proc)  # past the subject of joining
+    events = await system.events("test")
+
+    async def expect(kind: str, name: str, text: str | None) -> None:
+        seen = []
+        while True:
+            try:
+                ev = (await asyncio.wait_for(events.get(), WAIT)).body
+            except TimeoutError:
+                raise AssertionError(f"no {kind} of {name}: {seen}\n{main.proc.log()}") from None
+            who = ev.target if ev.event == "kick" else ev.user
+            seen.append((ev.event, who.name if who else None, ev.text))
+            if ev.room == r and seen[-1] == (kind, name, text):
+                return
+
+    main.alice.plugin["xep_0045"].set_subject(r, "the new topic")
+    await expect("topic", "alice", "the new topic")
+    await main.bob.join(r)
+    await expect("join", "bob", None)
+    main.bob.plugin["xep_0045"].leave_muc(r, "bob")
+    await expect("part", "bob", None)
+    await main.alice.plugin["xep_0045"].set_role(r, "eeveebot", "none", reason="out")
+    await expect("kick", "eeveebot", "out")
+    assert (await control(system, action="names", room=r)).ok is False  # kicked: out
