@@ -2,7 +2,9 @@
 
 ``proxy = await TcpProxy.start(host, port)`` listens on ``proxy.port`` and forwards every
 connection to ``host:port``; ``proxy.cut()`` aborts every connection through it (both ends
-see a reset, as when a network drops), ``proxy.pause()`` refuses new ones until ``resume()``.
+see a reset, as when a network drops), ``proxy.freeze()`` stops moving bytes on the open ones
+while they stay open (a half-open connection: the peer went silent), ``proxy.pause()``
+refuses new ones until ``resume()``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class TcpProxy:
         self._links: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._paused = False
+        self._clients: set[asyncio.StreamWriter] = set()
+        self._frozen: set[asyncio.StreamWriter] = set()
 
     @classmethod
     async def start(cls, host: str, port: int) -> TcpProxy:
@@ -41,9 +45,10 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
+        self._clients.add(writer)
         pumps = [
-            asyncio.ensure_future(self._pump(reader, up_writer)),
-            asyncio.ensure_future(self._pump(up_reader, writer)),
+            asyncio.ensure_future(self._pump(reader, up_writer, writer)),
+            asyncio.ensure_future(self._pump(up_reader, writer, writer)),
         ]
         self._links.update(pumps)
         try:
@@ -52,16 +57,26 @@ class TcpProxy:
             for p in pumps:
                 p.cancel()
                 self._links.discard(p)
+            self._clients.discard(writer)
+            self._frozen.discard(writer)
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: asyncio.StreamWriter
+    ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if key in self._frozen:
+                    continue  # swallowed: the other end hears nothing
                 writer.write(data)
                 await writer.drain()
+
+    def freeze(self) -> int:
+        """Stop moving bytes on every open connection (they stay open); how many."""
+        self._frozen |= self._clients
+        return len(self._clients)
 
     def cut(self) -> int:
         """Abort every connection through the proxy; how many there were."""

@@ -300,3 +300,24 @@ async def test_topic_join_part_and_kick_are_events(system: ChatSystem, main: Mai
     await main.alice.plugin["xep_0045"].set_role(r, "eeveebot", "none", reason="out")
     await expect("kick", "eeveebot", "out")
     assert (await control(system, action="names", room=r)).ok is False  # kicked: out
+
+
+async def test_odd_stanzas_do_not_stop_it(main: Main) -> None:
+    bot = "eeveebot@localhost"
+    for raw in (
+        f"<message to='{bot}' type='chat'><body/></message>",
+        f"<message to='{bot}' type='groupchat'><body>!echo not from a room</body></message>",
+        f"<message to='{bot}' type='chat'><subject>no body</subject></message>",
+        f"<message to='{bot}'><x xmlns='http://jabber.org/protocol/muc#user'><invite/></x></message>",
+        f"<message to='{bot}'><x xmlns='jabber:x:conference' jid='not a jid'/></message>",
+        f"<message to='{bot}' type='headline'><body>!echo headline</body></message>",
+        f"<presence to='{bot}' type='unavailable'><x xmlns='http://jabber.org/protocol/muc#user'>"
+        "<item jid=''/><status/></x></presence>",
+        f"<message to='{bot}' type='chat'><body>{'x' * 100_000}</body>"
+        "<delay xmlns='urn:xmpp:delay' stamp='not a time'/></message>",
+    ):
+        main.alice.send_raw(raw)
+    assert await ask(main.alice, "!echo still fine", to=bot, proc=main.proc, private=True) == (
+        "still fine"
+    )
+    assert "stanza not handled" not in main.proc.log(100_000)

@@ -154,3 +154,29 @@ async def test_a_network_drop_loses_nothing_either_way(
     finally:
         await alice.close()
         await proc.stop()
+
+
+async def test_a_silent_server_is_noticed_by_the_ping(
+    system: ChatSystem, prosody: Prosody, proxy_factory: Callable[[int], Any]
+) -> None:
+    proxy: TcpProxy = await proxy_factory(prosody.port)
+    r = room("silent")
+    alice = await XmppClient.connected(prosody, "silentalice")
+    settings = bot_settings(
+        prosody, "eeveebot", rooms=[r], port=proxy.port, ping_interval=0.5, ping_timeout=1.0
+    )
+    events = await system.events("silent")
+    proc = await system.connector("silent", settings)
+    try:
+        await alice.join(r)
+        await in_room(alice, r, "eeveebot", proc)
+        await next_event(events, "connected", proc)
+        assert proxy.freeze() == 1  # the connection stays open; nothing goes through
+        ev = await next_event(events, "disconnected", proc, timeout=5.0)
+        assert ev.text is not None
+        assert "ping" in ev.text
+        await next_event(events, "connected", proc)
+        assert await ask(alice, "!echo thawed", to=r, proc=proc) == "thawed"
+    finally:
+        await alice.close()
+        await proc.stop()

@@ -18,7 +18,7 @@ from operators.xmpp.client import XmppStream
 from operators.xmpp.muc import Change, Muc
 from operators.xmpp.settings import XmppSettings
 from operators.xmpp.stanzas import Invite
-from operators.xmpp.text import fold_jid, xml_safe
+from operators.xmpp.text import fold_jid, jid_problem, xml_safe
 
 __all__ = ["RoomControl"]
 
@@ -103,6 +103,8 @@ class RoomControl:
     def invited(self, invite: Invite) -> bool:
         """Join the room of ``invite`` if its inviter is allowed; True when joining."""
         s = self.settings
+        if jid_problem(invite.room, bare=True) is not None:
+            return False
         inviter = invite.inviter.partition("/")[0]
         domain = inviter.partition("@")[2]
         allowed = {fold_jid(a) for a in (s.invite_from if s is not None else [])}

@@ -78,7 +78,12 @@ class XmppSession:
             pinger = asyncio.get_running_loop().create_task(self._ping(), name="xmpp-ping")
             while True:
                 kind, data = await self._events.get()
-                await self._handle(kind, data)
+                try:
+                    await self._handle(kind, data)
+                except (SessionError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # one odd stanza never ends the session
+                    self.link.log.exception("stanza not handled", kind=kind, error=repr(exc))
         finally:
             stream.sink = None
             if pinger is not None:
