@@ -18,7 +18,7 @@ import pytest_asyncio
 pytest.register_assert_rewrite("tests.xmpp_server")
 
 from eeveepy.protocol.models import ChatEvent, OutgoingMessage, Ping, Pong  # noqa: E402
-from tests.chat_system import ChatSystem  # noqa: E402
+from tests.chat_system import ChatSystem, running_system  # noqa: E402
 from tests.irc_servers import make_cert  # noqa: E402
 from tests.operator_procs import OperatorProc  # noqa: E402
 from tests.tcp_proxy import TcpProxy  # noqa: E402
@@ -32,13 +32,8 @@ pytest_plugins = ["tests.xmpp_server"]
 async def system(
     nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[ChatSystem]:
-    s = ChatSystem(nats_url, tmp_path_factory.mktemp("xmppr"), platform="xmpp")
-    await s.start()
-    try:
-        await s.commands()
+    async with running_system(nats_url, tmp_path_factory.mktemp("xmppr"), "xmpp") as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def next_event(

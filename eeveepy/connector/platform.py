@@ -122,6 +122,17 @@ class Platform(Protocol[S_contra]):
         ...
 
 
+def network_name(setting: str | None, operator_id: str, platform: str, fallback: str) -> str:
+    """The network name on the bus: ``setting`` if given, else the operator id after
+    ``<platform>.`` (``irc.libera`` -> ``libera``), else ``fallback`` (the host, the JID...)."""
+    if setting:
+        return setting
+    head = f"{platform}."
+    if operator_id.startswith(head) and len(operator_id) > len(head):
+        return operator_id[len(head) :]
+    return fallback
+
+
 def changed_fields(old: BaseModel, new: BaseModel) -> set[str]:
     """Every settings field that differs between ``old`` and ``new``."""
     return {k for k in type(new).model_fields if getattr(old, k, None) != getattr(new, k)}

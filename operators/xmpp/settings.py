@@ -9,6 +9,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from eeveepy.connector.platform import network_name as kit_network_name
 from eeveepy.errors import AuthenticationError
 from operators.xmpp.text import jid_problem
 
@@ -187,8 +188,4 @@ SESSION_FIELDS: Final = frozenset(
 
 def network_name(settings: XmppSettings, operator_id: str) -> str:
     """The network name on the bus: the setting, else the id after ``xmpp.``, else the JID."""
-    if settings.network:
-        return settings.network
-    if operator_id.startswith("xmpp.") and len(operator_id) > 5:
-        return operator_id[5:]
-    return settings.jid
+    return kit_network_name(settings.network, operator_id, "xmpp", settings.jid)
