@@ -54,6 +54,8 @@ class XmppSession:
         self.expect = expect
         self.rooms = rooms
         self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._early: list[Event] = []
+        """Stanzas read before the session was reported started, handled right after."""
         self.settings = stream.settings
 
     @property
@@ -76,14 +78,10 @@ class XmppSession:
             self.link.log.info("session started", jid=stream.boundjid.full, resumed=resumed)
             self.link.state(ConnectionState.CONNECTED, self.settings.server)
             pinger = asyncio.get_running_loop().create_task(self._ping(), name="xmpp-ping")
+            for kind, data in self._early:  # before anything read since: none is lost
+                await self._dispatch(kind, data)
             while True:
-                kind, data = await self._events.get()
-                try:
-                    await self._handle(kind, data)
-                except (SessionError, asyncio.CancelledError):
-                    raise
-                except Exception as exc:  # one odd stanza never ends the session
-                    self.link.log.exception("stanza not handled", kind=kind, error=repr(exc))
+                await self._dispatch(*await self._events.get())
         finally:
             stream.sink = None
             if pinger is not None:
@@ -99,6 +97,9 @@ class XmppSession:
                 kind, data = await self._events.get()
                 if kind in ("started", "resumed"):
                     break
+                if kind in ("message", "presence"):
+                    self._early.append((kind, data))
+                    continue
                 self._failed(kind, data)
         except BaseException:
             self.stream.stop_trying()
@@ -139,6 +140,14 @@ class XmppSession:
                 pass  # an error answer is an answer: the server is there
 
     # -- the stream's events -----------------------------------------------------------------
+
+    async def _dispatch(self, kind: str, data: Any) -> None:
+        try:
+            await self._handle(kind, data)
+        except (SessionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # one odd stanza never ends the session
+            self.link.log.exception("stanza not handled", kind=kind, error=repr(exc))
 
     async def _handle(self, kind: str, data: Any) -> None:
         if kind == "message":
