@@ -33,6 +33,7 @@ from eeveepy.connector import (
     RoomAction,
     connector_operator,
 )
+from eeveepy.connector.egress import Confirmation
 from eeveepy.connector.platform import session_changes
 from eeveepy.errors import SessionError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
@@ -141,12 +142,12 @@ class XmppPlatform(Platform[XmppSettings]):
         assert s is not None  # plan() came first
         return render(out, max_bytes=s.max_message_bytes, styling=s.styling)
 
-    async def send(self, item: Outbound) -> None:
+    async def send(self, item: Outbound) -> Confirmation | None:
         stream = self._connected_stream()
         if stream is None:
             raise SessionError("not connected")
         kind: MessageType = "chat" if item.kind == CHAT else "groupchat"
-        stream.make_message(mto=JID(item.target), mbody=item.text, mtype=kind).send()
+        return stream.send_chat(item.target, item.text, kind)
 
     async def goodbye(self) -> None:
         stream = self._connected_stream()
