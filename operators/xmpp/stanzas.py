@@ -9,7 +9,7 @@ broken peer) yields ``None`` fields, never an exception: :func:`read_message`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 from xml.etree.ElementTree import Element
 
@@ -46,6 +46,7 @@ class MessageIn:
     delay_from: str | None = None
     """Who delayed it (``delay/@from``): a room replaying history, a server that stored it."""
     stamp: datetime | None = None
+    """When it was first sent (``delay/@stamp``), always with a time zone."""
     delayed: bool = False
     muc_private: bool = False
     """A private message through a room (``room@service/nick``)."""
@@ -74,9 +75,12 @@ def _stamp(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # XEP-0082 requires a zone; one without is read as UTC, so that a stamp can always be
+    # compared with the (aware) clock.
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def _error(stanza: Element) -> str | None:
