@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from slixmpp import JID
 from slixmpp.jid import InvalidJID
 
+from eeveepy.errors import ConnectorError
+
 __all__ = ["fold_jid", "jid_problem", "mentions", "split_body", "strip_markdown", "to_styling"]
 
 _UNSENDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -117,11 +119,14 @@ def split_body(text: str, max_bytes: int) -> list[str]:
 
     Beyond the budget, whole lines are packed into each piece; a line too long alone is cut
     at its last space in the second half of the budget, else before the character that does
-    not fit. Blank pieces are dropped. ``text`` must be :func:`xml_safe` (no surrogates).
+    not fit. Blank pieces are dropped. ``text`` must be :func:`xml_safe` (no surrogates);
+    ``max_bytes`` must be at least 4 (one UTF-8 character of any size).
 
     >>> split_body("one\\ntwo\\nthree", 8)
     ['one\\ntwo', 'three']
     """
+    if max_bytes < 4:
+        raise ConnectorError(f"max_bytes must be at least 4 (one UTF-8 character), not {max_bytes}")
     pieces: list[bytes] = []
     current = b""
     for line in text.split("\n"):
