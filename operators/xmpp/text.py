@@ -68,6 +68,7 @@ _STAR_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])")
 _UNDERSCORE_ITALIC = re.compile(r"(?<![_\w])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![_\w])")
 _STRIKE = re.compile(r"~~(?=\S)(.+?)(?<=\S)~~")
 _BOLD_MARK = "\x00b"  # placeholders: a bold span must not be read again as italic
+_UNMARK = re.compile("\x00([\x00b])")  # the text's own NULs are doubled, apart from the marks
 
 
 def to_styling(text: str) -> str:
@@ -95,10 +96,11 @@ def _each_outside_code(text: str, fn: Callable[[str], str]) -> str:
 
 
 def _styled(text: str) -> str:
+    text = text.replace("\x00", "\x00\x00")
     text = _BOLD.sub(lambda m: _BOLD_MARK + m.group(1) + _BOLD_MARK, text)
     text = _STAR_ITALIC.sub(lambda m: "_" + m.group(1) + "_", text)
     text = _STRIKE.sub(lambda m: "~" + m.group(1) + "~", text)
-    return text.replace(_BOLD_MARK, "*")
+    return _UNMARK.sub(lambda m: "*" if m.group(1) == "b" else "\x00", text)
 
 
 def _plain(text: str) -> str:
