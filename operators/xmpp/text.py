@@ -129,6 +129,9 @@ def split_body(text: str, max_bytes: int) -> list[str]:
     """
     if max_bytes < 4:
         raise ConnectorError(f"max_bytes must be at least 4 (one UTF-8 character), not {max_bytes}")
+    whole = text.encode("utf-8")
+    if len(whole) <= max_bytes:
+        return [text] if whole.strip() else []
     pieces: list[bytes] = []
     current = b""
     for line in text.split("\n"):
