@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Final
 from xml.etree.ElementTree import Element
 
+from operators.xmpp.text import jid_problem
+
 __all__ = ["Invite", "MessageIn", "PresenceIn", "read_message", "read_presence"]
 
 CLIENT: Final = "{jabber:client}"
@@ -51,6 +53,7 @@ class MessageIn:
     muc_private: bool = False
     """A private message through a room (``room@service/nick``)."""
     invite: Invite | None = None
+    """An invitation to a room that can be joined (its JID is ``room@service``)."""
     error: str | None = None
 
 
@@ -114,6 +117,13 @@ def read_message(stanza: Element) -> MessageIn:
 
 
 def _invite(stanza: Element, user_x: Element | None) -> Invite | None:
+    invite = _any_invite(stanza, user_x)
+    if invite is None or jid_problem(invite.room, bare=True) is not None:
+        return None  # no room that could be joined: nothing to accept (or to report)
+    return invite
+
+
+def _any_invite(stanza: Element, user_x: Element | None) -> Invite | None:
     if user_x is not None and (inv := user_x.find(f"{MUC_USER}invite")) is not None:
         return Invite(
             room=(stanza.get("from") or "").partition("/")[0],
