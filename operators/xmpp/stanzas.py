@@ -67,6 +67,7 @@ class PresenceIn:
     real_jid: str | None = None
     new_nick: str | None = None
     reason: str | None = None
+    """Why (a kick's ``item/reason``; else, when leaving, the presence's ``status``)."""
     error: str | None = None
 
 
@@ -152,12 +153,15 @@ def read_presence(stanza: Element) -> PresenceIn:
         else frozenset()
     )
     kind = stanza.get("type")
+    reason = _text(item.find(f"{MUC_USER}reason")) if item is not None else None
+    if reason is None and kind == "unavailable":
+        reason = _text(stanza.find(f"{CLIENT}status"))  # a part's own words
     return PresenceIn(
         sender=stanza.get("from") or "",
         available=kind is None,
         codes=codes,
         real_jid=item.get("jid") if item is not None else None,
         new_nick=item.get("nick") if item is not None else None,
-        reason=_text(item.find(f"{MUC_USER}reason")) if item is not None else None,
+        reason=reason,
         error=_error(stanza) if kind == "error" else None,
     )
