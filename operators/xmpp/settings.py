@@ -7,10 +7,18 @@ import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from eeveepy.errors import AuthenticationError
-from operators.xmpp.text import jid_problem
+from operators.xmpp.text import jid_problem, resource_problem
 
 __all__ = ["SESSION_FIELDS", "MucRoom", "XmppSettings", "network_name"]
 
@@ -32,6 +40,11 @@ class MucRoom(BaseModel):
     @classmethod
     def _from_string(cls, data: Any) -> Any:
         return {"jid": data} if isinstance(data, str) else data
+
+    @field_validator("nick")
+    @classmethod
+    def _room_nick(cls, nick: str | None) -> str | None:
+        return None if nick is None else _resource("nick", nick)
 
     @field_validator("jid")
     @classmethod
@@ -106,6 +119,16 @@ class XmppSettings(BaseModel):
             raise ValueError(f"not an account JID (user@example.org): {problem}")
         return jid.partition("/")[0]
 
+    @field_validator("resource", "nick")
+    @classmethod
+    def _names(cls, name: str, info: ValidationInfo) -> str:
+        return _resource(str(info.field_name), name)
+
+    @field_validator("alt_nicks")
+    @classmethod
+    def _alt_nicks(cls, nicks: list[str]) -> list[str]:
+        return [_resource("alt_nicks", nick) for nick in nicks]
+
     @field_validator("invite_from")
     @classmethod
     def _inviters(cls, items: list[str]) -> list[str]:
@@ -152,6 +175,14 @@ class XmppSettings(BaseModel):
                 f"cannot read password_file {self.password_file}: {exc}"
             ) from None
         return lines[0] if lines else ""
+
+
+def _resource(field: str, name: str) -> str:
+    """``name`` if it can be a resource (a nick is the resource of an occupant JID)."""
+    problem = resource_problem(name)
+    if problem is not None:
+        raise ValueError(f"{field} {name!r}: {problem}")
+    return name
 
 
 def _loopback(host: str) -> bool:

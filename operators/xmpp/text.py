@@ -1,6 +1,7 @@
 """XMPP text with no I/O: JIDs, XML-safe text, message styling, splitting.
 
-- :func:`jid_problem` says what is wrong with a JID (RFC 7622, by slixmpp's parser), and
+- :func:`jid_problem` says what is wrong with a JID (RFC 7622, by slixmpp's parser),
+  :func:`resource_problem` with a resource or a room nick, and
   :func:`fold_jid` compares JIDs as XMPP does (local part and domain case-folded, the
   resource, a MUC nick, kept as it is).
 - :func:`xml_safe` makes any string sendable: XML 1.0 cannot carry most C0 control
@@ -24,7 +25,15 @@ from slixmpp.jid import InvalidJID
 
 from eeveepy.errors import ConnectorError
 
-__all__ = ["fold_jid", "jid_problem", "mentions", "split_body", "strip_markdown", "to_styling"]
+__all__ = [
+    "fold_jid",
+    "jid_problem",
+    "mentions",
+    "resource_problem",
+    "split_body",
+    "strip_markdown",
+    "to_styling",
+]
 
 _UNSENDABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -41,6 +50,15 @@ def jid_problem(jid: str, *, bare: bool) -> str | None:
     if bare and (not parsed.user or parsed.resource):
         return "needs the form local@domain, with no /resource"
     return None
+
+
+def resource_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a resource (the account's, or a nick in a room: the
+    resource of ``room@service/nick``), or None."""
+    if not name or name != name.strip():
+        return "empty or surrounded by spaces"
+    problem = jid_problem(f"room@example.org/{name}", bare=False)
+    return None if problem is None else f"not a valid resource: {problem}"
 
 
 def fold_jid(jid: str) -> str:
