@@ -109,7 +109,9 @@ def direct_message(
         return None  # kept by a server while the bot was away, too long ago to act on
     text, style = _text(msg.body)
     room_jid, _, nick = msg.sender.partition("/")
-    state = muc.get(room_jid) if msg.muc_private else None
+    # From the JID of a room the bot is in: through that room, whether or not the room
+    # marked it (muc#user) as it should; the room's JID is nobody's identity.
+    state = muc.get(room_jid)
     if state is not None and nick:
         user = occupant(state.jid, nick, state.occupants.get(nick))
         reply_to = msg.sender  # a private message through the room goes back the same way
