@@ -14,6 +14,7 @@ from operators.xmpp.text import (
     fold_jid,
     jid_problem,
     mentions,
+    resource_problem,
     split_body,
     strip_markdown,
     to_styling,
@@ -91,6 +92,16 @@ def test_jid_problem_and_fold_never_raise(jid: str) -> None:
         assert jid_problem(jid, bare=False) is None
     folded = fold_jid(jid)
     assert fold_jid(folded) == folded  # folding is stable
+
+
+@pytest.mark.parametrize("name", ["eevee", "Eevee [bot] ☃", "a/b", "x" * 1023, "a@b"])
+def test_resources_accepted(name: str) -> None:
+    assert resource_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", " eevee", "eevee ", "bot\x00", "\x07", "x" * 1024])
+def test_bad_resources(name: str) -> None:
+    assert resource_problem(name)
 
 
 def test_fold_jid_folds_local_part_and_domain_but_not_the_resource() -> None:
