@@ -250,6 +250,8 @@ def test_muc_private_message_without_the_muc_user_mark() -> None:
 
 
 def test_direct_messages_not_taken() -> None:
+    notice = MessageIn("normal", ROOM, "alice asks for voice")  # from the room itself
+    assert direct_message(notice, live_room(), "e", NOW, 300) is None
     assert direct_message(MessageIn("chat", "a@b/c", None), Muc(), "e", NOW, 300) is None
     assert direct_message(MessageIn("chat", "", "who?"), Muc(), "e", NOW, 300) is None
 
