@@ -84,7 +84,7 @@ def test_bad_jids_say_what_is_wrong(jid: str, words: str) -> None:
 
 
 @given(st.text(max_size=60))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_jid_problem_and_fold_never_raise(jid: str) -> None:
     problem = jid_problem(jid, bare=True)
     assert problem is None or (isinstance(problem, str) and problem)
@@ -127,7 +127,7 @@ def test_xml_safe_examples() -> None:
 
 
 @given(any_text)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_xml_safe_output_is_carried_by_xml(text: str) -> None:
     safe = xml_safe(text)
     assert len(safe) == len(text)  # one character for one
@@ -177,7 +177,7 @@ def _without_markers(text: str) -> str:
 
 
 @given(any_text)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_styling_only_moves_markers(text: str) -> None:
     # Everything but the markup characters stays, in order; only markers come and go.
     assert _without_markers(to_styling(text)) == _without_markers(text)
@@ -186,6 +186,7 @@ def test_styling_only_moves_markers(text: str) -> None:
 
 
 @given(st.text(alphabet=st.characters(blacklist_characters=MARKERS), max_size=100))
+@settings(max_examples=50, deadline=None)
 def test_text_without_markup_is_left_alone(text: str) -> None:
     assert to_styling(text) == text
     assert strip_markdown(text) == text
@@ -218,6 +219,7 @@ def test_mentions(text: str, nick: str, expected: bool) -> None:
 
 
 @given(any_text, st.text(max_size=12))
+@settings(max_examples=50, deadline=None)
 def test_mentions_never_raises(text: str, nick: str) -> None:
     assert mentions(text, nick) in (True, False)
     if nick.strip() and re.fullmatch(r"\w+", nick):
@@ -267,7 +269,7 @@ def test_split_body_refuses_a_budget_smaller_than_a_character(max_bytes: int) ->
 
 
 @given(safe_text, st.integers(min_value=4, max_value=80))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 def test_split_body_fits_and_loses_nothing(text: str, max_bytes: int) -> None:
     pieces = split_body(text, max_bytes)
     _check_pieces(text, pieces, max_bytes)
@@ -279,6 +281,7 @@ def test_split_body_fits_and_loses_nothing(text: str, max_bytes: int) -> None:
     st.lists(st.text(alphabet="abcdéfg😀", min_size=1, max_size=12), min_size=1, max_size=40),
     st.integers(min_value=30, max_value=80),
 )
+@settings(max_examples=60, deadline=None)
 def test_split_body_cuts_between_words_when_it_can(words: list[str], max_bytes: int) -> None:
     text = " ".join(words)
     pieces = split_body(text, max_bytes)
