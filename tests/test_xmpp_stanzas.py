@@ -473,6 +473,23 @@ def test_presences_of_other_rooms_are_ignored() -> None:
     assert muc.joined()[0].joined
 
 
+def test_presence_of_the_room_itself_is_no_occupant() -> None:
+    # Rooms send presence from their bare JID (an avatar's hash): nobody joins or parts.
+    muc = joined_room()
+    avatar = read_presence(
+        xml(
+            f"<presence from='{ROOM}'><x xmlns='vcard-temp:x:update'><photo>ab12</photo></x>"
+            "</presence>"
+        )
+    )
+    assert muc.presence(avatar) == []
+    assert muc.presence(read_presence(xml(f"<presence from='{ROOM}' type='unavailable'/>"))) == []
+    state = muc.get(ROOM)
+    assert state is not None
+    assert "" not in state.occupants
+    assert state.joined
+
+
 def test_rooms_are_compared_as_jids() -> None:
     muc = Muc()
     muc.joining("Ops@Conference.Example.ORG", "eevee")
