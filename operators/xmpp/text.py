@@ -80,7 +80,8 @@ def _picture(m: re.Match[str]) -> str:
     return chr(0x2400 + c) if c < 0x20 else "\ufffd"
 
 
-_CODE = re.compile(r"(`[^`\n]+`)")
+_CODE = re.compile(r"(```.+?```|`[^`\n]+`)", re.DOTALL)  # a fenced block, or a code span
+_FENCE_INFO = re.compile(r"[\w+#.-]*")  # the language after an opening fence
 _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 _STAR_ITALIC = re.compile(r"(?<![*\w])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![*\w])")
 _UNDERSCORE_ITALIC = re.compile(r"(?<![_\w])_(?=[^\s_])(.+?)(?<=[^\s_])_(?![_\w])")
@@ -90,7 +91,8 @@ _UNMARK = re.compile("\x00([\x00b])")  # the text's own NULs are doubled, apart 
 
 
 def to_styling(text: str) -> str:
-    """Simple markdown as XEP-0393 styling; code spans are left exactly as they are.
+    """Simple markdown as XEP-0393 styling; code spans and fenced code blocks (XEP-0393
+    preformatted text) are left exactly as they are.
 
     >>> to_styling("**hi** *there* ~~no~~ `a*b*c`")
     '*hi* _there_ ~no~ `a*b*c`'
@@ -99,18 +101,31 @@ def to_styling(text: str) -> str:
 
 
 def strip_markdown(text: str) -> str:
-    """Simple markdown removed (for ``styling = false``); code spans lose their backticks.
+    """Simple markdown removed (for ``styling = false``); code spans lose their backticks,
+    fenced code blocks their fences.
 
     >>> strip_markdown("**hi** _there_ `x`")
     'hi there x'
     """
-    plain = _each_outside_code(text, _plain)
-    return _CODE.sub(lambda m: m.group()[1:-1], plain)
+    return _each_outside_code(text, _plain, _unquoted)
 
 
-def _each_outside_code(text: str, fn: Callable[[str], str]) -> str:
+def _each_outside_code(
+    text: str, fn: Callable[[str], str], code: Callable[[str], str] = lambda c: c
+) -> str:
     parts = _CODE.split(text)
-    return "".join(p if n % 2 else fn(p) for n, p in enumerate(parts))
+    return "".join(code(p) if n % 2 else fn(p) for n, p in enumerate(parts))
+
+
+def _unquoted(code: str) -> str:
+    """A code span without its backticks; a fenced block without its fences (and language)."""
+    if not code.startswith("```"):
+        return code[1:-1]
+    body = code[3:-3]
+    info, newline, rest = body.partition("\n")
+    if newline and _FENCE_INFO.fullmatch(info):
+        body = rest
+    return body.removesuffix("\n")
 
 
 def _styled(text: str) -> str:
