@@ -166,6 +166,17 @@ def test_styling_examples(markdown: str, styled: str, plain: str) -> None:
     assert strip_markdown(markdown) == plain
 
 
+def test_fenced_code_blocks_are_left_alone() -> None:
+    block = "```py\ndef f(*args, **kwargs):\n    return a**2 * b**2  # _x_ ~~y~~\n```"
+    assert to_styling(f"**out**\n{block}\n*done*") == f"*out*\n{block}\n_done_"
+    assert strip_markdown(f"**out**\n{block}\n*done*") == (
+        "out\ndef f(*args, **kwargs):\n    return a**2 * b**2  # _x_ ~~y~~\ndone"
+    )
+    assert strip_markdown("```\n*a*\n```") == "*a*"
+    assert strip_markdown("run ```ls *.py``` now") == "run ls *.py now"
+    assert to_styling("```unclosed **b**") == "```unclosed *b*"  # no block without its end
+
+
 def test_styling_keeps_nul_characters_of_the_text() -> None:
     # The bold placeholder must not be confused with the text's own characters.
     assert to_styling("a\x00bc **x**") == "a\x00bc *x*"
