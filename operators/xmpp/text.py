@@ -11,14 +11,17 @@
 - :func:`to_styling` turns the simple markdown every connector accepts (``**bold**``,
   ``*italic*``, ``_italic_``, ``~~strike~~``, `` `code` ``) into XEP-0393 message styling
   (``*bold*``, ``_italic_``, ``~strike~``, `` `code` ``); :func:`strip_markdown` removes it.
-- :func:`split_body` keeps a long text whole up to a byte budget and cuts beyond it at
-  paragraph, line, then word boundaries, never inside a UTF-8 character.
+- :func:`split_body` keeps a long text whole up to a byte budget (of the text as sent,
+  XML-escaped) and cuts beyond it at line, then word boundaries, never inside a UTF-8
+  character.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Final
+from xml.sax.saxutils import escape, unescape
 
 from slixmpp import JID
 from slixmpp.jid import InvalidJID
@@ -150,25 +153,30 @@ def mentions(text: str, nick: str) -> bool:
 
 
 def split_body(text: str, max_bytes: int) -> list[str]:
-    """``text`` in pieces of at most ``max_bytes`` UTF-8 bytes (``text`` itself when it fits).
+    """``text`` in pieces of at most ``max_bytes`` UTF-8 bytes once XML-escaped, as they go
+    on the wire (``text`` itself when it fits): ``"`` is sent as six bytes (``&quot;``).
 
     Beyond the budget, whole lines are packed into each piece; a line too long alone is cut
     at its last space in the second half of the budget, else before the character that does
     not fit. Blank pieces are dropped. ``text`` must be :func:`xml_safe` (no surrogates);
-    ``max_bytes`` must be at least 4 (one UTF-8 character of any size).
+    ``max_bytes`` must be at least 6 (one escaped character of any size).
 
     >>> split_body("one\\ntwo\\nthree", 8)
     ['one\\ntwo', 'three']
+    >>> split_body("<<<<", 8)
+    ['<<', '<<']
     """
-    if max_bytes < 4:
-        raise ConnectorError(f"max_bytes must be at least 4 (one UTF-8 character), not {max_bytes}")
-    whole = text.encode("utf-8")
+    if max_bytes < 6:
+        raise ConnectorError(
+            f"max_bytes must be at least 6 (one escaped UTF-8 character), not {max_bytes}"
+        )
+    whole = escape(text, _QUOTES).encode("utf-8")
     if len(whole) <= max_bytes:
         return [text] if whole.strip() else []
     pieces: list[bytes] = []
     current = b""
     for line in text.split("\n"):
-        data = line.encode("utf-8")
+        data = escape(line, _QUOTES).encode("utf-8")
         candidate = current + b"\n" + data if current else data
         if len(candidate) <= max_bytes:
             current = candidate
@@ -179,7 +187,11 @@ def split_body(text: str, max_bytes: int) -> list[str]:
         pieces.extend(chunks[:-1])
         current = chunks[-1]
     pieces.append(current)
-    return [p.decode("utf-8") for p in pieces if p.strip()]
+    return [unescape(p.decode("utf-8"), _UNQUOTES) for p in pieces if p.strip()]
+
+
+_QUOTES: Final = {'"': "&quot;", "'": "&apos;"}  # and &, <, >: what the stream escapes
+_UNQUOTES: Final = {v: k for k, v in _QUOTES.items()}
 
 
 def _cut(data: bytes, max_bytes: int) -> Iterator[bytes]:
@@ -187,6 +199,9 @@ def _cut(data: bytes, max_bytes: int) -> Iterator[bytes]:
         cut = max_bytes
         while cut > 0 and data[cut] & 0xC0 == 0x80:  # never before a continuation byte
             cut -= 1
+        amp = data.rfind(b"&", 0, cut)
+        if amp >= 0 and data.find(b";", amp, cut) < 0:
+            cut = amp  # nor inside an escape
         space = data.rfind(b" ", 0, cut)
         if space >= max_bytes // 2:
             cut = space + 1
