@@ -8,6 +8,7 @@ from xml.etree.ElementTree import Element, fromstring, tostring
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from slixmpp.xmlstream.tostring import escape
 
 from eeveepy.errors import ConnectorError, EeveeError
 from operators.xmpp.text import (
@@ -31,6 +32,7 @@ ASCII_SPACE = set(" \t\n\r\x0b\x0c")
 any_text = st.lists(
     st.one_of(
         st.sampled_from(["*", "**", "_", "~~", "`", " ", "\n", "\r", "\x00b", "é", "☃", "😀"]),
+        st.sampled_from(["&", "<", ">", '"', "'", "&amp;", "&quot"]),
         st.sampled_from(["\x01", "\x1b", "\ud800", "\udfff", "\ufffe", "\uffff"]),
         st.characters(),  # (no surrogates: they come from the list above)
     ),
@@ -244,7 +246,7 @@ def _check_pieces(text: str, pieces: list[str], max_bytes: int) -> None:
     """Each piece fits; the pieces are the text, in order, less whitespace at cut points."""
     pos = 0
     for piece in pieces:
-        size = len(piece.encode("utf-8"))  # also proves no piece ends inside a character
+        size = len(escape(piece).encode("utf-8"))  # as sent; proves no cut inside a character
         assert 0 < size <= max_bytes
         assert piece.strip(" \t\n\r\x0b\x0c"), "a blank piece was kept"
         at = text.find(piece, pos)
@@ -259,11 +261,22 @@ def test_split_body_examples() -> None:
     assert split_body("short", 100) == ["short"]
     assert split_body("\n\nlead and trail\n\n", 100) == ["\n\nlead and trail\n\n"]  # fits: whole
     assert split_body("hello world again", 12) == ["hello world ", "again"]
-    assert split_body("ab cd", 4) == ["ab ", "cd"]
-    assert split_body("abcdefgh", 4) == ["abcd", "efgh"]  # no space: a hard cut
-    assert split_body("😀😀😀", 5) == ["😀", "😀", "😀"]  # never inside a character
-    assert split_body("éééé", 5) == ["éé", "éé"]
-    assert split_body("a\n\n\nb", 4) == ["a\n\n", "b"]  # blank lines are packed, then cut at
+    assert split_body("abc defg", 6) == ["abc ", "defg"]
+    assert split_body("abcdefghijkl", 6) == ["abcdef", "ghijkl"]  # no space: a hard cut
+    assert split_body("😀😀😀", 6) == ["😀", "😀", "😀"]  # never inside a character
+    assert split_body("éééé", 6) == ["ééé", "é"]
+    assert split_body("a\n\n\nbcdef", 6) == ["a\n\n", "bcdef"]  # blank lines packed, cut at
+
+
+def test_split_body_counts_bytes_as_sent() -> None:
+    # The stream escapes &, <, >, " and ': the budget is of the escaped text.
+    assert split_body("a < b", 8) == ["a < b"]  # a &lt; b
+    assert split_body("<<<<", 8) == ["<<", "<<"]
+    assert split_body("&&&", 6) == ["&", "&", "&"]  # never inside &amp;
+    assert split_body('""""', 12) == ['""', '""']
+    assert split_body("'&amp;'", 21) == ["'&amp;'"]  # &apos;&amp;amp;&apos;: its own entity is text
+    quotes = split_body('"' * 50_000, 60_000)
+    assert [len(p) for p in quotes] == [10_000] * 5
 
 
 @pytest.mark.parametrize("blank", ["", " ", "\n", " \n\t \n ", "\r\n"])
@@ -272,19 +285,19 @@ def test_split_body_of_blank_text_is_nothing(blank: str) -> None:
     assert split_body(blank * 50, 8) == []
 
 
-@pytest.mark.parametrize("max_bytes", [-1, 0, 1, 3])
+@pytest.mark.parametrize("max_bytes", [-1, 0, 1, 5])
 def test_split_body_refuses_a_budget_smaller_than_a_character(max_bytes: int) -> None:
-    with pytest.raises(ConnectorError, match="at least 4") as err:
+    with pytest.raises(ConnectorError, match="at least 6") as err:
         split_body("😀", max_bytes)
     assert isinstance(err.value, EeveeError)
 
 
-@given(safe_text, st.integers(min_value=4, max_value=80))
+@given(safe_text, st.integers(min_value=6, max_value=80))
 @settings(max_examples=120, deadline=None)
 def test_split_body_fits_and_loses_nothing(text: str, max_bytes: int) -> None:
     pieces = split_body(text, max_bytes)
     _check_pieces(text, pieces, max_bytes)
-    if len(text.encode("utf-8")) <= max_bytes and text.strip(" \t\n\r\x0b\x0c"):
+    if len(escape(text).encode("utf-8")) <= max_bytes and text.strip(" \t\n\r\x0b\x0c"):
         assert pieces == [text]
 
 

@@ -9,6 +9,7 @@ from xml.etree.ElementTree import fromstring
 
 import pytest
 from pydantic import ValidationError
+from slixmpp.xmlstream.tostring import escape
 
 from eeveepy.connector import Outbound
 from eeveepy.errors import AuthenticationError, RefusedError
@@ -371,6 +372,16 @@ def test_render_splits_at_max_bytes() -> None:
     assert "\n".join(i.text for i in items) == text  # cut at line breaks only here
     huge = render(out(ROOM, "x" * 100_000), max_bytes=60_000, styling=False)
     assert [len(i.text) for i in huge] == [60_000, 40_000]
+
+
+def test_render_keeps_each_stanza_under_the_budget_as_sent() -> None:
+    # Quotes are sent as &quot; (6 bytes): 50 000 of them are 300 kB on the wire, over
+    # Prosody's 256 KiB stanza limit (the server would close the stream).
+    items = render(out(ROOM, '"' * 50_000 + " & <done>"), max_bytes=60_000, styling=False)
+    assert len(items) == 6
+    for item in items:
+        assert len(escape(item.text).encode("utf-8")) <= 60_000  # as the stream writes it
+    assert "".join(i.text for i in items) == '"' * 50_000 + " & <done>"
 
 
 # -- settings ----------------------------------------------------------------------------------
