@@ -102,7 +102,10 @@ class XmppSettings(BaseModel):
         default=60000,
         ge=64,
         le=10_000_000,
-        description="A longer message is split; keep it under the server's stanza limit.",
+        description=(
+            "A longer message (in UTF-8 bytes as sent, XML-escaped) is split; keep it under"
+            " the server's stanza limit."
+        ),
     )
     styling: bool = Field(default=True, description="Send markdown as XEP-0393 message styling.")
     max_delay: float = Field(
