@@ -114,8 +114,8 @@ class Muc:
         """Fold a presence from ``room/nick`` into the state; what it meant."""
         room, _, nick = p.sender.partition("/")
         state = self.get(room)
-        if state is None:
-            return []
+        if state is None or (not nick and p.error is None):
+            return []  # not a room of ours, or the room's own presence (its avatar...)
         if p.error is not None:
             if state.joined:
                 return []  # an error about something else (a nick change refused...)
