@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
-from slixmpp import JID
-from slixmpp.jid import InvalidJID
 from slixmpp.types import MessageTypes as MessageType
 
 from eeveepy import Operator
@@ -42,7 +40,7 @@ from operators.xmpp.muc import Change, ChangeKind, Muc
 from operators.xmpp.rooms import RoomControl
 from operators.xmpp.session import XmppSession
 from operators.xmpp.settings import SESSION_FIELDS, XmppSettings, network_name
-from operators.xmpp.text import fold_jid, jid_problem, xml_safe
+from operators.xmpp.text import fold_jid, jid_problem, resource_problem, xml_safe
 from operators.xmpp.translate import CHAT, PLATFORM, render
 
 __all__ = ["XmppPlatform", "create", "main"]
@@ -53,17 +51,6 @@ MAX_QUEUED: Final = 5000
 
 def _refused(message: str) -> ConnectorControlResult:
     return ConnectorControlResult(ok=False, message=message)
-
-
-def nick_problem(nick: str) -> str | None:
-    """Why ``nick`` cannot be a room nick (it is the resource of an occupant JID), or None."""
-    if not nick or nick != nick.strip():
-        return "a nick cannot be empty or start or end with a space"
-    try:
-        JID(f"room@example.org/{nick}")
-    except InvalidJID as exc:
-        return f"not a valid nick: {exc}"
-    return None
 
 
 class XmppPlatform(Platform[XmppSettings]):
@@ -96,7 +83,7 @@ class XmppPlatform(Platform[XmppSettings]):
         s = self.settings = self.rooms.settings = settings
         return Plan(
             network=network_name(s, operator_id),
-            rooms=[Room(r.jid, r.password) for r in s.rooms],
+            rooms=[Room(r.jid, r.key) for r in s.rooms],
             egress=EgressLimits(s.egress_messages, s.egress_period, s.egress_burst, MAX_QUEUED),
             reconnect=ReconnectPolicy(s.reconnect_min, s.reconnect_max),
         )
@@ -106,7 +93,7 @@ class XmppPlatform(Platform[XmppSettings]):
 
     def check(self, req: ControlRequest) -> str | None:
         if req.action == NICK:
-            return nick_problem(req.name or "")
+            return resource_problem(req.name or "")
         if req.room is not None:
             return jid_problem(req.room, bare=True)
         return None

@@ -35,7 +35,12 @@ class MucRoom(BaseModel):
 
     jid: str
     nick: str | None = Field(default=None, min_length=1, max_length=1023)
-    password: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The room's password, in clear (for the join)."""
+        return self.password.get_secret_value() if self.password is not None else None
 
     @model_validator(mode="before")
     @classmethod

@@ -31,8 +31,11 @@ class Invite:
 
     room: str
     inviter: str
+    """Who invites: for an invitation through a room, only what the room claims."""
     reason: str | None = None
     password: str | None = None
+    via_room: bool = False
+    """Sent by the room on the inviter's behalf (XEP-0045), not by the inviter (XEP-0249)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ def _any_invite(stanza: Element, user_x: Element | None) -> Invite | None:
             inviter=inv.get("from") or "",
             reason=_text(inv.find(f"{MUC_USER}reason")),
             password=_text(user_x.find(f"{MUC_USER}password")),
+            via_room=True,
         )
     direct = stanza.find(CONFERENCE)
     if direct is not None and direct.get("jid"):

@@ -71,11 +71,17 @@ def occupant(room: str, nick: str, real_jid: str | None) -> ChatUser:
     return ChatUser(id=real_jid or f"{room}/{nick}", name=nick, account=real_jid)
 
 
+def _own(me: str) -> tuple[str, str]:
+    bare = fold_jid(me)
+    return bare, bare.partition("@")[2]
+
+
 def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage | None:
     """The ``chat.in`` body of a groupchat message, or None (own, history, not in the room).
 
     ``me`` is the bot's bare JID: a message stored for it while its stream was away carries a
-    delay from it and is live, while the room's history carries a delay from the room.
+    delay from it (from its server, with older stream management modules) and is live; the
+    room's history carries a delay from the room, and anything else delayed counts as history.
     """
     room, _, nick = msg.sender.partition("/")
     state = muc.get(room)
@@ -83,7 +89,7 @@ def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage
         return None
     if state.nick == nick or not state.live:
         return None
-    if msg.delayed and fold_jid(msg.delay_from or "") != fold_jid(me):
+    if msg.delayed and fold_jid(msg.delay_from or "") not in _own(me):
         return None
     text, style = _text(msg.body)
     return ChatMessage(
