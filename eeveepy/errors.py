@@ -27,6 +27,7 @@ EeveeError
  ├── ConnectorError              a chat connector's platform failed, or the kit was misused
  │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
  │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
+ │    │    └── UntrustedServerError  the server's TLS certificate could not be verified
  │    ├── RefusedError           an outgoing message the platform will never send (dead-lettered)
  │    └── IrcError               the IRC connector (operators/irc)
  │         ├── IrcTextError      a programming mistake in a call to the IRC text helpers
@@ -199,6 +200,12 @@ class SessionError(ConnectorError):
 
 class AuthenticationError(ConnectorError):
     """The chat platform refused the credentials; the connector retries, slowly."""
+
+
+class UntrustedServerError(AuthenticationError):
+    """The chat server's TLS certificate could not be verified (wrong CA, wrong name...).
+
+    Retried as slowly as refused credentials: it does not fix itself."""
 
 
 class RefusedError(ConnectorError):

@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, irc, supervisor
+from . import bus, commands, irc, supervisor, xmpp
 
 
 def main() -> None:
@@ -27,6 +27,8 @@ def main() -> None:
     commands.main()
     print("== irc: raw IRC client -> ngircd -> connector -> router -> echo -> back")
     irc.main()
+    print("== xmpp: slixmpp client -> Prosody -> connector -> router -> echo -> back")
+    xmpp.main()
 
 
 if __name__ == "__main__":
