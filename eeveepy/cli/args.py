@@ -19,6 +19,7 @@ __all__ = [
     "subject_pattern",
 ]
 
+
 class Parser(argparse.ArgumentParser):
     """argparse, with a one-line error naming the command and where to read more."""
 
