@@ -108,6 +108,7 @@ registration_shared_secret: "{SECRET}"
 macaroon_secret_key: "m"
 form_secret: "f"
 report_stats: false
+bcrypt_rounds: 4
 trusted_key_servers: []
 suppress_key_server_warning: true
 enable_metrics: false
@@ -214,6 +215,16 @@ rc_key_requests: {_WIDE}
             self.admin.access_token,
         )
 
+    def unlimit_messages(self, user_id: str) -> None:
+        """Give ``user_id`` the server's own message rate limit again."""
+        assert self.admin is not None
+        self._http(
+            "DELETE",
+            f"/_synapse/admin/v1/users/{user_id}/override_ratelimit",
+            None,
+            self.admin.access_token,
+        )
+
     def api(self, method: str, path: str, token: str, body: Any = None) -> Any:
         """A client-server API call as the holder of ``token``."""
         return self._http(method, "/_matrix/client/v3" + path, body, token)
@@ -287,7 +298,7 @@ class MatrixUser:
     async def login(cls, server: Synapse, reg: Registered, store: Path) -> MatrixUser:
         from nio import AsyncClient, AsyncClientConfig, Event
 
-        store.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(store.mkdir, parents=True, exist_ok=True)
         client = AsyncClient(
             server.url,
             reg.user_id,
@@ -357,13 +368,13 @@ class MatrixUser:
         assert isinstance(resp, RoomSendResponse), resp
         return str(resp.event_id)
 
-    async def send_raw(self, room: str, event_type: str, content: dict[str, Any]) -> str:
-        """Send any event content as it is, unencrypted (hostile events)."""
+    async def send_raw(self, room: str, event_type: str, content: dict[str, Any]) -> str | None:
+        """Send any event content as it is, unencrypted (hostile events); its event id, or
+        None when the homeserver refused it."""
         from nio import RoomSendResponse
 
         resp = await self.client.room_send(room, event_type, content)
-        assert isinstance(resp, RoomSendResponse), resp
-        return str(resp.event_id)
+        return str(resp.event_id) if isinstance(resp, RoomSendResponse) else None
 
     async def create_room(self, *, invite: list[str], encrypted: bool = False) -> str:
         from nio import RoomCreateResponse

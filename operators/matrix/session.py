@@ -81,6 +81,7 @@ class MatrixSession:
         """Log in, sync, hand everything on; until the homeserver fails (raises)."""
         await login(self.client, self.s, self.store, self.log)
         self.link.me = ChatUser(id=self.me, name=self.me, account=self.me)
+        await self._keys()  # the device's keys first: who invites the bot can then share theirs
         since = self.store.sync_token()
         resp = await self._sync(since, full_state=True)
         if since is None:
@@ -137,6 +138,7 @@ class MatrixSession:
                     self.client, room_id, tl.prev_batch, since, self.log, most=self.s.max_backfill
                 )
                 events = [e.source for e in gap] + events
+                self.log.info("timeline gap filled", room=room_id, events=len(gap))
             await self._room(room_id, after_own_join(events, self.me))
         for room_id, left in resp.rooms.leave.items():
             for event in left.timeline.events:

@@ -17,6 +17,7 @@ none).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -213,8 +214,8 @@ class MatrixOutbound(Outbound):
 
 def render(out: OutgoingMessage, txn: Callable[[], str] | None = None) -> list[MatrixOutbound]:
     """The sends of ``out`` (none for empty text): one event, or several when the text is
-    longer than an event may be (each answering ``reply_to``). ``txn`` makes transaction ids
-    (default: random).
+    longer than an event may be (each answering ``reply_to``). ``txn`` makes the transaction
+    ids of messages that answer nothing (default: random); an answer's are :func:`reply_txn`.
 
     Raises :class:`~eeveepy.errors.MatrixTargetError` for a target that is not a room id or
     alias, or (private) a user id.
@@ -228,6 +229,7 @@ def render(out: OutgoingMessage, txn: Callable[[], str] | None = None) -> list[M
         return []
     make = txn or (lambda: uuid.uuid4().hex)
     msgtype = STYLE_MSGTYPE[out.style]
+    pieces = split_text(out.text, MAX_BODY_BYTES)
     return [
         MatrixOutbound(
             target,
@@ -235,10 +237,18 @@ def render(out: OutgoingMessage, txn: Callable[[], str] | None = None) -> list[M
             kind=msgtype,
             private=out.private,
             reply_to=out.reply_to,
-            txn_id=make(),
+            txn_id=make() if out.reply_to is None else reply_txn(out, n, piece),
         )
-        for piece in split_text(out.text, MAX_BODY_BYTES)
+        for n, piece in enumerate(pieces)
     ]
+
+
+def reply_txn(out: OutgoingMessage, n: int, piece: str) -> str:
+    """The transaction id of piece ``n`` of an answer: the same for the same answer to the same
+    event, so that an answer sent again after a restart (its send was not acknowledged to the
+    bus) is stored once by the homeserver, which keeps a device's transaction ids."""
+    key = "\0".join((out.reply_to or "", out.target, out.style.value, str(n), piece))
+    return "r" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def message_content(item: Outbound, thread: str | None = None) -> dict[str, Any]:
