@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, irc, supervisor
+from . import bus, commands, irc, matrix, supervisor
 
 
 def main() -> None:
@@ -27,6 +27,10 @@ def main() -> None:
     commands.main()
     print("== irc: raw IRC client -> ngircd -> connector -> router -> echo -> back")
     irc.main()
+    print(
+        "== matrix: client -> Synapse -> connector -> router -> echo -> back, vs a plain echo loop"
+    )
+    matrix.main()
 
 
 if __name__ == "__main__":
