@@ -27,7 +27,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Final
 
-from nio import AsyncClient, SyncResponse
+from nio import AsyncClient, MegolmEvent, SyncResponse
+from nio.exceptions import EncryptionError
 
 from eeveepy.connector import ConnectionState, Link
 from eeveepy.errors import MatrixSessionError
@@ -42,6 +43,9 @@ __all__ = ["MatrixSession", "Threads"]
 
 THREADS_KEPT: Final = 10_000
 """Event ids whose thread is remembered (answers to older ones ask the homeserver)."""
+KEY_WAIT: Final = 60.0
+"""Seconds an encrypted message is kept, and tried again after each sync, while its room key
+has not arrived (keys travel separately and may come after the message)."""
 
 
 class Threads(OrderedDict[str, str | None]):
@@ -71,6 +75,15 @@ class MatrixSession:
         self.threads = threads
         self.me = settings.user_id
         self.log = link.log
+        self.undecrypted: list[tuple[str, Any, float]] = []
+        """Encrypted messages waiting for their key: room, event, give-up time."""
+
+    @property
+    def live(self) -> MatrixSettings:
+        """The operator's current settings (a reload changes them; the session's own,
+        ``self.s``, are those it was opened with)."""
+        current = self.link.op.settings
+        return current if isinstance(current, MatrixSettings) else self.s
 
     @property
     def filter(self) -> dict[str, Any]:
@@ -129,23 +142,53 @@ class MatrixSession:
     ) -> None:
         """Hand one sync on to the bus, then store its token."""
         for room_id, info in resp.rooms.join.items():
-            events = [e.source for e in info.timeline.events]
             if backlog:
                 continue
-            tl = info.timeline
+            tl, events = info.timeline, list(info.timeline.events)
             if tl.limited and since is not None and tl.prev_batch:
+                most = self.live.max_backfill
                 gap = await fill_gap(
-                    self.client, room_id, tl.prev_batch, since, self.log, most=self.s.max_backfill
+                    self.client, room_id, tl.prev_batch, since, self.log, most=most
                 )
-                events = [e.source for e in gap] + events
+                events = gap + events
                 self.log.info("timeline gap filled", room=room_id, events=len(gap))
-            await self._room(room_id, after_own_join(events, self.me))
+            for event in events:
+                if isinstance(event, MegolmEvent):
+                    await self._wait_for_key(room_id, event)
+            plain = [e.source for e in events if not isinstance(e, MegolmEvent)]
+            await self._room(room_id, after_own_join(plain, self.me))
+        await self._decrypt_waiting()
         for room_id, left in resp.rooms.leave.items():
             for event in left.timeline.events:
                 await self._event(room_id, event.source)
         for room_id, invite in resp.rooms.invite.items():
             await self._invited(room_id, [e.source for e in invite.invite_state])
         self.store.save_sync_token(resp.next_batch)
+
+    async def _wait_for_key(self, room_id: str, event: Any) -> None:
+        """Keep an encrypted message whose room key has not arrived; ask the sender's devices
+        for the key."""
+        self.log.info("waiting for the key of an encrypted message", room=room_id)
+        self.undecrypted.append((room_id, event, time.monotonic() + KEY_WAIT))
+        try:
+            await self.client.request_room_key(event)
+        except Exception as exc:  # a key request is a courtesy: never fatal
+            self.log.debug("room key not requested", error=repr(exc))
+
+    async def _decrypt_waiting(self) -> None:
+        """Publish the waiting messages whose key has come; give up on the too old."""
+        waiting, self.undecrypted = self.undecrypted, []
+        now = time.monotonic()
+        for room_id, event, give_up in waiting:
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except EncryptionError:
+                if now < give_up:
+                    self.undecrypted.append((room_id, event, give_up))
+                else:
+                    self.log.warning("cannot decrypt a message: its key never came", room=room_id)
+                continue
+            await self._room(room_id, [decrypted.source])
 
     async def _room(self, room_id: str, events: list[Mapping[str, Any]] | Any) -> None:
         room = self.client.rooms.get(room_id)
@@ -161,13 +204,11 @@ class MatrixSession:
                 event, room_id, self.link.network, names, me=self.me, my_name=me_name
             )
             if msg is None:
-                if event.get("type") == "m.room.encrypted":
-                    self.log.warning("cannot decrypt a message", room=room_id)
                 await self._event(room_id, event)
                 continue
             assert msg.message_id is not None
             self.threads.note(msg.message_id, thread_of(event.get("content") or {}))
-            if not fresh(event, now_ms, self.s.max_command_age):
+            if not fresh(event, now_ms, self.live.max_command_age):
                 stale += 1
                 continue
             msg_id = f"{PLATFORM}~{self.link.network}~{msg.message_id}"
@@ -196,7 +237,9 @@ class MatrixSession:
             "",
         )
         # A room the connector wants (settings, a join request) is joined whoever invites.
-        allowed = room_id in self.link.rooms or (bool(inviter) and self.s.allowed_inviter(inviter))
+        allowed = room_id in self.link.rooms or (
+            bool(inviter) and self.live.allowed_inviter(inviter)
+        )
         await self.link.event(
             ChatEvent(
                 platform=PLATFORM,
