@@ -4,16 +4,21 @@ A Synapse on loopback (SQLite), an embedded nats-server, and router, echo and
 ``operators.matrix`` as real operator processes (egress flood control off). This process is
 the Matrix user: it sends ``!echo N`` in a room and waits for the bot's ``N``.
 
-The same-run baseline is a plain client-server-API echo loop: one matrix-nio client in this
-process that syncs and answers ``!echo N`` with ``N`` itself (no bus, no router). Both are
-measured with the same user, homeserver and method; the figure to watch is the ratio.
+The same-run baseline is a plain client-server-API echo loop: one matrix-nio client in a
+process of its own that syncs and answers ``!echo N`` with ``N`` itself (no bus, no
+router). Both are measured with the same user, homeserver and method; the burst is sent all
+at once (the homeserver orders it) and "in order" compares the answers with the commands'
+order in the room. The figure to watch is the ratio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,8 +64,9 @@ async def _measure(
     mark = user.mark()
     texts = [f"b{n}" for n in range(burst)]
     t0 = time.perf_counter()
-    for text in texts:  # back to back, each send awaited: the order is the user's
-        await user.send(room, f"!echo {text}")
+    # All at once: the homeserver orders them; "in order" compares the answers with the
+    # commands' order in the room's timeline.
+    await asyncio.gather(*(user.send(room, f"!echo {text}") for text in texts))
     want = set(texts)
     got: list[str] = []
     deadline = time.monotonic() + 60
@@ -70,39 +76,50 @@ async def _measure(
             break
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - t0
+    sent = [m.body or "" for m in user.messages(user.user_id, room, since=mark)]
+    order = [b.removeprefix("!echo ") for b in sent if b.removeprefix("!echo ") in want]
     return {
         "p50_ms": statistics.median(samples),
         "p99_ms": samples[int(len(samples) * 0.99) - 1],
         "commands_per_s": len(got) / elapsed,
         "missing": burst - len(set(got)),
-        "in_order": got == texts,
+        "in_order": got == order,
     }
 
 
-async def _plain_bot(server: Synapse, reg: Registered, room: str) -> asyncio.Task[None]:
-    """The baseline: a bare client-server-API echo loop (matrix-nio, no bus)."""
+async def plain_bot(url: str, user_id: str, device_id: str, token: str, room: str) -> None:
+    """The baseline: a bare client-server-API echo loop (matrix-nio, no bus), run as a
+    process of its own like the connector (``python -m tests.bench.matrix plain``)."""
     from nio import AsyncClient, RoomMessageText
 
-    client = AsyncClient(server.url, reg.user_id)
-    client.restore_login(reg.user_id, reg.device_id, reg.access_token)
+    client = AsyncClient(url, user_id)
+    client.restore_login(user_id, device_id, token)
     flt = {"room": {"timeline": {"limit": 500}}, "presence": {"types": []}}
     await client.join(room)
     await client.sync(timeout=0, sync_filter=flt)
 
     async def on_text(r: Any, event: RoomMessageText) -> None:
-        if event.sender != reg.user_id and event.body.startswith("!echo "):
+        if event.sender != user_id and event.body.startswith("!echo "):
             content = {"msgtype": "m.text", "body": event.body.removeprefix("!echo ")}
             await client.room_send(r.room_id, "m.room.message", content)
 
     client.add_event_callback(on_text, RoomMessageText)  # type: ignore[arg-type]
+    try:
+        await client.sync_forever(timeout=30000, sync_filter=flt)
+    finally:
+        await client.close()
 
-    async def loop() -> None:
-        try:
-            await client.sync_forever(timeout=30000, sync_filter=flt)
-        finally:
-            await client.close()
 
-    return asyncio.ensure_future(loop())
+def _spawn_plain(server: Synapse, reg: Registered, room: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BENCH_MATRIX": json.dumps([server.url, reg.user_id, reg.device_id,
+                                                      reg.access_token, room])}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.matrix", "plain"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def _run(server: Synapse, url: str, tmp: Path, sequential: int, burst: int) -> Any:
@@ -125,14 +142,12 @@ async def _run(server: Synapse, url: str, tmp: Path, sequential: int, burst: int
             ("operators.matrix", "matrix.bench", settings),
         )
     ]
-    plain = await _plain_bot(server, plain_reg, plain_room)
+    procs.append(_spawn_plain(server, plain_reg, plain_room))
     try:
         base = await _measure(user, plain_reg.user_id, plain_room, sequential, burst)
-        plain.cancel()
         eevee = await _measure(user, bot_reg.user_id, eevee_room, sequential, burst)
         return base, eevee
     finally:
-        plain.cancel()
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -191,4 +206,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["plain"]:
+        asyncio.run(plain_bot(*json.loads(os.environ["BENCH_MATRIX"])))
+    else:
+        main()
