@@ -39,7 +39,7 @@ EeveeError
  │         │                     (also a RefusedError: dead-lettered)
  │         ├── MatrixSessionError  the homeserver failed or refused a request
  │         │    │                (also a SessionError: the connector reconnects)
- │         │    └── RateLimitedError  HTTP 429 past what the connector waits for itself
+ │         │    └── RateLimitedError  still HTTP 429 after the connector waited it out 10 times
  │         └── MatrixLoginError  the homeserver refused the credentials
  │                               (also an AuthenticationError: retried slowly)
  └── ScaffoldError               `eevee new operator` could not create the package
@@ -270,8 +270,9 @@ class MatrixSessionError(MatrixError, SessionError):
 
 
 class RateLimitedError(MatrixSessionError):
-    """The homeserver answered 429 and asked for a longer wait than the connector takes at once
-    (``retry_after`` seconds); the send is tried again later."""
+    """The homeserver still answered 429 after the connector waited as it asked, ten times in a
+    row (``retry_after``: the last wait it asked for, in seconds); the request is tried again
+    later (a send) or the session starts again (a sync)."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, "M_LIMIT_EXCEEDED")

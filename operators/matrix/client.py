@@ -67,11 +67,12 @@ async def call(
 ) -> R:
     """``await request()`` and its answer once it is not an error.
 
-    A 429 is waited out (``retry_after_ms``, at most ``max_wait`` seconds at once; a longer
-    one raises :class:`~eeveepy.errors.RateLimitedError`) and asked again, up to
-    :data:`MAX_RATE_LIMITED` times; any other error answer raises
+    A 429 is waited out (``retry_after_ms``, at most ``max_wait`` seconds at once) and asked
+    again, up to :data:`MAX_RATE_LIMITED` times (then
+    :class:`~eeveepy.errors.RateLimitedError`); any other error answer raises
     :class:`~eeveepy.errors.MatrixSessionError` with its code, and a connection failure too.
     """
+    wait = 0.0
     for _ in range(MAX_RATE_LIMITED):
         try:
             resp = await request()
@@ -79,14 +80,13 @@ async def call(
             raise MatrixSessionError(f"{what}: {exc or type(exc).__name__}") from exc
         if not isinstance(resp, ErrorResponse):
             return resp
-        wait = retry_after(resp)
-        if wait is None:
+        asked = retry_after(resp)
+        if asked is None:
             raise MatrixSessionError(f"{what}: {resp.status_code} {resp.message}", resp.status_code)
-        if wait > max_wait:
-            raise RateLimitedError(f"{what}: rate limited for {wait:.1f} s", wait)
+        wait = asked
         log.warning("rate limited by the homeserver: waiting", request=what, seconds=wait)
-        await asyncio.sleep(wait)
-    raise RateLimitedError(f"{what}: still rate limited after {MAX_RATE_LIMITED} waits", 0.0)
+        await asyncio.sleep(min(wait, max_wait))
+    raise RateLimitedError(f"{what}: still rate limited after {MAX_RATE_LIMITED} waits", wait)
 
 
 async def _token_works(client: AsyncClient, log: Any) -> bool:

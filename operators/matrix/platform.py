@@ -12,6 +12,7 @@ retries; rooms are room ids or aliases, compared as they are written. Control re
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Final
 
 from nio import (
@@ -126,13 +127,11 @@ class MatrixPlatform(Platform[MatrixSettings]):
         client = self._client
         if client is None:
             return  # the session ended meanwhile: the next one joins them all
-        for room in rooms:
-            if room.name in client.rooms:
-                continue
+        for name in [r.name for r in rooms if r.name not in client.rooms]:
             try:
-                await call(lambda r=room.name: client.join(r), "join", self._log)  # type: ignore[misc]
+                await call(partial(client.join, name), "join", self._log)
             except MatrixSessionError as exc:
-                self._log.warning("cannot join", room=room.name, error=str(exc))
+                self._log.warning("cannot join", room=name, error=str(exc))
 
     async def goodbye(self) -> None:
         return None  # a Matrix session has nothing to close politely: the token stays valid
@@ -144,29 +143,33 @@ class MatrixPlatform(Platform[MatrixSettings]):
 
     async def send(self, item: Outbound) -> None:
         client = self._current()
-        assert self._settings is not None
+        txn = item.txn_id if isinstance(item, MatrixOutbound) and item.txn_id else None
+        key = txn or str(id(item))
+        try:
+            await self._send(client, item, txn)
+        except MatrixSessionError as exc:
+            self._failures[key] = failures = self._failures.get(key, 0) + 1
+            if exc.status in GIVE_UP or failures >= MAX_SEND_FAILURES:
+                self._failures.pop(key, None)
+                raise MatrixTargetError(f"{item.target}: {exc}") from None
+            raise
+        except (LocalProtocolError, OlmTrustError, SendRetryError) as exc:
+            raise MatrixTargetError(f"{item.target}: cannot send there: {exc}") from None
+        self._failures.pop(key, None)
+
+    async def _send(self, client: AsyncClient, item: Outbound, txn: str | None) -> None:
         room_id = await self._room_for(client, item)
         thread = await self._thread(client, room_id, item.reply_to)
         content = message_content(item, thread)
-        txn = item.txn_id if isinstance(item, MatrixOutbound) and item.txn_id else None
+        settings = self._link.op.settings if self._link is not None else self._settings
+        assert isinstance(settings, MatrixSettings)
 
         def send() -> Any:
             return client.room_send(
                 room_id, "m.room.message", content, tx_id=txn, ignore_unverified_devices=True
             )
 
-        key = txn or str(id(item))
-        try:
-            await call(send, "send", self._log, max_wait=self._settings.max_retry_after)
-        except MatrixSessionError as exc:
-            self._failures[key] = failures = self._failures.get(key, 0) + 1
-            if exc.status in GIVE_UP or failures >= MAX_SEND_FAILURES:
-                self._failures.pop(key, None)
-                raise MatrixTargetError(f"{room_id}: {exc}") from None
-            raise
-        except (LocalProtocolError, OlmTrustError, SendRetryError) as exc:
-            raise MatrixTargetError(f"{room_id}: cannot send here: {exc}") from None
-        self._failures.pop(key, None)
+        await call(send, "send", self._log, max_wait=settings.max_retry_after)
 
     async def _room_for(self, client: AsyncClient, item: Outbound) -> str:
         """The room id to send ``item`` to: the target, its alias resolved, or the direct
