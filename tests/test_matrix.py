@@ -27,7 +27,9 @@ from eeveepy.protocol.models import (  # noqa: E402
     ChatMessage,
     ConnectorControl,
     ConnectorControlResult,
+    DeadLetter,
     MessageStyle,
+    OutgoingMessage,
     Ping,
     Pong,
 )
@@ -286,6 +288,29 @@ async def test_control_join_names_part(bus: ChatSystem, main: Setup) -> None:
     bad = await ctl(action="join", room="not a room")
     assert not bad.ok
     assert "not a room id" in bad.message
+
+
+async def test_invalid_targets_are_dead_lettered(bus: ChatSystem, main: Setup) -> None:
+    s = main
+    out = bus.subjects.chat_out("matrix", s.network)
+    dead = await bus.collect(bus.subjects.dlq(out), DeadLetter)
+    for target, private in (("general", False), ("@bob:localhost", False), (s.room, True)):
+        msg = OutgoingMessage(
+            platform="matrix", network=s.network, target=target, text="nope", private=private
+        )
+        await bus.io.publish(out, msg)
+        letter = (await asyncio.wait_for(dead.get(), WAIT)).body
+        assert letter.reason.startswith("invalid Matrix"), letter
+        assert letter.receiver == f"matrix.{s.network}"
+    # a room the bot is not in: refused by the homeserver, dropped (not retried forever)
+    mark = s.alice.mark()
+    stranger = await s.alice.create_room(invite=[])
+    await bus.io.publish(
+        out, OutgoingMessage(platform="matrix", network=s.network, target=stranger, text="x")
+    )
+    _, got = await answer(s.alice, s.bot.user_id, s.room, "!echo still here", s.proc)
+    assert got.body == "still here"
+    assert not s.alice.messages(s.bot.user_id, stranger, since=mark)
 
 
 # -- restarts, backlog, bursts -----------------------------------------------------------------
