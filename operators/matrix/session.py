@@ -159,7 +159,7 @@ class MatrixSession:
             await self._room(room_id, after_own_join(plain, self.me))
         await self._decrypt_waiting()
         for room_id, left in resp.rooms.leave.items():
-            for event in left.timeline.events:
+            for event in [] if backlog else left.timeline.events:
                 await self._event(room_id, event.source)
         for room_id, invite in resp.rooms.invite.items():
             await self._invited(room_id, [e.source for e in invite.invite_state])
