@@ -10,8 +10,9 @@ recovering its store) is tried again, and the operator keeps running; once the b
 again the lease is re-established, also when its key expired meanwhile.
 
 Each key's revision is this supervisor's to keep: the operations on one key (take, renew,
-give back) never interleave, and renewal rounds never overlap. Otherwise two renewals of one key race with the same revision, and a
-lease given back while its renewal was in flight is renewed again for an operator that is gone.
+give back) never interleave, and renewal rounds never overlap. Otherwise two renewals of one
+key race with the same revision, and a lease given back while its renewal was in flight is
+renewed again for an operator that is gone.
 """
 
 from __future__ import annotations
