@@ -23,6 +23,7 @@ EeveeError
  ├── ForkServerError             the fork server could not be started or could not spawn
  ├── OperatorError               an operator's runtime could not start or was misused
  ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ │    └── AlreadyRunningError    another supervisor holds the state directory (pid, since when)
  ├── ConnectorError              a chat connector's platform failed, or the kit was misused
  │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
  │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
@@ -191,6 +192,10 @@ class OperatorError(EeveeError):
 
 class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
+
+
+class AlreadyRunningError(SupervisorError):
+    """Another ``eevee up`` holds this state directory's lock; the message names it."""
 
 
 class ConnectorError(EeveeError):
