@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from eeveepy.protocol.models import (
 from eeveepy.runtime.contract import (
     ENV_CACHE_DIR,
     ENV_DATA_DIR,
+    ENV_INBOX_PREFIX,
     ENV_NATS_PASSWORD,
     ENV_NATS_URL,
     ENV_NATS_USER,
@@ -73,7 +74,7 @@ class Supervisor:
         self._log = structlog.get_logger("eeveepy.supervisor", supervisor=self.name)
         self._bus: Bus | None = None
         self._procs: dict[str, OperatorProcess] = {}  # in start order
-        self._users = BusUsers()
+        self._users = BusUsers(config.prefix)
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
         launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
         self._host = SupervisorHost(self._watch, launcher)
@@ -173,7 +174,7 @@ class Supervisor:
                 self._log.warning("bus and prefix changes need a restart of eevee up")
             plan = plan_reload(self.config.operators, new.operators)
             try:  # the new operators' bus users first: the plan changes once they are in force
-                await self._sync_users([*self.config.operators, *plan.added])
+                await self._sync_users({**self.config.operators, **new.operators})
             except NatsServerError as exc:
                 for op_id in plan.added:
                     self._users.forget(op_id)
@@ -187,7 +188,7 @@ class Supervisor:
                 await self._remove(op_id)
             if plan.removed:
                 try:
-                    await self._sync_users(list(new.operators))
+                    await self._sync_users(new.operators)
                 except NatsServerError as exc:
                     self._log.error(
                         "removed operators' bus users are still valid (the next reload retries)",
@@ -271,9 +272,9 @@ class Supervisor:
 
     # -- bus and leases --------------------------------------------------------------------
 
-    async def _sync_users(self, op_ids: list[str]) -> None:
+    async def _sync_users(self, operators: Mapping[str, OperatorConfig]) -> None:
         if self._bus is not None and self._bus.server is not None:
-            await self._bus.server.set_users(self._users.users(op_ids))
+            await self._bus.server.set_users(self._users.users(operators))
 
     async def _start_leases(self, bus: Bus) -> None:
         self._host.leases = await Leases.open(
@@ -331,6 +332,7 @@ class Supervisor:
         if self._bus is not None and self._bus.server is not None:
             env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
             env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
+            env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
         elif self.config.bus.user:
             env[ENV_NATS_USER] = self.config.bus.user
             env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
