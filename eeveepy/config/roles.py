@@ -90,11 +90,11 @@ def connector_network(operator_id: str, platform: str, settings: Mapping[str, An
     setting = settings.get("network")
     if isinstance(setting, str) and setting:
         return setting
+    if platform == "console":  # the console's network is its setting alone
+        return "local"
     head = f"{platform}."
     if operator_id.startswith(head) and len(operator_id) > len(head):
         return operator_id[len(head) :]
-    if platform == "console":
-        return "local"
     fallback = settings.get({"irc": "host", "xmpp": "jid"}.get(platform, ""))
     if isinstance(fallback, str):
         return fallback.split("/", 1)[0] if platform == "xmpp" else fallback
