@@ -120,7 +120,8 @@ class Harness:
                 await self.answers[env.body.reply_to or ""].put(env)
 
         # Not `{p}.>`: a subscriber to command.run.* would hide "no responders" from the router.
-        for pattern in ("chat.>", "command.register", "operator.ready.>", "dlq.>", "log.>"):
+        patterns = ("chat.>", "command.register.>", "operator.ready.>", "dlq.>", "log.>")
+        for pattern in patterns:
             await self.nc.subscribe(f"{self.prefix}.{pattern}", cb=record)
         await self.nc.subscribe("_INBOX.>", cb=record)
         await self.nc.flush()

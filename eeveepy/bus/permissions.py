@@ -177,7 +177,7 @@ def role_permissions(
         )
     if role is Role.COMMAND:
         return Permissions(
-            publish=(f"{p}.command.register", f"{p}.chat.out.>"),
+            publish=(Subjects(prefix).command_register(operator_id), f"{p}.chat.out.>"),
             subscribe=(
                 f"{p}.command.run.*",
                 f"{p}.command.sync",
@@ -200,6 +200,7 @@ def role_permissions(
             ),
             subscribe=(
                 f"{p}.command.register",
+                f"{p}.command.register.>",
                 f"{p}.chat.in.>",
                 f"{p}.chat.event.>",
                 deliver_subject(prefix, chat_in, ROUTER_DURABLE),
