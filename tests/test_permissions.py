@@ -25,6 +25,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import StreamConfig
 from supervisor_fixtures import System, system_factory
 
 from eeveepy.bus.names import kv_bucket_name, leases_bucket_name
@@ -237,9 +238,14 @@ async def test_forged_log_records_are_refused_own_ones_pass(system: System) -> N
 async def test_other_buckets_and_the_leases_are_out_of_reach(system: System) -> None:
     async with as_operator(system, "echo", inbox_prefix="_INBOX.echo") as echo:
         js = echo.nc.jetstream(timeout=1.0)
-        own = await js.create_key_value(bucket=kv_bucket_name("echo"))
+        own = await js.key_value(kv_bucket_name("echo"))  # made by the supervisor
         await own.put("k", b"v")  # its own bucket works
         assert (await own.get("k")).value == b"v"
+        # making a stream (even its bucket's) would let it capture others' subjects
+        capture = StreamConfig(name=f"KV_{kv_bucket_name('echo')}", subjects=["_INBOX.>"])
+        with pytest.raises(NatsTimeout):
+            await js.add_stream(capture)
+        await echo.violation(f'for publish to "$JS.API.STREAM.CREATE.{capture.name}"')
         for bucket in (kv_bucket_name("router"), leases_bucket_name("eevee")):
             with pytest.raises(NatsTimeout):  # refused: no answer comes
                 await js.key_value(bucket)

@@ -12,7 +12,8 @@ Every operator may (:func:`base_permissions`):
 - subscribe to its own ``operator.ping.<id>`` and ``operator.ctl.<id>``, and to its own
   reply inbox ``_INBOX.<id token>.>`` (:func:`inbox_prefix`; the client must use it as its
   inbox prefix, ``EEVEE_INBOX_PREFIX``), so no operator reads another's replies;
-- use its own key-value bucket (``eevee_<id>``) and nothing else of JetStream, except
+- use its own key-value bucket (``eevee_<id>``, made by the supervisor: whoever makes a
+  stream chooses what it captures) and nothing else of JetStream, except
   looking up which stream stores a subject (``$JS.API.STREAM.NAMES``) and ``$JS.API.INFO``.
 
 Roles add (:func:`role_permissions`) what ``eeveepy/config/roles.py`` tabulates, each with the
@@ -104,7 +105,10 @@ def kv_subjects(bucket: str) -> tuple[str, ...]:
     stream = f"KV_{bucket}"
     return (
         f"$KV.{bucket}.>",
-        *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("INFO", "CREATE", "UPDATE", "PURGE")),
+        # not CREATE or UPDATE: the creator of a stream chooses what it captures (the
+        # supervisor makes the buckets, eeveepy/bus/buckets.py)
+        f"{_JS}.STREAM.INFO.{stream}",
+        f"{_JS}.STREAM.PURGE.{stream}",
         f"{_JS}.STREAM.MSG.GET.{stream}",
         f"{_JS}.STREAM.MSG.DELETE.{stream}",
         f"{_JS}.DIRECT.GET.{stream}",

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from eeveepy.aio import cancel_and_wait
+from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
 from eeveepy.paths import OperatorPaths, Paths
@@ -154,6 +155,7 @@ class Supervisor:
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
+        await ensure_buckets(bus.nc.jetstream(), self.config.operators, self._log)
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
@@ -194,6 +196,8 @@ class Supervisor:
                         "removed operators' bus users are still valid (the next reload retries)",
                         error=str(exc),
                     )
+            if self._bus is not None:
+                await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
             for cfg, step in plan.steps:
                 if step is Step.ADD:
                     self._add(cfg)
