@@ -295,3 +295,23 @@ def test_secrets_are_nowhere_in_clear(system: System) -> None:
             assert secret not in text, where
         assert not [c for c in cmdlines if secret in c]
         assert not [text for text in logs if secret in text]
+
+
+async def test_a_restarted_operator_gets_a_new_secret_the_old_one_is_void(
+    system: System,
+) -> None:
+    before = system.op("echo")
+    old = credentials(system, "echo")
+    psutil.Process(before["pid"]).kill()
+    after = system.wait_op("echo", lambda s: s["state"] == "RUNNING" and s["pid"] != before["pid"])
+    new = credentials(system, "echo")
+    assert new["user"] == old["user"]
+    assert new["password"] != old["password"]
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        await nats.connect(state(system)["url"], allow_reconnect=False, connect_timeout=2, **old)
+    async with connected(system, **new, source="echo") as echo:  # the new one works
+        await echo.publish(
+            S.log("echo", "info"), LogRecord(operator="echo", level="info", event="x")
+        )
+        assert not echo.errors
+    assert after["restarts"] == before["restarts"] + 1

@@ -80,6 +80,10 @@ class BusUsers:
         self._operators[op_id] = _secret()
         return self._operators[op_id]
 
+    def restore(self, op_id: str, secret: str) -> None:
+        """Give ``op_id`` back ``secret`` (a rotation the server did not take)."""
+        self._operators[op_id] = secret
+
     def forget(self, op_id: str) -> None:
         """Drop ``op_id``'s secret: a later user of that id gets a new one."""
         self._operators.pop(op_id, None)

@@ -76,6 +76,8 @@ class Supervisor:
         self._bus: Bus | None = None
         self._procs: dict[str, OperatorProcess] = {}  # in start order
         self._users = BusUsers(config.prefix)
+        self._started_once: set[str] = set()  # operators whose first secret was handed out
+        self._synced: dict[str, OperatorConfig] = dict(config.operators)  # the server's users
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
         launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
         self._host = SupervisorHost(self._watch, launcher)
@@ -150,6 +152,8 @@ class Supervisor:
             log=self._log,
         )
         self._host.start_shipping(bus.ipc)
+        if bus.server is not None:
+            self._host.credentials = self._fresh_secret
         await self._start_leases(bus)
         await serve_requests(
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
@@ -279,6 +283,23 @@ class Supervisor:
     async def _sync_users(self, operators: Mapping[str, OperatorConfig]) -> None:
         if self._bus is not None and self._bus.server is not None:
             await self._bus.server.set_users(self._users.users(operators))
+            self._synced = dict(operators)
+
+    async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
+        """A new bus secret for ``cfg``'s process about to start again (the first start uses
+        the one the server was given with the others): what a dead process leaked is void."""
+        if cfg.id not in self._started_once:
+            self._started_once.add(cfg.id)
+            return {}
+        old = self._users.password(cfg.id)
+        new = self._users.rotate(cfg.id)
+        try:
+            await self._sync_users(self._synced)
+        except NatsServerError as exc:
+            self._users.restore(cfg.id, old)
+            self._log.warning("bus secret not renewed", operator=cfg.id, error=str(exc))
+            return {}
+        return {ENV_NATS_PASSWORD: new}
 
     async def _start_leases(self, bus: Bus) -> None:
         self._host.leases = await Leases.open(
@@ -356,6 +377,7 @@ class Supervisor:
     async def _remove(self, op_id: str) -> None:
         proc = self._procs.pop(op_id, None)
         self._users.forget(op_id)
+        self._started_once.discard(op_id)
         if proc is not None:
             await proc.close(proc.cfg.stop_timeout)
 
