@@ -28,6 +28,11 @@ class BusConfig(BaseModel):
     password: str | None = None
     token: str | None = None
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey).")
+    users_file: Path | None = Field(
+        default=None,
+        description="Secrets of eevee's users on this server, made by `eevee config "
+        "nats-permissions`: then each operator logs in as its own user.",
+    )
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eeveepy import __version__
+from eeveepy.cli import natsperms
 from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
 from eeveepy.errors import ConfigError, EeveeError
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_config_check)
+    natsperms.add_parser(config_sub, common)
 
     schema = sub.add_parser(
         "schema", parents=[common], help="write the JSON Schemas of every envelope kind"

@@ -18,6 +18,7 @@ from nats.aio.client import Client as NatsClient
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.external import UsersFile, users_file_path
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.bus.streams import ensure_chat_streams
@@ -43,6 +44,8 @@ class Bus:
     """The supervisor's envelopes on ``nc``."""
     server: EmbeddedNats | None
     """The embedded server, or None for a configured bus."""
+    users: UsersFile | None = None
+    """A configured bus's eevee users (``[bus] users_file``), or None."""
 
 
 async def start_bus(
@@ -58,6 +61,7 @@ async def start_bus(
     """Start the embedded server in ``store_dir`` (or take the configured one), connect, make
     sure of the streams. ``watch`` follows the connection (and the embedded server)."""
     server: EmbeddedNats | None = None
+    external: UsersFile | None = None
     if config.bus.url is None:
         server = EmbeddedNats(
             store_dir=store_dir,
@@ -79,9 +83,12 @@ async def start_bus(
         )
     else:
         url = config.bus.url
+        external = _users_file(config)
         nc = await connect(
             config.bus,
             name=f"supervisor:{name}",
+            user=SUPERVISOR_USER if external else None,
+            password=external.supervisor if external else None,
             on_disconnect=watch.disconnected,
             on_reconnect=on_reconnect,
         )
@@ -89,7 +96,13 @@ async def start_bus(
     await ipc.attach(nc)
     await _ensure_streams(nc, config, log)
     watch.keep_streams(nc.jetstream(), config)  # ensured again once JetStream is back
-    return Bus(url=url, nc=nc, ipc=ipc, server=server)
+    return Bus(url=url, nc=nc, ipc=ipc, server=server, users=external)
+
+
+def _users_file(config: Config) -> UsersFile | None:
+    """The external bus's ``[bus] users_file`` (see :mod:`eeveepy.bus.external`), if set."""
+    path = users_file_path(config)
+    return UsersFile.load(path) if path is not None else None
 
 
 async def _ensure_streams(nc: NatsClient, config: Config, log: FilteringBoundLogger) -> None:

@@ -358,6 +358,14 @@ class Supervisor:
             env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
             env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
             env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
+        elif self._bus is not None and self._bus.users is not None:  # [bus] users_file
+            try:
+                env[ENV_NATS_PASSWORD] = self._bus.users.operator(cfg.id)
+            except ConfigError as exc:
+                self._log.error("operator without a bus user", operator=cfg.id, error=str(exc))
+            else:
+                env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
+                env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
         elif self.config.bus.user:
             env[ENV_NATS_USER] = self.config.bus.user
             env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
@@ -395,8 +403,12 @@ class Supervisor:
             "supervisor": self.name,
             "pid": os.getpid(),
             "url": bus.url,
-            "user": CLI_USER if embedded else self.config.bus.user,
-            "password": self._users.cli_password if embedded else self.config.bus.password,
+            "user": CLI_USER if embedded or bus.users else self.config.bus.user,
+            "password": self._users.cli_password
+            if embedded
+            else bus.users.cli
+            if bus.users
+            else self.config.bus.password,
             "prefix": self.config.prefix,
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),
