@@ -37,9 +37,9 @@ def provenance_problem(relative: str, source: str, body: Any) -> str | None:
         platform, _, rest = rest.partition(".")
         network = rest.partition(".")[0]
         said_platform, said_network = _field(body, "platform"), _field(body, "network")
-        if said_platform != platform or not isinstance(said_network, str):
+        if said_platform != platform:
             return f"body.platform {said_platform!r} is not the subject's {platform!r}"
-        if encode_token(said_network) != network:
+        if not isinstance(said_network, str) or encode_token(said_network) != network:
             return f"body.network {said_network!r} is not the subject's network"
         return None
     for branch in _OWN_ID_BRANCHES:
