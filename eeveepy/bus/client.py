@@ -60,8 +60,7 @@ async def connect(
     ``url``/``user``/``password`` override the configuration (the supervisor hands each operator
     its own credentials); ``inbox_prefix`` is where replies to this client's requests go (an
     operator may only receive on its own, ``EEVEE_INBOX_PREFIX``). After the first connect,
-    lost connections are retried
-    forever.
+    lost connections are retried forever.
     """
     log = structlog.get_logger("eeveepy.bus")
     servers = [u for u in [url or cfg.url, *cfg.servers] if u]

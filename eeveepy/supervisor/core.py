@@ -440,17 +440,20 @@ class Supervisor:
         return [proc.status() for proc in self._procs.values()]
 
     def _write_state(self, bus: Bus) -> None:
-        embedded = bus.server is not None
+        user: str | None
+        password: str | None
+        if bus.server is not None:  # the CLI's own user: the embedded server's, or users_file's
+            user, password = CLI_USER, self._users.cli_password
+        elif bus.users is not None:
+            user, password = CLI_USER, bus.users.cli
+        else:
+            user, password = self.config.bus.user, self.config.bus.password
         state = {
             "supervisor": self.name,
             "pid": os.getpid(),
             "url": bus.url,
-            "user": CLI_USER if embedded or bus.users else self.config.bus.user,
-            "password": self._users.cli_password
-            if embedded
-            else bus.users.cli
-            if bus.users
-            else self.config.bus.password,
+            "user": user,
+            "password": password,
             "prefix": self.config.prefix,
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),
