@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/eevee.toml
 JS     := operators/js
 
-.PHONY: help venv js up test lint format pytest bench schemas clean irc-servers
+.PHONY: help venv js up test lint format pytest bench schemas clean chat-servers
 
 help:
 	@echo "make up       start eevee (embedded NATS, default operators) on $(CONFIG)"
@@ -15,7 +15,7 @@ help:
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make lint     ruff and mypy only"
 	@echo "make js       install the JavaScript operators' npm dependencies (npm ci)"
-	@echo "make irc-servers  apt-install ngircd, inspircd, anope for the IRC tests (if missing)"
+	@echo "make chat-servers  apt-install ngircd, inspircd, anope, prosody for the connector tests (if missing)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,9 +53,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix eeveepy operators tests
 	$(BIN)/ruff format eeveepy operators tests
 
-# The IRC servers tests/test_irc.py runs against (apt; only those missing). .ci/run does it too.
-irc-servers:
-	bash .ci/irc-servers
+# The chat servers the connector tests run against (apt; only those missing). .ci/run does it too.
+chat-servers:
+	bash .ci/chat-servers
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

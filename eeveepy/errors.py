@@ -23,9 +23,11 @@ EeveeError
  ├── ForkServerError             the fork server could not be started or could not spawn
  ├── OperatorError               an operator's runtime could not start or was misused
  ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ │    └── AlreadyRunningError    another supervisor holds the state directory (pid, since when)
  ├── ConnectorError              a chat connector's platform failed, or the kit was misused
  │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
  │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
+ │    │    └── UntrustedServerError  the server's TLS certificate could not be verified
  │    ├── RefusedError           an outgoing message the platform will never send (dead-lettered)
  │    ├── IrcError               the IRC connector (operators/irc)
  │    │    ├── IrcTextError      a programming mistake in a call to the IRC text helpers
@@ -192,6 +194,10 @@ class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
 
 
+class AlreadyRunningError(SupervisorError):
+    """Another ``eevee up`` holds this state directory's lock; the message names it."""
+
+
 class ConnectorError(EeveeError):
     """A chat connector's platform failed, or the connector kit was used wrongly."""
 
@@ -202,6 +208,12 @@ class SessionError(ConnectorError):
 
 class AuthenticationError(ConnectorError):
     """The chat platform refused the credentials; the connector retries, slowly."""
+
+
+class UntrustedServerError(AuthenticationError):
+    """The chat server's TLS certificate could not be verified (wrong CA, wrong name...).
+
+    Retried as slowly as refused credentials: it does not fix itself."""
 
 
 class RefusedError(ConnectorError):

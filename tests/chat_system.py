@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from eeveepy.protocol.models import (
@@ -101,3 +103,15 @@ class ChatSystem(PrefixedBus):
                     return
             logs = "\n".join(p.log() for p in self.procs)
             assert asyncio.get_running_loop().time() < deadline, f"echo never registered\n{logs}"
+
+
+@contextlib.asynccontextmanager
+async def running_system(url: str, tmp: Path, platform: str) -> AsyncIterator[ChatSystem]:
+    """A started :class:`ChatSystem` with router and echo (echo registered), closed at exit."""
+    system = ChatSystem(url, tmp, platform=platform)
+    await system.start()
+    try:
+        await system.commands()
+        yield system
+    finally:
+        await system.close()

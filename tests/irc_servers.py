@@ -61,7 +61,7 @@ def _need(name: str, package: str | None = None) -> str:
     if path is None:
         raise ServerUnavailable(
             f"{name} is not installed (apt-get install --no-install-recommends {package or name};"
-            " .ci/run and `make irc-servers` do it)"
+            " .ci/run and `make chat-servers` do it)"
         )
     return path
 
@@ -96,8 +96,8 @@ def _tail(path: Path, n: int = 3000) -> str:
         return ""
 
 
-def make_cert(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1 (openssl CLI)."""
+def make_cert(directory: Path, names: str = "DNS:localhost,IP:127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for ``names`` (a subjectAltName value; openssl CLI)."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     openssl = _need("openssl")
     subprocess.run(
@@ -105,7 +105,7 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
             openssl,
             *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
             *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
-            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+            *("-addext", f"subjectAltName={names}"),
         ],
         check=True,
         capture_output=True,

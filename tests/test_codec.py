@@ -512,3 +512,15 @@ def test_dead_letter_is_a_publishable_body() -> None:
     letter = dead_letter("s.x", "r", "o", b"\x00\xff" * 3000)
     _, payload = EnvelopeEncoder(SOURCE).encode(letter)
     assert EnvelopeDecoder(DeadLetter).decode(payload).body == letter
+
+
+def test_a_body_with_a_lone_surrogate_is_an_envelope_error() -> None:
+    from eeveepy.errors import EnvelopeError
+    from eeveepy.protocol.codec import EnvelopeEncoder
+    from eeveepy.protocol.models import Ready
+
+    encoder = EnvelopeEncoder("test")
+    with pytest.raises(EnvelopeError, match="cannot be encoded"):
+        encoder.encode(Ready(operator="op\ud800", pid=1))
+    with pytest.raises(EnvelopeError, match="cannot be encoded"):
+        encoder.encode(Ready(operator="op", pid=1), {"h": "\udcff"})

@@ -36,7 +36,7 @@ from eeveepy.protocol.models import (  # noqa: E402
     Ping,
     Pong,
 )
-from tests.chat_system import ChatSystem  # noqa: E402
+from tests.chat_system import ChatSystem, running_system  # noqa: E402
 from tests.irc_servers import (  # noqa: E402
     SASL_ACCOUNT,
     InspircdAnope,
@@ -58,13 +58,8 @@ Bus = ChatSystem
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def bus(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bus]:
-    b = Bus(nats_url, tmp_path_factory.mktemp("irc"))
-    await b.start()
-    try:
-        await b.commands()
+    async with running_system(nats_url, tmp_path_factory.mktemp("irc"), "irc") as b:
         yield b
-    finally:
-        await b.close()
 
 
 def plain(server: Ngircd, **settings: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol, TypeVar
 from pydantic import BaseModel
 
 from eeveepy.connector.control import ControlRequest
-from eeveepy.connector.egress import EgressLimits, Outbound
+from eeveepy.connector.egress import Confirmation, EgressLimits, Outbound
 from eeveepy.connector.link import Link, Room
 from eeveepy.errors import ConnectorError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
@@ -107,9 +107,11 @@ class Platform(Protocol[S_contra]):
         :class:`~eeveepy.errors.RefusedError` for one that must not be sent (dead-lettered)."""
         ...
 
-    async def send(self, item: Outbound) -> None:
+    async def send(self, item: Outbound) -> Confirmation | None:
         """Send one item now; raise ``SessionError``/``OSError`` to have it tried again, or
-        ``RefusedError`` to drop it."""
+        ``RefusedError`` to drop it. A platform whose server confirms receipt may return a
+        confirmation (an awaitable that completes once the server has the item): the message
+        then counts as sent, and its stored copy is acknowledged, only when it completes."""
         ...
 
     async def control(self, req: ControlRequest, link: Link) -> ConnectorControlResult:
@@ -120,6 +122,17 @@ class Platform(Protocol[S_contra]):
     async def goodbye(self) -> None:
         """Leave politely (IRC: QUIT) at stop; the kit bounds it in time."""
         ...
+
+
+def network_name(setting: str | None, operator_id: str, platform: str, fallback: str) -> str:
+    """The network name on the bus: ``setting`` if given, else the operator id after
+    ``<platform>.`` (``irc.libera`` -> ``libera``), else ``fallback`` (the host, the JID...)."""
+    if setting:
+        return setting
+    head = f"{platform}."
+    if operator_id.startswith(head) and len(operator_id) > len(head):
+        return operator_id[len(head) :]
+    return fallback
 
 
 def changed_fields(old: BaseModel, new: BaseModel) -> set[str]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from eeveepy.errors import EnvelopeError
 from eeveepy.protocol.models import Body, DeadLetter, Envelope
@@ -109,15 +110,19 @@ class EnvelopeEncoder:
         now = time.time()
         mid = msg_id or self._ids(now)
         ts = format_timestamp(timestamp) if timestamp else self._clock.format(now)
-        head = json.dumps(headers, ensure_ascii=False).encode() if headers else b"{}"
-        payload = b'%s,"kind":"%s","id":"%s","timestamp":"%s","headers":%s,"body":%s}' % (
-            self._head,
-            kind.encode(),
-            mid.encode(),
-            ts.encode(),
-            head,
-            body.__pydantic_serializer__.to_json(body),
-        )
+        try:
+            head = json.dumps(headers, ensure_ascii=False).encode() if headers else b"{}"
+            payload = b'%s,"kind":"%s","id":"%s","timestamp":"%s","headers":%s,"body":%s}' % (
+                self._head,
+                kind.encode(),
+                mid.encode(),
+                ts.encode(),
+                head,
+                body.__pydantic_serializer__.to_json(body),
+            )
+        except (PydanticSerializationError, UnicodeEncodeError) as exc:
+            # A lone surrogate (text decoded with errors="surrogateescape"...) has no UTF-8.
+            raise EnvelopeError(f"{kind} cannot be encoded as JSON: {exc}") from None
         return mid, payload
 
 

@@ -22,14 +22,17 @@ from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_operator_id, vali
 
 __all__ = [
     "ENV_CACHE_DIR",
+    "ENV_CHECK",
     "ENV_CONNECT_TIMEOUT",
     "ENV_DATA_DIR",
+    "ENV_INBOX_PREFIX",
     "ENV_NATS_PASSWORD",
     "ENV_NATS_URL",
     "ENV_NATS_USER",
     "ENV_OPERATOR_ID",
     "ENV_SETTINGS",
     "ENV_SETTINGS_FILE",
+    "ENV_SETTINGS_ORIGIN",
     "ENV_SUBJECT_PREFIX",
     "ENV_SUPERVISOR",
     "EXIT_CONFIG",
@@ -57,12 +60,24 @@ ENV_NATS_USER: Final = "EEVEE_NATS_USER"
 """The operator's own bus user (absent: no authentication)."""
 ENV_NATS_PASSWORD: Final = "EEVEE_NATS_PASSWORD"
 """The password of :data:`ENV_NATS_USER`."""
+ENV_INBOX_PREFIX: Final = "EEVEE_INBOX_PREFIX"
+"""Where the operator's reply inboxes go (its client's inbox prefix; default ``_INBOX``): on
+the embedded bus the operator may only receive on ``<prefix>.>``."""
 ENV_SUBJECT_PREFIX: Final = "EEVEE_SUBJECT_PREFIX"
 """The subject prefix (default ``eevee``)."""
 ENV_SETTINGS: Final = "EEVEE_SETTINGS"
 """The operator's settings as a JSON object."""
 ENV_SETTINGS_FILE: Final = "EEVEE_SETTINGS_FILE"
 """A JSON or TOML file of settings, re-read at each reload; wins over :data:`ENV_SETTINGS`."""
+ENV_SETTINGS_ORIGIN: Final = "EEVEE_SETTINGS_ORIGIN"
+"""Where the settings were written, for error messages: a JSON object ``{"file": ...,
+"key": [...]}`` (``config/eevee.toml`` and ``["operators", "echo", "settings"]``), and
+``"also"``, an ``operators.d`` file merged under them. Problems then name that file and key
+instead of the settings file the supervisor generated from it."""
+ENV_CHECK: Final = "EEVEE_CHECK"
+"""Set (to ``1``) by ``eevee config check``: validate the settings, print the problems as one
+JSON line ``{"problems": [[where, what], ...]}`` on stdout and exit (0, or 78 when invalid),
+without connecting to the bus."""
 ENV_CACHE_DIR: Final = "EEVEE_CACHE_DIR"
 """A directory for caches, emptied (and created) by the supervisor before each start."""
 ENV_DATA_DIR: Final = "EEVEE_DATA_DIR"
@@ -88,12 +103,15 @@ class Launch:
     user: str | None
     password: str | None
     prefix: str
+    inbox_prefix: str | None
     settings_json: str
     settings_file: Path | None
     cache_dir: Path
     data_dir: Path
     supervisor: str | None
     connect_timeout: float
+    settings_origin: str | None = None
+    """:data:`ENV_SETTINGS_ORIGIN` as given (JSON), or None."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], default_id: str | None = None) -> Launch:
@@ -139,12 +157,14 @@ class Launch:
             user=env.get(ENV_NATS_USER) or None,
             password=env.get(ENV_NATS_PASSWORD),
             prefix=prefix,
+            inbox_prefix=env.get(ENV_INBOX_PREFIX) or None,
             settings_json=env.get(ENV_SETTINGS) or "{}",
             settings_file=Path(settings_file) if settings_file else None,
             cache_dir=Path(cache) if cache else defaults.operator_cache_dir(op_id),
             data_dir=Path(data) if data else defaults.operator_data_dir(op_id),
             supervisor=env.get(ENV_SUPERVISOR) or None,
             connect_timeout=timeout,
+            settings_origin=env.get(ENV_SETTINGS_ORIGIN) or None,
         )
 
 

@@ -19,17 +19,20 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from eeveepy.aio import cancel_and_wait
+from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
+from eeveepy.config.verify import settings_origin, verify
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
 from eeveepy.paths import OperatorPaths, Paths
 from eeveepy.protocol.models import (
+    ConfigProblem,
     ControlAction,
     ControlResult,
     LogRecord,
@@ -39,12 +42,14 @@ from eeveepy.protocol.models import (
 from eeveepy.runtime.contract import (
     ENV_CACHE_DIR,
     ENV_DATA_DIR,
+    ENV_INBOX_PREFIX,
     ENV_NATS_PASSWORD,
     ENV_NATS_URL,
     ENV_NATS_USER,
     ENV_OPERATOR_ID,
     ENV_SETTINGS,
     ENV_SETTINGS_FILE,
+    ENV_SETTINGS_ORIGIN,
     ENV_SUBJECT_PREFIX,
     ENV_SUPERVISOR,
 )
@@ -53,8 +58,9 @@ from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
+from eeveepy.supervisor.lock import StateDirLock
 from eeveepy.supervisor.process import OperatorProcess
-from eeveepy.supervisor.reload import Step, plan_reload
+from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
 from eeveepy.supervisor.statefile import read_state, remove_state, write_state
 
@@ -73,13 +79,16 @@ class Supervisor:
         self._log = structlog.get_logger("eeveepy.supervisor", supervisor=self.name)
         self._bus: Bus | None = None
         self._procs: dict[str, OperatorProcess] = {}  # in start order
-        self._users = BusUsers()
+        self._users = BusUsers(config.prefix)
+        self._started_once: set[str] = set()  # operators whose first secret was handed out
+        self._synced: dict[str, OperatorConfig] = dict(config.operators)  # the server's users
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
         launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
         self._host = SupervisorHost(self._watch, launcher)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._lock = StateDirLock(self.paths.state_dir)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -104,6 +113,8 @@ class Supervisor:
             self._log.warning("second stop request: killing operators now")
             for proc in self._procs.values():
                 proc.kill_now()
+        else:
+            self._log.info("stopping: press Ctrl-C again (or send a second SIGTERM) to force")
         self._stop.set()
 
     def ship(self, record: LogRecord) -> None:
@@ -136,6 +147,8 @@ class Supervisor:
                 f"cannot write to {where} ({exc.strerror or exc}): make it writable, or set"
                 " [paths] state_dir (or XDG_STATE_HOME) to a writable directory"
             ) from None
+        # Before anything in the state directory is touched: another supervisor may own it.
+        self._lock.acquire(self.config.source)
         if any(op.module and op.enabled for op in self.config.operators.values()):
             self._host.launcher.warm()  # the fork server preloads while the bus starts
         self._bus = bus = await start_bus(
@@ -148,68 +161,96 @@ class Supervisor:
             log=self._log,
         )
         self._host.start_shipping(bus.ipc)
+        if bus.server is not None:
+            self._host.credentials = self._fresh_secret
         await self._start_leases(bus)
         await serve_requests(
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
+        await ensure_buckets(bus.nc.jetstream(), self.config.operators, self._log)
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
 
     async def reload(self) -> ControlResult:
-        """Re-read the configuration: add, remove, reload or restart what changed.
+        """Re-read the configuration, check it fully, then add, remove, reload or restart
+        what changed; the result holds the plan, or every problem found.
 
-        All or nothing: an invalid file, or bus users the server does not take (they are
-        rolled back), leave the running plan as it was and say why at error level.
+        All or nothing: an invalid file, an operator that would not start (its module or
+        executable missing, its settings invalid), or bus users the server does not take
+        (they are rolled back) leave the running plan as it was, and say why at error level.
         """
         async with self._reload_lock:
+            self._log.info("reloading the configuration", config=str(self.config.source))
             try:
                 new = load_config(self.config.source)
             except ConfigError as exc:
-                self._log.error("configuration not reloaded", problems=exc.problems or str(exc))
-                return ControlResult(ok=False, message=str(exc))
+                return self._not_reloaded(exc.problems or [(str(self.config.source), str(exc))])
+            plan = plan_reload(self.config.operators, new.operators)
+            # Only what starts or takes new settings: the rest runs already.
+            problems = await verify(new, plan.touched)
+            if problems:
+                return self._not_reloaded(problems)
             if new.bus != self.config.bus or new.prefix != self.config.prefix:
                 self._log.warning("bus and prefix changes need a restart of eevee up")
-            plan = plan_reload(self.config.operators, new.operators)
             try:  # the new operators' bus users first: the plan changes once they are in force
-                await self._sync_users([*self.config.operators, *plan.added])
+                await self._sync_users({**self.config.operators, **new.operators})
             except NatsServerError as exc:
                 for op_id in plan.added:
                     self._users.forget(op_id)
-                self._log.error(
-                    "configuration not reloaded: the bus refused the users", error=str(exc)
-                )
-                return ControlResult(ok=False, message=f"configuration not reloaded: {exc}")
+                why = f"configuration not reloaded: the bus refused the users: {exc}"
+                self._log.error(why)
+                return ControlResult(ok=False, message=why)
             self.config = new
             self._host.launcher.use_forkserver = new.supervisor.forkserver
-            for op_id in plan.removed:
-                await self._remove(op_id)
-            if plan.removed:
-                try:
-                    await self._sync_users(list(new.operators))
-                except NatsServerError as exc:
-                    self._log.error(
-                        "removed operators' bus users are still valid (the next reload retries)",
-                        error=str(exc),
-                    )
-            for cfg, step in plan.steps:
-                if step is Step.ADD:
-                    self._add(cfg)
-                    continue
-                proc = self._procs[cfg.id]
-                if cfg.id in plan.changed:
-                    proc.update_config(cfg, self._env_for(cfg, proc.paths))
-                if step is Step.STOP:
-                    proc.stop()
-                elif step is Step.RESTART:
-                    proc.restart()
-                else:
-                    proc.reload()
-            self._log.info("configuration reloaded", operators=len(self._procs))
-            return ControlResult(
-                ok=True, message="configuration reloaded", operators=self._statuses()
+            await self._apply(plan, new)
+            done = plan.summary()
+            self._log.info(
+                "configuration reloaded", **{k: ",".join(v) for k, v in done.items() if v}
             )
+            return ControlResult(
+                ok=True,
+                message=_describe(done),
+                operators=self._statuses(),
+                plan=done,
+            )
+
+    def _not_reloaded(self, problems: list[tuple[str, str]]) -> ControlResult:
+        for where, what in problems:
+            self._log.error("configuration not reloaded", where=where, problem=what)
+        return ControlResult(
+            ok=False,
+            message=f"configuration not reloaded: {len(problems)} problem(s); nothing changed",
+            problems=[ConfigProblem(where=w, what=m) for w, m in problems],
+        )
+
+    async def _apply(self, plan: ReloadPlan, new: Config) -> None:
+        for op_id in plan.removed:
+            await self._remove(op_id)
+        if plan.removed:
+            try:
+                await self._sync_users(new.operators)
+            except NatsServerError as exc:
+                self._log.error(
+                    "removed operators' bus users are still valid (the next reload retries)",
+                    error=str(exc),
+                )
+        if self._bus is not None:
+            await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
+        for cfg, step in plan.steps:
+            if step is Step.ADD:
+                self._add(cfg)
+                continue
+            proc = self._procs[cfg.id]
+            if cfg.id in plan.changed:
+                proc.update_config(cfg, self._env_for(cfg, proc.paths))
+            if step is Step.STOP:
+                proc.stop()
+            elif step is Step.RESTART:
+                proc.restart()
+            elif step is Step.RELOAD:
+                proc.reload()
 
     async def control(self, action: ControlAction, target: str) -> ControlResult:
         """Apply a lifecycle action to one operator or ``all``."""
@@ -223,7 +264,13 @@ class Supervisor:
         if target in self._procs:
             return await apply(action, [self._procs[target]])
         known = ", ".join(self._procs) or "none"
-        return ControlResult(ok=False, message=f"unknown operator {target!r} (known: {known})")
+        hint = ""
+        with contextlib.suppress(ConfigError):
+            if target in load_config(self.config.source).operators:
+                hint = f"; it is new in {self.config.source}: `eevee reload` adds it"
+        return ControlResult(
+            ok=False, message=f"unknown operator {target!r} (known: {known}){hint}"
+        )
 
     def status(self) -> SupervisorStatus:
         """What ``eevee ps`` shows."""
@@ -233,6 +280,8 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every operator (reverse start order, bounded), then the bus. Idempotent."""
+        if not self._lock.held:
+            return  # never started (or refused: another supervisor owns the state directory)
         procs = list(reversed(self._procs.values()))
         for proc in procs:
             proc.stop()
@@ -267,13 +316,31 @@ class Supervisor:
         remove_state(self.paths.state_file)
         if bus is not None and bus.server is not None:
             await bus.server.stop()
+        self._lock.release()
         self._log.info("down")
 
     # -- bus and leases --------------------------------------------------------------------
 
-    async def _sync_users(self, op_ids: list[str]) -> None:
+    async def _sync_users(self, operators: Mapping[str, OperatorConfig]) -> None:
         if self._bus is not None and self._bus.server is not None:
-            await self._bus.server.set_users(self._users.users(op_ids))
+            await self._bus.server.set_users(self._users.users(operators))
+            self._synced = dict(operators)
+
+    async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
+        """A new bus secret for ``cfg``'s process about to start again (the first start uses
+        the one the server was given with the others): what a dead process leaked is void."""
+        if cfg.id not in self._started_once:
+            self._started_once.add(cfg.id)
+            return {}
+        old = self._users.password(cfg.id)
+        new = self._users.rotate(cfg.id)
+        try:
+            await self._sync_users(self._synced)
+        except NatsServerError as exc:
+            self._users.restore(cfg.id, old)
+            self._log.warning("bus secret not renewed", operator=cfg.id, error=str(exc))
+            return {}
+        return {ENV_NATS_PASSWORD: new}
 
     async def _start_leases(self, bus: Bus) -> None:
         self._host.leases = await Leases.open(
@@ -323,6 +390,7 @@ class Supervisor:
             ENV_SUBJECT_PREFIX: self.config.prefix,
             ENV_SETTINGS: json.dumps(cfg.settings),
             ENV_SETTINGS_FILE: str(paths.settings_file),
+            ENV_SETTINGS_ORIGIN: settings_origin(self.config, cfg),
             ENV_CACHE_DIR: str(paths.cache_dir),
             ENV_DATA_DIR: str(paths.data_dir),
             ENV_SUPERVISOR: self.name,
@@ -331,6 +399,15 @@ class Supervisor:
         if self._bus is not None and self._bus.server is not None:
             env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
             env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
+            env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
+        elif self._bus is not None and self._bus.users is not None:  # [bus] users_file
+            try:
+                env[ENV_NATS_PASSWORD] = self._bus.users.operator(cfg.id)
+            except ConfigError as exc:
+                self._log.error("operator without a bus user", operator=cfg.id, error=str(exc))
+            else:
+                env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
+                env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
         elif self.config.bus.user:
             env[ENV_NATS_USER] = self.config.bus.user
             env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
@@ -350,6 +427,7 @@ class Supervisor:
     async def _remove(self, op_id: str) -> None:
         proc = self._procs.pop(op_id, None)
         self._users.forget(op_id)
+        self._started_once.discard(op_id)
         if proc is not None:
             await proc.close(proc.cfg.stop_timeout)
 
@@ -367,10 +445,24 @@ class Supervisor:
             "supervisor": self.name,
             "pid": os.getpid(),
             "url": bus.url,
-            "user": CLI_USER if embedded else self.config.bus.user,
-            "password": self._users.cli_password if embedded else self.config.bus.password,
+            "user": CLI_USER if embedded or bus.users else self.config.bus.user,
+            "password": self._users.cli_password
+            if embedded
+            else bus.users.cli
+            if bus.users
+            else self.config.bus.password,
             "prefix": self.config.prefix,
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),
         }
         write_state(self.paths.state_file, state)
+
+
+def _describe(done: dict[str, list[str]]) -> str:
+    """``configuration reloaded: added x; restarted y, z`` (unchanged ones counted)."""
+    parts = [
+        f"{what} {', '.join(ids)}" for what, ids in done.items() if ids and what != "unchanged"
+    ]
+    if done.get("unchanged"):
+        parts.append(f"{len(done['unchanged'])} unchanged")
+    return "configuration reloaded: " + ("; ".join(parts) or "nothing to do")

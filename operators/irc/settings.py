@@ -6,6 +6,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from eeveepy.connector.platform import network_name as kit_network_name
 from operators.irc.safety import MAX_CHANNEL_BYTES, RFC_CHANTYPES, channel_problem, key_problem
 
 __all__ = ["SESSION_FIELDS", "Channel", "IrcSettings", "network_name"]
@@ -132,8 +133,4 @@ SESSION_FIELDS: Final = frozenset(
 
 def network_name(settings: IrcSettings, operator_id: str) -> str:
     """The network name on the bus: the setting, else the id after ``irc.``, else the host."""
-    if settings.network:
-        return settings.network
-    if operator_id.startswith("irc.") and len(operator_id) > 4:
-        return operator_id[4:]
-    return settings.host
+    return kit_network_name(settings.network, operator_id, "irc", settings.host)

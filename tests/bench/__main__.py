@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, irc, matrix, supervisor
+from . import bus, commands, irc, matrix, supervisor, xmpp
 
 
 def main() -> None:
@@ -27,6 +27,8 @@ def main() -> None:
     commands.main()
     print("== irc: raw IRC client -> ngircd -> connector -> router -> echo -> back")
     irc.main()
+    print("== xmpp: slixmpp client -> Prosody -> connector -> router -> echo -> back")
+    xmpp.main()
     print(
         "== matrix: client -> Synapse -> connector -> router -> echo -> back, vs a plain echo loop"
     )

@@ -126,7 +126,7 @@ def run(sequential: int = 1000, burst: int = 300) -> dict[str, Any]:
 
 def main() -> None:
     if find_binary("ngircd") is None:
-        print("  skipped: ngircd is not installed (apt-get install ngircd; `make irc-servers`)")
+        print("  skipped: ngircd is not installed (apt-get install ngircd; `make chat-servers`)")
         return
     try:
         r = run()
