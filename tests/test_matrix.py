@@ -352,6 +352,46 @@ async def test_backlog_from_before_the_first_start_is_not_answered(
     await proc.stop()
 
 
+async def test_commands_older_than_max_command_age_are_not_run(
+    bus: ChatSystem, setup: Callable[..., Any]
+) -> None:
+    s: Setup = await setup(max_command_age=1.0)
+    await answer(s.alice, s.bot.user_id, s.room, "!echo first", s.proc)
+    await s.proc.stop()
+    mark = s.alice.mark()
+    await s.alice.send(s.room, "!echo stale")
+    await asyncio.sleep(1.5)  # older than max_command_age when the bot reads it
+    settings = bot_settings(s.server, s.bot, rooms=[s.room], max_command_age=1.0)
+    proc = await bus.connector(s.network, settings)
+    _, got = await answer(s.alice, s.bot.user_id, s.room, "!echo fresh", proc)
+    assert got.body == "fresh"
+    await asyncio.sleep(0.5)
+    assert [m.body for m in s.alice.messages(s.bot.user_id, s.room, since=mark)] == ["fresh"]
+    assert "old messages not published" in proc.log(100_000)
+    await proc.stop()
+
+
+async def test_encrypted_room_after_a_restart(bus: ChatSystem, setup: Callable[..., Any]) -> None:
+    """The device and its keys are kept in the data directory: after a restart the bot is
+    the same device, reads what was encrypted for it meanwhile and answers encrypted."""
+    s: Setup = await setup(encrypted=True)
+    await answer(s.alice, s.bot.user_id, s.room, "!echo one", s.proc)
+    await s.proc.stop()
+    mark = s.alice.mark()
+    await s.alice.send(s.room, "!echo while away")
+    proc = await bus.connector(s.network, bot_settings(s.server, s.bot, rooms=[s.room]))
+    _, got = await answer(s.alice, s.bot.user_id, s.room, "!echo two", proc)
+    await asyncio.sleep(0.3)
+    bodies = [m.body for m in s.alice.messages(s.bot.user_id, s.room, since=mark)]
+    assert bodies == ["while away", "two"], proc.log()
+    assert "logged in with the stored token" in proc.log(100_000)
+    wire = s.server.api(
+        "GET", f"/rooms/{s.room}/event/{got.event['event_id']}", s.alice.client.access_token
+    )
+    assert wire["type"] == "m.room.encrypted"
+    await proc.stop()
+
+
 async def test_burst_of_50_answered_completely_and_in_order(setup: Callable[..., Any]) -> None:
     """A sync returns 10 events per room by default: without back-filling a limited
     timeline, some of a burst are lost (PEERS.md section 3). A limit of 1 makes every sync

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from eeveepy.connector.platform import network_name as kit_network_name
+
 __all__ = ["SESSION_FIELDS", "MatrixSettings", "network_name", "read_secret"]
 
 USER_ID_RE: Final = re.compile(r"^@[^:\s]+:[^\s]+$")
@@ -194,8 +196,5 @@ SESSION_FIELDS: Final = frozenset(
 def network_name(settings: MatrixSettings, operator_id: str) -> str:
     """The network name on the bus: the setting, else the id after ``matrix.``, else the
     user id's server name."""
-    if settings.network:
-        return settings.network
-    if operator_id.startswith("matrix.") and len(operator_id) > 7:
-        return operator_id[7:]
-    return settings.user_id.partition(":")[2]
+    server = settings.user_id.partition(":")[2]
+    return kit_network_name(settings.network, operator_id, "matrix", server)
