@@ -62,8 +62,9 @@ FAST: dict[str, Any] = {
 
 
 def bash_op(script: Path = BASH_OPERATOR, **extra: Any) -> dict[str, Any]:
-    """An ``[operators.<id>]`` table running a bash script."""
-    return {"command": ["bash", str(script)], **extra}
+    """An ``[operators.<id>]`` table running a bash script (which also subscribes to
+    ``{p}.test.bash.<id>``: a subject of its own, allowed as an extra subject)."""
+    return {"command": ["bash", str(script)], "subscribe": ["test.bash.>"], **extra}
 
 
 def python_op(script: Path, **extra: Any) -> dict[str, Any]:

@@ -148,7 +148,7 @@ async def test_stored_publish_is_stored_once_and_never_answered_by_subscribers(
 
         await listener.subscribe("chat.in.>", broken)
         await barrier(listener.nc)
-        subject = conn.subjects.chat_in("irc", "test", "#a")
+        subject = conn.subjects.chat_in("irc", "libera", "#a")
         msg_id, payload = conn.encode(_line(Any, "hello", 1))  # type: ignore[arg-type]
         for _ in range(3):
             await conn.store_raw(subject, payload, msg_id)
@@ -168,7 +168,7 @@ async def test_stored_publish_without_stream_is_a_plain_publish(nats_url: str, p
     try:
         await conn.subscribe("chat.in.>", on_line)
         await barrier(conn.nc)
-        await conn.publish_stored(conn.subjects.chat_in("irc", "test", "#a"), _line(Any, "x", 2))  # type: ignore[arg-type]
+        await conn.publish_stored(conn.subjects.chat_in("irc", "libera", "#a"), _line(Any, "x", 2))  # type: ignore[arg-type]
         assert (await asyncio.wait_for(got.get(), 5)).text == "x"
     finally:
         await _close(conn)
@@ -182,7 +182,7 @@ async def test_stored_publish_reports_a_stream_that_refuses(nats_url: str, prefi
         info = await js.stream_info(stream)
         # Limits that refuse new messages: the publisher is told, within its deadline.
         await js.update_stream(info.config.evolve(max_msgs=1, discard="new"))
-        subject = conn.subjects.chat_in("irc", "test", "#a")
+        subject = conn.subjects.chat_in("irc", "libera", "#a")
         await conn.publish_stored(subject, _line(Any, "one", 3))  # type: ignore[arg-type]
         with pytest.raises(DeliveryError, match="not stored"):
             await conn.publish_stored(subject, _line(Any, "two", 4), deadline=0.5)  # type: ignore[arg-type]
@@ -220,7 +220,7 @@ async def test_durable_subscription_acks_holds_and_redelivers(nats_url: str, pre
         await conn.subscribe("dlq.>", on_dead)
         await worker.subscribe("chat.in.>", handle, durable="router")
         await barrier(worker.nc)
-        subject = conn.subjects.chat_in("irc", "test", "#a")
+        subject = conn.subjects.chat_in("irc", "libera", "#a")
         for n, text in enumerate(["ok", "fail", "hold"]):
             await conn.publish_stored(subject, _line(Any, text, n))  # type: ignore[arg-type]
         await conn.store_raw(subject, b"not json", "bad-1")

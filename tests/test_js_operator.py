@@ -120,7 +120,8 @@ class Harness:
                 await self.answers[env.body.reply_to or ""].put(env)
 
         # Not `{p}.>`: a subscriber to command.run.* would hide "no responders" from the router.
-        for pattern in ("chat.>", "command.register", "operator.ready.>", "dlq.>", "log.>"):
+        patterns = ("chat.>", "command.register.>", "operator.ready.>", "dlq.>", "log.>")
+        for pattern in patterns:
             await self.nc.subscribe(f"{self.prefix}.{pattern}", cb=record)
         await self.nc.subscribe("_INBOX.>", cb=record)
         await self.nc.flush()
@@ -358,9 +359,21 @@ def test_hello_under_eevee_up(tmp_path: Path) -> None:
     require_node_modules()
     with system_factory(tmp_path) as make:
         system = make().write(
-            {"hello": {"command": ["node", str(HELLO)], "settings": {"greeting": "hey"}}}
+            {
+                "hello": {"command": ["node", str(HELLO)], "settings": {"greeting": "hey"}},
+                "router": {"module": "operators.router"},
+                "console": {"module": "operators.console"},
+            }
         )
-        system.up("hello")
+        system.up("hello", "router", "console")
+        # Under the bus permissions of a command operator: it registers (on its own subject)
+        # and answers in chat.
+        said = wait_for(
+            lambda: system.cli("chat", input="!hello bob\n").stdout.strip() or None,
+            15,
+            what="hello to answer in chat",
+        )
+        assert said == "hey, bob!"
         first = system.wait_op(
             "hello",
             lambda s: s["state"] == "RUNNING" and s["ping_ms"] is not None,

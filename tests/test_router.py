@@ -31,6 +31,7 @@ from eeveepy.protocol.models import (
     CommandRegistration,
     CommandRejected,
     CommandSync,
+    DeadLetter,
     Envelope,
     MessageStyle,
     OutgoingMessage,
@@ -91,7 +92,7 @@ async def keep(env: Envelope[CommandInvocation]) -> CommandResult:
 @op.on_start
 async def register() -> None:
     reg = CommandRegistration(operator=op.id, name="keep", usage="!keep")
-    await op.ipc.publish(op.subjects.command_register(), reg)
+    await op.ipc.publish(op.subjects.command_register(op.id), reg)
 
 op.run([])
 """
@@ -388,6 +389,53 @@ async def test_malformed_registrations_are_rejected_alone(bot: System) -> None:
         raise AssertionError(router.stderr.decode()[-2000:])
 
 
+async def test_an_operator_registers_for_itself_only(bot: System) -> None:
+    """On ``command.register.<id>`` the source must be ``id`` (else dead-lettered) and the
+    registration must name ``id`` (else refused): echo's command cannot be taken that way."""
+    mallory = Ipc(bot.subjects, "mallory")
+    await mallory.attach(await connect(BusConfig(url=bot.url), name="mallory"))
+    try:
+        rejected = await bot.collect(bot.subjects.command_rejected("mallory"), CommandRejected)
+        letters = await bot.collect(bot.subjects.pattern("dlq.command.register.>"), DeadLetter)
+        forged = CommandRegistration(operator="echo", name="echo", usage="mine now")
+        await mallory.publish(bot.subjects.command_register("mallory"), forged)
+        got = await asyncio.wait_for(rejected.get(), WAIT)
+        assert (
+            got.body.reason == "operator mallory may only register its own commands, not 'echo''s"
+        )
+        await mallory.publish(bot.subjects.command_register("echo"), forged)
+        letter = await asyncio.wait_for(letters.get(), WAIT)
+        assert letter.body.subject == bot.subjects.command_register("echo")
+        assert letter.body.reason == "source 'mallory' is not 'echo', whose subject this is"
+        assert letter.source == bot.router_id
+        assert await bot.ask("!help echo", account="root") == "!echo TEXT — Repeat TEXT."
+    finally:
+        nc = mallory.nc
+        await mallory.detach()
+        await nc.close()
+
+
+async def test_chat_input_must_match_its_subject(bot: System) -> None:
+    """A line whose body names another platform or network than its subject is dead-lettered:
+    identities (``account``) are trusted only from the connector's own subjects."""
+    letters = await bot.collect(bot.subjects.pattern("dlq.chat.in.>"), DeadLetter)
+    for platform, network in (("irc", "oftc"), ("xmpp", "libera")):
+        msg = ChatMessage(
+            platform=platform,
+            network=network,
+            room="#ops",
+            user=ChatUser(id="root", name="root", account="root"),
+            text="!echo as an admin elsewhere",
+            message_id="forged-" + platform,
+        )
+        await bot.ipc.publish(bot.subjects.chat_in("irc", "libera", "#ops"), msg)
+        letter = await asyncio.wait_for(letters.get(), WAIT)
+        assert letter.body.subject == bot.subjects.chat_in("irc", "libera", "#ops")
+        assert "is not the subject's" in letter.body.reason
+    await asyncio.sleep(QUIET)
+    bot.unanswered("forged-irc", "forged-xmpp")
+
+
 # -- systems of their own ---------------------------------------------------------------------
 
 
@@ -427,11 +475,17 @@ async def test_queue_mode_delays_then_drops(nats_url: str, tmp_path: Path) -> No
         assert 0.9 < loop.time() - started < 3.0
 
 
+OWNERS = {"owners": {"keep": ["keeper", "keeper2"]}}
+
+
 async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path) -> None:
     async with system(nats_url, tmp_path) as s:
-        registrations = await s.collect(s.subjects.command_register(), CommandRegistration)
+        registrations = await s.collect(
+            s.subjects.pattern("command.register.>"), CommandRegistration
+        )
         syncs = await s.collect(s.subjects.command_sync(), CommandSync)
-        router = await s.router()  # first: the keeper registers once, at its start
+        # `keep` may change hands between keeper and keeper2 only
+        router = await s.router(OWNERS)  # first: the keeper registers once, at its start
         keeper = await s.spawn("keeper", KEEPER)
         await s.wait_commands("keep")
         assert await s.ask("!keep") == "kept"
@@ -442,7 +496,7 @@ async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path)
         assert (stored.name, stored.operator, stored.usage) == ("keep", "keeper", "!keep")
 
         await router.stop(signal.SIGKILL)
-        await s.router()
+        await s.router(OWNERS)
         assert (await asyncio.wait_for(syncs.get(), WAIT)).body.router == s.router_id
         assert await s.ask("!keep") == "kept"  # known from the store, not re-registered
         assert await s.ask("!help keep") == "!keep"
@@ -453,7 +507,12 @@ async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path)
             "`keep` is unavailable right now (its operator is not running)"
         )
 
-        # Its operator is gone, so another one may take the name over.
+        # Its operator is gone: only an operator the owners setting lists may take it over.
+        refused = await s.collect(s.subjects.command_rejected("intruder"), CommandRejected)
+        intruder = CommandRegistration(operator="intruder", name="keep", usage="!keep MINE")
+        await s.ipc.publish(s.subjects.command_register(), intruder)
+        got = await asyncio.wait_for(refused.get(), WAIT)
+        assert got.body.reason == "`keep` may only be registered by keeper, keeper2"
         rejected = await s.collect(s.subjects.command_rejected("keeper2"), CommandRejected)
         new = CommandRegistration(operator="keeper2", name="keep", usage="!keep NEW")
         await s.ipc.publish(s.subjects.command_register(), new)

@@ -369,7 +369,7 @@ def test_relative_rejects(subject: str) -> None:
         "eevee.chat.event.irc.libera.Join",
         "eevee.chat.out.irc",
         "eevee.command",
-        "eevee.command.register.x",
+        "eevee.command.register.X",
         "eevee.command.run",
         "eevee.command.run.a.b",
         "eevee.log.info",
@@ -449,6 +449,10 @@ def test_build_parse_roundtrip(
             ParsedSubject(kind="chat.ctl", platform=platform, network=network),
         ),
         (sub.command_register(), ParsedSubject(kind="command.register")),
+        (
+            sub.command_register("irc.libera"),
+            ParsedSubject(kind="command.register", operator_id="irc.libera"),
+        ),
         (sub.command_run(command), ParsedSubject(kind="command.run", command=command)),
         (sub.command_sync(), ParsedSubject(kind="command.sync")),
         (

@@ -170,9 +170,9 @@ def test_error_presence_refuses_the_join() -> None:
     state = muc.joining(ROOM, "eevee_")  # the next nick is tried
     assert state.tried == ["eevee", "eevee_"]
     assert not state.joined
-    # Once in the room, an error presence (a refused nick change...) changes nothing.
+    # Once in the room, an error presence (a refused nick change...) is a denial; still in.
     muc.presence(presence("eevee_", "110"))
-    assert muc.presence(err) == []
+    assert muc.presence(err) == [Change(ChangeKind.DENIED, ROOM, "eevee_", text="conflict")]
     assert state.joined
 
 

@@ -28,6 +28,11 @@ class BusConfig(BaseModel):
     password: str | None = None
     token: str | None = None
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey).")
+    users_file: Path | None = Field(
+        default=None,
+        description="Secrets of eevee's users on this server, made by `eevee config "
+        "nats-permissions`: then each operator logs in as its own user.",
+    )
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -46,13 +51,16 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     reconnect: bool = True,
+    inbox_prefix: str | None = None,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> NatsClient:
     """Connect (bounded by ``cfg.connect_timeout``) and return the nats-py client.
 
     ``url``/``user``/``password`` override the configuration (the supervisor hands each operator
-    its own credentials). After the first connect, lost connections are retried forever.
+    its own credentials); ``inbox_prefix`` is where replies to this client's requests go (an
+    operator may only receive on its own, ``EEVEE_INBOX_PREFIX``). After the first connect,
+    lost connections are retried forever.
     """
     log = structlog.get_logger("eeveepy.bus")
     servers = [u for u in [url or cfg.url, *cfg.servers] if u]
@@ -100,6 +108,8 @@ async def connect(
     if user:
         options["user"] = user
         options["password"] = password or ""
+    if inbox_prefix:
+        options["inbox_prefix"] = inbox_prefix
     if cfg.token:
         options["token"] = cfg.token
     if cfg.creds_file:

@@ -33,6 +33,7 @@ __all__ = [
     "check_config",
     "fetch_monitor",
     "find_nats_server",
+    "render_authorization",
     "render_config",
     "write_private",
 ]
@@ -109,12 +110,16 @@ def render_config(
     if jetstream_dir is not None:
         lines.append(f"jetstream {{ store_dir: {_quote(str(jetstream_dir))} }}")
     if users:
-        lines.append("authorization {")
-        lines.append("  users = [")
-        lines.extend(f"    {_render_user(u)}" for u in users)
-        lines.append("  ]")
-        lines.append("}")
+        lines.append(render_authorization(users))
     return "\n".join(lines) + "\n"
+
+
+def render_authorization(users: Sequence[NatsUser]) -> str:
+    """The ``authorization { users = [...] }`` block of a nats-server configuration."""
+    lines = ["authorization {", "  users = ["]
+    lines.extend(f"    {_render_user(u)}" for u in users)
+    lines += ["  ]", "}"]
+    return "\n".join(lines)
 
 
 async def check_config(binary: Path, path: Path, timeout: float = 10.0) -> str | None:

@@ -23,6 +23,7 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from eeveepy.bus.delivery import Delivery, open_consumer
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
 from eeveepy.bus.natsadapter import add_fast_path, remove_fast_path
+from eeveepy.bus.provenance import provenance_problem
 from eeveepy.errors import EnvelopeError
 from eeveepy.protocol.models import Body
 
@@ -202,6 +203,8 @@ class Subscription:
         queue = inbox.queue
         decode = decoder.decode
         no_reply = dispatch.no_reply
+        head = dispatch.ipc.subjects.prefix + "."
+        skip = len(head)
         durable = dispatch.deliveries if self.durable else None
         while True:
             if not queue:
@@ -234,6 +237,11 @@ class Subscription:
                 except EnvelopeError as exc:
                     await dispatch.reject(stats, subject, reply, data, exc.reason, delivery)
                     continue
+                if subject.startswith(head):
+                    problem = provenance_problem(subject[skip:], env.source, env.body)
+                    if problem is not None:
+                        await dispatch.reject(stats, subject, reply, data, problem, delivery)
+                        continue
                 if delivery is not None and delivery.last:  # it took every receiver down
                     reason = f"delivered {delivery.attempt} times and never acknowledged"
                     await dispatch.reject(stats, subject, "", data, reason, delivery)

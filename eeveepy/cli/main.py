@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eeveepy import __version__
+from eeveepy.cli import natsperms
 from eeveepy.cli.args import Parser, concrete_subject, count, positive_float, subject_pattern
 from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the files: do not run operator modules to check their settings",
     )
     check.set_defaults(func=cmd_config_check)
+    natsperms.add_parser(config_sub, common)
 
     schema = sub.add_parser(
         "schema", parents=[common], help="write the JSON Schemas of every envelope kind"

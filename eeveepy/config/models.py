@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_core import PydanticCustomError
 
 from eeveepy.bus.client import BusConfig
+from eeveepy.bus.names import kv_bucket_name, leases_bucket_name
 from eeveepy.config.operators import (
     DEFAULT_KEYS,
     MODEL_CONFIG,
@@ -18,6 +19,7 @@ from eeveepy.config.operators import (
     OperatorDefaults,
     Seconds,
 )
+from eeveepy.config.roles import Role, connector_network, connector_platform
 from eeveepy.errors import SubjectError
 from eeveepy.paths import Paths
 from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_prefix
@@ -130,6 +132,32 @@ class Config(BaseModel):
                     "table name, so leave id out",
                     {"key": key, "op_id": operator.id},
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _own_buckets_and_networks(self) -> Config:
+        """Each operator's key-value bucket is its own, and each connector knows its network:
+        the bus permissions are derived from both."""
+        owners: dict[str, str] = {leases_bucket_name(self.prefix): "the supervisors' leases"}
+        for op_id, operator in self.operators.items():
+            bucket = kv_bucket_name(op_id)
+            other = owners.setdefault(bucket, f"operator {op_id!r}")
+            if other != f"operator {op_id!r}":
+                raise PydanticCustomError(
+                    "eevee_bucket_clash",
+                    "operators.{key}: its key-value bucket {bucket!r} would be that of {other}; "
+                    "rename the operator",
+                    {"key": op_id, "bucket": bucket, "other": other},
+                )
+            if operator.effective_role is Role.CONNECTOR:
+                platform = connector_platform(operator.module, op_id)
+                if not connector_network(op_id, platform, operator.settings):
+                    raise PydanticCustomError(
+                        "eevee_connector_network",
+                        "operators.{key}: a connector's network is needed for its bus "
+                        "permissions; set settings.network, or name it {platform}.<network>",
+                        {"key": op_id, "platform": platform},
+                    )
         return self
 
     def resolved_paths(self) -> Paths:

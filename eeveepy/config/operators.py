@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from eeveepy.config.roles import Role, default_role
 from eeveepy.errors import ConfigError, SubjectError
-from eeveepy.protocol.subjects import validate_operator_id
+from eeveepy.protocol.subjects import Subjects, validate_operator_id
 
 __all__ = [
     "DEFAULT_KEYS",
@@ -105,8 +106,13 @@ class OperatorConfig(OperatorDefaults):
     enabled: bool = Field(default=True, strict=True)
     """False keeps the operator configured but not started (a TOML boolean: ``"yes"`` is a
     mistake, not a yes)."""
-    role: str | None = None
-    """The permission set the operator gets on the bus (reserved for later)."""
+    role: Role | None = None
+    """The permission set the operator gets on the bus; none: its module's default
+    (see :mod:`eeveepy.config.roles`)."""
+    publish: list[str] = Field(default_factory=list)
+    """More subjects (patterns under the prefix, e.g. ``"supervisor.status"``) it may publish."""
+    subscribe: list[str] = Field(default_factory=list)
+    """More subjects (patterns under the prefix, e.g. ``"test.bash.>"``) it may subscribe to."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """Operator-specific settings, merged over ``operators.d/<id>.toml``."""
 
@@ -158,6 +164,25 @@ class OperatorConfig(OperatorDefaults):
                 "command is empty; give the executable first, then its arguments",
             )
         return value
+
+    @field_validator("publish", "subscribe")
+    @classmethod
+    def _valid_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                Subjects().pattern(pattern)
+            except SubjectError as exc:
+                raise PydanticCustomError(
+                    "eevee_subject_pattern",
+                    '{reason} (give subjects under the prefix, without it: "chat.out.>")',
+                    {"reason": str(exc)},
+                ) from None
+        return value
+
+    @property
+    def effective_role(self) -> Role:
+        """``role``, or the default of the module (``command`` for executables)."""
+        return self.role if self.role is not None else default_role(self.module)
 
     @field_validator("env")
     @classmethod

@@ -5,7 +5,7 @@ The subject tree, under a configurable prefix ``{p}`` (default ``eevee``)::
     {p}.chat.in.{platform}.{network}.{room}       a chat message received in a room
     {p}.chat.event.{platform}.{network}.{event}   a non-message chat event (join, part, ...)
     {p}.chat.out.{platform}.{network}             something to send to a network
-    {p}.command.register                          a command announces itself
+    {p}.command.register[.{operator_id}]          a command announces itself
     {p}.command.run.{command}                     run a command
     {p}.log.{level}.{operator_id}                 an operator's log records
     {p}.operator.{ready|ping|ctl}.{operator_id}   operator lifecycle and control
@@ -237,9 +237,16 @@ class Subjects:
         """``{p}.command.rejected.{operator_id}``: a refused registration (operator id last)."""
         return f"{self.prefix}.command.rejected.{validate_operator_id(operator_id)}"
 
-    def command_register(self) -> str:
-        """``{p}.command.register``: commands announce themselves here."""
-        return f"{self.prefix}.command.register"
+    def command_register(self, operator_id: str | None = None) -> str:
+        """``{p}.command.register.{operator_id}``: an operator announces its commands here.
+
+        Without ``operator_id``, ``{p}.command.register``: the subject the router also reads
+        from publishers that may register for any operator (tools, tests; with bus
+        permissions no operator may publish there).
+        """
+        if operator_id is None:
+            return f"{self.prefix}.command.register"
+        return f"{self.prefix}.command.register.{validate_operator_id(operator_id)}"
 
     def command_run(self, name: str) -> str:
         """``{p}.command.run.{name}``: run the command ``name`` (any string, encoded)."""
@@ -360,6 +367,11 @@ class Subjects:
             elif head == "command" and n >= 2:
                 if tokens[1] == "register" and n == 2:
                     return ParsedSubject(kind="command.register")
+                if tokens[1] == "register":
+                    return ParsedSubject(
+                        kind="command.register",
+                        operator_id=validate_operator_id(".".join(tokens[2:])),
+                    )
                 if tokens[1] == "run" and n == 3:
                     return ParsedSubject(kind="command.run", command=decode_token(tokens[2]))
                 if tokens[1] == "sync" and n == 2:

@@ -9,7 +9,7 @@ An operator serves a command with a decorator::
         return inv.args["text"]  # a returned string is the reply to the invoking message
 
 The operator then publishes a :class:`~eeveepy.protocol.models.CommandRegistration` on
-``{p}.command.register`` when it starts and whenever the router asks (a
+``{p}.command.register.<id>`` when it starts and whenever the router asks (a
 :class:`~eeveepy.protocol.models.CommandSync` on ``{p}.command.sync``), and answers requests on
 ``{p}.command.run.<name>`` in the queue group ``cmd.<name>``: replicas share the load and each
 invocation runs once. The answer is a :class:`~eeveepy.protocol.models.CommandResult`: ``ok``
@@ -178,7 +178,7 @@ class Commands:
 
     async def register(self) -> None:
         """Publish every registration (on start, and for each :class:`CommandSync`)."""
-        subject = self._op.subjects.command_register()
+        subject = self._op.subjects.command_register(self._op.id)
         for reg in self.registrations():
             await self._op.ipc.publish(subject, reg)
 

@@ -25,6 +25,7 @@ __all__ = [
     "ENV_CHECK",
     "ENV_CONNECT_TIMEOUT",
     "ENV_DATA_DIR",
+    "ENV_INBOX_PREFIX",
     "ENV_NATS_PASSWORD",
     "ENV_NATS_URL",
     "ENV_NATS_USER",
@@ -59,6 +60,9 @@ ENV_NATS_USER: Final = "EEVEE_NATS_USER"
 """The operator's own bus user (absent: no authentication)."""
 ENV_NATS_PASSWORD: Final = "EEVEE_NATS_PASSWORD"
 """The password of :data:`ENV_NATS_USER`."""
+ENV_INBOX_PREFIX: Final = "EEVEE_INBOX_PREFIX"
+"""Where the operator's reply inboxes go (its client's inbox prefix; default ``_INBOX``): on
+the embedded bus the operator may only receive on ``<prefix>.>``."""
 ENV_SUBJECT_PREFIX: Final = "EEVEE_SUBJECT_PREFIX"
 """The subject prefix (default ``eevee``)."""
 ENV_SETTINGS: Final = "EEVEE_SETTINGS"
@@ -99,6 +103,7 @@ class Launch:
     user: str | None
     password: str | None
     prefix: str
+    inbox_prefix: str | None
     settings_json: str
     settings_file: Path | None
     cache_dir: Path
@@ -152,6 +157,7 @@ class Launch:
             user=env.get(ENV_NATS_USER) or None,
             password=env.get(ENV_NATS_PASSWORD),
             prefix=prefix,
+            inbox_prefix=env.get(ENV_INBOX_PREFIX) or None,
             settings_json=env.get(ENV_SETTINGS) or "{}",
             settings_file=Path(settings_file) if settings_file else None,
             cache_dir=Path(cache) if cache else defaults.operator_cache_dir(op_id),

@@ -162,6 +162,7 @@ class Lifecycle:
                 url=launch.nats_url,
                 user=launch.user,
                 password=launch.password,
+                inbox_prefix=launch.inbox_prefix,
             )
         except BusError as exc:
             self._log().error("bus unavailable", error=str(exc))

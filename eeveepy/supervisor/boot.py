@@ -2,14 +2,14 @@
 
 With no ``[bus] url`` the supervisor starts its own nats-server (restarted by the bus watch
 when it dies) and gives it one user per party: itself, the CLI, and each operator id
-(``op:<id>``), each with a random password made for this run. A configured bus is used with
+(``op:<id>``, limited to what its role needs: :mod:`eeveepy.bus.permissions`), each with a
+random password made for this run (:mod:`eeveepy.bus.users`). A configured bus is used with
 the configured credentials. Either way the log history stream and the chat streams are made
 sure of; without them the supervisor still runs, and says what is missing.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +18,11 @@ from nats.aio.client import Client as NatsClient
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.external import UsersFile, users_file_path
 from eeveepy.bus.ipc import Ipc
-from eeveepy.bus.natsserver import EmbeddedNats, NatsUser
+from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.bus.streams import ensure_chat_streams
+from eeveepy.bus.users import CLI_USER, SUPERVISOR_USER, BusUsers
 from eeveepy.config import Config
 from eeveepy.errors import BusError
 from eeveepy.logs import ensure_log_stream
@@ -28,44 +30,6 @@ from eeveepy.protocol.subjects import Subjects
 from eeveepy.supervisor.buswatch import BusWatch
 
 __all__ = ["CLI_USER", "SUPERVISOR_USER", "Bus", "BusUsers", "start_bus"]
-
-SUPERVISOR_USER = "eevee-supervisor"
-CLI_USER = "eevee-cli"
-
-
-def _secret() -> str:
-    return secrets.token_urlsafe(24)
-
-
-class BusUsers:
-    """The embedded bus's users and their passwords, made for this run."""
-
-    def __init__(self) -> None:
-        self.supervisor_password = _secret()
-        self.cli_password = _secret()
-        self._operators: dict[str, str] = {}
-
-    @staticmethod
-    def operator_user(op_id: str) -> str:
-        """The bus user of operator ``op_id``."""
-        return f"op:{op_id}"
-
-    def password(self, op_id: str) -> str:
-        """The password of operator ``op_id`` (made on first use)."""
-        return self._operators.setdefault(op_id, _secret())
-
-    def forget(self, op_id: str) -> None:
-        """Drop ``op_id``'s password: a later user of that id gets a new one."""
-        self._operators.pop(op_id, None)
-
-    def users(self, op_ids: list[str]) -> list[NatsUser]:
-        """The supervisor, the CLI and the operators ``op_ids``: all the server should know."""
-        users = [
-            NatsUser(SUPERVISOR_USER, self.supervisor_password),
-            NatsUser(CLI_USER, self.cli_password),
-        ]
-        users.extend(NatsUser(self.operator_user(i), self.password(i)) for i in op_ids)
-        return users
 
 
 @dataclass
@@ -80,6 +44,8 @@ class Bus:
     """The supervisor's envelopes on ``nc``."""
     server: EmbeddedNats | None
     """The embedded server, or None for a configured bus."""
+    users: UsersFile | None = None
+    """A configured bus's eevee users (``[bus] users_file``), or None."""
 
 
 async def start_bus(
@@ -95,10 +61,11 @@ async def start_bus(
     """Start the embedded server in ``store_dir`` (or take the configured one), connect, make
     sure of the streams. ``watch`` follows the connection (and the embedded server)."""
     server: EmbeddedNats | None = None
+    external: UsersFile | None = None
     if config.bus.url is None:
         server = EmbeddedNats(
             store_dir=store_dir,
-            users=users.users(list(config.operators)),
+            users=users.users(config.operators),
             max_payload=config.bus.max_payload,
         )
         await server.start()
@@ -116,9 +83,12 @@ async def start_bus(
         )
     else:
         url = config.bus.url
+        external = _users_file(config)
         nc = await connect(
             config.bus,
             name=f"supervisor:{name}",
+            user=SUPERVISOR_USER if external else None,
+            password=external.supervisor if external else None,
             on_disconnect=watch.disconnected,
             on_reconnect=on_reconnect,
         )
@@ -126,7 +96,13 @@ async def start_bus(
     await ipc.attach(nc)
     await _ensure_streams(nc, config, log)
     watch.keep_streams(nc.jetstream(), config)  # ensured again once JetStream is back
-    return Bus(url=url, nc=nc, ipc=ipc, server=server)
+    return Bus(url=url, nc=nc, ipc=ipc, server=server, users=external)
+
+
+def _users_file(config: Config) -> UsersFile | None:
+    """The external bus's ``[bus] users_file`` (see :mod:`eeveepy.bus.external`), if set."""
+    path = users_file_path(config)
+    return UsersFile.load(path) if path is not None else None
 
 
 async def _ensure_streams(nc: NatsClient, config: Config, log: FilteringBoundLogger) -> None:

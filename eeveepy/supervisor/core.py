@@ -19,13 +19,14 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from eeveepy.aio import cancel_and_wait
+from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
 from eeveepy.config.verify import settings_origin, verify
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
@@ -41,6 +42,7 @@ from eeveepy.protocol.models import (
 from eeveepy.runtime.contract import (
     ENV_CACHE_DIR,
     ENV_DATA_DIR,
+    ENV_INBOX_PREFIX,
     ENV_NATS_PASSWORD,
     ENV_NATS_URL,
     ENV_NATS_USER,
@@ -77,7 +79,9 @@ class Supervisor:
         self._log = structlog.get_logger("eeveepy.supervisor", supervisor=self.name)
         self._bus: Bus | None = None
         self._procs: dict[str, OperatorProcess] = {}  # in start order
-        self._users = BusUsers()
+        self._users = BusUsers(config.prefix)
+        self._started_once: set[str] = set()  # operators whose first secret was handed out
+        self._synced: dict[str, OperatorConfig] = dict(config.operators)  # the server's users
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
         launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
         self._host = SupervisorHost(self._watch, launcher)
@@ -157,11 +161,14 @@ class Supervisor:
             log=self._log,
         )
         self._host.start_shipping(bus.ipc)
+        if bus.server is not None:
+            self._host.credentials = self._fresh_secret
         await self._start_leases(bus)
         await serve_requests(
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
+        await ensure_buckets(bus.nc.jetstream(), self.config.operators, self._log)
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
@@ -188,7 +195,7 @@ class Supervisor:
             if new.bus != self.config.bus or new.prefix != self.config.prefix:
                 self._log.warning("bus and prefix changes need a restart of eevee up")
             try:  # the new operators' bus users first: the plan changes once they are in force
-                await self._sync_users([*self.config.operators, *plan.added])
+                await self._sync_users({**self.config.operators, **new.operators})
             except NatsServerError as exc:
                 for op_id in plan.added:
                     self._users.forget(op_id)
@@ -223,12 +230,14 @@ class Supervisor:
             await self._remove(op_id)
         if plan.removed:
             try:
-                await self._sync_users(list(new.operators))
+                await self._sync_users(new.operators)
             except NatsServerError as exc:
                 self._log.error(
                     "removed operators' bus users are still valid (the next reload retries)",
                     error=str(exc),
                 )
+        if self._bus is not None:
+            await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
         for cfg, step in plan.steps:
             if step is Step.ADD:
                 self._add(cfg)
@@ -312,9 +321,26 @@ class Supervisor:
 
     # -- bus and leases --------------------------------------------------------------------
 
-    async def _sync_users(self, op_ids: list[str]) -> None:
+    async def _sync_users(self, operators: Mapping[str, OperatorConfig]) -> None:
         if self._bus is not None and self._bus.server is not None:
-            await self._bus.server.set_users(self._users.users(op_ids))
+            await self._bus.server.set_users(self._users.users(operators))
+            self._synced = dict(operators)
+
+    async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
+        """A new bus secret for ``cfg``'s process about to start again (the first start uses
+        the one the server was given with the others): what a dead process leaked is void."""
+        if cfg.id not in self._started_once:
+            self._started_once.add(cfg.id)
+            return {}
+        old = self._users.password(cfg.id)
+        new = self._users.rotate(cfg.id)
+        try:
+            await self._sync_users(self._synced)
+        except NatsServerError as exc:
+            self._users.restore(cfg.id, old)
+            self._log.warning("bus secret not renewed", operator=cfg.id, error=str(exc))
+            return {}
+        return {ENV_NATS_PASSWORD: new}
 
     async def _start_leases(self, bus: Bus) -> None:
         self._host.leases = await Leases.open(
@@ -373,6 +399,15 @@ class Supervisor:
         if self._bus is not None and self._bus.server is not None:
             env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
             env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
+            env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
+        elif self._bus is not None and self._bus.users is not None:  # [bus] users_file
+            try:
+                env[ENV_NATS_PASSWORD] = self._bus.users.operator(cfg.id)
+            except ConfigError as exc:
+                self._log.error("operator without a bus user", operator=cfg.id, error=str(exc))
+            else:
+                env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
+                env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
         elif self.config.bus.user:
             env[ENV_NATS_USER] = self.config.bus.user
             env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
@@ -392,6 +427,7 @@ class Supervisor:
     async def _remove(self, op_id: str) -> None:
         proc = self._procs.pop(op_id, None)
         self._users.forget(op_id)
+        self._started_once.discard(op_id)
         if proc is not None:
             await proc.close(proc.cfg.stop_timeout)
 
@@ -404,13 +440,20 @@ class Supervisor:
         return [proc.status() for proc in self._procs.values()]
 
     def _write_state(self, bus: Bus) -> None:
-        embedded = bus.server is not None
+        user: str | None
+        password: str | None
+        if bus.server is not None:  # the CLI's own user: the embedded server's, or users_file's
+            user, password = CLI_USER, self._users.cli_password
+        elif bus.users is not None:
+            user, password = CLI_USER, bus.users.cli
+        else:
+            user, password = self.config.bus.user, self.config.bus.password
         state = {
             "supervisor": self.name,
             "pid": os.getpid(),
             "url": bus.url,
-            "user": CLI_USER if embedded else self.config.bus.user,
-            "password": self._users.cli_password if embedded else self.config.bus.password,
+            "user": user,
+            "password": password,
             "prefix": self.config.prefix,
             "config": str(self.config.source) if self.config.source else None,
             "started": self.started.isoformat(),

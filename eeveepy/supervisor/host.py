@@ -5,6 +5,7 @@ leases, the launcher and the shipping of the operators' output to the bus."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -70,6 +71,8 @@ class SupervisorHost:
         self._bus = bus
         self.launcher = launcher
         self.leases: Leases | None = None
+        self.credentials: Callable[[OperatorConfig], Awaitable[dict[str, str]]] | None = None
+        """Environment for a process about to start (its new bus secret), when set."""
         self._shipper: LogShipper | None = None
         self._early: deque[LogRecord] = deque(maxlen=EARLY_LOGS)
 
@@ -91,6 +94,8 @@ class SupervisorHost:
         self, cfg: OperatorConfig, env: dict[str, str], cache_dir: Path, log: FilteringBoundLogger
     ) -> Child:
         """Start ``cfg``'s process (see :meth:`Launcher.spawn`)."""
+        if self.credentials is not None:
+            env = {**env, **await self.credentials(cfg)}
         return await self.launcher.spawn(cfg, env, cache_dir, log)
 
     def ship(self, record: LogRecord) -> None:

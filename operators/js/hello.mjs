@@ -300,7 +300,7 @@ function reject(msg, reason, trace) {
 }
 
 function register() {
-  nc.publish(subject("command", "register"), envelope("command.register", REGISTRATION));
+  nc.publish(subject("command", "register", id), envelope("command.register", REGISTRATION));
 }
 
 // Pings: answered from a callback of their own, never behind other work.

@@ -4,14 +4,18 @@ Command operators publish their registrations on ``{p}.command.register``; the
 :class:`Registrar` checks each (schema, operator id, :func:`check_registration`, clashes),
 enters it in the :class:`~operators.router.registry.Registry` and stores it under
 ``reg.<name>.<operator-id>`` so a restarted router loses none, or refuses it on
-``{p}.command.rejected.<operator-id>``. A clash with an operator that no longer answers pings
-replaces that stale registration. See "Registration" in docs/protocol.md.
+``{p}.command.rejected.<operator-id>``. Registrations are owned: a command belongs to the
+operator that registered it first, and another may take it over only when the router's
+``owners`` setting lists it for that command and the holder no longer answers pings. An
+operator registers on ``{p}.command.register.<its id>`` (which the bus lets only it publish to)
+and may name only itself there. See "Registration" in docs/protocol.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 from typing import Any, Final
 
 from nats.js.kv import KeyValue
@@ -90,6 +94,35 @@ class Registrar:
                 await watcher.stop()  # type: ignore[no-untyped-call]
         self.op.log.info("registrations loaded", count=loaded)
 
+    async def on_own_register(self, env: Envelope[dict[str, Any]]) -> None:
+        """A registration on ``command.register.<id>``: as :meth:`on_register`, for ``id`` only.
+
+        The ipc layer has checked that ``source`` is the subject's ``id`` (dead-lettered
+        otherwise), and the bus lets only that operator publish there.
+        """
+        claimed = env.body.get("operator")
+        if claimed != env.source:
+            name = str(env.body.get("name", ""))
+            reason = f"operator {env.source} may only register its own commands, not {claimed!r}'s"
+            await self._reject(name, env.source, reason)
+            return
+        await self.on_register(env)
+
+    def _owners_refuse(self, reg: CommandRegistration) -> str | None:
+        """Why the ``owners`` setting refuses ``reg`` (None: it does not)."""
+        owners = self.op.settings.owners
+        for name in (reg.name, *reg.aliases):
+            allowed = owners.get(name)
+            if allowed is not None and not _listed(reg.operator, allowed):
+                return f"`{name}` may only be registered by {', '.join(allowed) or 'nobody'}"
+        return None
+
+    def _may_take_over(self, reg: CommandRegistration, other: CommandRegistration) -> bool:
+        """``owners`` lists ``reg``'s operator for every name it would take from ``other``."""
+        owners = self.op.settings.owners
+        taken = {other.name, *other.aliases} & {reg.name, *reg.aliases}
+        return all(_listed(reg.operator, owners.get(name, [])) for name in taken)
+
     async def on_register(self, env: Envelope[dict[str, Any]]) -> None:
         """A registration published on ``command.register``: accept it or refuse it."""
         body = env.body
@@ -111,12 +144,16 @@ class Registrar:
         except SubjectError as exc:
             await self._reject(reg.name, env.source, f"operator: {exc}")
             return
-        problem = check_registration(reg)
+        problem = check_registration(reg) or self._owners_refuse(reg)
         if problem:
             await self._reject(reg.name, reg.operator, problem)
             return
         for other in self.registry.conflicts(reg):
-            if other.operator != reg.operator and await self._gone(other.operator):
+            if (
+                other.operator != reg.operator
+                and self._may_take_over(reg, other)
+                and await self._gone(other.operator)
+            ):
                 self.op.log.info(
                     "stale registration replaced", name=other.name, owner=other.operator
                 )
@@ -126,7 +163,9 @@ class Registrar:
             await self._reject(
                 reg.name,
                 reg.operator,
-                f"`{clash}` clashes with command `{other.name}` of operator {other.operator}",
+                f"`{clash}` clashes with command `{other.name}` of operator {other.operator}"
+                " (a command belongs to the operator that registered it first; the router's"
+                " `owners` setting may let another take it over when that one is gone)",
             )
             return
         if self.registry.add(reg):
@@ -173,3 +212,7 @@ class Registrar:
             await self._kv.delete(f"{KV_PREFIX}{reg.name}.{reg.operator}")
         except Exception as exc:
             self.op.log.error("could not delete a registration", name=reg.name, error=repr(exc))
+
+
+def _listed(operator_id: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(operator_id, pattern) for pattern in patterns)

@@ -256,6 +256,7 @@ def create() -> Operator[RouterSettings]:
     op = Operator(RouterSettings, name="router")
     router = Router(op)
     op.ipc.subscribe(op.subjects.command_register(), router.registrar.on_register)
+    op.ipc.subscribe(op.subjects.pattern("command.register.>"), router.registrar.on_own_register)
     # Every chat line comes twice: at once on the fast path, and from the stream that keeps it
     # until it is answered (see "Delivery of chat input" in docs/protocol.md).
     op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")

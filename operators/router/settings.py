@@ -42,6 +42,10 @@ class RouterSettings(BaseModel):
     """Command name (or ``*`` for every command) -> allow/deny entries."""
     ignore: list[str] = Field(default_factory=list)
     """Identity patterns whose messages are dropped silently."""
+    owners: dict[str, list[str]] = Field(default_factory=dict)
+    """Command name -> operator ids (globs) that may register it. A listed command is refused
+    from anyone else; a listed operator may take a command over from one no longer running.
+    Unlisted commands belong to the first operator that registered them."""
     user_rate: RateLimit | None = None
     """Commands per user (all commands together)."""
     room_rate: RateLimit | None = None

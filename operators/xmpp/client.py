@@ -75,6 +75,8 @@ class XmppStream(slixmpp.ClientXMPP):
         self.sink: Callable[[Event], None] | None = None
         self._sock: Any = None
         self._pending: dict[int, tuple[Message, asyncio.Future[None]]] = {}
+        self._asked = False  # an ack request is out: one at a time covers every message sent
+        self._settling = False
         self.add_event_handler("stanza_acked", self._acked)
         self.register_handler(
             Callback("eevee message", MatchXPath("{jabber:client}message"), self._message)
@@ -157,13 +159,31 @@ class XmppStream(slixmpp.ClientXMPP):
             return None
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending[id(msg)] = (msg, done)
-        self.send(RequestAck(self))  # queued after the message: its answer covers it
+        self.request_ack()
         return done
+
+    def request_ack(self, again: bool = False) -> None:
+        """Ask the server to acknowledge what it has, unless a request is already out (a burst
+        of messages costs one request per answer, not one each); ``again`` asks anyway (the
+        answer to the last one may have been lost with a connection)."""
+        if self._asked and not again:
+            return
+        self._asked = True
+        self.send(RequestAck(self))  # queued after the messages: its answer covers them
 
     def _acked(self, stanza: Any) -> None:
         entry = self._pending.pop(id(stanza), None)
         if entry is not None and not entry[1].done():
             entry[1].set_result(None)
+        if not self._settling:  # once per answer, after all the stanzas it acknowledged
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._answered)
+
+    def _answered(self) -> None:
+        self._settling = False
+        self._asked = False
+        if self._pending:
+            self.request_ack()
 
     @property
     def pending(self) -> int:
@@ -185,7 +205,7 @@ class XmppStream(slixmpp.ClientXMPP):
                 if not done.done():
                     done.set_result(None)
         elif self._pending:
-            self.send(RequestAck(self))
+            self.request_ack(again=True)
         return len(again)
 
 

@@ -207,6 +207,8 @@ class XmppPlatform(Platform[XmppSettings]):
         pending = {fold_jid(s.jid) for s in rooms}
 
         def renamed(c: Change) -> Any:
+            if c.kind is ChangeKind.DENIED and fold_jid(c.room) in pending:
+                return f"{c.room}: {c.text}"
             if c.kind is ChangeKind.NICK and c.text == nick:
                 pending.discard(fold_jid(c.room))
             return True if not pending else None
@@ -214,7 +216,9 @@ class XmppPlatform(Platform[XmppSettings]):
         fut = self.expect.expect(renamed)
         for state in rooms:
             self.rooms.rename(state.jid, xml_safe(nick))
-        await fut
+        result = await fut
+        if result is not True:
+            return _refused(f"cannot take {nick}: {result}")
         return req.ok(f"now {nick} in {len(rooms)} rooms")
 
 

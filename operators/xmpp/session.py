@@ -130,6 +130,8 @@ class XmppSession:
         s = self.settings
         while True:
             await asyncio.sleep(s.ping_interval)
+            if self.stream.pending:
+                self.stream.request_ack(again=True)  # in case an answer went missing
             try:
                 await self.stream.plugin["xep_0199"].ping(
                     jid=JID(self.me.partition("@")[2]), timeout=s.ping_timeout
