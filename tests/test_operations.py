@@ -140,6 +140,9 @@ def test_process_titles_name_the_operator(system: System) -> None:
     for op_id in ("echo", "hooks"):  # forked by the fork server; a fresh interpreter
         pid = system.wait_state(op_id, "RUNNING")["pid"]
         assert " ".join(psutil.Process(pid).cmdline()).strip() == f"eevee: {op_id}"
+    # The title takes the command line's space only: the environment stays readable.
+    hooks = psutil.Process(system.op("hooks")["pid"])
+    assert hooks.environ()["EEVEE_OPERATOR_ID"] == "hooks"
 
 
 # -- reload -------------------------------------------------------------------------------------
