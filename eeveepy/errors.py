@@ -23,18 +23,27 @@ EeveeError
  ├── ForkServerError             the fork server could not be started or could not spawn
  ├── OperatorError               an operator's runtime could not start or was misused
  ├── SupervisorError             a supervisor request failed (unknown operator id, lease held)
+ │    └── AlreadyRunningError    another supervisor holds the state directory (pid, since when)
  ├── ConnectorError              a chat connector's platform failed, or the kit was misused
  │    ├── SessionError           the session with the chat platform failed or ended (reconnect)
  │    ├── AuthenticationError    the platform refused the credentials (retried slowly)
  │    │    └── UntrustedServerError  the server's TLS certificate could not be verified
  │    ├── RefusedError           an outgoing message the platform will never send (dead-lettered)
- │    └── IrcError               the IRC connector (operators/irc)
- │         ├── IrcTextError      a programming mistake in a call to the IRC text helpers
- │         ├── InvalidTargetError  an outgoing target that is not one channel or one nick
+ │    ├── IrcError               the IRC connector (operators/irc)
+ │    │    ├── IrcTextError      a programming mistake in a call to the IRC text helpers
+ │    │    ├── InvalidTargetError  an outgoing target that is not one channel or one nick
+ │    │    │                     (also a RefusedError: dead-lettered)
+ │    │    └── IrcConnectionError  the connection to the IRC server failed or ended
+ │    │         │                (also a SessionError: the connector reconnects)
+ │    │         └── SaslFailedError  SASL authentication failed (also an AuthenticationError)
+ │    └── MatrixError            the Matrix connector (operators/matrix)
+ │         ├── MatrixTargetError  an outgoing target that is not a room id, alias or user id
  │         │                     (also a RefusedError: dead-lettered)
- │         └── IrcConnectionError  the connection to the IRC server failed or ended
- │              │                (also a SessionError: the connector reconnects)
- │              └── SaslFailedError  SASL authentication failed (also an AuthenticationError)
+ │         ├── MatrixSessionError  the homeserver failed or refused a request
+ │         │    │                (also a SessionError: the connector reconnects)
+ │         │    └── RateLimitedError  still HTTP 429 after the connector waited it out 10 times
+ │         └── MatrixLoginError  the homeserver refused the credentials
+ │                               (also an AuthenticationError: retried slowly)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -185,6 +194,10 @@ class SupervisorError(EeveeError):
     """A request to the supervisor failed."""
 
 
+class AlreadyRunningError(SupervisorError):
+    """Another ``eevee up`` holds this state directory's lock; the message names it."""
+
+
 class ConnectorError(EeveeError):
     """A chat connector's platform failed, or the connector kit was used wrongly."""
 
@@ -248,3 +261,35 @@ class IrcConnectionError(IrcError, SessionError):
 
 class SaslFailedError(IrcConnectionError, AuthenticationError):
     """SASL authentication failed; the connector kit reports it and retries only slowly."""
+
+
+class MatrixError(ConnectorError):
+    """The Matrix connector (``operators/matrix``) failed."""
+
+
+class MatrixTargetError(MatrixError, RefusedError):
+    """An outgoing message's target is not a room id (``!...``), a room alias (``#a:server``)
+    or, for a private message, a user id (``@u:server``); nothing was sent."""
+
+
+class MatrixSessionError(MatrixError, SessionError):
+    """The homeserver failed a request or could not be reached; ``status`` is its error code
+    (``M_UNKNOWN``...) or HTTP status, when it answered."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RateLimitedError(MatrixSessionError):
+    """The homeserver still answered 429 after the connector waited as it asked, ten times in a
+    row (``retry_after``: the last wait it asked for, in seconds); the request is tried again
+    later (a send) or the session starts again (a sync)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, "M_LIMIT_EXCEEDED")
+        self.retry_after = retry_after
+
+
+class MatrixLoginError(MatrixError, AuthenticationError):
+    """The homeserver refused the password or the access token."""

@@ -216,13 +216,16 @@ def test_an_unknown_command_gets_the_hint(bot: System) -> None:
     assert result.stdout == "unknown command `nope`; try `!help`\n"
 
 
-def test_a_line_nobody_answers_is_reported_and_fails(bot: System) -> None:
+def test_a_line_nobody_answers_is_reported_and_fails_only_when_strict(bot: System) -> None:
     started = time.monotonic()
     result = chat(bot, "just chatting", "!ping", args=("--timeout", "0.5"))
-    assert result.returncode == 1, result
+    assert result.returncode == 0, result  # many lines are answered by nothing: carol++
     assert result.stdout == "pong\n"
     assert result.stderr == "no reply to: just chatting\n"
-    assert time.monotonic() - started < 10
+    strict = chat(bot, "just chatting", "!ping", args=("--timeout", "0.5", "--strict"))
+    assert strict.returncode == 1, strict
+    assert strict.stderr == "no reply to: just chatting\n"
+    assert time.monotonic() - started < 15
 
 
 def test_the_line_is_a_console_chat_message_from_the_user(bot: System) -> None:

@@ -269,3 +269,35 @@ def test_rooms_and_reload_diffs() -> None:
     assert ReconnectPolicy(0.5, 4).healthy == 5.0
     with pytest.raises(ConnectorError):
         ReconnectPolicy(2, 1)
+
+
+async def test_a_confirmed_send_settles_its_message_only_when_confirmed() -> None:
+    confirmations: list[asyncio.Future[None]] = []
+    sent: list[str] = []
+
+    async def send(item: Outbound) -> asyncio.Future[None]:
+        sent.append(item.text)
+        confirmations.append(asyncio.get_running_loop().create_future())
+        return confirmations[-1]
+
+    ready = asyncio.Event()
+    ready.set()
+    egress = Egress(send, ready, LOG)
+    egress.start()
+    try:
+        first = egress.put_message([Outbound("#a", "1"), Outbound("#a", "2")])
+        second = egress.put_message([Outbound("#a", "3")])
+        for _ in range(100):  # all three go out without waiting for confirmations
+            if len(sent) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert sent == ["1", "2", "3"]
+        assert not first.done()
+        confirmations[1].set_result(None)  # the last item of the first message
+        await asyncio.wait_for(first, 1)
+        assert not second.done()
+        confirmations[2].cancel()  # stopping: never counts as sent
+        await asyncio.sleep(0.05)
+        assert not second.done()
+    finally:
+        await egress.stop()

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
+import structlog
 
+from eeveepy.config import OperatorConfig
 from eeveepy.errors import ForkServerError
 from eeveepy.supervisor.forkserver import ForkServer
+from eeveepy.supervisor.spawn import Launcher
 
 
 @pytest.fixture
@@ -62,12 +66,71 @@ async def test_killed_child_reports_the_signal(server: ForkServer, tmp_path: Pat
     assert await asyncio.wait_for(child.wait(), 10) == -signal.SIGKILL
 
 
-async def test_import_error_is_reported_by_the_child(server: ForkServer) -> None:
+async def test_a_missing_module_is_one_line_as_python_m_says_it(server: ForkServer) -> None:
     child = await server.spawn("no_such_module_anywhere", [], {})
     assert child.stderr is not None
     err = await asyncio.wait_for(child.stderr.read(), 10)
     assert await asyncio.wait_for(child.wait(), 10) == 1
-    assert b"No module named" in err
+    assert err.decode() == f"{sys.executable}: No module named no_such_module_anywhere\n"
+
+
+async def test_a_child_runs_atexit_and_is_titled_after_its_operator(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    write_module(
+        tmp_path / "mods",
+        "fs_atexit",
+        "import atexit, sys, time\n"
+        "atexit.register(lambda: print('at exit', flush=True))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(0.5)\n"
+        "sys.exit(3)\n",
+    )
+    env = {"PYTHONPATH": str(tmp_path / "mods"), "EEVEE_OPERATOR_ID": "irc.libera"}
+    child = await server.spawn("fs_atexit", [], env)
+    assert child.stdout is not None
+    assert await asyncio.wait_for(child.stdout.readline(), 10) == b"ready\n"
+    title = " ".join(psutil.Process(child.pid).cmdline()).strip()
+    assert title == "eevee: irc.libera"
+    assert await asyncio.wait_for(child.stdout.read(), 10) == b"at exit\n"
+    assert await asyncio.wait_for(child.wait(), 10) == 3
+
+
+async def test_the_fork_server_is_renewed_when_where_it_imports_from_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fork server's sys.path starts with its working directory (`python -m`): a change
+    # there stands for a package installed since it started.
+    work = tmp_path / "work"
+    work.mkdir()
+    write_module(tmp_path / "mods", "fs_wait", "import time\ntime.sleep(60)\n")
+    monkeypatch.chdir(work)
+    launcher = Launcher(forkserver=True, log=structlog.get_logger("tests"))
+    cfg = OperatorConfig(id="waiter", module="fs_wait", env={"PYTHONPATH": str(tmp_path / "mods")})
+    log = structlog.get_logger("tests")
+    try:
+        first = await launcher.spawn(cfg, {}, tmp_path / "cache", log)
+        old_server = psutil.Process(first.pid).ppid()
+        again = await launcher.spawn(cfg, {}, tmp_path / "cache", log)
+        assert psutil.Process(again.pid).ppid() == old_server  # nothing changed: the same one
+
+        (work / "new_package.pth").write_text("")
+        renewed = await launcher.spawn(cfg, {}, tmp_path / "cache", log)
+        assert psutil.Process(renewed.pid).ppid() != old_server
+        assert psutil.Process(first.pid).is_running()  # the old one kept its children
+
+        for child in (first, again):
+            os.killpg(child.pid, signal.SIGKILL)
+            await asyncio.wait_for(child.wait(), 10)
+        last = await launcher.spawn(cfg, {}, tmp_path / "cache", log)
+        assert psutil.Process(last.pid).ppid() == psutil.Process(renewed.pid).ppid()
+        # With no children left, the old server was stopped.
+        gone = not psutil.pid_exists(old_server) or psutil.Process(old_server).status() == (
+            psutil.STATUS_ZOMBIE
+        )
+        assert gone
+    finally:
+        await launcher.stop()
 
 
 async def test_children_die_with_the_server(tmp_path: Path) -> None:

@@ -161,11 +161,11 @@ def test_render() -> None:
     )
     line = render(env_of(r), color=False)
     assert line == (
-        '07:08:09.123 WARNING  irc.libera joined\\x1b[2J room=#x text="two words" n=3 '
+        '2026-05-06T07:08:09.123Z WARNING  irc.libera joined\\x1b[2J room=#x text="two words" n=3 '
         'nested={"a":[1]} nl="a\\nb"'
     )
     assert "\n" not in line
     colored = render(env_of(r), color=True)
     assert "\033[33mWARNING" in colored
     plus2 = render(env_of(r), color=False, tz=timezone(timedelta(hours=2)))
-    assert plus2.startswith("09:08:09.123 ")
+    assert plus2.startswith("2026-05-06T09:08:09.123+02:00 ")

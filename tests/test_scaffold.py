@@ -32,7 +32,7 @@ def test_new_operator_creates_a_package_whose_test_passes(
 ) -> None:
     code, out, _ = run_cli("new", "operator", NAME, "--dir", str(tmp_path), capsys=capsys)
     assert code == 0
-    target = tmp_path / NAME
+    target = tmp_path / f"eevee-{NAME}"
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
     assert files == [
         "README.md",
@@ -46,6 +46,13 @@ def test_new_operator_creates_a_package_whose_test_passes(
     readme = (target / "README.md").read_text()
     assert f'[operators.{NAME}]\nmodule = "{NAME}"' in readme
     assert "python -m pytest" in readme
+    assert "is not enough" not in readme  # an env PYTHONPATH is enough
+    assert f'env = {{ PYTHONPATH = "/path/to/eevee-{NAME}" }}' in readme
+    assert "eevee reload" in readme
+    # The test is the library's TestBot, not hand wiring.
+    test_text = (target / "tests" / f"test_{NAME}.py").read_text()
+    assert "from eeveepy.testing import TestBot" in test_text
+    assert len(test_text.splitlines()) < 30
 
     # The generated test, run as its author would: pytest in the package's directory.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EEVEE_", "PYTEST_"))}
@@ -84,17 +91,41 @@ def test_new_operator_creates_a_package_whose_test_passes(
 def test_an_existing_directory_is_never_overwritten(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / NAME).mkdir()
-    (tmp_path / NAME / "mine.txt").write_text("keep me")
+    mine = tmp_path / f"eevee-{NAME}"
+    mine.mkdir()
+    (mine / "mine.txt").write_text("keep me")
     code, _, err = run_cli("new", "operator", NAME, "--dir", str(tmp_path), capsys=capsys)
     assert code == 1
-    assert err == f"eevee: {tmp_path / NAME} already exists: not overwriting it\n"
-    assert [p.name for p in (tmp_path / NAME).iterdir()] == ["mine.txt"]
+    assert err == f"eevee: {mine} already exists: not overwriting it\n"
+    assert [p.name for p in mine.iterdir()] == ["mine.txt"]
 
     created = scaffold.new_operator("other_op", tmp_path)
     with pytest.raises(TargetExistsError):
         scaffold.new_operator("other_op", tmp_path)
-    assert created == tmp_path / "other_op"
+    assert created == tmp_path / "eevee-other_op"
+
+
+def test_the_project_never_shadows_its_package(tmp_path: Path) -> None:
+    """Created where `eevee up` runs, the project's directory is not taken for the package
+    (a directory named NAME would be: an empty namespace package hiding the installed one)."""
+    scaffold.new_operator(NAME, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EEVEE_", "PYTEST_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    probe = f"import importlib.util; print(importlib.util.find_spec({NAME!r}))"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert found.stdout == "None\n", found
+    # Installed (here: on the import path), it runs from that same directory.
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / f"eevee-{NAME}"), str(ROOT)])
+    usage = subprocess.run(
+        [sys.executable, "-m", NAME, "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert usage.returncode == 0, usage.stderr
 
 
 @pytest.mark.parametrize(

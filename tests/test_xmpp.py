@@ -325,3 +325,10 @@ async def test_odd_stanzas_do_not_stop_it(main: Main) -> None:
         "still fine"
     )
     assert "stanza not handled" not in main.proc.log(100_000)
+
+
+async def test_a_refused_nick_change_says_why(system: ChatSystem, main: Main) -> None:
+    taken = await control(system, action="nick", nick="alice")  # alice is in the main room
+    assert not taken.ok
+    assert "conflict" in taken.message
+    assert await ask(main.bob, "!echo same nick", to=main.room, proc=main.proc) == "same nick"

@@ -17,6 +17,7 @@ import pytest_asyncio
 
 pytest.register_assert_rewrite("tests.xmpp_server")
 
+from eeveepy.bus.streams import ensure_chat_streams  # noqa: E402
 from eeveepy.protocol.models import ChatEvent, OutgoingMessage, Ping, Pong  # noqa: E402
 from tests.chat_system import ChatSystem, running_system  # noqa: E402
 from tests.irc_servers import make_cert  # noqa: E402
@@ -172,6 +173,39 @@ async def test_a_silent_server_is_noticed_by_the_ping(
         assert "ping" in ev.text
         await next_event(events, "connected", proc)
         assert await ask(alice, "!echo thawed", to=r, proc=proc) == "thawed"
+    finally:
+        await alice.close()
+        await proc.stop()
+
+
+async def test_a_reply_the_server_never_confirmed_is_sent_after_a_restart(
+    system: ChatSystem, prosody: Prosody, proxy_factory: Callable[[int], Any]
+) -> None:
+    """The reply is written into a connection that no longer reaches the server, then the
+    connector is killed: its stored copy was never acknowledged, so the restarted connector
+    sends it."""
+    await ensure_chat_streams(system.io.nc.jetstream(), system.prefix)
+    proxy: TcpProxy = await proxy_factory(prosody.port)
+    r = room("confirm")
+    alice = await XmppClient.connected(prosody, "confirmalice")
+    settings = bot_settings(prosody, "eeveebot", rooms=[r], port=proxy.port)
+    proc = await system.connector("confirm", settings)
+    try:
+        await alice.join(r)
+        await in_room(alice, r, "eeveebot", proc)
+        assert await ask(alice, "!echo before", to=r, proc=proc) == "before"
+        mark = alice.mark()
+        proxy.freeze()
+        out = OutgoingMessage(platform="xmpp", network="confirm", target=r, text="unconfirmed")
+        await system.io.publish_stored(system.subjects.chat_out("xmpp", "confirm"), out)
+        await asyncio.sleep(0.5)  # written, swallowed by the frozen connection, never acked
+        proc.proc.kill()
+        await proc.stop()
+        proc = await system.connector("confirm", settings)
+        got = await alice.wait(lambda m: m.body == "unconfirmed", since=mark, timeout=WAIT)
+        assert got.sender.startswith(f"{r}/eeveebot")
+        await asyncio.sleep(1.0)
+        assert [m.body for m in alice.received[mark:]].count("unconfirmed") == 1
     finally:
         await alice.close()
         await proc.stop()

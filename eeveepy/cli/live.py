@@ -2,8 +2,8 @@
 
 One line per operator (state in colour, pid, uptime, restarts, last ping, ``DEGRADED: …`` when
 the operator reports a problem), redrawn in place; log lines written through
-:meth:`LiveStatus.write` appear above it, so logs and the status never garble each other.
-Used only when the output is a terminal.
+:meth:`LiveStatus.write` appear above it, so logs and the status never garble each other, and
+it is erased when ``eevee up`` ends. Used only when the output is a terminal.
 """
 
 from __future__ import annotations
@@ -105,12 +105,20 @@ def status_lines(operators: Sequence[OperatorStatus], width: int, color: bool = 
 
 
 class LiveStatus:
-    """A file-like object for log output that keeps a redrawn status block below it."""
+    """A file-like object for log output that keeps a redrawn status block below it.
+
+    Log output is written above the block a whole line at a time (``print`` writes the text
+    and its newline separately: a half line must not be redrawn over). :meth:`stop` erases the
+    block for good, so the last thing on screen is the supervisor's own last line (``down``),
+    not a block describing operators that are gone.
+    """
 
     def __init__(self, out: TextIO, source: Callable[[], Sequence[OperatorStatus]]) -> None:
         self._out = out
         self._source = source
         self._drawn = 0
+        self._partial = ""
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
 
     def _clear(self) -> None:
@@ -119,6 +127,8 @@ class LiveStatus:
             self._drawn = 0
 
     def _draw(self) -> None:
+        if self._stopped:
+            return
         width = shutil.get_terminal_size((100, 24)).columns
         lines = status_lines(self._source(), width)
         self._out.write("\n".join(lines) + "\n")
@@ -126,11 +136,12 @@ class LiveStatus:
 
     def write(self, text: str) -> int:
         """Write log output above the status block (a closed terminal is ignored)."""
+        whole, _, self._partial = (self._partial + text).rpartition("\n")
+        if not whole and not _:
+            return len(text)  # no complete line yet
         with contextlib.suppress(OSError, ValueError):
             self._clear()
-            self._out.write(text)
-            if not text.endswith("\n"):
-                self._out.write("\n")
+            self._out.write(whole + "\n")
             self._draw()
             self._out.flush()
         return len(text)
@@ -161,9 +172,16 @@ class LiveStatus:
         self._task = asyncio.get_running_loop().create_task(loop(), name="live-status")
 
     async def stop(self) -> None:
-        """Stop redrawing; the last block stays on screen."""
+        """Stop redrawing and erase the block; later output is written as it comes."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._stopped = True
+        with contextlib.suppress(OSError, ValueError):
+            self._clear()
+            if self._partial:
+                self._out.write(self._partial + "\n")
+                self._partial = ""
+            self._out.flush()

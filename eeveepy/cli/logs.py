@@ -13,13 +13,16 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from eeveepy.errors import LogQueryError
-from eeveepy.logs.history import LogFilter, read_logs
-from eeveepy.logs.records import level_from_name
-from eeveepy.logs.render import render
+from eeveepy.cli.args import count
+from eeveepy.errors import BusDownError, LogQueryError, SupervisorError
+
+if TYPE_CHECKING:  # imported when run: the NATS client is not needed to parse arguments
+    from eeveepy.logs.history import LogFilter
+    from eeveepy.protocol.models import Envelope, LogRecord
 
 __all__ = ["add_logs_parser", "filter_from_args", "parse_since", "run_logs"]
 
@@ -33,11 +36,11 @@ _SINCE_UNITS: Final = MappingProxyType(
 
 
 def add_logs_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[Any],
     parents: list[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """Add the ``logs`` command to ``sub``; the caller sets its ``func``."""
-    logs = sub.add_parser(
+    logs: argparse.ArgumentParser = sub.add_parser(
         "logs", parents=parents, help="show log history from the bus; -f to follow"
     )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
@@ -57,7 +60,11 @@ def add_logs_parser(
     logs.add_argument("--since", help="from this long ago (30s, 10m, 1h, 2d) or an ISO time")
     logs.add_argument("--grep", "-g", metavar="TEXT", help="only events containing TEXT")
     logs.add_argument(
-        "--lines", "-n", type=int, default=200, help="history lines without --since (default 200)"
+        "--lines",
+        "-n",
+        type=count,
+        default=200,
+        help="history lines without --since (default 200)",
     )
     logs.add_argument("--json", action="store_true", help="one envelope per line (JSON)")
     return logs
@@ -88,6 +95,9 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def filter_from_args(args: argparse.Namespace, now: datetime) -> LogFilter:
     """The :class:`LogFilter` of ``eevee logs`` arguments; ``--since`` counts back from ``now``."""
+    from eeveepy.logs.history import LogFilter
+    from eeveepy.logs.records import level_from_name
+
     return LogFilter(
         operators=list(args.operator or []),
         min_level=level_from_name(args.level) if args.level else None,
@@ -96,13 +106,28 @@ def filter_from_args(args: argparse.Namespace, now: datetime) -> LogFilter:
     )
 
 
-def run_logs(args: argparse.Namespace, connect: Connect) -> int:
+def run_logs(args: argparse.Namespace, connect: Connect, offline: Callable[[], Path | None]) -> int:
     """Print the history the arguments ask for and, with ``--follow``, what arrives after it
     until interrupted. History is the last ``--lines`` records, or everything since
-    ``--since``; text is coloured on a terminal. Returns the exit code."""
+    ``--since``; text is coloured on a terminal. Returns the exit code.
+
+    When eevee is not running (or its bus does not answer), the history is read from the
+    logging operator's files instead (``offline`` finds their directory), with a note on
+    stderr; following needs the bus.
+    """
+    from eeveepy.logs.history import read_logs
+    from eeveepy.logs.offline import read_log_files
+    from eeveepy.logs.render import render
+
     flt = filter_from_args(args, datetime.now(UTC))
     color = sys.stdout.isatty() and not args.json
     tail = None if args.since else args.lines
+
+    def show(env: Envelope[LogRecord]) -> None:
+        if args.json:
+            print(env.model_dump_json(), flush=args.follow)
+        else:
+            print(render(env, color=color), flush=args.follow)
 
     async def go() -> None:
         nc, ipc, _ = await connect(args)
@@ -110,10 +135,7 @@ def run_logs(args: argparse.Namespace, connect: Connect) -> int:
             async for env in read_logs(
                 nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
             ):
-                if args.json:
-                    print(env.model_dump_json(), flush=args.follow)
-                else:
-                    print(render(env, color=color), flush=args.follow)
+                show(env)
         finally:
             await nc.close()
 
@@ -121,4 +143,14 @@ def run_logs(args: argparse.Namespace, connect: Connect) -> int:
         asyncio.run(go())
     except KeyboardInterrupt:
         pass
+    except (SupervisorError, BusDownError) as exc:
+        directory = offline()
+        if args.follow or directory is None or not directory.is_dir():
+            raise
+        print(
+            f"eevee: {exc}\neevee: reading the logging operator's files in {directory} instead",
+            file=sys.stderr,
+        )
+        for env in read_log_files(directory, flt, tail):
+            show(env)
     return 0

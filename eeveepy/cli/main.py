@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,10 +17,10 @@ from typing import Any
 
 from eeveepy import __version__
 from eeveepy.cli import natsperms
+from eeveepy.cli.args import Parser, concrete_subject, count, positive_float, subject_pattern
 from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
 from eeveepy.errors import ConfigError, EeveeError
-from eeveepy.logs.setup import configure_logging, configure_supervisor_logging
 
 
 def _config_path(args: argparse.Namespace) -> Path | None:
@@ -29,14 +30,12 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _paths(args: argparse.Namespace) -> Any:
-    """The installation's paths: from the configuration when there is one."""
+    """The installation's paths: from the configuration when there is one (a file that does
+    not load gives the default paths: the running system may still be found there)."""
     from eeveepy.config import load_config
     from eeveepy.paths import Paths
 
-    try:
-        path = _config_path(args)
-    except ConfigError:
-        return Paths.default()
+    path = _config_path(args)  # a file named by -c or $EEVEE_CONFIG must exist
     if path is None:
         return Paths.default()
     try:
@@ -56,6 +55,7 @@ def _print_problems(exc: ConfigError) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from eeveepy.config import load_config
+    from eeveepy.logs.setup import configure_supervisor_logging
     from eeveepy.supervisor.core import Supervisor
 
     try:
@@ -87,7 +87,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             if live is not None:
                 await live.stop()
-                live.refresh()
 
     try:
         code = asyncio.run(run())
@@ -108,110 +107,42 @@ async def _client(args: argparse.Namespace) -> tuple[Any, Any, dict[str, str]]:
     )
 
 
-def _table(operators: Sequence[Any], color: bool) -> str:
-    from eeveepy.cli.live import ps_table
-
-    return ps_table(operators, color)
-
-
 def cmd_ps(args: argparse.Namespace) -> int:
-    from eeveepy.protocol.models import Ping, SupervisorStatus
+    from eeveepy.cli.control import cmd_ps as ps
 
-    async def go() -> SupervisorStatus:
-        from eeveepy.cli.client import ask_supervisor
-
-        nc, ipc, to = await _client(args)
-        try:
-            return await ask_supervisor(
-                ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to
-            )
-        finally:
-            await nc.close()
-
-    status = asyncio.run(go())
-    for warning in status.warnings:
-        print(f"eevee: warning: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([op.model_dump(mode="json") for op in status.operators], indent=2))
-    else:
-        print(_table(status.operators, sys.stdout.isatty()))
-    return 0
+    return ps(args, _client)
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from eeveepy.protocol.models import Control, ControlAction, ControlResult
+    from eeveepy.cli.control import cmd_ctl as ctl
 
-    async def go() -> ControlResult:
-        from eeveepy.cli.client import ask_supervisor
+    return ctl(args, _client)
 
-        nc, ipc, to = await _client(args)
-        try:
-            action = Control(action=ControlAction(args.action), target=args.target)
-            return await ask_supervisor(
-                ipc, "ctl", action, ControlResult, timeout=args.timeout, headers=to
-            )
-        finally:
-            await nc.close()
 
-    result = asyncio.run(go())
-    if args.json:
-        print(result.model_dump_json(indent=2))
-    else:
-        if result.operators:
-            print(_table(result.operators, sys.stdout.isatty()))
-        if result.message:
-            print(result.message, file=sys.stderr if not result.ok else sys.stdout)
-    return 0 if result.ok else 1
+def cmd_reload(args: argparse.Namespace) -> int:
+    from eeveepy.cli.control import cmd_reload as reload
+
+    return reload(args, _client)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    import contextlib
-    import os
-    import signal
-    import time
+    from eeveepy.cli.control import cmd_down as down
 
-    import psutil
-
-    from eeveepy.errors import BusDownError
-    from eeveepy.protocol.models import Control, ControlAction, ControlResult
-    from eeveepy.supervisor.core import read_state
-
-    state = read_state(_paths(args))
-
-    async def go() -> ControlResult:
-        from eeveepy.cli.client import ask_supervisor
-
-        nc, ipc, to = await _client(args)
-        try:
-            shutdown = Control(action=ControlAction.SHUTDOWN, target="all")
-            return await ask_supervisor(ipc, "ctl", shutdown, ControlResult, timeout=3, headers=to)
-        finally:
-            await nc.close()
-
-    pid = int(state["pid"])
-    try:
-        asyncio.run(go())
-    except BusDownError as exc:  # the same graceful stop, asked by signal
-        print(f"eevee: {exc}\neevee: sending SIGTERM to eevee (pid {pid}) instead", file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        try:
-            # A zombie has exited; only its parent has not reaped it yet.
-            gone = psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            gone = True
-        if gone:
-            print("eevee is down")
-            return 0
-        time.sleep(0.05)
-    print(f"eevee (pid {pid}) is still stopping after {args.timeout:g} s", file=sys.stderr)
-    return 1
+    return down(args, _client, _paths(args))
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    return run_logs(args, _client)
+    def offline() -> Path | None:
+        from eeveepy.config import load_config
+        from eeveepy.logs.offline import log_directory
+
+        try:
+            config = load_config(_config_path(args))
+        except ConfigError:
+            return None
+        return log_directory(config.operators, config.resolved_paths())
+
+    return run_logs(args, _client, offline)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -221,10 +152,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from eeveepy.config import check_config
+    from eeveepy.config import check_config, load_config
+    from eeveepy.config.verify import verify
 
     path = _config_path(args)
     problems = check_config(path)
+    if not problems and not args.static:
+        # What starting would show: modules that do not import, executables not found,
+        # settings an operator refuses (each module is run in its settings-check mode).
+        problems = asyncio.run(verify(load_config(path), label=str(path)))
     if args.json:
         print(
             json.dumps(
@@ -257,6 +193,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if args.out == "-":
         print(json.dumps(schema.schemas(), indent=2, sort_keys=True))
         return 0
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(
+            f"eevee schema: --out {out} is a file; give a directory (or - for stdout)",
+            file=sys.stderr,
+        )
+        return 2
     for path in schema.write(Path(args.out)):
         print(path)
     return 0
@@ -281,14 +224,22 @@ def cmd_sub(args: argparse.Namespace) -> int:
         nc, ipc, _ = await _client(args)
         done = asyncio.Event()
         count = 0
+        broken = False
 
         async def on_msg(msg: Any) -> None:
-            nonlocal count
+            nonlocal count, broken
+            if done.is_set():
+                return  # already delivered to the client before it unsubscribed
             text = msg.data.decode("utf-8", errors="replace")
-            if args.json:
-                print(json.dumps({"subject": msg.subject, "data": text}), flush=True)
-            else:
-                print(f"{msg.subject}  {text}", flush=True)
+            try:
+                if args.json:
+                    print(json.dumps({"subject": msg.subject, "data": text}), flush=True)
+                else:
+                    print(f"{msg.subject}  {text}", flush=True)
+            except BrokenPipeError:  # the reader is gone: so are we (main says nothing)
+                broken = True
+                done.set()
+                return
             count += 1
             if args.count and count >= args.count:
                 done.set()
@@ -298,6 +249,8 @@ def cmd_sub(args: argparse.Namespace) -> int:
             await done.wait()
         finally:
             await nc.close()
+        if broken:
+            raise BrokenPipeError
 
     try:
         asyncio.run(go())
@@ -311,7 +264,7 @@ def cmd_sub(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``eevee`` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="eevee",
         description="A chat-ops bot of operator processes on a NATS bus.",
         epilog="Start with `eevee up`; then `eevee ps` in another terminal.",
@@ -321,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", help="configuration file (default: $EEVEE_CONFIG, ./config/eevee.toml)"
     )
     # `-c` is accepted before or after the command (`eevee -c X up` and `eevee up -c X`).
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="configuration file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -332,23 +285,45 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     down = sub.add_parser("down", parents=[common], help="stop a running `eevee up` gracefully")
-    down.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    down.add_argument(
+        "--timeout", type=positive_float, default=30.0, help="seconds to wait (default 30)"
+    )
     down.set_defaults(func=cmd_down)
 
     ps = sub.add_parser(
         "ps", parents=[common], help="list operators with state, pid, uptime, memory, ping"
     )
+    ps.add_argument("ids", nargs="*", metavar="ID", help="only these operators")
     ps.add_argument("--json", action="store_true", help="print a JSON list")
     ps.set_defaults(func=cmd_ps)
 
     ctl = sub.add_parser(
-        "ctl", parents=[common], help="halt, resume, reload, restart, stop or start operators"
+        "ctl",
+        parents=[common],
+        help="halt, resume, reload, restart, stop or start operators",
+        description="Lifecycle actions on operators. start and restart wait until the"
+        " operators are RUNNING (exit 1 when one is not); reload ID sends SIGHUP, the operator"
+        " re-reads the settings the supervisor holds (to re-read eevee.toml, use `eevee reload`,"
+        " the same as `ctl reload supervisor`).",
     )
     ctl.add_argument("action", choices=["halt", "resume", "reload", "restart", "stop", "start"])
-    ctl.add_argument("target", help="operator id, or `all`")
+    ctl.add_argument("target", help="operator id, `all`, or `supervisor` (reload only)")
     ctl.add_argument("--json", action="store_true", help="print the result as JSON")
-    ctl.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the result")
+    ctl.add_argument(
+        "--timeout", type=positive_float, default=15.0, help="seconds to wait for the result"
+    )
     ctl.set_defaults(func=cmd_ctl)
+
+    reload = sub.add_parser(
+        "reload",
+        parents=[common],
+        help="re-read the configuration, check it, print and apply what changed (as SIGHUP)",
+    )
+    reload.add_argument("--json", action="store_true", help="print the plan or problems as JSON")
+    reload.add_argument(
+        "--timeout", type=positive_float, default=60.0, help="seconds to wait (default 60)"
+    )
+    reload.set_defaults(func=cmd_reload)
 
     logs = add_logs_parser(sub, [common])
     logs.set_defaults(func=cmd_logs)
@@ -362,7 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--room", "-r", default="#console", help="room (default: #console)")
     chat.add_argument("--private", "-p", action="store_true", help="talk to the bot privately")
     chat.add_argument(
-        "--timeout", type=float, default=5.0, help="piped: seconds to wait for a reply (default 5)"
+        "--timeout",
+        type=positive_float,
+        default=5.0,
+        help="piped: seconds to wait for a reply (default 5)",
+    )
+    chat.add_argument(
+        "--strict", action="store_true", help="piped: exit 1 when a line gets no reply"
     )
     chat.add_argument("--json", action="store_true", help="print reply envelopes as JSON lines")
     chat.set_defaults(func=cmd_chat)
@@ -372,7 +353,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser(
         "check", parents=[common], help="validate the configuration; list every problem"
     )
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the problems as JSON")
+    check.add_argument(
+        "--static",
+        action="store_true",
+        help="only the files: do not run operator modules to check their settings",
+    )
     check.set_defaults(func=cmd_config_check)
     natsperms.add_parser(config_sub, common)
 
@@ -384,15 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     pub = sub.add_parser("pub", parents=[common], help="publish raw bytes on a subject (debugging)")
-    pub.add_argument("subject", help="subject, relative to the prefix (chat.in.console.x.y)")
+    pub.add_argument(
+        "subject",
+        type=concrete_subject,
+        help="subject, relative to the prefix (chat.in.console.x.y)",
+    )
     pub.add_argument("payload", nargs="?", help="payload (default: standard input)")
     pub.set_defaults(func=cmd_pub)
 
     subp = sub.add_parser(
         "sub", parents=[common], help="print messages on a subject pattern (debugging)"
     )
-    subp.add_argument("subject", help="pattern, relative to the prefix (e.g. `chat.>`)")
-    subp.add_argument("--count", type=int, default=0, help="exit after N messages")
+    subp.add_argument(
+        "subject", type=subject_pattern, help="pattern, relative to the prefix (e.g. `chat.>`)"
+    )
+    subp.add_argument("--count", type=count, default=0, help="exit after N messages")
     subp.add_argument("--json", action="store_true", help="one JSON object per line")
     subp.set_defaults(func=cmd_sub)
 
@@ -401,12 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``eevee`` command."""
-    args = build_parser().parse_args(argv)
-    if getattr(args, "json_logs", None) is None:
-        configure_logging(level="warning")
+    """Entry point of the ``eevee`` command: no traceback reaches the user."""
     try:
+        args = build_parser().parse_args(argv)  # --help writes too: into a closed pipe, maybe
+        if getattr(args, "json_logs", None) is None:
+            from eeveepy.logs.setup import configure_logging
+
+            configure_logging(level="warning")
         code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, while it can still be caught
     except ConfigError as exc:
         _print_problems(exc)
         code = 2
@@ -415,4 +410,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`eevee logs | head`): what it wanted was written. Point
+        # stdout at /dev/null so the interpreter's last flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    except Exception as exc:  # a bug of ours: one line, and how to see more
+        if os.environ.get("EEVEE_DEBUG"):
+            raise
+        print(
+            f"eevee: unexpected error: {exc!r} (EEVEE_DEBUG=1 shows where; please report it)",
+            file=sys.stderr,
+        )
+        code = 1
     sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m eeveepy.cli.main`
+    main()

@@ -1,20 +1,24 @@
-"""``eevee new operator NAME``: a new operator package, with a test that passes out of the box.
+"""``eevee new operator NAME``: a new operator project, with a test that passes out of the box.
 
 ``eevee new operator greeter --dir ~/src`` creates::
 
-    ~/src/greeter/
+    ~/src/eevee-greeter/
       README.md              how to test it and run it under `eevee up`
       pyproject.toml         `pip install -e .` makes `module = "greeter"` importable anywhere
       greeter/__init__.py
       greeter/__main__.py    `python -m greeter` runs it (what `eevee up` does)
       greeter/operator.py    a command operator: `!greeter [WHO]`, with a settings model
-      tests/test_greeter.py  starts a nats-server, serves the operator in-process and runs
-                             its command through the bus as the router would
+      tests/test_greeter.py  the operator, the router and a chat user on a real bus
+                             (:class:`eeveepy.testing.TestBot`)
+
+The project's directory is ``eevee-NAME``, a name Python cannot import: created where
+``eevee up`` runs (the top of a checkout, say), a directory named ``NAME`` would be taken for
+the package ``NAME`` (an empty namespace package) and hide the real one once installed.
 
 NAME is at once a Python package, an operator id and a command name, so it must be
 ``[a-z][a-z0-9_]*`` (64 characters at most), not a Python keyword, and must not shadow a module
-that is already importable (``json``, ``nats``...). An existing ``DIR/NAME`` is never touched.
-Only the standard library is used here: the templates are plain text.
+that is already importable (``json``, ``nats``...). An existing ``DIR/eevee-NAME`` is never
+touched. Only the standard library is used here: the templates are plain text.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Final
 from eeveepy.errors import InvalidNameError, ScaffoldError, TargetExistsError
 
 __all__ = [
+    "PROJECT_PREFIX",
     "add_new_parser",
     "check_name",
     "cmd_new",
@@ -39,6 +44,8 @@ __all__ = [
 ]
 
 MAX_NAME: Final = 64
+PROJECT_PREFIX: Final = "eevee-"
+"""The project directory is ``eevee-NAME``: not importable, so it never shadows ``NAME``."""
 _NAME_RE: Final = re.compile(r"[a-z][a-z0-9_]*")
 # Names that would clash with eevee itself or the tools the generated project uses.
 _RESERVED: Final = frozenset(
@@ -76,13 +83,13 @@ def check_name(name: str) -> str:
 
 
 def new_operator(name: str, directory: Path | str = ".") -> Path:
-    """Create the package ``directory/name``; returns its path.
+    """Create the project ``directory/eevee-name``; returns its path.
 
     Raises :class:`InvalidNameError` or :class:`TargetExistsError` (nothing written then), or
     :class:`ScaffoldError` when writing failed (what was written is removed).
     """
     check_name(name)
-    target = Path(directory).expanduser() / name
+    target = Path(directory).expanduser() / f"{PROJECT_PREFIX}{name}"
     if target.exists() or target.is_symlink():
         raise TargetExistsError(f"{target} already exists: not overwriting it")
     try:
@@ -113,8 +120,8 @@ def add_new_parser(sub: Any) -> None:
     op = kinds.add_parser(
         "operator",
         help="a command operator package with a test",
-        description="Create DIR/NAME: a Python package running a command operator, a test "
-        "that passes out of the box and a README on running it under `eevee up`.",
+        description="Create DIR/eevee-NAME: a Python package NAME running a command operator,"
+        " a test that passes out of the box and a README on running it under `eevee up`.",
     )
     op.add_argument("name", metavar="NAME", help="package, operator id and command name")
     op.add_argument("--dir", default=".", help="where to create it (default: here)")
@@ -135,6 +142,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
         print(f"  {path.relative_to(target)}")
     print(f"next: cd {target} && python -m pytest   (then see README.md)")
+    print(f"then: pip install -e {target}   (in the Python environment of `eevee up`)")
     return 0
 
 
@@ -197,97 +205,27 @@ if __name__ == "__main__":
 '''
 
 _TEST = '''\
-"""The ${name} operator on a real bus: an embedded nats-server, the operator served in-process,
-and its command invoked through the bus as the router would do it."""
+"""The ${name} operator on a real bus: a nats-server, the router, the operator and a chat user
+(eeveepy.testing.TestBot), as under `eevee up` but for the chat platform."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
 
-from eeveepy import ChatMessage, ChatUser, CommandInvocation, OutgoingMessage
-from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.ipc import Ipc
-from eeveepy.bus.natsserver import EmbeddedNats
-from eeveepy.protocol.models import CommandResult, Ready
-from eeveepy.protocol.subjects import Subjects
-from eeveepy.runtime.contract import (
-    ENV_CACHE_DIR,
-    ENV_DATA_DIR,
-    ENV_NATS_URL,
-    ENV_OPERATOR_ID,
-    ENV_SETTINGS,
-    ENV_SUBJECT_PREFIX,
-)
+from eeveepy.testing import TestBot
 
 from ${name}.operator import create
 
-PREFIX = "test"
-ID = "${name}"
+
+async def conversation() -> None:
+    async with TestBot(create(), settings={"greeting": "Hi"}) as bot:
+        assert await bot.ask("!${name} bob") == "Hi, bob!"
+        assert await bot.ask("!${name}", user="carol") == "Hi, carol!"
+        assert await bot.say("just chatting", wait=0.5) == []  # not a command: no answer
 
 
-def invocation(args: dict[str, str]) -> CommandInvocation:
-    """What the router sends for `!${name} ...` said by alice in #room."""
-    message = ChatMessage(
-        platform="test",
-        network="local",
-        room="#room",
-        user=ChatUser(id="alice", name="alice"),
-        text="!${name}",
-        message_id="m1",
-    )
-    return CommandInvocation(command="${name}", args=args, message=message)
-
-
-async def scenario(tmp: Path) -> None:
-    async with EmbeddedNats(store_dir=tmp / "nats") as server:
-        subjects = Subjects(PREFIX)
-        bus = Ipc(subjects, "test")  # the test plays the router and the chat connector
-        await bus.attach(await connect(BusConfig(url=server.url), name="test"))
-        ready: asyncio.Queue[Ready] = asyncio.Queue()
-        replies: asyncio.Queue[OutgoingMessage] = asyncio.Queue()
-
-        async def on_ready(msg: Ready) -> None:
-            await ready.put(msg)
-
-        async def on_reply(msg: OutgoingMessage) -> None:
-            await replies.put(msg)
-
-        await bus.subscribe(subjects.operator_ready(ID), on_ready)
-        await bus.subscribe("chat.out.>", on_reply)
-        await barrier(bus.nc)
-
-        op = create()
-        environ = {  # what `eevee up` gives an operator
-            ENV_OPERATOR_ID: ID,
-            ENV_NATS_URL: server.url,
-            ENV_SUBJECT_PREFIX: PREFIX,
-            ENV_SETTINGS: json.dumps({"greeting": "Hi"}),
-            ENV_CACHE_DIR: str(tmp / "cache"),
-            ENV_DATA_DIR: str(tmp / "data"),
-        }
-        serving = asyncio.create_task(op.serve(environ))
-        try:
-            await asyncio.wait_for(ready.get(), 10)
-            for args, expected in (({"who": "bob"}, "Hi, bob!"), ({}, "Hi, alice!")):
-                result = await bus.request(
-                    subjects.command_run("${name}"), invocation(args), CommandResult, timeout=5
-                )
-                assert result.body.ok, result.body.message
-                reply = await asyncio.wait_for(replies.get(), 5)
-                assert (reply.text, reply.target, reply.reply_to) == (expected, "#room", "m1")
-        finally:
-            op.request_stop()
-            code = await asyncio.wait_for(serving, 10)
-            nc = bus.nc
-            await bus.detach()
-            await nc.close()
-        assert code == 0
-
-
-def test_${name}_answers_its_command(tmp_path: Path) -> None:
-    asyncio.run(scenario(tmp_path))
+def test_${name}_answers_its_command() -> None:
+    asyncio.run(conversation())
 '''
 
 _README = """\
@@ -299,7 +237,7 @@ whoever asked). Start from here: the code is in `${name}/operator.py`.
 ```
 ${name}/operator.py    the operator: a settings model and one command
 ${name}/__main__.py    `python -m ${name}` runs it
-tests/test_${name}.py  starts a nats-server, serves the operator and runs its command
+tests/test_${name}.py  the operator, the router and a chat user on a real bus (TestBot)
 pyproject.toml         `pip install -e .`; pytest and ruff settings
 ```
 
@@ -311,10 +249,25 @@ From this directory, with eeveepy installed in the same Python environment:
 python -m pytest          # pyproject.toml puts this directory on the import path
 ```
 
+`eeveepy.testing.TestBot` starts a nats-server, eevee's router and this operator, and lets the
+test talk as a chat user: `await bot.ask("!${name} bob")` is the one answer, `await
+bot.say(...)` every answer (none: `[]`).
+
 ## Run it under `eevee up`
 
-Add a table to your `eevee.toml`, next to the router (which turns `!${name}` chat lines into
-command invocations):
+`module = "${name}"` must be importable by the Python that runs `eevee up`. Install this
+project into that environment:
+
+```sh
+pip install -e .
+```
+
+(or, without installing, give the operator its import path in its table:
+`env = { PYTHONPATH = "/path/to/eevee-${name}" }`). A running `eevee up` sees a package
+installed after it started: operators started from then on come from a renewed fork server.
+
+Then add a table to your `eevee.toml`, next to the router (which turns `!${name}` chat lines
+into command invocations):
 
 ```toml
 [operators.router]
@@ -325,14 +278,16 @@ module = "${name}"
 settings = { greeting = "Hello" }
 ```
 
-`module = "${name}"` must be importable by the Python that runs `eevee up`: either install
-this package into that environment (`pip install -e .`), or start `eevee up` from this
-directory (`eevee up -c /path/to/eevee.toml`). An `env = { PYTHONPATH = "..." }` in the table
-is not enough while the supervisor starts module operators from its fork server (the default,
-`[supervisor] forkserver = true`): they inherit the fork server's import path.
+and check it, then apply it to the running bot:
 
-`eevee ps` shows it running; `eevee logs -o ${name}` shows its logs; `eevee ctl reload ${name}`
-applies new settings.
+```sh
+eevee config check     # imports ${name} and validates its settings, as a start would
+eevee reload           # re-reads eevee.toml: prints what it adds, changes, and does
+```
+
+`eevee ps ${name}` shows it running; `eevee logs -o ${name}` shows its logs. After editing
+its `settings`, `eevee reload` applies them (the operator re-reads them on SIGHUP; `eevee ctl
+reload ${name}` only resends the settings already loaded).
 
 ## Run it alone (development)
 
@@ -349,7 +304,7 @@ requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "${name}"
+name = "eevee-${name}"
 version = "0.1.0"
 description = "An eevee operator."
 requires-python = ">=3.11"

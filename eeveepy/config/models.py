@@ -41,6 +41,7 @@ class SupervisorConfig(OperatorDefaults):
     log_history_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     """Bytes of log history the bus keeps at most; the oldest events go first."""
     forkserver: bool = Field(
+        strict=True,
         default=True,
         description="Start `module` operators by forking a preloaded Python process.",
     )

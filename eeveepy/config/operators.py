@@ -103,8 +103,9 @@ class OperatorConfig(OperatorDefaults):
     """An executable and its arguments, for operators not written as a Python module."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for the operator's process."""
-    enabled: bool = True
-    """False keeps the operator configured but not started."""
+    enabled: bool = Field(default=True, strict=True)
+    """False keeps the operator configured but not started (a TOML boolean: ``"yes"`` is a
+    mistake, not a yes)."""
     role: Role | None = None
     """The permission set the operator gets on the bus; none: its module's default
     (see :mod:`eeveepy.config.roles`)."""

@@ -10,7 +10,11 @@ platform refuses for good (:class:`~eeveepy.errors.RefusedError`) is dropped.
 
 Each message has a completion future, set once its last item was sent (or dropped): the
 :class:`~eeveepy.connector.outbox.Outbox` acknowledges the stream's copy of the message then,
-so a message still queued when the connector dies is delivered again after its restart.
+so a message still queued when the connector dies is delivered again after its restart. A
+platform whose server confirms receipt (XMPP stream management) returns a *confirmation* from
+``send``: the pump goes on with the next item at once, and the message counts as sent only
+when the confirmation of its last item completes, so one that was written but never reached
+the server is delivered again too.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ class EgressLimits:
         return TokenBucket(self.rate, self.period, self.burst, clock)
 
 
-Send = Callable[[Outbound], Awaitable[None]]
+Confirmation = Awaitable[None]
+"""Completes once the platform's server confirmed an item (see :meth:`Platform.send`)."""
+Send = Callable[[Outbound], Awaitable[Confirmation | None]]
 
 
 def settle(done: asyncio.Future[None] | None) -> None:
@@ -91,6 +97,7 @@ class Egress:
         self._queue: FairQueue[tuple[Outbound, asyncio.Future[None] | None]] = FairQueue(fold)
         self._queued = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._confirming: set[asyncio.Future[None]] = set()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -161,16 +168,37 @@ class Egress:
                 continue
             target, (item, done) = entry
             self._bucket.try_take()
-            if await self._send_one(item):
-                settle(done)
-            else:
+            sent, confirmation = await self._send_one(item)
+            if not sent:
                 self._queue.put_front(target, (item, done))
                 await asyncio.sleep(RETRY_DELAY)
+            elif confirmation is None:
+                settle(done)
+            else:
+                self._confirm(confirmation, done)
 
-    async def _send_one(self, item: Outbound) -> bool:
-        """Send ``item``: True when done with it (sent or refused), False to try again."""
+    def _confirm(self, confirmation: Confirmation, done: asyncio.Future[None] | None) -> None:
+        """Settle ``done`` once ``confirmation`` completes (with a result or an error: a
+        platform that cannot confirm any more says why itself); never when it is cancelled
+        (the connector stopping): the stored copy is then delivered again after a restart."""
+        waiting = asyncio.ensure_future(confirmation)
+        self._confirming.add(waiting)
+        waiting.add_done_callback(self._confirming.discard)
+        waiting.add_done_callback(lambda fut: fut.cancelled() or fut.exception())
+        if done is not None:
+
+            def confirmed(fut: asyncio.Future[None]) -> None:
+                if not fut.cancelled():
+                    settle(done)
+
+            waiting.add_done_callback(confirmed)
+
+    async def _send_one(self, item: Outbound) -> tuple[bool, Confirmation | None]:
+        """Send ``item``: ``(True, confirmation)`` when done with it (sent or refused),
+        ``(False, None)`` to try again."""
+        confirmation: Confirmation | None = None
         try:
-            await self._send(item)
+            confirmation = await self._send(item)
         except RefusedError as exc:
             self._log.warning(
                 "platform refused an item: dropped", target=item.target, error=str(exc)
@@ -178,7 +206,7 @@ class Egress:
         except (ConnectorError, OSError, TimeoutError) as exc:
             # The platform logs why; the session is going down or back up.
             self._log.debug("send failed: will retry", target=item.target, error=str(exc))
-            return False
+            return False, None
         except Exception as exc:  # a bug in the platform: never retried forever
             self._log.exception("send crashed: dropped", target=item.target, error=repr(exc))
-        return True
+        return True, confirmation

@@ -140,17 +140,21 @@ class Link:
         while not self._queue.empty():
             self._queue.get_nowait()[2].cancel()
 
-    async def message(self, msg: ChatMessage) -> None:
+    async def message(self, msg: ChatMessage, *, msg_id: str | None = None) -> None:
         """Publish a received chat message and return once it is stored (or given up).
 
         Await it before reading the next one from the platform: that is the delivery
         guarantee (docs/protocol.md, "Delivery of chat input"). The bot's own echo is dropped.
+        ``msg_id`` is the envelope id to publish under (default: a new one): a platform that
+        may read a message again after a restart (a Matrix sync resumed from its last stored
+        token) derives it from the platform's message id, so that the chat input stream
+        stores a message read twice within its duplicate window once.
         """
         if self.me is not None and self._fold(msg.user.id) == self._fold(self.me.id):
             return
         try:
             subject = self.subjects.chat_in(self.platform, self.network, msg.room)
-            await self.ipc.publish_stored(subject, msg)
+            await self.ipc.publish_stored(subject, msg, msg_id=msg_id)
         except EeveeError as exc:
             self.log.warning("cannot publish chat message", room=msg.room, error=str(exc))
 

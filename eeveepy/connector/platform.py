@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol, TypeVar
 from pydantic import BaseModel
 
 from eeveepy.connector.control import ControlRequest
-from eeveepy.connector.egress import EgressLimits, Outbound
+from eeveepy.connector.egress import Confirmation, EgressLimits, Outbound
 from eeveepy.connector.link import Link, Room
 from eeveepy.errors import ConnectorError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
@@ -107,9 +107,11 @@ class Platform(Protocol[S_contra]):
         :class:`~eeveepy.errors.RefusedError` for one that must not be sent (dead-lettered)."""
         ...
 
-    async def send(self, item: Outbound) -> None:
+    async def send(self, item: Outbound) -> Confirmation | None:
         """Send one item now; raise ``SessionError``/``OSError`` to have it tried again, or
-        ``RefusedError`` to drop it."""
+        ``RefusedError`` to drop it. A platform whose server confirms receipt may return a
+        confirmation (an awaitable that completes once the server has the item): the message
+        then counts as sent, and its stored copy is acknowledged, only when it completes."""
         ...
 
     async def control(self, req: ControlRequest, link: Link) -> ConnectorControlResult:

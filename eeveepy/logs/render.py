@@ -68,14 +68,15 @@ def render_fields(fields: Mapping[str, Any]) -> str:
 
 
 def render(env: Envelope[LogRecord], *, color: bool, tz: tzinfo = UTC) -> str:
-    """One line: ``HH:MM:SS.mmm LEVEL operator event key=value...`` (``tz`` for the time).
+    """One line: ``2026-05-06T07:08:09.123Z LEVEL operator event key=value...`` (``tz`` for
+    the time: ISO 8601 to the millisecond, the date included, as the supervisor's console).
 
     Characters a terminal could act on are escaped, so a record cannot move the cursor or
     change colours; with ``color`` the level (and the time, dimmed) are coloured.
     """
     record = env.body
     when = (record.time or env.timestamp).astimezone(tz)
-    clock = when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
+    clock = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     level = record.level.value.upper().ljust(8)
     if color:
         clock = f"{_DIM}{clock}{_RESET}"

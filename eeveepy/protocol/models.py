@@ -278,6 +278,15 @@ class Control(Body):
     target: str = Field(default="", description="Operator id, 'all', or empty for the receiver.")
 
 
+class ConfigProblem(BaseModel):
+    """One problem of a configuration: where (file and key path) and what."""
+
+    model_config = _MODEL_CONFIG
+
+    where: str
+    what: str
+
+
 class ControlResult(Body):
     """The answer to a :class:`Control` request."""
 
@@ -286,6 +295,15 @@ class ControlResult(Body):
     ok: bool
     message: str = ""
     operators: list[OperatorStatus] = Field(default_factory=list)
+    plan: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="A configuration reload: the operator ids by what it did to them (added,"
+        " removed, restarted, reloaded, stopped, unchanged).",
+    )
+    problems: list[ConfigProblem] = Field(
+        default_factory=list,
+        description="A configuration reload refused: every problem of the new configuration.",
+    )
 
 
 class Ping(Body):

@@ -22,6 +22,7 @@ from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_operator_id, vali
 
 __all__ = [
     "ENV_CACHE_DIR",
+    "ENV_CHECK",
     "ENV_CONNECT_TIMEOUT",
     "ENV_DATA_DIR",
     "ENV_INBOX_PREFIX",
@@ -31,6 +32,7 @@ __all__ = [
     "ENV_OPERATOR_ID",
     "ENV_SETTINGS",
     "ENV_SETTINGS_FILE",
+    "ENV_SETTINGS_ORIGIN",
     "ENV_SUBJECT_PREFIX",
     "ENV_SUPERVISOR",
     "EXIT_CONFIG",
@@ -67,6 +69,15 @@ ENV_SETTINGS: Final = "EEVEE_SETTINGS"
 """The operator's settings as a JSON object."""
 ENV_SETTINGS_FILE: Final = "EEVEE_SETTINGS_FILE"
 """A JSON or TOML file of settings, re-read at each reload; wins over :data:`ENV_SETTINGS`."""
+ENV_SETTINGS_ORIGIN: Final = "EEVEE_SETTINGS_ORIGIN"
+"""Where the settings were written, for error messages: a JSON object ``{"file": ...,
+"key": [...]}`` (``config/eevee.toml`` and ``["operators", "echo", "settings"]``), and
+``"also"``, an ``operators.d`` file merged under them. Problems then name that file and key
+instead of the settings file the supervisor generated from it."""
+ENV_CHECK: Final = "EEVEE_CHECK"
+"""Set (to ``1``) by ``eevee config check``: validate the settings, print the problems as one
+JSON line ``{"problems": [[where, what], ...]}`` on stdout and exit (0, or 78 when invalid),
+without connecting to the bus."""
 ENV_CACHE_DIR: Final = "EEVEE_CACHE_DIR"
 """A directory for caches, emptied (and created) by the supervisor before each start."""
 ENV_DATA_DIR: Final = "EEVEE_DATA_DIR"
@@ -99,6 +110,8 @@ class Launch:
     data_dir: Path
     supervisor: str | None
     connect_timeout: float
+    settings_origin: str | None = None
+    """:data:`ENV_SETTINGS_ORIGIN` as given (JSON), or None."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], default_id: str | None = None) -> Launch:
@@ -151,6 +164,7 @@ class Launch:
             data_dir=Path(data) if data else defaults.operator_data_dir(op_id),
             supervisor=env.get(ENV_SUPERVISOR) or None,
             connect_timeout=timeout,
+            settings_origin=env.get(ENV_SETTINGS_ORIGIN) or None,
         )
 
 

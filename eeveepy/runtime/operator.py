@@ -26,6 +26,7 @@ bus (69) from a crash (1).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -44,9 +45,11 @@ from eeveepy.protocol.models import ChatMessage, Envelope, MessageStyle, Outgoin
 from eeveepy.protocol.subjects import Subjects
 from eeveepy.runtime.commands import command
 from eeveepy.runtime.contract import (
+    ENV_CHECK,
     ENV_OPERATOR_ID,
     ENV_SUPERVISOR,
     EXIT_CONFIG,
+    EXIT_OK,
     Launch,
     environ_with_options,
 )
@@ -57,6 +60,7 @@ from eeveepy.runtime.kvstore import KvStore
 from eeveepy.runtime.lifecycle import Lifecycle, OperatorState, Timeouts
 from eeveepy.runtime.settings import AnySettings, load_settings, log_problems
 from eeveepy.runtime.signals import capture_signals
+from eeveepy.runtime.title import operator_title, set_title
 
 __all__ = ["Operator"]
 
@@ -141,6 +145,11 @@ class Operator(Generic[S]):
         )
 
     # -- what the author reads -------------------------------------------------------------
+
+    @property
+    def name(self) -> str | None:
+        """The name given at construction (the id's default in development runs), or None."""
+        return self._name
 
     @property
     def id(self) -> str:
@@ -269,15 +278,32 @@ class Operator(Generic[S]):
         ``--prefix`` and ``--settings FILE`` (JSON or TOML, re-read on every reload).
         """
         env = environ_with_options(os.environ, argv, prog=self._name)
+        if env.get(ENV_CHECK):
+            sys.exit(self.check(env))
+        op_id = env.get(ENV_OPERATOR_ID) or self._default_id or self._name or _PLACEHOLDER_ID
+        set_title(operator_title(op_id))
         if not structlog.is_configured():
             # Under a supervisor: JSON lines on stderr, which it relays to the bus and console.
-            op_id = env.get(ENV_OPERATOR_ID) or self._default_id or self._name or _PLACEHOLDER_ID
             configure_operator_logging(op_id, json_lines=bool(env.get(ENV_SUPERVISOR)))
         try:
             code = asyncio.run(self.serve(env))
         except KeyboardInterrupt:  # before the handlers were installed, or after
             code = 130
         sys.exit(code)
+
+    def check(self, environ: Mapping[str, str]) -> int:
+        """Validate the launch environment and settings only (``eevee config check``, see
+        :data:`~eeveepy.runtime.contract.ENV_CHECK`): print the problems as one JSON line on
+        stdout; 0 when valid, :data:`EXIT_CONFIG` when not. Never connects."""
+        try:
+            launch = Launch.from_env(environ, self._default_id)
+            load_settings(launch, self._model, structlog.get_logger("eeveepy.check"))
+        except ConfigError as exc:
+            found = exc.problems or [("settings", str(exc))]
+            print(json.dumps({"problems": found}), flush=True)
+            return EXIT_CONFIG
+        print(json.dumps({"problems": []}), flush=True)
+        return EXIT_OK
 
     async def serve(self, environ: Mapping[str, str] | None = None) -> int:
         """The whole lifecycle; returns the exit code. ``environ`` defaults to ``os.environ``.

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.errors import ConfigError
-from eeveepy.problems import problems
+from eeveepy.problems import Problem, key_path, problem, problems
 from eeveepy.runtime.contract import ENV_SETTINGS, Launch
 
-__all__ = ["AnySettings", "load_settings", "log_problems", "read_settings"]
+__all__ = ["AnySettings", "load_settings", "located", "log_problems", "read_settings"]
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -60,7 +60,25 @@ def load_settings(launch: Launch, model: type[S], log: FilteringBoundLogger) -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("invalid settings", problems(exc, label)) from None
+        raise ConfigError("invalid settings", located(exc, label, launch.settings_origin)) from None
+
+
+def located(exc: ValidationError, label: str, origin: str | None) -> list[Problem]:
+    """The problems of ``exc``, placed where the settings were written when ``origin`` (see
+    :data:`~eeveepy.runtime.contract.ENV_SETTINGS_ORIGIN`) says so, else under ``label``."""
+    try:
+        where = json.loads(origin or "null")
+        file, key = str(where["file"]), [str(k) for k in where["key"]]
+        also = where.get("also")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return problems(exc, label)
+    found = []
+    for err in exc.errors(include_url=False):
+        place, what = problem(file, err, loc=[*key, *err["loc"]])
+        if also:  # merged from operators.d: the key may be written there instead
+            what += f" (or in {also}: {key_path(err['loc']) or 'the whole file'})"
+        found.append((place, what))
+    return found
 
 
 def log_problems(log: FilteringBoundLogger, event: str, exc: ConfigError) -> None:

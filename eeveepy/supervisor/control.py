@@ -87,19 +87,31 @@ async def apply(action: ControlAction, procs: Sequence[OperatorProcess]) -> Cont
         else:  # pragma: no cover - every action is handled above
             res = ControlResult(ok=False, message=f"unknown action {action}")
         ok = ok and res.ok
-        if res.message:
+        if res.message and len(procs) == 1:
             notes.append(res.message)
+        elif res.message and not res.ok:  # of many: the failures (the table shows the rest)
+            notes.append(f"{proc.id}: {res.message}")
     if action in (ControlAction.RESTART, ControlAction.STOP, ControlAction.START):
         await settle(procs, action)
+    if action in (ControlAction.RESTART, ControlAction.START):
+        # Asked to run: anything short of RUNNING is a failure the caller must hear of.
+        for proc in procs:
+            if proc.state not in (ProcessState.RUNNING, ProcessState.HALTED):
+                ok = False
+                why = f": {proc.message}" if proc.message else ""
+                notes.append(f"{proc.id} is {proc.state.value}, not RUNNING{why}")
     return ControlResult(ok=ok, message="; ".join(notes), operators=[p.status() for p in procs])
 
 
 async def settle(
     procs: Sequence[OperatorProcess], action: ControlAction, timeout: float = SETTLE_TIMEOUT
 ) -> None:
-    """Wait (bounded) until ``procs`` reach a resting state after ``action``."""
-    want = ProcessState.STOPPED if action == ControlAction.STOP else ProcessState.RUNNING
-    resting = RESTING | {want}
+    """Wait (bounded) until ``procs`` reach a resting state after ``action`` (for a start, a
+    BACKOFF ends the wait too: the start failed, whatever follows)."""
+    if action == ControlAction.STOP:
+        resting = RESTING | {ProcessState.STOPPED}
+    else:
+        resting = RESTING | {ProcessState.RUNNING, ProcessState.BACKOFF}
     deadline = time.monotonic() + timeout
     # The lifecycle takes a request up on its next turn of the loop: until then the state
     # is the one from before (RUNNING, for a restart).

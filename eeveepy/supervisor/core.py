@@ -28,9 +28,11 @@ import structlog
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
+from eeveepy.config.verify import settings_origin, verify
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
 from eeveepy.paths import OperatorPaths, Paths
 from eeveepy.protocol.models import (
+    ConfigProblem,
     ControlAction,
     ControlResult,
     LogRecord,
@@ -47,6 +49,7 @@ from eeveepy.runtime.contract import (
     ENV_OPERATOR_ID,
     ENV_SETTINGS,
     ENV_SETTINGS_FILE,
+    ENV_SETTINGS_ORIGIN,
     ENV_SUBJECT_PREFIX,
     ENV_SUPERVISOR,
 )
@@ -55,8 +58,9 @@ from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
+from eeveepy.supervisor.lock import StateDirLock
 from eeveepy.supervisor.process import OperatorProcess
-from eeveepy.supervisor.reload import Step, plan_reload
+from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
 from eeveepy.supervisor.statefile import read_state, remove_state, write_state
 
@@ -84,6 +88,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._lock = StateDirLock(self.paths.state_dir)
 
     # -- public ----------------------------------------------------------------------------
 
@@ -108,6 +113,8 @@ class Supervisor:
             self._log.warning("second stop request: killing operators now")
             for proc in self._procs.values():
                 proc.kill_now()
+        else:
+            self._log.info("stopping: press Ctrl-C again (or send a second SIGTERM) to force")
         self._stop.set()
 
     def ship(self, record: LogRecord) -> None:
@@ -140,6 +147,8 @@ class Supervisor:
                 f"cannot write to {where} ({exc.strerror or exc}): make it writable, or set"
                 " [paths] state_dir (or XDG_STATE_HOME) to a writable directory"
             ) from None
+        # Before anything in the state directory is touched: another supervisor may own it.
+        self._lock.acquire(self.config.source)
         if any(op.module and op.enabled for op in self.config.operators.values()):
             self._host.launcher.warm()  # the fork server preloads while the bus starts
         self._bus = bus = await start_bus(
@@ -165,60 +174,83 @@ class Supervisor:
         self._log.info("up", bus=bus.url, operators=len(self._procs))
 
     async def reload(self) -> ControlResult:
-        """Re-read the configuration: add, remove, reload or restart what changed.
+        """Re-read the configuration, check it fully, then add, remove, reload or restart
+        what changed; the result holds the plan, or every problem found.
 
-        All or nothing: an invalid file, or bus users the server does not take (they are
-        rolled back), leave the running plan as it was and say why at error level.
+        All or nothing: an invalid file, an operator that would not start (its module or
+        executable missing, its settings invalid), or bus users the server does not take
+        (they are rolled back) leave the running plan as it was, and say why at error level.
         """
         async with self._reload_lock:
+            self._log.info("reloading the configuration", config=str(self.config.source))
             try:
                 new = load_config(self.config.source)
             except ConfigError as exc:
-                self._log.error("configuration not reloaded", problems=exc.problems or str(exc))
-                return ControlResult(ok=False, message=str(exc))
+                return self._not_reloaded(exc.problems or [(str(self.config.source), str(exc))])
+            plan = plan_reload(self.config.operators, new.operators)
+            # Only what starts or takes new settings: the rest runs already.
+            problems = await verify(new, plan.touched)
+            if problems:
+                return self._not_reloaded(problems)
             if new.bus != self.config.bus or new.prefix != self.config.prefix:
                 self._log.warning("bus and prefix changes need a restart of eevee up")
-            plan = plan_reload(self.config.operators, new.operators)
             try:  # the new operators' bus users first: the plan changes once they are in force
                 await self._sync_users({**self.config.operators, **new.operators})
             except NatsServerError as exc:
                 for op_id in plan.added:
                     self._users.forget(op_id)
-                self._log.error(
-                    "configuration not reloaded: the bus refused the users", error=str(exc)
-                )
-                return ControlResult(ok=False, message=f"configuration not reloaded: {exc}")
+                why = f"configuration not reloaded: the bus refused the users: {exc}"
+                self._log.error(why)
+                return ControlResult(ok=False, message=why)
             self.config = new
             self._host.launcher.use_forkserver = new.supervisor.forkserver
-            for op_id in plan.removed:
-                await self._remove(op_id)
-            if plan.removed:
-                try:
-                    await self._sync_users(new.operators)
-                except NatsServerError as exc:
-                    self._log.error(
-                        "removed operators' bus users are still valid (the next reload retries)",
-                        error=str(exc),
-                    )
-            if self._bus is not None:
-                await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
-            for cfg, step in plan.steps:
-                if step is Step.ADD:
-                    self._add(cfg)
-                    continue
-                proc = self._procs[cfg.id]
-                if cfg.id in plan.changed:
-                    proc.update_config(cfg, self._env_for(cfg, proc.paths))
-                if step is Step.STOP:
-                    proc.stop()
-                elif step is Step.RESTART:
-                    proc.restart()
-                else:
-                    proc.reload()
-            self._log.info("configuration reloaded", operators=len(self._procs))
-            return ControlResult(
-                ok=True, message="configuration reloaded", operators=self._statuses()
+            await self._apply(plan, new)
+            done = plan.summary()
+            self._log.info(
+                "configuration reloaded", **{k: ",".join(v) for k, v in done.items() if v}
             )
+            return ControlResult(
+                ok=True,
+                message=_describe(done),
+                operators=self._statuses(),
+                plan=done,
+            )
+
+    def _not_reloaded(self, problems: list[tuple[str, str]]) -> ControlResult:
+        for where, what in problems:
+            self._log.error("configuration not reloaded", where=where, problem=what)
+        return ControlResult(
+            ok=False,
+            message=f"configuration not reloaded: {len(problems)} problem(s); nothing changed",
+            problems=[ConfigProblem(where=w, what=m) for w, m in problems],
+        )
+
+    async def _apply(self, plan: ReloadPlan, new: Config) -> None:
+        for op_id in plan.removed:
+            await self._remove(op_id)
+        if plan.removed:
+            try:
+                await self._sync_users(new.operators)
+            except NatsServerError as exc:
+                self._log.error(
+                    "removed operators' bus users are still valid (the next reload retries)",
+                    error=str(exc),
+                )
+        if self._bus is not None:
+            await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
+        for cfg, step in plan.steps:
+            if step is Step.ADD:
+                self._add(cfg)
+                continue
+            proc = self._procs[cfg.id]
+            if cfg.id in plan.changed:
+                proc.update_config(cfg, self._env_for(cfg, proc.paths))
+            if step is Step.STOP:
+                proc.stop()
+            elif step is Step.RESTART:
+                proc.restart()
+            elif step is Step.RELOAD:
+                proc.reload()
 
     async def control(self, action: ControlAction, target: str) -> ControlResult:
         """Apply a lifecycle action to one operator or ``all``."""
@@ -232,7 +264,13 @@ class Supervisor:
         if target in self._procs:
             return await apply(action, [self._procs[target]])
         known = ", ".join(self._procs) or "none"
-        return ControlResult(ok=False, message=f"unknown operator {target!r} (known: {known})")
+        hint = ""
+        with contextlib.suppress(ConfigError):
+            if target in load_config(self.config.source).operators:
+                hint = f"; it is new in {self.config.source}: `eevee reload` adds it"
+        return ControlResult(
+            ok=False, message=f"unknown operator {target!r} (known: {known}){hint}"
+        )
 
     def status(self) -> SupervisorStatus:
         """What ``eevee ps`` shows."""
@@ -242,6 +280,8 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every operator (reverse start order, bounded), then the bus. Idempotent."""
+        if not self._lock.held:
+            return  # never started (or refused: another supervisor owns the state directory)
         procs = list(reversed(self._procs.values()))
         for proc in procs:
             proc.stop()
@@ -276,6 +316,7 @@ class Supervisor:
         remove_state(self.paths.state_file)
         if bus is not None and bus.server is not None:
             await bus.server.stop()
+        self._lock.release()
         self._log.info("down")
 
     # -- bus and leases --------------------------------------------------------------------
@@ -349,6 +390,7 @@ class Supervisor:
             ENV_SUBJECT_PREFIX: self.config.prefix,
             ENV_SETTINGS: json.dumps(cfg.settings),
             ENV_SETTINGS_FILE: str(paths.settings_file),
+            ENV_SETTINGS_ORIGIN: settings_origin(self.config, cfg),
             ENV_CACHE_DIR: str(paths.cache_dir),
             ENV_DATA_DIR: str(paths.data_dir),
             ENV_SUPERVISOR: self.name,
@@ -417,3 +459,13 @@ class Supervisor:
             "started": self.started.isoformat(),
         }
         write_state(self.paths.state_file, state)
+
+
+def _describe(done: dict[str, list[str]]) -> str:
+    """``configuration reloaded: added x; restarted y, z`` (unchanged ones counted)."""
+    parts = [
+        f"{what} {', '.join(ids)}" for what, ids in done.items() if ids and what != "unchanged"
+    ]
+    if done.get("unchanged"):
+        parts.append(f"{len(done['unchanged'])} unchanged")
+    return "configuration reloaded: " + ("; ".join(parts) or "nothing to do")

@@ -19,6 +19,7 @@ server; each child leads its own process group so the supervisor can signal it d
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import importlib
 import json
@@ -37,6 +38,8 @@ import structlog
 
 from eeveepy.aio import die_with_parent
 from eeveepy.errors import ForkServerError
+from eeveepy.runtime.contract import ENV_OPERATOR_ID
+from eeveepy.runtime.title import operator_title, set_title
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -63,7 +66,9 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sock.setblocking(True)
     buf = b""
-    sock.sendall(b'{"ready": true}\n')
+    # Where it imports from: the supervisor renews it when one of these changes (a package
+    # installed since, whose .pth file only a new interpreter would read).
+    sock.sendall(json.dumps({"ready": True, "path": sys.path}).encode() + b"\n")
     while True:
         try:
             ready, _, _ = select.select([sock.fileno(), rfd], [], [])
@@ -153,7 +158,12 @@ def _child(
         if request.get("cwd"):
             os.chdir(request["cwd"])
         random.seed()
+        set_title(operator_title(os.environ.get(ENV_OPERATOR_ID) or request["module"]))
         sys.argv = [request["module"], *request.get("argv", [])]
+        if not _findable(request["module"]):
+            # What `python -m` says, on one line (not a traceback of the fork server's).
+            print(f"{sys.executable}: No module named {request['module']}", file=sys.stderr)
+            os._exit(1)
         import runpy
 
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -166,15 +176,34 @@ def _child(
         traceback.print_exc()
         code = 1
     finally:
+        # What `python -m` does at exit: the atexit handlers (an operator's log writer flushes
+        # its last lines there: "cannot start: invalid settings" would be lost), then flush.
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
 
 
+def _findable(module: str) -> bool:  # pragma: no cover - child
+    """Whether ``module`` can be found (its parent packages are imported to tell)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError as exc:
+        parts = module.split(".")
+        parents = {".".join(parts[:i]) for i in range(1, len(parts))}
+        # A parent package missing: not findable. A parent importing something missing is
+        # another matter: runpy shows where.
+        return exc.name not in parents
+
+
 def main() -> None:  # pragma: no cover - child
     """The server process: ``python -m eeveepy.supervisor.forkserver FD [MODULE...]``."""
     fd = int(sys.argv[1])
+    set_title("eevee: fork server")
     sock = socket.socket(fileno=fd)
     _serve(sock, [*PRELOAD, *sys.argv[2:]])
 
@@ -223,11 +252,18 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self._ready: asyncio.Future[None] | None = None
         self._log = structlog.get_logger("eeveepy.forkserver")
+        self.path: list[str] = []
+        """The server's ``sys.path`` (once started)."""
 
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def busy(self) -> bool:
+        """True while children it forked run (or are being forked)."""
+        return bool(self._children or self._pending)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Start the server and wait (bounded) until its preloading is done."""
@@ -355,6 +391,7 @@ class ForkServer:
 
     def _handle(self, msg: dict[str, Any]) -> None:
         if "ready" in msg:
+            self.path = [str(p) for p in msg.get("path") or []]
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
         elif "spawned" in msg:

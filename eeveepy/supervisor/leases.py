@@ -8,6 +8,11 @@ A lease is lost only when the bus says so: the key is held by another supervisor
 that fails because the bus is unreachable or busy (the embedded server restarting, JetStream
 recovering its store) is tried again, and the operator keeps running; once the bus answers
 again the lease is re-established, also when its key expired meanwhile.
+
+Each key's revision is this supervisor's to keep: the operations on one key (take, renew,
+give back) never interleave, and renewal rounds never overlap. Otherwise two renewals of one
+key race with the same revision, and a lease given back while its renewal was in flight is
+renewed again for an operator that is gone.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ class Leases:
         self._connected = connected
         self._settled = settled
         self._revs: dict[str, int] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._round = asyncio.Lock()
         self._failing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -97,8 +104,18 @@ class Leases:
         """The operator ids whose lease this supervisor holds."""
         return list(self._revs)
 
+    def _lock(self, op_id: str) -> asyncio.Lock:
+        lock = self._locks.get(op_id)
+        if lock is None:
+            lock = self._locks[op_id] = asyncio.Lock()
+        return lock
+
     async def acquire(self, op_id: str) -> str | None:
         """Take the lease of ``op_id``: None when held, else who (or what) is in the way."""
+        async with self._lock(op_id):
+            return await self._acquire(op_id)
+
+    async def _acquire(self, op_id: str) -> str | None:
         if op_id in self._revs:
             return None
         try:
@@ -120,10 +137,11 @@ class Leases:
 
     async def release(self, op_id: str) -> None:
         """Give the lease of ``op_id`` back (quietly: it expires anyway)."""
-        rev = self._revs.pop(op_id, None)
-        if rev is not None:
-            with contextlib.suppress(Exception):
-                await self.kv.delete(op_id, last=rev)
+        async with self._lock(op_id):
+            rev = self._revs.pop(op_id, None)
+            if rev is not None:
+                with contextlib.suppress(Exception):
+                    await self.kv.delete(op_id, last=rev)
 
     def start(self) -> None:
         """Renew every held lease every third of the TTL, from a task."""
@@ -137,11 +155,17 @@ class Leases:
             await cancel_and_wait(task)
 
     async def renew(self) -> None:
-        """One round: renew or re-establish each held lease; report the ones really lost."""
+        """One round: renew or re-establish each held lease; report the ones really lost.
+        Rounds run one after the other (one asked for during a round waits for it)."""
+        async with self._round:
+            await self._renew_all()
+
+    async def _renew_all(self) -> None:
         failed: list[str] = []
         for op_id in list(self._revs):
             try:
-                lost_to = await self._renew(op_id)
+                async with self._lock(op_id):
+                    lost_to = await self._renew(op_id)
             except Exception as exc:  # the bus is unreachable or busy: keep it, try again
                 failed.append(f"{op_id}: {exc or type(exc).__name__}")
                 continue

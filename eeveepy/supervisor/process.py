@@ -77,6 +77,7 @@ class OperatorProcess:
         self._policy = Restarts(cfg)
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Collection[ProcessState], asyncio.Future[None]]] = []
+        self._termed: int | None = None  # the pid already sent SIGTERM
         self.write_settings()
 
     # -- control (called by the supervisor) ------------------------------------------------
@@ -171,7 +172,16 @@ class OperatorProcess:
         self._signal_group(signal.SIGKILL)
 
     def send_term(self) -> None:
-        """SIGTERM the process group, without waiting."""
+        """SIGTERM the process group once, without waiting.
+
+        Once per process: the runtime takes a second SIGTERM as "force the stop", and a
+        shutdown reaches each operator by several paths (the shutdown itself, its close, the
+        lifecycle's own stop).
+        """
+        proc = self._proc
+        if proc is None or proc.pid == self._termed:
+            return
+        self._termed = proc.pid
         self._signal_group(signal.SIGTERM)
 
     def status(self) -> OperatorStatus:
@@ -201,14 +211,12 @@ class OperatorProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, sig)
 
-    def _set(self, state: ProcessState, message: str = "") -> None:
+    def _set(self, state: ProcessState, message: str = "", *, level: str = "info") -> None:
         if state == self.state and message == self.message:
             return
         self.state, self.message = state, message
-        if message:
-            self._log.info(f"{state.value}: {message}", state=state.value)
-        else:
-            self._log.info(state.value, state=state.value)
+        event = f"{state.value}: {message}" if message else state.value
+        getattr(self._log, level)(event, state=state.value)
         for states, waiter in self._waiters:
             if state in states and not waiter.done():
                 waiter.set_result(None)
@@ -252,7 +260,7 @@ class OperatorProcess:
                 continue
             if not self._host.bus.connected:
                 # Started now, it could not connect, or its ready would reach nobody.
-                self._set(ProcessState.BACKOFF, "waiting for the bus to come back")
+                self._set(ProcessState.BACKOFF, "waiting for the bus to come back", level="warning")
                 self._wake.clear()
                 await self._woken_or(timeout=0.1)
                 continue
@@ -361,9 +369,9 @@ class OperatorProcess:
         verdict = self._policy.judge(outcome, code, self.message)
         if verdict.state is not ProcessState.BACKOFF:
             self._want_running = False
-            self._set(verdict.state, verdict.message)
+            self._set(verdict.state, verdict.message, level=verdict.level)
             return
-        self._set(ProcessState.BACKOFF, verdict.message)
+        self._set(ProcessState.BACKOFF, verdict.message, level=verdict.level)
         self._wake.clear()
         await self._woken_or(timeout=verdict.delay)
         if self._want_running:

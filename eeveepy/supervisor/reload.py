@@ -6,7 +6,8 @@ changes. Then :func:`plan_reload` says what to do with each operator, in the new
 start the new ones, remove the ones gone, and for the others compare the tables. A change of
 ``settings`` alone is applied in place (the settings file is rewritten, the process gets
 SIGHUP); any other change restarts the operator, and ``enabled = false`` stops it. Operators
-whose table did not change are sent SIGHUP too, since their ``operators.d`` file may have.
+whose table did not change are left alone: their ``operators.d`` file is part of their table
+(merged into ``settings``), so a change there is a change of settings.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ class Step(StrEnum):
     """Take the new table and restart the process."""
     STOP = "stop"
     """Disabled now: stop it."""
+    KEEP = "keep"
+    """Unchanged: nothing to do."""
+
+
+_DONE = {
+    Step.ADD: "added",
+    Step.RELOAD: "reloaded",
+    Step.RESTART: "restarted",
+    Step.STOP: "stopped",
+    Step.KEEP: "unchanged",
+}
 
 
 @dataclass
@@ -46,6 +58,23 @@ class ReloadPlan:
     def added(self) -> list[str]:
         """The ids new in the file."""
         return [cfg.id for cfg, step in self.steps if step is Step.ADD]
+
+    @property
+    def touched(self) -> list[str]:
+        """The ids that start, restart or take new settings: those to check first."""
+        return [cfg.id for cfg, step in self.steps if step in (Step.ADD, Step.RESTART, Step.RELOAD)]
+
+    def summary(self) -> dict[str, list[str]]:
+        """What the plan does, as ``eevee reload`` prints it: ids by ``added``, ``removed``,
+        ``restarted``, ``reloaded``, ``stopped`` and ``unchanged`` (every key present)."""
+        done: dict[str, list[str]] = {name: [] for name in _ORDER}
+        done["removed"] = list(self.removed)
+        for cfg, step in self.steps:
+            done[_DONE[step]].append(cfg.id)
+        return done
+
+
+_ORDER = ("added", "removed", "restarted", "reloaded", "stopped", "unchanged")
 
 
 def plan_reload(old: Mapping[str, OperatorConfig], new: Mapping[str, OperatorConfig]) -> ReloadPlan:
@@ -63,6 +92,6 @@ def plan_reload(old: Mapping[str, OperatorConfig], new: Mapping[str, OperatorCon
                 plan.steps.append((cfg, Step.RELOAD))
             else:
                 plan.steps.append((cfg, Step.RESTART))
-        elif cfg.enabled:
-            plan.steps.append((cfg, Step.RELOAD))
+        else:
+            plan.steps.append((cfg, Step.KEEP))
     return plan

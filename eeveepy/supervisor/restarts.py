@@ -8,6 +8,7 @@ after a jittered, doubling backoff (BACKOFF).
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from eeveepy.config import OperatorConfig, RestartPolicy
 from eeveepy.runtime.contract import EXIT_CONFIG
 from eeveepy.supervisor.states import Outcome, ProcessState
 
-__all__ = ["EX_CONFIG", "Restarts", "Verdict"]
+__all__ = ["EX_CONFIG", "Restarts", "Verdict", "describe_exit"]
 
 EX_CONFIG = EXIT_CONFIG  # the operator's settings are invalid: restarting will not help
 """The operator says its settings are invalid: restarting will not help."""
@@ -30,6 +31,20 @@ class Verdict:
     state: ProcessState
     message: str
     delay: float = 0.0
+    level: str = "info"
+    """The log level it is worth: a crash is a warning, giving up an error."""
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 3``, ``killed by SIGKILL`` (a negative code is the signal's number)."""
+    if code is None:
+        return "no exit code"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
 
 
 class Restarts:
@@ -57,22 +72,30 @@ class Restarts:
         """
         if code == EX_CONFIG:
             return Verdict(
-                ProcessState.FATAL, "invalid settings (exit 78): fix the config, then ctl start"
+                ProcessState.FATAL,
+                "invalid settings (exit 78): fix the config, then ctl start",
+                level="error",
             )
         clean = code == 0 and outcome is Outcome.EXITED
         policy = self.cfg.restart
+        detail = message if outcome is not Outcome.EXITED else describe_exit(code)
         if policy == RestartPolicy.NEVER or (policy == RestartPolicy.ON_FAILURE and clean):
-            return Verdict(ProcessState.EXITED, f"exit code {code}")
+            return Verdict(ProcessState.EXITED, detail, level="info" if clean else "warning")
         now = time.monotonic()
         self._failures.append(now)
         while self._failures and now - self._failures[0] > self.cfg.restart_window:
             self._failures.popleft()
-        detail = message if outcome is not Outcome.EXITED else f"exit code {code}"
         if len(self._failures) > self.cfg.max_restarts:
             return Verdict(
                 ProcessState.FATAL,
                 f"flapping: {len(self._failures)} restarts in {self.cfg.restart_window:g} s"
                 f" (last: {detail}); `eevee ctl start {self.cfg.id}` to try again",
+                level="error",
             )
         delay = self._backoff.next()
-        return Verdict(ProcessState.BACKOFF, f"{detail}; restarting in {delay:.2f} s", delay)
+        return Verdict(
+            ProcessState.BACKOFF,
+            f"{detail}; restarting in {delay:.2f} s",
+            delay,
+            level="info" if clean else "warning",
+        )

@@ -3,6 +3,10 @@
 :class:`Launcher` starts ``module`` operators from the preloaded fork server (started on first
 use, and not tried again for 30 s after it failed to start) and everything else, or
 everything when the fork server is off or broken, as a fresh process of its own session.
+The fork server is renewed when a directory it imports from has changed since it started (a
+package installed with pip adds files there, and its ``.pth`` file is read only by a new
+interpreter): new operators start from the new one, and the old one stays until its last
+child has ended (its children die with it).
 Before each start the operator's cache directory is emptied, off the event loop: a large
 cache must not stall the pings of every other operator.
 
@@ -76,6 +80,8 @@ class Launcher:
         self._lock = asyncio.Lock()
         self._failed_at = -FORKSERVER_RETRY
         self._warm: asyncio.Task[ForkServer | None] | None = None
+        self._stamp: dict[str, int] = {}
+        self._retired: list[ForkServer] = []
 
     def warm(self) -> None:
         """Start the fork server in the background (it preloads while the bus starts)."""
@@ -87,8 +93,13 @@ class Launcher:
         if not self.use_forkserver:
             return None
         async with self._lock:
+            await self._stop_retired()
             if self._fork is not None and self._fork.running:
-                return self._fork
+                if _stamp(self._fork.path) == self._stamp:
+                    return self._fork
+                self._log.info("packages changed since the fork server started: renewing it")
+                self._retired.append(self._fork)
+                self._fork = None
             if time.monotonic() - self._failed_at < FORKSERVER_RETRY:
                 return None
             server = ForkServer()
@@ -101,7 +112,14 @@ class Launcher:
                 )
                 return None
             self._fork = server
+            self._stamp = _stamp(server.path)
             return server
+
+    async def _stop_retired(self) -> None:
+        """Stop the renewed fork servers whose children have all ended."""
+        for server in [s for s in self._retired if not s.busy]:
+            self._retired.remove(server)
+            await server.stop()
 
     async def spawn(
         self, cfg: OperatorConfig, env: dict[str, str], cache_dir: Path, log: FilteringBoundLogger
@@ -141,6 +159,9 @@ class Launcher:
         if self._fork is not None:
             await self._fork.stop()
             self._fork = None
+        retired, self._retired = self._retired, []
+        for server in retired:
+            await server.stop()
 
 
 class OutputRelay:
@@ -188,6 +209,16 @@ class OutputRelay:
         record = record_from_line(self.op_id, text, stream)
         self._ship(record)
         relay_record(record, self._relay)
+
+
+def _stamp(path: list[str]) -> dict[str, int]:
+    """When each directory of ``path`` last changed (absent ones left out)."""
+    stamp = {}
+    for entry in path:
+        with contextlib.suppress(OSError):
+            info = os.stat(entry or ".")
+            stamp[entry] = info.st_mtime_ns
+    return stamp
 
 
 def empty_dir(path: Path) -> None:

@@ -114,6 +114,8 @@ class Source:
                     self.log.info("log stream found: reading it", stream=self.stream)
                 await self._consume_stream(psub)  # returns once stopping
             except Exception as exc:
+                if self.quit.is_set() or self.nc.is_closed:
+                    return  # stopping: the connection closing under the consumer is no failure
                 if time.monotonic() - started > 60:
                     backoff = 0.5
                 self.log.warning(

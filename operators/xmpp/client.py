@@ -6,9 +6,11 @@ slixmpp speaks XMPP (TLS, SASL, stream management, pings); this class only choos
   settings only to loopback or when asked for), verified with the settings' CA file.
 - **Stream management (XEP-0198)** with resumption: a dropped connection resumes the same
   session, and the server replays what the bot had not acknowledged, so a short network drop
-  loses nothing in either direction. When a session cannot be resumed, the messages the
-  server never acknowledged are kept (:meth:`XmppStream.unacknowledged`) and sent again on
-  the new one.
+  loses nothing in either direction. Each message the bot sends (:meth:`XmppStream.
+  send_chat`) is followed by an ack request and stays pending until the server acknowledges
+  it: its future completes then (the connector kit acknowledges the message's stored copy only
+  at that point), and on the next session, resumed or not, whatever is still pending is sent
+  again (:meth:`XmppStream.resend_pending`).
 - **No reconnect loop of its own**: the connector kit decides when to reconnect, so
   :meth:`XmppStream.start` makes one attempt and reports how it ended.
 - **Immediate TCP acknowledgements**: servers leave Nagle's algorithm on (Prosody does), and
@@ -25,12 +27,14 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import slixmpp
+from slixmpp import JID
+from slixmpp.plugins.xep_0198.stanza import RequestAck
 from slixmpp.stanza import Message
+from slixmpp.types import MessageTypes as MessageType
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -70,8 +74,9 @@ class XmppStream(slixmpp.ClientXMPP):
             self.register_plugin(plugin)
         self.sink: Callable[[Event], None] | None = None
         self._sock: Any = None
-        self._unacked: deque[Message] = deque()
-        self.add_filter("out_sync", self._track)
+        self._pending: dict[int, tuple[Message, asyncio.Future[None]]] = {}
+        self._asked = False  # an ack request is out: one at a time covers every message sent
+        self._settling = False
         self.add_event_handler("stanza_acked", self._acked)
         self.register_handler(
             Callback("eevee message", MatchXPath("{jabber:client}message"), self._message)
@@ -143,25 +148,65 @@ class XmppStream(slixmpp.ClientXMPP):
         self._sock = None
         super().connection_lost(exception)
 
-    # -- messages the server never acknowledged ----------------------------------------------
+    # -- messages until the server has them ------------------------------------------------
 
-    def _track(self, stanza: Any) -> Any:
-        if isinstance(stanza, Message) and self.plugin["xep_0198"].enabled_out:
-            self._unacked.append(stanza)
-        return stanza
+    def send_chat(self, target: str, text: str, kind: MessageType) -> asyncio.Future[None] | None:
+        """Send a message; a future that completes once the server acknowledged it (None when
+        the session has no stream management: then it is as sent as it will be)."""
+        msg = self.make_message(mto=JID(target), mbody=text, mtype=kind)
+        msg.send()
+        if not self.plugin["xep_0198"].enabled_out:
+            return None
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending[id(msg)] = (msg, done)
+        self.request_ack()
+        return done
+
+    def request_ack(self, again: bool = False) -> None:
+        """Ask the server to acknowledge what it has, unless a request is already out (a burst
+        of messages costs one request per answer, not one each); ``again`` asks anyway (the
+        answer to the last one may have been lost with a connection)."""
+        if self._asked and not again:
+            return
+        self._asked = True
+        self.send(RequestAck(self))  # queued after the messages: its answer covers them
 
     def _acked(self, stanza: Any) -> None:
-        if isinstance(stanza, Message):
-            while self._unacked:
-                if self._unacked.popleft() is stanza:
-                    break
+        entry = self._pending.pop(id(stanza), None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(None)
+        if not self._settling:  # once per answer, after all the stanzas it acknowledged
+            self._settling = True
+            asyncio.get_running_loop().call_soon(self._answered)
 
-    def unacknowledged(self) -> list[Message]:
-        """The messages sent on a session that ended without acknowledging them (to be sent
-        again on the new one); forgotten here."""
-        pending = list(self._unacked)
-        self._unacked.clear()
-        return pending
+    def _answered(self) -> None:
+        self._settling = False
+        self._asked = False
+        if self._pending:
+            self.request_ack()
+
+    @property
+    def pending(self) -> int:
+        """Messages sent and not yet acknowledged by the server."""
+        return len(self._pending)
+
+    def resend_pending(self, resumed: bool) -> int:
+        """On a new session, send again what the server never acknowledged (on a resumed one,
+        what slixmpp did not resend itself); how many. Without stream management on the new
+        session nothing can be confirmed: what was pending counts as sent."""
+        sm = self.plugin["xep_0198"]
+        resent_by_library = {id(s) for _, s in sm.unacked_queue} if resumed else set()
+        again = [msg for key, (msg, _) in self._pending.items() if key not in resent_by_library]
+        for msg in again:
+            self.send(msg)
+        if not sm.enabled_out:
+            pending, self._pending = self._pending, {}
+            for _, done in pending.values():
+                if not done.done():
+                    done.set_result(None)
+        elif self._pending:
+            self.request_ack(again=True)
+        return len(again)
 
 
 def tls_failure(exc: object) -> str:

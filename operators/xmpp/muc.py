@@ -29,6 +29,7 @@ class ChangeKind(StrEnum):
     LEFT = "left"  # the bot is out (parted, or the room went away)
     KICKED = "kicked"  # the bot was kicked or banned
     REFUSED = "refused"  # the bot's join failed (error presence)
+    DENIED = "denied"  # in the room, the bot's presence was refused (a nick change...)
     JOIN = "join"  # someone else joined
     PART = "part"
     KICK = "kick"
@@ -114,12 +115,11 @@ class Muc:
         """Fold a presence from ``room/nick`` into the state; what it meant."""
         room, _, nick = p.sender.partition("/")
         state = self.get(room)
-        if state is None:
-            return []
+        if state is None or (not nick and p.error is None):
+            return []  # not a room of ours, or the room's own presence (its avatar...)
         if p.error is not None:
-            if state.joined:
-                return []  # an error about something else (a nick change refused...)
-            return [Change(ChangeKind.REFUSED, state.jid, state.nick, text=p.error)]
+            kind = ChangeKind.DENIED if state.joined else ChangeKind.REFUSED
+            return [Change(kind, state.jid, state.nick, text=p.error)]
         own = "110" in p.codes or (not state.joined and nick == state.nick)
         real = p.real_jid.partition("/")[0] if p.real_jid else None
         if p.available:

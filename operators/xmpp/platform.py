@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Final
 
-from slixmpp import JID
-from slixmpp.jid import InvalidJID
 from slixmpp.types import MessageTypes as MessageType
 
 from eeveepy import Operator
@@ -33,6 +31,7 @@ from eeveepy.connector import (
     RoomAction,
     connector_operator,
 )
+from eeveepy.connector.egress import Confirmation
 from eeveepy.connector.platform import session_changes
 from eeveepy.errors import SessionError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
@@ -41,7 +40,7 @@ from operators.xmpp.muc import Change, ChangeKind, Muc
 from operators.xmpp.rooms import RoomControl
 from operators.xmpp.session import XmppSession
 from operators.xmpp.settings import SESSION_FIELDS, XmppSettings, network_name
-from operators.xmpp.text import fold_jid, jid_problem, xml_safe
+from operators.xmpp.text import fold_jid, jid_problem, resource_problem, xml_safe
 from operators.xmpp.translate import CHAT, PLATFORM, render
 
 __all__ = ["XmppPlatform", "create", "main"]
@@ -52,17 +51,6 @@ MAX_QUEUED: Final = 5000
 
 def _refused(message: str) -> ConnectorControlResult:
     return ConnectorControlResult(ok=False, message=message)
-
-
-def nick_problem(nick: str) -> str | None:
-    """Why ``nick`` cannot be a room nick (it is the resource of an occupant JID), or None."""
-    if not nick or nick != nick.strip():
-        return "a nick cannot be empty or start or end with a space"
-    try:
-        JID(f"room@example.org/{nick}")
-    except InvalidJID as exc:
-        return f"not a valid nick: {exc}"
-    return None
 
 
 class XmppPlatform(Platform[XmppSettings]):
@@ -95,7 +83,7 @@ class XmppPlatform(Platform[XmppSettings]):
         s = self.settings = self.rooms.settings = settings
         return Plan(
             network=network_name(s, operator_id),
-            rooms=[Room(r.jid, r.password) for r in s.rooms],
+            rooms=[Room(r.jid, r.key) for r in s.rooms],
             egress=EgressLimits(s.egress_messages, s.egress_period, s.egress_burst, MAX_QUEUED),
             reconnect=ReconnectPolicy(s.reconnect_min, s.reconnect_max),
         )
@@ -105,7 +93,7 @@ class XmppPlatform(Platform[XmppSettings]):
 
     def check(self, req: ControlRequest) -> str | None:
         if req.action == NICK:
-            return nick_problem(req.name or "")
+            return resource_problem(req.name or "")
         if req.room is not None:
             return jid_problem(req.room, bare=True)
         return None
@@ -141,12 +129,12 @@ class XmppPlatform(Platform[XmppSettings]):
         assert s is not None  # plan() came first
         return render(out, max_bytes=s.max_message_bytes, styling=s.styling)
 
-    async def send(self, item: Outbound) -> None:
+    async def send(self, item: Outbound) -> Confirmation | None:
         stream = self._connected_stream()
         if stream is None:
             raise SessionError("not connected")
         kind: MessageType = "chat" if item.kind == CHAT else "groupchat"
-        stream.make_message(mto=JID(item.target), mbody=item.text, mtype=kind).send()
+        return stream.send_chat(item.target, item.text, kind)
 
     async def goodbye(self) -> None:
         stream = self._connected_stream()
@@ -219,6 +207,8 @@ class XmppPlatform(Platform[XmppSettings]):
         pending = {fold_jid(s.jid) for s in rooms}
 
         def renamed(c: Change) -> Any:
+            if c.kind is ChangeKind.DENIED and fold_jid(c.room) in pending:
+                return f"{c.room}: {c.text}"
             if c.kind is ChangeKind.NICK and c.text == nick:
                 pending.discard(fold_jid(c.room))
             return True if not pending else None
@@ -226,7 +216,9 @@ class XmppPlatform(Platform[XmppSettings]):
         fut = self.expect.expect(renamed)
         for state in rooms:
             self.rooms.rename(state.jid, xml_safe(nick))
-        await fut
+        result = await fut
+        if result is not True:
+            return _refused(f"cannot take {nick}: {result}")
         return req.ok(f"now {nick} in {len(rooms)} rooms")
 
 

@@ -101,13 +101,24 @@ class RoomControl:
         return error
 
     def invited(self, invite: Invite) -> bool:
-        """Join the room of ``invite`` if its inviter is allowed; True when joining."""
+        """Join the room of ``invite`` if it comes from an allowed inviter; True when joining.
+
+        A direct invitation (XEP-0249) comes from the inviter, as the servers vouch. One sent
+        through a room names an inviter only the room claims: any room on any server could
+        name an allowed one. It is taken when the room's service is the inviter's domain or
+        below it (``conference.example.org`` for ``alice@example.org``), or is itself allowed.
+        """
         s = self.settings
         if jid_problem(invite.room, bare=True) is not None:
             return False
-        inviter = invite.inviter.partition("/")[0]
-        domain = inviter.partition("@")[2]
         allowed = {fold_jid(a) for a in (s.invite_from if s is not None else [])}
-        if not allowed & {fold_jid(inviter), fold_jid(domain)}:
+        inviter = fold_jid(invite.inviter.partition("/")[0])
+        domain = inviter.partition("@")[2]
+        if not allowed & {inviter, domain}:
             return False
+        if invite.via_room:
+            service = fold_jid(invite.room).partition("@")[2]
+            vouched = service == domain or service.endswith("." + domain)
+            if not (vouched or allowed & {service, fold_jid(invite.room)}):
+                return False
         return self.join(invite.room, invite.password)

@@ -73,9 +73,10 @@ class XmppSession:
             if not resumed:
                 self.muc.reset()
                 stream.send_presence()  # available: messages to the bare JID reach the bot
-                for msg in stream.unacknowledged():
-                    stream.send(msg)  # never acknowledged by the session that ended
-            self.link.log.info("session started", jid=stream.boundjid.full, resumed=resumed)
+            again = stream.resend_pending(resumed)  # never acknowledged by the last session
+            self.link.log.info(
+                "session started", jid=stream.boundjid.full, resumed=resumed, resent=again
+            )
             self.link.state(ConnectionState.CONNECTED, self.settings.server)
             pinger = asyncio.get_running_loop().create_task(self._ping(), name="xmpp-ping")
             for kind, data in self._early:  # before anything read since: none is lost
@@ -129,6 +130,8 @@ class XmppSession:
         s = self.settings
         while True:
             await asyncio.sleep(s.ping_interval)
+            if self.stream.pending:
+                self.stream.request_ack(again=True)  # in case an answer went missing
             try:
                 await self.stream.plugin["xep_0199"].ping(
                     jid=JID(self.me.partition("@")[2]), timeout=s.ping_timeout

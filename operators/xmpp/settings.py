@@ -7,11 +7,19 @@ import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from eeveepy.connector.platform import network_name as kit_network_name
 from eeveepy.errors import AuthenticationError
-from operators.xmpp.text import jid_problem
+from operators.xmpp.text import jid_problem, resource_problem
 
 __all__ = ["SESSION_FIELDS", "MucRoom", "XmppSettings", "network_name"]
 
@@ -27,12 +35,22 @@ class MucRoom(BaseModel):
 
     jid: str
     nick: str | None = Field(default=None, min_length=1, max_length=1023)
-    password: str | None = None
+    password: SecretStr | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The room's password, in clear (for the join)."""
+        return self.password.get_secret_value() if self.password is not None else None
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, data: Any) -> Any:
         return {"jid": data} if isinstance(data, str) else data
+
+    @field_validator("nick")
+    @classmethod
+    def _room_nick(cls, nick: str | None) -> str | None:
+        return None if nick is None else _resource("nick", nick)
 
     @field_validator("jid")
     @classmethod
@@ -90,7 +108,10 @@ class XmppSettings(BaseModel):
         default=60000,
         ge=64,
         le=10_000_000,
-        description="A longer message is split; keep it under the server's stanza limit.",
+        description=(
+            "A longer message (in UTF-8 bytes as sent, XML-escaped) is split; keep it under"
+            " the server's stanza limit."
+        ),
     )
     styling: bool = Field(default=True, description="Send markdown as XEP-0393 message styling.")
     max_delay: float = Field(
@@ -106,6 +127,16 @@ class XmppSettings(BaseModel):
         if problem is not None:
             raise ValueError(f"not an account JID (user@example.org): {problem}")
         return jid.partition("/")[0]
+
+    @field_validator("resource", "nick")
+    @classmethod
+    def _names(cls, name: str, info: ValidationInfo) -> str:
+        return _resource(str(info.field_name), name)
+
+    @field_validator("alt_nicks")
+    @classmethod
+    def _alt_nicks(cls, nicks: list[str]) -> list[str]:
+        return [_resource("alt_nicks", nick) for nick in nicks]
 
     @field_validator("invite_from")
     @classmethod
@@ -153,6 +184,14 @@ class XmppSettings(BaseModel):
                 f"cannot read password_file {self.password_file}: {exc}"
             ) from None
         return lines[0] if lines else ""
+
+
+def _resource(field: str, name: str) -> str:
+    """``name`` if it can be a resource (a nick is the resource of an occupant JID)."""
+    problem = resource_problem(name)
+    if problem is not None:
+        raise ValueError(f"{field} {name!r}: {problem}")
+    return name
 
 
 def _loopback(host: str) -> bool:

@@ -9,9 +9,11 @@ broken peer) yields ``None`` fields, never an exception: :func:`read_message`,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 from xml.etree.ElementTree import Element
+
+from operators.xmpp.text import jid_problem
 
 __all__ = ["Invite", "MessageIn", "PresenceIn", "read_message", "read_presence"]
 
@@ -29,8 +31,11 @@ class Invite:
 
     room: str
     inviter: str
+    """Who invites: for an invitation through a room, only what the room claims."""
     reason: str | None = None
     password: str | None = None
+    via_room: bool = False
+    """Sent by the room on the inviter's behalf (XEP-0045), not by the inviter (XEP-0249)."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,12 @@ class MessageIn:
     delay_from: str | None = None
     """Who delayed it (``delay/@from``): a room replaying history, a server that stored it."""
     stamp: datetime | None = None
+    """When it was first sent (``delay/@stamp``), always with a time zone."""
     delayed: bool = False
     muc_private: bool = False
     """A private message through a room (``room@service/nick``)."""
     invite: Invite | None = None
+    """An invitation to a room that can be joined (its JID is ``room@service``)."""
     error: str | None = None
 
 
@@ -63,6 +70,7 @@ class PresenceIn:
     real_jid: str | None = None
     new_nick: str | None = None
     reason: str | None = None
+    """Why (a kick's ``item/reason``; else, when leaving, the presence's ``status``)."""
     error: str | None = None
 
 
@@ -74,9 +82,12 @@ def _stamp(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # XEP-0082 requires a zone; one without is read as UTC, so that a stamp can always be
+    # compared with the (aware) clock.
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def _error(stanza: Element) -> str | None:
@@ -110,12 +121,20 @@ def read_message(stanza: Element) -> MessageIn:
 
 
 def _invite(stanza: Element, user_x: Element | None) -> Invite | None:
+    invite = _any_invite(stanza, user_x)
+    if invite is None or jid_problem(invite.room, bare=True) is not None:
+        return None  # no room that could be joined: nothing to accept (or to report)
+    return invite
+
+
+def _any_invite(stanza: Element, user_x: Element | None) -> Invite | None:
     if user_x is not None and (inv := user_x.find(f"{MUC_USER}invite")) is not None:
         return Invite(
             room=(stanza.get("from") or "").partition("/")[0],
             inviter=inv.get("from") or "",
             reason=_text(inv.find(f"{MUC_USER}reason")),
             password=_text(user_x.find(f"{MUC_USER}password")),
+            via_room=True,
         )
     direct = stanza.find(CONFERENCE)
     if direct is not None and direct.get("jid"):
@@ -138,12 +157,15 @@ def read_presence(stanza: Element) -> PresenceIn:
         else frozenset()
     )
     kind = stanza.get("type")
+    reason = _text(item.find(f"{MUC_USER}reason")) if item is not None else None
+    if reason is None and kind == "unavailable":
+        reason = _text(stanza.find(f"{CLIENT}status"))  # a part's own words
     return PresenceIn(
         sender=stanza.get("from") or "",
         available=kind is None,
         codes=codes,
         real_jid=item.get("jid") if item is not None else None,
         new_nick=item.get("nick") if item is not None else None,
-        reason=_text(item.find(f"{MUC_USER}reason")) if item is not None else None,
+        reason=reason,
         error=_error(stanza) if kind == "error" else None,
     )

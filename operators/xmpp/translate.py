@@ -71,11 +71,17 @@ def occupant(room: str, nick: str, real_jid: str | None) -> ChatUser:
     return ChatUser(id=real_jid or f"{room}/{nick}", name=nick, account=real_jid)
 
 
+def _own(me: str) -> tuple[str, str]:
+    bare = fold_jid(me)
+    return bare, bare.partition("@")[2]
+
+
 def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage | None:
     """The ``chat.in`` body of a groupchat message, or None (own, history, not in the room).
 
     ``me`` is the bot's bare JID: a message stored for it while its stream was away carries a
-    delay from it and is live, while the room's history carries a delay from the room.
+    delay from it (from its server, with older stream management modules) and is live; the
+    room's history carries a delay from the room, and anything else delayed counts as history.
     """
     room, _, nick = msg.sender.partition("/")
     state = muc.get(room)
@@ -83,7 +89,7 @@ def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage
         return None
     if state.nick == nick or not state.live:
         return None
-    if msg.delayed and fold_jid(msg.delay_from or "") != fold_jid(me):
+    if msg.delayed and fold_jid(msg.delay_from or "") not in _own(me):
         return None
     text, style = _text(msg.body)
     return ChatMessage(
@@ -102,15 +108,20 @@ def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage
 def direct_message(
     msg: MessageIn, muc: Muc, network: str, now: datetime, max_delay: float
 ) -> ChatMessage | None:
-    """The ``chat.in`` body of a one-to-one message (or a private one through a room)."""
+    """The ``chat.in`` body of a one-to-one message (or a private one through a room), or
+    None (no body, kept too long by a server, a notice of a room itself)."""
     if msg.body is None or not msg.sender:
         return None
     if msg.delayed and msg.stamp is not None and now - msg.stamp > timedelta(seconds=max_delay):
         return None  # kept by a server while the bot was away, too long ago to act on
     text, style = _text(msg.body)
     room_jid, _, nick = msg.sender.partition("/")
-    state = muc.get(room_jid) if msg.muc_private else None
-    if state is not None and nick:
+    # From the JID of a room the bot is in: through that room, whether or not the room
+    # marked it (muc#user) as it should; the room's JID is nobody's identity.
+    state = muc.get(room_jid)
+    if state is not None and not nick:
+        return None  # the room's own notice (a form, a decline): nobody to answer
+    if state is not None:
         user = occupant(state.jid, nick, state.occupants.get(nick))
         reply_to = msg.sender  # a private message through the room goes back the same way
     else:

@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, irc, supervisor, xmpp
+from . import bus, commands, irc, matrix, supervisor, xmpp
 
 
 def main() -> None:
@@ -29,6 +29,10 @@ def main() -> None:
     irc.main()
     print("== xmpp: slixmpp client -> Prosody -> connector -> router -> echo -> back")
     xmpp.main()
+    print(
+        "== matrix: client -> Synapse -> connector -> router -> echo -> back, vs a plain echo loop"
+    )
+    matrix.main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,5 @@
+"""``python -m operators.matrix``: run the Matrix connector as an operator process."""
+
+from operators.matrix.platform import main
+
+main()
