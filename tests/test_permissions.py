@@ -2,8 +2,8 @@
 
 One real ``eevee up`` for the module (embedded nats-server; router, echo, admin and the
 console connector, the router's admins being everyone on the console). Each attack of
-issue 13 is replayed with the credentials the supervisor gave ``echo`` (read from its
-process environment, as a compromised operator would) or the console connector: the server
+issue 13 is replayed with the credentials the supervisor gave ``echo`` or the console
+connector, which run compromised (tests/operators/leaky_operator.py hands them out): the server
 refuses it (the client sees a permissions violation) and a CLI watcher (all permissions)
 never sees the message. The legitimate twin of each attack succeeds on the same system, so
 the tests can tell a refusal from a message that was never going to arrive.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import StreamConfig
-from supervisor_fixtures import System, system_factory
+from supervisor_fixtures import System, system_factory, wait_for
 
 from eeveepy.bus.names import kv_bucket_name, leases_bucket_name
 from eeveepy.protocol.codec import EnvelopeEncoder
@@ -46,6 +47,16 @@ QUIET = 1.0
 """Seconds a refused message is given to show up anyway."""
 
 
+LEAKY = Path(__file__).resolve().parent / "operators" / "leaky_operator.py"
+
+
+def leaky(module: str, system_root: Path, op_id: str, **table: Any) -> dict[str, Any]:
+    """An operator table running ``module`` through the leaky wrapper (credentials handed out
+    in ``<root>/<id>.creds``, as a compromised operator could)."""
+    leak = str(system_root / f"{op_id}.creds")
+    return {"command": [sys.executable, str(LEAKY), module], "env": {"LEAK_TO": leak}, **table}
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with system_factory(tmp_path_factory.mktemp("perms")) as make:
@@ -53,20 +64,27 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         s.write(
             {
                 "router": {"module": "operators.router", "settings": {"admins": ["console:*"]}},
-                "echo": {"module": "operators.echo"},
+                "echo": leaky("operators.echo", s.root, "echo"),
                 "admin": {"module": "operators.admin"},
-                "console": {"module": "operators.console"},
-            },
-            # fresh interpreters: each operator's environment is in /proc/<pid>/environ
-            supervisor={"forkserver": False},
+                # an executable is a command operator unless it says otherwise
+                "console": leaky("operators.console", s.root, "console", role="connector"),
+            }
         )
         yield s.up("router", "echo", "admin", "console")
 
 
 def credentials(system: System, op_id: str) -> dict[str, str]:
-    """The bus credentials ``op_id`` was started with, from its process environment."""
-    env = psutil.Process(system.op(op_id)["pid"]).environ()
-    return {"user": env["EEVEE_NATS_USER"], "password": env["EEVEE_NATS_PASSWORD"]}
+    """The bus credentials the running ``op_id`` was started with (it handed them out)."""
+    pid = system.op(op_id)["pid"]
+
+    def leaked() -> dict[str, Any] | None:
+        with contextlib.suppress(OSError, ValueError):
+            data: dict[str, Any] = json.loads((system.root / f"{op_id}.creds").read_text())
+            return data if data["pid"] == pid else None
+        return None
+
+    data = wait_for(leaked, 5, what=f"{op_id}'s credentials")
+    return {"user": data["user"], "password": data["password"]}
 
 
 def state(system: System) -> dict[str, Any]:
@@ -278,7 +296,7 @@ async def test_no_credentials_no_bus(system: System) -> None:
 
 
 def test_secrets_are_nowhere_in_clear(system: System) -> None:
-    secrets = {credentials(system, op)["password"] for op in ("router", "echo", "console")}
+    secrets = {credentials(system, op)["password"] for op in ("echo", "console")}
     secrets.add(state(system)["password"])
     config = (system.state_dir / "nats").rglob("*.conf")
     texts = [p.read_text(encoding="utf-8") for p in config]
