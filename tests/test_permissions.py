@@ -35,6 +35,7 @@ from eeveepy.protocol.models import (
     Body,
     ChatMessage,
     ChatUser,
+    CommandRegistration,
     Control,
     ControlAction,
     LogRecord,
@@ -333,3 +334,27 @@ async def test_a_restarted_operator_gets_a_new_secret_the_old_one_is_void(
         )
         assert not echo.errors
     assert after["restarts"] == before["restarts"] + 1
+
+
+async def test_another_operators_command_cannot_be_taken(system: System) -> None:
+    """The issue's forged registration: echo re-registering admin's `restart` without its
+    permission is refused by the server (admin's subject) or by the router (echo's)."""
+    forged = CommandRegistration(operator="admin", name="restart", usage="!restart ANY")
+    async with watching(system, "eevee.command.rejected.>") as rejected:
+        async with as_operator(system, "echo") as echo:
+            for subject in (S.command_register("admin"), S.command_register()):
+                await echo.publish(subject, forged)
+                await echo.violation(f'for publish to "{subject}"')
+            await echo.publish(S.command_register("echo"), forged)
+            as_itself = forged.model_copy(update={"operator": "echo"})
+            await echo.publish(S.command_register("echo"), as_itself)
+            await asyncio.sleep(QUIET)
+        reasons = [json.loads(m.data)["body"]["reason"] for m in rejected]
+    assert reasons == [
+        "operator echo may only register its own commands, not 'admin''s",
+        "`restart` clashes with command `restart` of operator admin (a command belongs to the"
+        " operator that registered it first; the router's `owners` setting may let another"
+        " take it over when that one is gone)",
+    ]
+    said = system.cli("chat", input="!help restart\n")
+    assert said.stdout.strip() == "!restart ID — Restart the operator ID (or `all`).", said
