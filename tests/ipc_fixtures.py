@@ -23,10 +23,13 @@ WAIT = 5.0
 SOURCE = "test.x"
 
 
-def chat(text: str, room: str = "#room") -> ChatMessage:
+def chat(
+    text: str, room: str = "#room", platform: str = "irc", network: str = "libera"
+) -> ChatMessage:
+    """A chat message (receivers refuse one whose platform or network is not its subject's)."""
     return ChatMessage(
-        platform="irc",
-        network="libera",
+        platform=platform,
+        network=network,
         room=room,
         user=ChatUser(id="alice", name="Alice"),
         text=text,

@@ -166,8 +166,10 @@ async def test_relative_and_full_subjects(bus: Bus) -> None:
 
     await pub.publish(room_subject, chat("a", room="#foo.bar"))  # full subject
     await pub.publish("chat.in.irc.libera.#foo%2Ebar", chat("b"))  # relative, same subject
-    await pub.publish(subjects.chat_in("xmpp", "srv", "r@conf.host"), chat("c"))
-    await pub.publish(subjects.chat_in("irc", "oftc.net", "#a.b.c"), chat("d"))
+    await pub.publish(subjects.chat_in("xmpp", "srv", "r@conf.host"), chat("c", "r", "xmpp", "srv"))
+    await pub.publish(
+        subjects.chat_in("irc", "oftc.net", "#a.b.c"), chat("d", "#a", "irc", "oftc.net")
+    )
     await count(got["rel"], 4)
     await settle(pub, sub_ipc)
     assert got["rel"] == got["full"] == ["a", "b", "c", "d"]

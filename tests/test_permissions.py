@@ -2,8 +2,8 @@
 
 One real ``eevee up`` for the module (embedded nats-server; router, echo, admin and the
 console connector, the router's admins being everyone on the console). Each attack of
-issue 13 is replayed with the credentials the supervisor gave ``echo`` (read from its
-process environment, as a compromised operator would) or the console connector: the server
+issue 13 is replayed with the credentials the supervisor gave ``echo`` or the console
+connector, which run compromised (tests/operators/leaky_operator.py hands them out): the server
 refuses it (the client sees a permissions violation) and a CLI watcher (all permissions)
 never sees the message. The legitimate twin of each attack succeeds on the same system, so
 the tests can tell a refusal from a message that was never going to arrive.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import StreamConfig
-from supervisor_fixtures import System, system_factory
+from supervisor_fixtures import System, system_factory, wait_for
 
 from eeveepy.bus.names import kv_bucket_name, leases_bucket_name
 from eeveepy.protocol.codec import EnvelopeEncoder
@@ -34,6 +35,7 @@ from eeveepy.protocol.models import (
     Body,
     ChatMessage,
     ChatUser,
+    CommandRegistration,
     Control,
     ControlAction,
     LogRecord,
@@ -46,6 +48,16 @@ QUIET = 1.0
 """Seconds a refused message is given to show up anyway."""
 
 
+LEAKY = Path(__file__).resolve().parent / "operators" / "leaky_operator.py"
+
+
+def leaky(module: str, system_root: Path, op_id: str, **table: Any) -> dict[str, Any]:
+    """An operator table running ``module`` through the leaky wrapper (credentials handed out
+    in ``<root>/<id>.creds``, as a compromised operator could)."""
+    leak = str(system_root / f"{op_id}.creds")
+    return {"command": [sys.executable, str(LEAKY), module], "env": {"LEAK_TO": leak}, **table}
+
+
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with system_factory(tmp_path_factory.mktemp("perms")) as make:
@@ -53,20 +65,27 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         s.write(
             {
                 "router": {"module": "operators.router", "settings": {"admins": ["console:*"]}},
-                "echo": {"module": "operators.echo"},
+                "echo": leaky("operators.echo", s.root, "echo"),
                 "admin": {"module": "operators.admin"},
-                "console": {"module": "operators.console"},
-            },
-            # fresh interpreters: each operator's environment is in /proc/<pid>/environ
-            supervisor={"forkserver": False},
+                # an executable is a command operator unless it says otherwise
+                "console": leaky("operators.console", s.root, "console", role="connector"),
+            }
         )
         yield s.up("router", "echo", "admin", "console")
 
 
 def credentials(system: System, op_id: str) -> dict[str, str]:
-    """The bus credentials ``op_id`` was started with, from its process environment."""
-    env = psutil.Process(system.op(op_id)["pid"]).environ()
-    return {"user": env["EEVEE_NATS_USER"], "password": env["EEVEE_NATS_PASSWORD"]}
+    """The bus credentials the running ``op_id`` was started with (it handed them out)."""
+    pid = system.op(op_id)["pid"]
+
+    def leaked() -> dict[str, Any] | None:
+        with contextlib.suppress(OSError, ValueError):
+            data: dict[str, Any] = json.loads((system.root / f"{op_id}.creds").read_text())
+            return data if data["pid"] == pid else None
+        return None
+
+    data = wait_for(leaked, 5, what=f"{op_id}'s credentials")
+    return {"user": data["user"], "password": data["password"]}
 
 
 def state(system: System) -> dict[str, Any]:
@@ -278,7 +297,7 @@ async def test_no_credentials_no_bus(system: System) -> None:
 
 
 def test_secrets_are_nowhere_in_clear(system: System) -> None:
-    secrets = {credentials(system, op)["password"] for op in ("router", "echo", "console")}
+    secrets = {credentials(system, op)["password"] for op in ("echo", "console")}
     secrets.add(state(system)["password"])
     config = (system.state_dir / "nats").rglob("*.conf")
     texts = [p.read_text(encoding="utf-8") for p in config]
@@ -315,3 +334,27 @@ async def test_a_restarted_operator_gets_a_new_secret_the_old_one_is_void(
         )
         assert not echo.errors
     assert after["restarts"] == before["restarts"] + 1
+
+
+async def test_another_operators_command_cannot_be_taken(system: System) -> None:
+    """The issue's forged registration: echo re-registering admin's `restart` without its
+    permission is refused by the server (admin's subject) or by the router (echo's)."""
+    forged = CommandRegistration(operator="admin", name="restart", usage="!restart ANY")
+    async with watching(system, "eevee.command.rejected.>") as rejected:
+        async with as_operator(system, "echo") as echo:
+            for subject in (S.command_register("admin"), S.command_register()):
+                await echo.publish(subject, forged)
+                await echo.violation(f'for publish to "{subject}"')
+            await echo.publish(S.command_register("echo"), forged)
+            as_itself = forged.model_copy(update={"operator": "echo"})
+            await echo.publish(S.command_register("echo"), as_itself)
+            await asyncio.sleep(QUIET)
+        reasons = [json.loads(m.data)["body"]["reason"] for m in rejected]
+    assert reasons == [
+        "operator echo may only register its own commands, not 'admin''s",
+        "`restart` clashes with command `restart` of operator admin (a command belongs to the"
+        " operator that registered it first; the router's `owners` setting may let another"
+        " take it over when that one is gone)",
+    ]
+    said = system.cli("chat", input="!help restart\n")
+    assert said.stdout.strip() == "!restart ID — Restart the operator ID (or `all`).", said

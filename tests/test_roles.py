@@ -99,6 +99,8 @@ def test_connector_networks() -> None:
     assert connector_network("xmpp", "xmpp", {"jid": "bot@example.org/res"}) == "bot@example.org"
     assert connector_network("console", "console", {}) == "local"
     assert connector_network("console.x", "console", {}) == "local"
+    assert connector_network("matrix", "matrix", {"user_id": "@bot:example.org"}) == "example.org"
+    assert connector_network("matrix.main", "matrix", {"user_id": "@b:x"}) == "main"
     assert connector_network("matrix", "matrix", {}) == ""
 
 

@@ -209,3 +209,44 @@ async def test_a_reply_the_server_never_confirmed_is_sent_after_a_restart(
     finally:
         await alice.close()
         await proc.stop()
+
+
+async def test_a_killed_connector_resumes_its_stream_and_misses_nothing(
+    system: ChatSystem, prosody: Prosody
+) -> None:
+    """kill -9 leaves the session hibernating on the server; the process started in its place
+    resumes it: what was said while no process ran is answered once, and the bot never left
+    the room."""
+    r = room("killed")
+    alice = await XmppClient.connected(prosody, "killedalice")
+    settings = bot_settings(prosody, "eeveebot", rooms=[r])
+    proc = await system.connector("killed", settings)
+    try:
+        await alice.join(r)
+        await in_room(alice, r, "eeveebot", proc)
+        assert await ask(alice, "!echo before", to=r, proc=proc) == "before"
+        roster = alice.plugin["xep_0045"]
+        left: list[str] = []
+        alice.add_event_handler(
+            f"muc::{r}::got_offline", lambda p: left.append(str(p["muc"]["nick"]))
+        )
+        mark = alice.mark()
+        proc.proc.kill()
+        await proc.stop()
+        alice.say(r, "!echo said while it was dead")
+        await asyncio.sleep(0.3)
+        proc = await system.connector("killed", settings)
+        got = await alice.wait(
+            lambda m: m.body == "said while it was dead", since=mark, timeout=WAIT
+        )
+        assert got.sender == f"{r}/eeveebot"
+        assert await ask(alice, "!echo after", to=r, proc=proc) == "after"
+        await asyncio.sleep(1.0)
+        bodies = [m.body for m in alice.received[mark:]]
+        assert bodies.count("said while it was dead") == 1, bodies
+        assert "eeveebot" not in left  # resumed: never out of the room
+        assert "eeveebot" in roster.get_roster(r)
+        assert any('"resumed": true' in line for line in proc.lines()), proc.log()
+    finally:
+        await alice.close()
+        await proc.stop()

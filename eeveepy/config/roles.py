@@ -86,7 +86,8 @@ def connector_platform(module: str | None, operator_id: str) -> str:
 def connector_network(operator_id: str, platform: str, settings: Mapping[str, Any]) -> str:
     """The network a connector serves, by the kit's rule: its ``network`` setting, else the id
     after ``<platform>.``, else what the platform falls back to (the IRC host, the XMPP
-    account, the console's ``local``); ``""`` when none of these says."""
+    account, the Matrix user id's server, the console's ``local``); ``""`` when none of these
+    says."""
     setting = settings.get("network")
     if isinstance(setting, str) and setting:
         return setting
@@ -95,7 +96,11 @@ def connector_network(operator_id: str, platform: str, settings: Mapping[str, An
     head = f"{platform}."
     if operator_id.startswith(head) and len(operator_id) > len(head):
         return operator_id[len(head) :]
-    fallback = settings.get({"irc": "host", "xmpp": "jid"}.get(platform, ""))
-    if isinstance(fallback, str):
-        return fallback.split("/", 1)[0] if platform == "xmpp" else fallback
-    return ""
+    fallback = settings.get({"irc": "host", "xmpp": "jid", "matrix": "user_id"}.get(platform, ""))
+    if not isinstance(fallback, str):
+        return ""
+    if platform == "xmpp":  # the account's bare JID
+        return fallback.partition("/")[0]
+    if platform == "matrix":  # the server of the bot's user id
+        return fallback.partition(":")[2]
+    return fallback

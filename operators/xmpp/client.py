@@ -44,8 +44,9 @@ from operators.xmpp.settings import XmppSettings
 __all__ = ["Event", "XmppStream", "route_library_logs", "tls_failure"]
 
 Event = tuple[str, Any]
-"""``(kind, data)``: ``message``/``presence`` (the stanza's XML element), ``started`` (True
-when resumed), ``disconnected``, ``failed``, ``auth``, ``untrusted``, ``stream_error``."""
+"""``(kind, data)``: ``message``/``presence`` (the stanza's XML element and the count of
+stanzas received with it, for stream resumption), ``started``, ``resumed``, ``disconnected``,
+``failed``, ``auth``, ``untrusted``, ``stream_error``."""
 
 _QUICKACK: Final = getattr(socket, "TCP_QUICKACK", None)
 VERSION: Final = "eevee XMPP connector"
@@ -105,10 +106,26 @@ class XmppStream(slixmpp.ClientXMPP):
         return lambda data: self._emit((kind, data))
 
     def _message(self, stanza: Any) -> None:
-        self._emit(("message", stanza.xml))
+        self._emit(("message", (stanza.xml, self.plugin["xep_0198"].handled)))
 
     def _presence(self, stanza: Any) -> None:
-        self._emit(("presence", stanza.xml))
+        self._emit(("presence", (stanza.xml, self.plugin["xep_0198"].handled)))
+
+    @property
+    def sm_id(self) -> str | None:
+        """The stream-management id of the session (None: not resumable)."""
+        sm_id = self.plugin["xep_0198"].sm_id
+        return str(sm_id) if sm_id else None
+
+    @property
+    def sent(self) -> int:
+        """Stanzas sent on the stream-managed session."""
+        return int(self.plugin["xep_0198"].seq)
+
+    def resume_from(self, sm_id: str, handled: int, sent: int) -> None:
+        """Resume, on the first connection, the session a previous process left hibernating."""
+        sm = self.plugin["xep_0198"]
+        sm.sm_id, sm.handled, sm.seq, sm.last_ack = sm_id, handled, sent, sent
 
     def start(self) -> None:
         """Make one connection attempt (the kit, not slixmpp, decides about the next)."""

@@ -87,6 +87,10 @@ class Muc:
         """The bot left ``room`` for good (a part)."""
         return self.rooms.pop(fold_jid(room), None)
 
+    def restore(self, rooms: list[RoomState]) -> None:
+        """The rooms a resumed stream is still in (saved by the process before this one)."""
+        self.rooms = {fold_jid(r.jid): r for r in rooms}
+
     def reset(self) -> None:
         """A new stream (not resumed): the server forgot every room the bot was in."""
         for state in self.rooms.values():

@@ -33,10 +33,11 @@ from eeveepy.connector import (
 )
 from eeveepy.connector.egress import Confirmation
 from eeveepy.connector.platform import session_changes
-from eeveepy.errors import SessionError
+from eeveepy.errors import EeveeError, SessionError
 from eeveepy.protocol.models import ConnectorControlResult, OutgoingMessage
 from operators.xmpp.client import XmppStream, route_library_logs
 from operators.xmpp.muc import Change, ChangeKind, Muc
+from operators.xmpp.resume import ResumeFile
 from operators.xmpp.rooms import RoomControl
 from operators.xmpp.session import XmppSession
 from operators.xmpp.settings import SESSION_FIELDS, XmppSettings, network_name
@@ -69,6 +70,7 @@ class XmppPlatform(Platform[XmppSettings]):
         self.rooms = RoomControl(self.muc, self._connected_stream, self._log)
         self.settings: XmppSettings | None = None
         self._session: XmppSession | None = None
+        self.resume: ResumeFile | None = None
         self._logger: Any = None
 
     def _log(self) -> Any:
@@ -109,14 +111,30 @@ class XmppPlatform(Platform[XmppSettings]):
         if stream is None or session_changes(stream.settings, settings, SESSION_FIELDS):
             if stream is not None:
                 stream.drop()
-            stream = self.stream = XmppStream(settings)  # a new account: nothing to resume
+            stream = self.stream = XmppStream(settings)
+            self._resume_left_behind(stream, link)
         stream.settings = settings
-        session = XmppSession(stream, link, self.muc, self.expect, self.rooms)
+        session = XmppSession(stream, link, self.muc, self.expect, self.rooms, self.resume)
         self._session = session
         try:
             await session.run()
         finally:
             self._session = None
+
+    def _resume_left_behind(self, stream: XmppStream, link: Link) -> None:
+        """Ready the new stream to resume the session an earlier process of this connector
+        left hibernating on the server, if it saved one (see :mod:`operators.xmpp.resume`)."""
+        try:
+            self.resume = ResumeFile(link.op.data_dir)
+        except EeveeError:  # run without a data directory: nothing to resume from
+            self.resume = None
+            return
+        found = self.resume.load(stream.settings.jid)
+        if found is not None:
+            saved, rooms = found
+            stream.resume_from(saved.sm_id, saved.handled, saved.sent)
+            self.muc.restore(rooms)
+            link.log.info("resuming the stream left by the last run", rooms=len(rooms))
 
     async def join(self, rooms: Sequence[Room]) -> None:
         for room in rooms:
@@ -140,6 +158,8 @@ class XmppPlatform(Platform[XmppSettings]):
         stream = self._connected_stream()
         if stream is not None:
             await stream.disconnect(wait=0.4, reason="shutting down")
+        if self.resume is not None:
+            self.resume.clear()  # the session ended: nothing to resume
 
     # -- control requests --------------------------------------------------------------------
 

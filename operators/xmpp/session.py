@@ -28,6 +28,7 @@ from eeveepy.errors import AuthenticationError, SessionError, UntrustedServerErr
 from eeveepy.protocol.models import ChatEvent, ChatEventType, ChatUser
 from operators.xmpp.client import Event, XmppStream, tls_failure
 from operators.xmpp.muc import Change, ChangeKind, Muc
+from operators.xmpp.resume import ResumeFile
 from operators.xmpp.rooms import RoomControl
 from operators.xmpp.stanzas import Invite, MessageIn, read_message, read_presence
 from operators.xmpp.text import fold_jid
@@ -47,12 +48,14 @@ class XmppSession:
         muc: Muc,
         expect: Expect[Change],
         rooms: RoomControl,
+        resume: ResumeFile | None = None,
     ) -> None:
         self.stream = stream
         self.link = link
         self.muc = muc
         self.expect = expect
         self.rooms = rooms
+        self.resume = resume
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._early: list[Event] = []
         """Stanzas read before the session was reported started, handled right after."""
@@ -71,6 +74,8 @@ class XmppSession:
             resumed = await asyncio.wait_for(self._connect(), self.settings.connect_timeout)
             self.link.me = ChatUser(id=self.me, name=self.settings.nick, account=self.me)
             if not resumed:
+                if self.resume is not None:
+                    self.resume.clear()  # a new session: the old one is gone
                 self.muc.reset()
                 stream.send_presence()  # available: messages to the bare JID reach the bot
             again = stream.resend_pending(resumed)  # never acknowledged by the last session
@@ -154,15 +159,23 @@ class XmppSession:
 
     async def _handle(self, kind: str, data: Any) -> None:
         if kind == "message":
-            await self._message(read_message(data))
+            await self._message(read_message(data[0]))
+            self._handled(data[1])
         elif kind == "presence":
-            await self._presence(data)
+            await self._presence(data[0])
+            self._handled(data[1])
         elif kind == "disconnected":
             raise SessionError(f"connection lost ({data or 'closed'})")
         elif kind == "stream_error":
             raise SessionError(f"stream error: {_stream_error(data)}")
         elif kind == "ping_timeout":
             raise SessionError(f"no answer to a ping in {data} s")
+
+    def _handled(self, count: int) -> None:
+        """A stanza was handled: a process resuming this stream starts after it."""
+        sm_id = self.stream.sm_id
+        if self.resume is not None and sm_id is not None:
+            self.resume.save(self.me, sm_id, count, self.stream.sent, self.muc)
 
     async def _message(self, msg: MessageIn) -> None:
         link, muc = self.link, self.muc
