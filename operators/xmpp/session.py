@@ -79,6 +79,10 @@ class XmppSession:
                 self.muc.reset()
                 stream.send_presence()  # available: messages to the bare JID reach the bot
             again = stream.resend_pending(resumed)  # never acknowledged by the last session
+            # Once the server answers a ping it has the presence too: "connected" then means
+            # that messages to the bot's JID reach it.
+            if not await self._answers():
+                raise SessionError(f"no answer to a ping in {self.settings.ping_timeout} s")
             self.link.log.info(
                 "session started", jid=stream.boundjid.full, resumed=resumed, resent=again
             )
@@ -131,21 +135,28 @@ class XmppSession:
         if kind == "disconnected":
             raise SessionError(f"disconnected by {server} while logging in ({data or 'closed'})")
 
+    async def _answers(self) -> bool:
+        """Ping the server (XEP-0199); False when it does not answer in ``ping_timeout``.
+        Stanzas are handled in order, so an answer also says all sent before it arrived."""
+        try:
+            await self.stream.plugin["xep_0199"].ping(
+                jid=JID(self.me.partition("@")[2]), timeout=self.settings.ping_timeout
+            )
+        except IqTimeout:
+            return False
+        except IqError:
+            pass  # an error answer is an answer: the server is there
+        return True
+
     async def _ping(self) -> None:
         s = self.settings
         while True:
             await asyncio.sleep(s.ping_interval)
             if self.stream.pending:
                 self.stream.request_ack(again=True)  # in case an answer went missing
-            try:
-                await self.stream.plugin["xep_0199"].ping(
-                    jid=JID(self.me.partition("@")[2]), timeout=s.ping_timeout
-                )
-            except IqTimeout:
+            if not await self._answers():
                 self._events.put_nowait(("ping_timeout", s.ping_timeout))
                 return
-            except IqError:
-                pass  # an error answer is an answer: the server is there
 
     # -- the stream's events -----------------------------------------------------------------
 
