@@ -130,7 +130,10 @@ class XmppStream(slixmpp.ClientXMPP):
     def start(self) -> None:
         """Make one connection attempt (the kit, not slixmpp, decides about the next)."""
         s = self.settings
-        self.connect(s.host or None, s.server_port if s.host else None)
+        if s.host or s.port:  # an address given: no DNS SRV lookup
+            self.connect(s.server, s.server_port)
+        else:
+            self.connect()
 
     def stop_trying(self) -> None:
         """Cancel a connection attempt in progress (slixmpp would otherwise retry forever)."""

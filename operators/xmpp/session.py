@@ -235,7 +235,10 @@ class XmppSession:
                 network=self.link.network,
                 event=ChatEventType.INVITE,
                 room=invite.room,
-                user=ChatUser(id=inviter, name=inviter, account=inviter),
+                # through a room, the inviter is only what the room claims: no account
+                user=ChatUser(
+                    id=inviter, name=inviter, account=None if invite.via_room else inviter
+                ),
                 text=invite.reason,
             )
         )
