@@ -9,12 +9,14 @@ handled, so nothing said to the bot while it was down is lost, and the bot never
 For that the connector keeps, in its data directory, the stream's id, how many stanzas it has
 handled (counted at receipt, saved only once the stanza was handled: a message stored on the
 bus), how many it had sent, and the rooms it was in as of that stanza. The file is written
-after each handled stanza (atomically: a new file renamed over the old) and removed when the
-session ends cleanly (a stopped connector said goodbye: there is nothing to resume).
+after each handled stanza (atomically: a new file renamed over the old), in a thread, so the
+event loop never waits for the disk; a burst writes only its latest state. It is removed when
+the session ends cleanly (a stopped connector said goodbye: there is nothing to resume).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -56,6 +58,9 @@ class ResumeFile:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE
+        self._latest: str | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._cleared = False
 
     def load(self, account: str) -> tuple[Saved, list[RoomState]] | None:
         """The stream saved for ``account``, or None (none, another account's, unreadable)."""
@@ -76,13 +81,29 @@ class ResumeFile:
             for s in muc.rooms.values()
             if s.joined
         ]
-        saved = Saved(account, sm_id, handled, sent, rooms)
+        self._latest = json.dumps(asdict(Saved(account, sm_id, handled, sent, rooms)))
+        self._cleared = False
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_latest())
+
+    async def _write_latest(self) -> None:
+        while self._latest is not None:
+            text, self._latest = self._latest, None
+            await asyncio.to_thread(self._write, text)
+        if self._cleared:  # cleared while a write was under way
+            self._unlink()
+
+    def _write(self, text: str) -> None:
         tmp = self.path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(asdict(saved)), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
 
     def clear(self) -> None:
         """Nothing to resume any more (the session ended cleanly, or could not be resumed)."""
+        self._latest, self._cleared = None, True
+        self._unlink()
+
+    def _unlink(self) -> None:
         with contextlib.suppress(OSError):
             self.path.unlink()
