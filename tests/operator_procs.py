@@ -112,3 +112,15 @@ def spawn_operator(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 5.0) -> None:
+    """SIGTERM every process, then wait up to ``timeout`` each (SIGKILL past it)."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.bus.streams import ensure_chat_in_stream
 from eeveepy.protocol.models import ChatMessage, ChatUser, Envelope, OutgoingMessage, Ready
 from eeveepy.protocol.subjects import Subjects
-from tests.operator_procs import spawn_operator
+from tests.operator_procs import spawn_operator, stop_all
 
 PREFIX = "bench"
 NETWORK = "local"
@@ -117,14 +116,7 @@ async def _run(
             "missing": missing,
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         await nc.close()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from eeveepy.bus.natsserver import EmbeddedNats
 from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
-from tests.operator_procs import spawn_operator
+from tests.operator_procs import spawn_operator, stop_all
 
 PREFIX = "bench"
 CHANNEL = "#bench"
@@ -98,14 +97,7 @@ async def _run(url: str, irc_port: int, tmp: Path, sequential: int, burst: int) 
             "in_order": got == texts,
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         await client.close()
 
 

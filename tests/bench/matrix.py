@@ -27,7 +27,7 @@ from typing import Any
 from eeveepy.bus.natsserver import EmbeddedNats
 from eeveepy.bus.streams import ensure_chat_streams
 from tests.matrix_server import MatrixUser, Registered, Synapse, SynapseUnavailable, need_synapse
-from tests.operator_procs import spawn_operator
+from tests.operator_procs import spawn_operator, stop_all
 
 PREFIX = "bench"
 
@@ -148,14 +148,7 @@ async def _run(server: Synapse, url: str, tmp: Path, sequential: int, burst: int
         eevee = await _measure(user, bot_reg.user_id, eevee_room, sequential, burst)
         return base, eevee
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_all(procs)
         await user.close()
 
 

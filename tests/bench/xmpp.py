@@ -24,7 +24,7 @@ from typing import Any
 
 from eeveepy.bus.natsserver import EmbeddedNats
 from tests.irc_servers import ServerUnavailable, find_binary
-from tests.operator_procs import ROOT, spawn_operator
+from tests.operator_procs import ROOT, spawn_operator, stop_all
 from tests.xmpp_server import MUC, Prosody, XmppClient
 
 PREFIX = "bench"
@@ -83,17 +83,6 @@ async def _until_ready(client: XmppClient, room: str, bot: str) -> None:
     raise AssertionError(f"{bot} never answered in {room}")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 async def _run(tmp: Path, sequential: int, burst: int) -> dict[str, dict[str, Any]]:
     server = Prosody(tmp / "prosody")
     server.start()
@@ -132,7 +121,7 @@ async def _run(tmp: Path, sequential: int, burst: int) -> dict[str, dict[str, An
         eevee = await _measure(client, eevee_room, "eeveebot", sequential, burst)
         return {"raw": raw, "eevee": eevee}
     finally:
-        _stop(procs)
+        stop_all(procs)
         await client.close()
         await nats.stop()
         server.stop()
