@@ -22,7 +22,7 @@ module             what
 
 from __future__ import annotations
 
-from eeveepy.connector.control import ControlRequest, Expect, RoomAction
+from eeveepy.connector.control import ControlRequest, Expect, RoomAction, refused
 from eeveepy.connector.egress import EgressLimits, Outbound
 from eeveepy.connector.flood import FairQueue, TokenBucket
 from eeveepy.connector.link import Link, Room
@@ -46,4 +46,5 @@ __all__ = [
     "RoomAction",
     "TokenBucket",
     "connector_operator",
+    "refused",
 ]

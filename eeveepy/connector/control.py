@@ -96,7 +96,12 @@ class ControlRequest:
 
     def refuse(self, why: str) -> ConnectorControlResult:
         """A failure answer: ``<label>: <why>``."""
-        return ConnectorControlResult(ok=False, message=f"{self.label}: {why}")
+        return refused(f"{self.label}: {why}")
+
+
+def refused(message: str) -> ConnectorControlResult:
+    """A failure answer saying ``message`` as it is."""
+    return ConnectorControlResult(ok=False, message=message)
 
 
 def check_actions(platform: str, actions: Iterable[str]) -> frozenset[str]:

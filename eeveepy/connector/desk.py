@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from typing import Any, Final
 
 from eeveepy.bus.ipc import Subscription
-from eeveepy.connector.control import ControlRequest, RoomAction
+from eeveepy.connector.control import ControlRequest, RoomAction, refused
 from eeveepy.connector.link import Link, Room
 from eeveepy.connector.platform import Platform
 from eeveepy.errors import ConnectorError
@@ -98,7 +98,7 @@ class ControlDesk:
             link.log.warning("refusing a control request", action=req.action, reason=problem)
             return req.refuse(problem)
         if not link.connected:
-            return ConnectorControlResult(ok=False, message=f"not connected to {link.network}")
+            return refused(f"not connected to {link.network}")
         if room is RoomAction.PART and req.room:
             link.rooms.drop(req.room)
         try:

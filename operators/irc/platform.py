@@ -28,6 +28,7 @@ from eeveepy.connector import (
     Room,
     RoomAction,
     connector_operator,
+    refused,
 )
 from eeveepy.connector.platform import session_changes
 from eeveepy.errors import IrcConnectionError
@@ -51,10 +52,6 @@ NICK_ERRORS: Final = frozenset({"431", "432", "433", "436", "437", "484"})
 
 Matcher = Callable[[IrcLine], Any]
 """Looks at a server line: None when it is not the answer, else the answer (True: done)."""
-
-
-def _refused(message: str) -> ConnectorControlResult:
-    return ConnectorControlResult(ok=False, message=message)
 
 
 class IrcPlatform(Platform[IrcSettings]):
@@ -173,7 +170,7 @@ class IrcPlatform(Platform[IrcSettings]):
         result = await self._ask(joined, "JOIN", room, *([req.key] if req.key else []))
         if result is True:
             return req.ok(f"joined {room}")
-        return _refused(f"cannot join {room}: {result}")
+        return refused(f"cannot join {room}: {result}")
 
     async def _part(self, req: ControlRequest, room: str) -> ConnectorControlResult:
         st = self.state
@@ -192,7 +189,7 @@ class IrcPlatform(Platform[IrcSettings]):
         result = await self._ask(parted, "PART", room, *reason)
         if result is True:
             return req.ok(f"left {room}")
-        return _refused(f"cannot part {room}: {result}")
+        return refused(f"cannot part {room}: {result}")
 
     async def _names(self, req: ControlRequest, room: str) -> ConnectorControlResult:
         st = self.state
@@ -210,7 +207,7 @@ class IrcPlatform(Platform[IrcSettings]):
 
         result = await self._ask(names, "NAMES", room)
         if result is not True:
-            return _refused(f"names {room}: {result}")
+            return refused(f"names {room}: {result}")
         return req.ok(f"{len(users)} users", users)
 
     async def _nick(self, req: ControlRequest, nick: str) -> ConnectorControlResult:
@@ -231,7 +228,7 @@ class IrcPlatform(Platform[IrcSettings]):
         if result is True:
             st.want_nick = nick
             return req.ok(f"now {nick}")
-        return _refused(f"cannot take {nick}: {result}")
+        return refused(f"cannot take {nick}: {result}")
 
 
 def create() -> Operator[IrcSettings]:

@@ -30,6 +30,7 @@ from eeveepy.connector import (
     Room,
     RoomAction,
     connector_operator,
+    refused,
 )
 from eeveepy.connector.egress import Confirmation
 from eeveepy.connector.platform import session_changes
@@ -48,10 +49,6 @@ __all__ = ["XmppPlatform", "create", "main"]
 
 NICK: Final = f"{PLATFORM}.nick"
 MAX_QUEUED: Final = 5000
-
-
-def _refused(message: str) -> ConnectorControlResult:
-    return ConnectorControlResult(ok=False, message=message)
 
 
 class XmppPlatform(Platform[XmppSettings]):
@@ -194,7 +191,7 @@ class XmppPlatform(Platform[XmppSettings]):
         if result is True:
             return req.ok(f"joined {room}")
         self.muc.forget(room)
-        return _refused(f"cannot join {room}: {result}")
+        return refused(f"cannot join {room}: {result}")
 
     async def _part(self, req: ControlRequest, room: str) -> ConnectorControlResult:
         state = self.muc.get(room)
@@ -216,7 +213,7 @@ class XmppPlatform(Platform[XmppSettings]):
     def _users(self, req: ControlRequest, room: str) -> ConnectorControlResult:
         state = self.muc.get(room)
         if state is None or not state.joined:
-            return _refused(f"names {room}: not in that room")
+            return refused(f"names {room}: not in that room")
         users = sorted(state.occupants)
         return req.ok(f"{len(users)} users", users)
 
@@ -238,7 +235,7 @@ class XmppPlatform(Platform[XmppSettings]):
             self.rooms.rename(state.jid, xml_safe(nick))
         result = await fut
         if result is not True:
-            return _refused(f"cannot take {nick}: {result}")
+            return refused(f"cannot take {nick}: {result}")
         return req.ok(f"now {nick} in {len(rooms)} rooms")
 
 
