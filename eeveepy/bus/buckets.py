@@ -4,35 +4,89 @@ Making a bucket is making a JetStream stream, and whoever may make a stream choo
 subjects it captures: an operator allowed to create its own bucket could capture other
 parties' subjects in it (replies, logs) and read them back. So, with bus permissions, only
 the supervisor creates buckets (:func:`ensure_buckets`, the same configuration the runtime
-would use), and an operator may only use its own (see :mod:`eeveepy.bus.permissions`).
+would use, with ``[bus] replicas`` copies), and an operator may only use its own (see
+:mod:`eeveepy.bus.permissions`).
+
+Bucket names carry the subject prefix (:func:`~eeveepy.bus.names.kv_bucket_name`). Under the
+default prefix they are the names eeveepy always used; under another prefix an installation
+made before had its buckets under the default one (``eevee_<id>``): on the embedded server
+(this installation's alone) :func:`ensure_buckets` copies such a bucket's keys into the new
+one once, and leaves the old bucket for its owner to delete.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NoKeysError, NotFoundError
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.bus.jetstream import explain
 from eeveepy.bus.names import kv_bucket_name
+from eeveepy.protocol.subjects import DEFAULT_PREFIX
 
-__all__ = ["ensure_buckets"]
+__all__ = ["ensure_bucket", "ensure_buckets"]
 
 
 async def ensure_buckets(
-    js: JetStreamContext, operator_ids: Iterable[str], log: FilteringBoundLogger
+    js: JetStreamContext,
+    operator_ids: Iterable[str],
+    log: FilteringBoundLogger,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    replicas: int = 1,
+    migrate: bool = False,
 ) -> None:
     """Make sure each operator of ``operator_ids`` has its bucket; failures are logged (the
-    operator then says so itself when it needs the bucket)."""
+    operator then says so itself when it needs the bucket). ``migrate``: copy a bucket left
+    under the default prefix's name into a new one (see the module's docstring)."""
     for op_id in operator_ids:
-        bucket = kv_bucket_name(op_id)
+        bucket = kv_bucket_name(op_id, prefix)
         try:
-            try:
-                await js.key_value(bucket)
-            except NotFoundError:
-                await js.create_key_value(bucket=bucket)
-        except BadRequestError:  # made meanwhile (another supervisor, the operator itself)
-            continue
+            made = await ensure_bucket(js, KeyValueConfig(bucket=bucket, replicas=replicas))
+            if made and migrate and prefix != DEFAULT_PREFIX:
+                await _migrate(js, kv_bucket_name(op_id), bucket, log)
         except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
-            log.warning("cannot make an operator's key-value bucket", bucket=bucket, error=str(exc))
+            log.warning(
+                "cannot make an operator's key-value bucket",
+                bucket=bucket,
+                error=explain(exc, replicas),
+            )
+
+
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:
+    """Create the bucket ``config`` unless it exists; True when this call made it."""
+    try:
+        await js.key_value(config.bucket)
+        return False
+    except NotFoundError:
+        pass
+    try:
+        await js.create_key_value(config)
+    except BadRequestError:  # made meanwhile (another supervisor, the operator itself)
+        return False
+    return True
+
+
+async def _migrate(js: JetStreamContext, old: str, new: str, log: FilteringBoundLogger) -> None:
+    try:
+        source = await js.key_value(old)
+    except NotFoundError:
+        return  # nothing to carry over
+    target = await js.key_value(new)
+    try:
+        keys = await source.keys()
+    except NoKeysError:
+        keys = []
+    for key in keys:
+        entry = await source.get(key)
+        if entry.value is not None:
+            await target.put(key, entry.value)
+    log.warning(
+        "key-value bucket copied to its prefixed name; delete the old one when done",
+        old=old,
+        new=new,
+        keys=len(keys),
+    )

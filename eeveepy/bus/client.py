@@ -10,7 +10,8 @@ from typing import Any
 import nats
 import structlog
 from nats.aio.client import Client as NatsClient
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from eeveepy.bus.natsadapter import EeveeClient
 from eeveepy.errors import BusError
@@ -23,11 +24,16 @@ class BusConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     url: str | None = Field(default=None, description="nats:// or tls:// URL; none = embedded.")
-    servers: list[str] = Field(default_factory=list, description="More cluster URLs.")
+    servers: list[str] = Field(
+        default_factory=list, description="More seed URLs of the same cluster, tried in turn."
+    )
     user: str | None = None
     password: str | None = None
     token: str | None = None
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey).")
+    nkey_seed: Path | None = Field(
+        default=None, description="File holding an nkey seed (SU...) to log in with."
+    )
     users_file: Path | None = Field(
         default=None,
         description="Secrets of eevee's users on this server, made by `eevee config "
@@ -41,6 +47,34 @@ class BusConfig(BaseModel):
     max_payload: int | None = Field(
         default=None, gt=0, description="Embedded server's max_payload in bytes (default 1 MiB)."
     )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies of each stream and bucket eevee creates: 1 on a single server, "
+        "3 on a NATS cluster (needs an external bus).",
+    )
+
+    @model_validator(mode="after")
+    def _replicas_need_a_cluster(self) -> BusConfig:
+        if self.url is None and self.replicas > 1:
+            raise PydanticCustomError(
+                "eevee_replicas",
+                "replicas = {replicas} needs a NATS cluster: set [bus] url (and servers) to "
+                "it, or replicas = 1 for the embedded server",
+                {"replicas": self.replicas},
+            )
+        return self
+
+    @property
+    def seeds(self) -> list[str]:
+        """Every URL to try: ``url`` then ``servers`` (each may hold several, comma-separated)."""
+        return split_urls([self.url or "", *self.servers])
+
+
+def split_urls(urls: list[str]) -> list[str]:
+    """``["a,b", "c"]`` -> ``["a", "b", "c"]``: a bus URL may list a cluster's seeds."""
+    return [u.strip() for group in urls for u in group.split(",") if u.strip()]
 
 
 async def connect(
@@ -63,7 +97,7 @@ async def connect(
     lost connections are retried forever.
     """
     log = structlog.get_logger("eeveepy.bus")
-    servers = [u for u in [url or cfg.url, *cfg.servers] if u]
+    servers = split_urls([url, *cfg.servers]) if url else cfg.seeds
     if not servers:
         raise BusError("no bus URL: start `eevee up` or give --nats-url / EEVEE_NATS_URL")
 
@@ -114,7 +148,9 @@ async def connect(
         options["token"] = cfg.token
     if cfg.creds_file:
         options["user_credentials"] = str(cfg.creds_file)
-    if cfg.tls_ca or cfg.tls_cert or (cfg.url or "").startswith("tls://"):
+    if cfg.nkey_seed:
+        options["nkeys_seed"] = str(cfg.nkey_seed)
+    if cfg.tls_ca or cfg.tls_cert or any(u.startswith("tls://") for u in servers):
         options["tls"] = client_context(
             ca_file=cfg.tls_ca, verify=cfg.tls_verify, cert=cfg.tls_cert, key=cfg.tls_key
         )

@@ -149,7 +149,7 @@ def base_permissions(prefix: str, operator_id: str) -> Permissions:
             f"{prefix}.dlq.>",
             f"{_JS}.INFO",
             f"{_JS}.STREAM.NAMES",
-            *kv_subjects(kv_bucket_name(own)),
+            *kv_subjects(kv_bucket_name(own, prefix)),
         ),
         subscribe=(s.operator_ping(own), s.operator_ctl(own), f"{inbox_prefix(own)}.>"),
     )

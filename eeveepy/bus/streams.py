@@ -13,22 +13,21 @@ the stream is an extra listener on the same subjects.
 ``{p}.chat.out.>`` is kept the same way in ``<PREFIX>_CHAT_OUT`` until the connector of the
 network has sent it: a connector that dies sends, once restarted, what was said meanwhile.
 
-The supervisor creates both streams at start; acknowledged messages leave them, and what
+The supervisor creates both streams at start, with ``[bus] replicas`` copies (3 on a
+cluster); acknowledged messages leave them, and what
 nobody consumes is dropped after ``max_age`` or beyond ``max_msgs`` / ``max_bytes`` (oldest
 first).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, NotFoundError
 
+from eeveepy.bus.jetstream import ensure_stream
 from eeveepy.bus.names import chat_in_stream_name, chat_out_stream_name
-from eeveepy.errors import BusError
 
 CHAT_MAX_AGE = 600.0
 """Seconds an unconsumed chat message is kept (its consumer was down longer: it is dropped)."""
@@ -38,11 +37,13 @@ DUPLICATE_WINDOW = 120.0
 """Seconds in which a re-sent line (same ``Nats-Msg-Id``) is recognised and stored once."""
 
 
-async def ensure_chat_streams(js: JetStreamContext, prefix: str) -> tuple[str, str]:
+async def ensure_chat_streams(
+    js: JetStreamContext, prefix: str, *, replicas: int = 1
+) -> tuple[str, str]:
     """Create (or update) both chat streams of ``prefix``; their names, input first."""
     return (
-        await ensure_chat_in_stream(js, prefix),
-        await ensure_chat_out_stream(js, prefix),
+        await ensure_chat_in_stream(js, prefix, replicas=replicas),
+        await ensure_chat_out_stream(js, prefix, replicas=replicas),
     )
 
 
@@ -69,12 +70,11 @@ async def _ensure(
     max_age: float = CHAT_MAX_AGE,
     max_msgs: int = CHAT_MAX_MSGS,
     max_bytes: int = CHAT_MAX_BYTES,
+    replicas: int = 1,
     timeout: float = 10.0,
 ) -> str:
-    """Create the work-queue stream ``name`` on ``subject``, or bring its limits up to date.
-
-    Bounded by ``timeout``; raises :class:`BusError` saying why on failure.
-    """
+    """Create the work-queue stream ``name`` on ``subject``, or bring its limits up to date
+    (see :func:`~eeveepy.bus.jetstream.ensure_stream`)."""
     config = StreamConfig(
         name=name,
         description=description,
@@ -86,40 +86,6 @@ async def _ensure(
         max_msgs=max_msgs,
         max_bytes=max_bytes,
         duplicate_window=min(DUPLICATE_WINDOW, max_age),
-        num_replicas=1,
+        num_replicas=replicas,
     )
-    try:
-        async with asyncio.timeout(timeout):
-            try:
-                info = await js.stream_info(name)
-            except NotFoundError:
-                try:
-                    await js.add_stream(config)
-                    return name
-                except BadRequestError as exc:
-                    if exc.err_code != 10058:  # not "stream name already in use"
-                        raise
-                info = await js.stream_info(name)
-            cfg = info.config
-            if (
-                cfg.subjects != config.subjects
-                or cfg.max_msgs != max_msgs
-                or cfg.max_bytes != max_bytes
-                or cfg.max_age is None
-                or abs(cfg.max_age - max_age) > 1e-6
-            ):
-                await js.update_stream(
-                    cfg.evolve(
-                        subjects=config.subjects,
-                        max_age=max_age,
-                        max_msgs=max_msgs,
-                        max_bytes=max_bytes,
-                    )
-                )
-    except TimeoutError:
-        raise BusError(f"stream {name}: no answer within {timeout:g} s") from None
-    except BusError:
-        raise
-    except Exception as exc:  # nats-py's API errors: JetStream disabled, subjects overlap...
-        raise BusError(f"stream {name}: {exc}") from None
-    return name
+    return await ensure_stream(js, config, timeout=timeout)

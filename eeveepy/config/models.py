@@ -140,7 +140,7 @@ class Config(BaseModel):
         the bus permissions are derived from both."""
         owners: dict[str, str] = {leases_bucket_name(self.prefix): "the supervisors' leases"}
         for op_id, operator in self.operators.items():
-            bucket = kv_bucket_name(op_id)
+            bucket = kv_bucket_name(op_id, self.prefix)
             other = owners.setdefault(bucket, f"operator {op_id!r}")
             if other != f"operator {op_id!r}":
                 raise PydanticCustomError(

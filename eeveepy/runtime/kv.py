@@ -41,16 +41,20 @@ async def open_bucket(nc: NatsClient, bucket: str) -> KeyValue:
 class KvAccess:
     """The bucket of one operator over its current connection.
 
-    ``connection`` gives the connection (None before connecting or after closing) and
-    ``operator_id`` the id; both are asked at each use, as they are known only once the
-    operator serves.
+    ``connection`` gives the connection (None before connecting or after closing),
+    ``operator_id`` the id and ``prefix`` the subject prefix; they are asked at each use, as
+    they are known only once the operator serves.
     """
 
     def __init__(
-        self, connection: Callable[[], NatsClient | None], operator_id: Callable[[], str]
+        self,
+        connection: Callable[[], NatsClient | None],
+        operator_id: Callable[[], str],
+        prefix: Callable[[], str],
     ) -> None:
         self._connection = connection
         self._operator_id = operator_id
+        self._prefix = prefix
         self._opened: tuple[NatsClient, KeyValue] | None = None
         self._lock = asyncio.Lock()
 
@@ -84,4 +88,4 @@ class KvAccess:
     @property
     def bucket_name(self) -> str:
         """The bucket's name."""
-        return kv_bucket_name(self._operator_id())
+        return kv_bucket_name(self._operator_id(), self._prefix())

@@ -132,7 +132,9 @@ class Operator(Generic[S]):
         self._launch: Launch | None = None
         self._settings: S | None = None
         self._serving = False
-        self._kv = KvAccess(lambda: self._life.nc, lambda: self.id)  # (called once serving)
+        self._kv = KvAccess(  # (called once serving)
+            lambda: self._life.nc, lambda: self.id, lambda: self.ipc.subjects.prefix
+        )
         self.store = KvStore(self._kv.bucket, self.health, lambda: self.log)
         """Writes to the KV bucket that are retried until stored (see :mod:`eeveepy.kvstore`)."""
         self._life = Lifecycle(
@@ -224,7 +226,7 @@ class Operator(Generic[S]):
     async def kv(self) -> KeyValue:
         """The operator's JetStream key-value bucket, created on first use.
 
-        Its name is :func:`~eeveepy.bus.names.kv_bucket_name` of the id. Raises
+        Its name is :func:`~eeveepy.bus.names.kv_bucket_name` of the id and prefix. Raises
         :class:`BusError` when JetStream is not available.
         """
         return await self._kv.key_value()

@@ -113,10 +113,11 @@ async def _ensure_streams(nc: NatsClient, config: Config, log: FilteringBoundLog
             config.prefix,
             max_age=sup.log_history_max_age,
             max_bytes=sup.log_history_max_bytes,
+            replicas=config.bus.replicas,
         )
     except BusError as exc:
         log.warning("no log history on the bus", error=str(exc))
     try:
-        await ensure_chat_streams(nc.jetstream(), config.prefix)
+        await ensure_chat_streams(nc.jetstream(), config.prefix, replicas=config.bus.replicas)
     except BusError as exc:
         log.warning("chat is not stored: messages may be lost", error=str(exc))

@@ -253,7 +253,6 @@ class BusWatch:
                 break
             await asyncio.sleep(self._js_backoff.next())
         self._js_on_since = time.monotonic()
-        self.jetstream_reenabled += 1
         self.jetstream_off = None
         self._log.warning(
             "JetStream is back on the embedded nats-server",
@@ -263,6 +262,7 @@ class BusWatch:
         problems = await self._ensure_streams()
         if problems:
             self._log.error("JetStream is back, but streams are missing", errors=problems)
+        self.jetstream_reenabled += 1  # (counted once the streams are ensured too)
 
     async def _ensure_streams(self) -> list[str]:
         """Ensure the streams of :meth:`keep_streams`; what failed."""
@@ -273,11 +273,17 @@ class BusWatch:
         problems: list[str] = []
         try:
             max_age, max_bytes = sup.log_history_max_age, sup.log_history_max_bytes
-            await ensure_log_stream(js, config.prefix, max_age=max_age, max_bytes=max_bytes)
+            await ensure_log_stream(
+                js,
+                config.prefix,
+                max_age=max_age,
+                max_bytes=max_bytes,
+                replicas=config.bus.replicas,
+            )
         except BusError as exc:
             problems.append(f"log history: {exc}")
         try:
-            await ensure_chat_streams(js, config.prefix)
+            await ensure_chat_streams(js, config.prefix, replicas=config.bus.replicas)
         except BusError as exc:
             problems.append(f"chat: {exc}")
         return problems

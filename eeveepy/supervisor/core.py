@@ -19,7 +19,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,7 +168,7 @@ class Supervisor:
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
-        await ensure_buckets(bus.nc.jetstream(), self.config.operators, self._log)
+        await self._ensure_buckets(self.config.operators)
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
@@ -236,8 +236,7 @@ class Supervisor:
                     "removed operators' bus users are still valid (the next reload retries)",
                     error=str(exc),
                 )
-        if self._bus is not None:
-            await ensure_buckets(self._bus.nc.jetstream(), plan.added, self._log)
+        await self._ensure_buckets(plan.added)
         for cfg, step in plan.steps:
             if step is Step.ADD:
                 self._add(cfg)
@@ -325,6 +324,17 @@ class Supervisor:
         if self._bus is not None and self._bus.server is not None:
             await self._bus.server.set_users(self._users.users(operators))
             self._synced = dict(operators)
+
+    async def _ensure_buckets(self, operator_ids: Iterable[str]) -> None:
+        if self._bus is not None:
+            await ensure_buckets(
+                self._bus.nc.jetstream(),
+                operator_ids,
+                self._log,
+                prefix=self.config.prefix,
+                replicas=self.config.bus.replicas,
+                migrate=self._bus.server is not None,
+            )
 
     async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
         """A new bus secret for ``cfg``'s process about to start again (the first start uses
