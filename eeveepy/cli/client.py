@@ -66,8 +66,10 @@ async def connect_cli(
 
 
 async def _connect(state: dict[str, Any]) -> NatsClient:
+    # An external bus's TLS and login files (paths), as the supervisor uses them.
+    files = state.get("bus") or {}
     return await connect(
-        BusConfig(connect_timeout=3),
+        BusConfig(connect_timeout=3, **files),
         name="eevee-cli",
         url=state["url"],
         user=state.get("user"),

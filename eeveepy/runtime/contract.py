@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from eeveepy.bus.client import BusConfig
 from eeveepy.errors import ConfigError, SubjectError
 from eeveepy.paths import Paths
 from eeveepy.protocol.subjects import DEFAULT_PREFIX, validate_operator_id, validate_prefix
@@ -26,7 +27,12 @@ __all__ = [
     "ENV_CONNECT_TIMEOUT",
     "ENV_DATA_DIR",
     "ENV_INBOX_PREFIX",
+    "ENV_NATS_CREDS",
+    "ENV_NATS_NKEY_SEED",
     "ENV_NATS_PASSWORD",
+    "ENV_NATS_TLS_CA",
+    "ENV_NATS_TLS_CERT",
+    "ENV_NATS_TLS_KEY",
     "ENV_NATS_URL",
     "ENV_NATS_USER",
     "ENV_OPERATOR_ID",
@@ -55,7 +61,24 @@ EXIT_CONFIG: Final = 78
 ENV_OPERATOR_ID: Final = "EEVEE_OPERATOR_ID"
 """The operator id (``name`` or ``name.instance``)."""
 ENV_NATS_URL: Final = "EEVEE_NATS_URL"
-"""The bus URL."""
+"""The bus URL; a cluster's seed URLs comma-separated (``nats://a:4222,nats://b:4222``)."""
+ENV_NATS_TLS_CA: Final = "EEVEE_NATS_TLS_CA"
+"""A CA file to verify the bus's TLS certificate with (absent: the system's CAs)."""
+ENV_NATS_TLS_CERT: Final = "EEVEE_NATS_TLS_CERT"
+"""A client certificate for the bus (mutual TLS); its key is :data:`ENV_NATS_TLS_KEY`."""
+ENV_NATS_TLS_KEY: Final = "EEVEE_NATS_TLS_KEY"
+"""The key of :data:`ENV_NATS_TLS_CERT`."""
+ENV_NATS_CREDS: Final = "EEVEE_NATS_CREDS"
+"""A NATS ``.creds`` file (JWT and nkey) to log in with, instead of a user and password."""
+ENV_NATS_NKEY_SEED: Final = "EEVEE_NATS_NKEY_SEED"
+"""A file holding an nkey seed to log in with, instead of a user and password."""
+_FILE_VARS: Final = (
+    ENV_NATS_TLS_CA,
+    ENV_NATS_TLS_CERT,
+    ENV_NATS_TLS_KEY,
+    ENV_NATS_CREDS,
+    ENV_NATS_NKEY_SEED,
+)
 ENV_NATS_USER: Final = "EEVEE_NATS_USER"
 """The operator's own bus user (absent: no authentication)."""
 ENV_NATS_PASSWORD: Final = "EEVEE_NATS_PASSWORD"
@@ -112,6 +135,20 @@ class Launch:
     connect_timeout: float
     settings_origin: str | None = None
     """:data:`ENV_SETTINGS_ORIGIN` as given (JSON), or None."""
+    bus_files: Mapping[str, Path] = field(default_factory=dict)
+    """The TLS and login files given (``EEVEE_NATS_TLS_CA``... -> path)."""
+
+    def bus_config(self) -> BusConfig:
+        """How to connect: the timeout, TLS and login files of the environment."""
+        files = self.bus_files
+        return BusConfig(
+            connect_timeout=self.connect_timeout,
+            tls_ca=files.get(ENV_NATS_TLS_CA),
+            tls_cert=files.get(ENV_NATS_TLS_CERT),
+            tls_key=files.get(ENV_NATS_TLS_KEY),
+            creds_file=files.get(ENV_NATS_CREDS),
+            nkey_seed=files.get(ENV_NATS_NKEY_SEED),
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], default_id: str | None = None) -> Launch:
@@ -165,6 +202,7 @@ class Launch:
             supervisor=env.get(ENV_SUPERVISOR) or None,
             connect_timeout=timeout,
             settings_origin=env.get(ENV_SETTINGS_ORIGIN) or None,
+            bus_files={name: Path(env[name]) for name in _FILE_VARS if env.get(name)},
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NatsClient
 from structlog.typing import FilteringBoundLogger
 
-from eeveepy.bus.client import BusConfig, barrier, connect
+from eeveepy.bus.client import barrier, connect
 from eeveepy.bus.ipc import Ipc, Subscription
 from eeveepy.errors import BusError, ConfigError
 from eeveepy.protocol.models import Control, ControlAction, ControlResult, Ping, Pong, Ready
@@ -157,7 +157,7 @@ class Lifecycle:
         self._runtime_subs = [ping, ctl]
         try:
             self.nc = await connect(
-                BusConfig(connect_timeout=launch.connect_timeout),
+                launch.bus_config(),
                 name=name,
                 url=launch.nats_url,
                 user=launch.user,

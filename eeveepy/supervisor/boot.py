@@ -82,7 +82,7 @@ async def start_bus(
             on_reconnect=on_reconnect,
         )
     else:
-        url = config.bus.url
+        url = ",".join(config.bus.seeds)  # (operators get every seed too)
         external = _users_file(config)
         nc = await connect(
             config.bus,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -28,7 +27,7 @@ import structlog
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
-from eeveepy.config.verify import settings_origin, verify
+from eeveepy.config.verify import verify
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
 from eeveepy.paths import OperatorPaths, Paths
 from eeveepy.protocol.models import (
@@ -39,23 +38,11 @@ from eeveepy.protocol.models import (
     OperatorStatus,
     SupervisorStatus,
 )
-from eeveepy.runtime.contract import (
-    ENV_CACHE_DIR,
-    ENV_DATA_DIR,
-    ENV_INBOX_PREFIX,
-    ENV_NATS_PASSWORD,
-    ENV_NATS_URL,
-    ENV_NATS_USER,
-    ENV_OPERATOR_ID,
-    ENV_SETTINGS,
-    ENV_SETTINGS_FILE,
-    ENV_SETTINGS_ORIGIN,
-    ENV_SUBJECT_PREFIX,
-    ENV_SUPERVISOR,
-)
-from eeveepy.supervisor.boot import CLI_USER, Bus, BusUsers, start_bus
+from eeveepy.runtime.contract import ENV_NATS_PASSWORD
+from eeveepy.supervisor.boot import Bus, BusUsers, start_bus
 from eeveepy.supervisor.buswatch import BusWatch
 from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
+from eeveepy.supervisor.environ import operator_env, state_of
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
 from eeveepy.supervisor.lock import StateDirLock
@@ -394,34 +381,9 @@ class Supervisor:
     # -- operators -------------------------------------------------------------------------
 
     def _env_for(self, cfg: OperatorConfig, paths: OperatorPaths) -> dict[str, str]:
-        env = {
-            ENV_OPERATOR_ID: cfg.id,
-            ENV_NATS_URL: self.url,
-            ENV_SUBJECT_PREFIX: self.config.prefix,
-            ENV_SETTINGS: json.dumps(cfg.settings),
-            ENV_SETTINGS_FILE: str(paths.settings_file),
-            ENV_SETTINGS_ORIGIN: settings_origin(self.config, cfg),
-            ENV_CACHE_DIR: str(paths.cache_dir),
-            ENV_DATA_DIR: str(paths.data_dir),
-            ENV_SUPERVISOR: self.name,
-            "PYTHONUNBUFFERED": "1",
-        }
-        if self._bus is not None and self._bus.server is not None:
-            env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
-            env[ENV_NATS_PASSWORD] = self._users.password(cfg.id)
-            env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
-        elif self._bus is not None and self._bus.users is not None:  # [bus] users_file
-            try:
-                env[ENV_NATS_PASSWORD] = self._bus.users.operator(cfg.id)
-            except ConfigError as exc:
-                self._log.error("operator without a bus user", operator=cfg.id, error=str(exc))
-            else:
-                env[ENV_NATS_USER] = BusUsers.operator_user(cfg.id)
-                env[ENV_INBOX_PREFIX] = BusUsers.inbox_prefix(cfg.id)
-        elif self.config.bus.user:
-            env[ENV_NATS_USER] = self.config.bus.user
-            env[ENV_NATS_PASSWORD] = self.config.bus.password or ""
-        return env
+        return operator_env(
+            self.config, cfg, paths, name=self.name, bus=self._bus, users=self._users, log=self._log
+        )
 
     def _add(self, cfg: OperatorConfig) -> None:
         assert self._bus is not None
@@ -450,24 +412,9 @@ class Supervisor:
         return [proc.status() for proc in self._procs.values()]
 
     def _write_state(self, bus: Bus) -> None:
-        user: str | None
-        password: str | None
-        if bus.server is not None:  # the CLI's own user: the embedded server's, or users_file's
-            user, password = CLI_USER, self._users.cli_password
-        elif bus.users is not None:
-            user, password = CLI_USER, bus.users.cli
-        else:
-            user, password = self.config.bus.user, self.config.bus.password
-        state = {
-            "supervisor": self.name,
-            "pid": os.getpid(),
-            "url": bus.url,
-            "user": user,
-            "password": password,
-            "prefix": self.config.prefix,
-            "config": str(self.config.source) if self.config.source else None,
-            "started": self.started.isoformat(),
-        }
+        state = state_of(
+            self.config, name=self.name, bus=bus, users=self._users, started=self.started
+        )
         write_state(self.paths.state_file, state)
 
 
