@@ -1,9 +1,11 @@
-"""Operator leases on a real nats-server: renewals that overlap, and leases given back while
-their renewal is in flight (the races that stopped healthy operators at scale)."""
+"""Operator leases on a real nats-server: renewals that overlap, leases given back while their
+renewal is in flight, and hundreds held against a rival (the races that stopped healthy
+operators at scale)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -72,3 +74,48 @@ async def test_a_lease_given_back_during_its_renewal_stays_given_back(nc: NatsCl
     with pytest.raises(KeyNotFoundError):
         await leases.kv.get("op0")
     assert lost == []
+
+
+async def busy_loop(stop: asyncio.Event, block: float) -> None:
+    """Keep the event loop as busy as hundreds of operators starting keep the supervisor's:
+    every turn of the loop takes ``block`` seconds more."""
+    while not stop.is_set():
+        time.sleep(block)  # noqa: ASYNC251 - blocking the loop is the point
+        await asyncio.sleep(0)
+
+
+async def test_a_rival_never_takes_a_lease_held_at_scale(nc: NatsClient, nats_url: str) -> None:
+    """Hundreds of leases held by a busy supervisor while a rival keeps trying to take them:
+    none may lapse (a rival holding one means two supervisors run that operator). Renewed one
+    after the other, each waiting for a turn of the busy loop, a round outlasted the TTL."""
+    lost: list[str] = []
+    bucket = "leases_" + uuid.uuid4().hex[:10]
+    ttl = 1.5
+    log = structlog.get_logger("test")
+    mine = await Leases.open(
+        nc.jetstream(), bucket, "me", ttl, fresh=True, log=log, on_lost=lost.append
+    )
+    rival_nc = await connect(BusConfig(url=nats_url), name="test-leases-rival")
+    stop = asyncio.Event()
+    busy = asyncio.ensure_future(busy_loop(stop, 0.004))
+    try:
+        rival = await Leases.open(
+            rival_nc.jetstream(), bucket, "rival", ttl, fresh=False, log=log, on_lost=lost.append
+        )
+        ids = [f"op{n}" for n in range(400)]
+        assert await asyncio.gather(*(mine.acquire(i) for i in ids)) == [None] * len(ids)
+        mine.start()
+        taken: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * ttl
+        while loop.time() < deadline:
+            got = await asyncio.gather(*(rival.acquire(i) for i in ids))
+            taken.update(i for i, holder in zip(ids, got, strict=True) if holder is None)
+            await asyncio.sleep(ttl / 4)
+        assert sorted(taken) == [], f"{len(taken)} of {len(ids)} leases taken by a rival"
+        assert lost == []
+    finally:
+        stop.set()
+        await busy
+        await mine.stop()
+        await rival_nc.close()

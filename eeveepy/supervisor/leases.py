@@ -13,6 +13,12 @@ Each key's revision is this supervisor's to keep: the operations on one key (tak
 give back) never interleave, and renewal rounds never overlap. Otherwise two renewals of one
 key race with the same revision, and a lease given back while its renewal was in flight is
 renewed again for an operator that is gone.
+
+A round renews every key at once (at most :data:`IN_FLIGHT` requests in flight), and rounds
+start every third of the TTL from the start of the one before. One request after the other,
+a round took the number of keys times a round trip: at start-up, with hundreds of operators
+starting and the event loop busy, a round outlasted the TTL, keys expired under a live
+supervisor and another one could take them (two supervisors then ran one operator).
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from structlog.typing import FilteringBoundLogger
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.names import leases_bucket_name
 
-__all__ = ["Leases", "bucket_name"]
+__all__ = ["IN_FLIGHT", "Leases", "bucket_name"]
+
+IN_FLIGHT = 256
+"""Renewal requests a round keeps in flight at once."""
 
 
 def bucket_name(prefix: str) -> str:
@@ -162,17 +171,22 @@ class Leases:
 
     async def _renew_all(self) -> None:
         failed: list[str] = []
-        for op_id in list(self._revs):
-            try:
-                async with self._lock(op_id):
-                    lost_to = await self._renew(op_id)
-            except Exception as exc:  # the bus is unreachable or busy: keep it, try again
-                failed.append(f"{op_id}: {exc or type(exc).__name__}")
-                continue
+        gate = asyncio.Semaphore(IN_FLIGHT)
+
+        async def renew_one(op_id: str) -> None:
+            async with gate:
+                try:
+                    async with self._lock(op_id):
+                        lost_to = await self._renew(op_id)
+                except Exception as exc:  # the bus is unreachable or busy: keep it, try again
+                    failed.append(f"{op_id}: {exc or type(exc).__name__}")
+                    return
             if lost_to is not None:
                 self._revs.pop(op_id, None)
                 self._log.error("lease lost: stopping", operator=op_id, holder=lost_to)
                 self._on_lost(op_id)
+
+        await asyncio.gather(*(renew_one(op_id) for op_id in list(self._revs)))
         if failed and not self._failing and self._settled():
             self._log.warning("leases not renewed; trying again", errors=failed)
         self._failing = bool(failed)
@@ -201,7 +215,13 @@ class Leases:
         return holder or "another supervisor"
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.ttl / 3
+        await asyncio.sleep(period)
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            started = loop.time()
             if self._connected():  # (while it is down, a request only waits for its timeout)
                 await self.renew()
+            # A period after this round's start: a slow round must not push the renewals of
+            # a key further apart than the TTL.
+            await asyncio.sleep(max(0.0, period - (loop.time() - started)))
