@@ -7,9 +7,12 @@ A handler answers a request by returning a body (the subscription sends it) or w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, TypeVar
 
 import nats.errors
+from nats.aio.msg import Msg
 
 from eeveepy.bus.delivery import Delivery
 from eeveepy.bus.natsadapter import bus_error
@@ -75,6 +78,55 @@ class Requester(Publisher):
             except EnvelopeError:
                 raise
             raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None
+
+    async def gather(
+        self,
+        subject: str,
+        body: Body,
+        reply_model: type[B],
+        *,
+        timeout: float = 2.0,
+        quiet: float = 0.3,
+        headers: dict[str, str] | None = None,
+    ) -> list[Envelope[B]]:
+        """Send a request that several parties answer (every supervisor on the bus) and
+        collect the replies: until ``quiet`` seconds pass without one after the first, or
+        ``timeout`` in all. Malformed replies are left out; none at all gives ``[]``."""
+        nc = self.nc
+        _, payload = self.encode(body, headers)
+        subj = self.full(subject)
+        inbox = nc.new_inbox()
+        replies: list[bytes] = []
+        arrived = asyncio.Event()
+
+        async def collect(msg: Msg) -> None:
+            replies.append(msg.data)
+            arrived.set()
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            sub = await nc.subscribe(inbox, cb=collect)
+            try:
+                await nc.publish(subj, payload, reply=inbox)
+                while (left := deadline - loop.time()) > 0:
+                    arrived.clear()
+                    try:
+                        await asyncio.wait_for(
+                            arrived.wait(), min(left, quiet) if replies else left
+                        )
+                    except TimeoutError:
+                        break
+            finally:
+                await sub.unsubscribe()
+        except nats.errors.Error as exc:
+            raise bus_error(exc, subj) from None
+        decoder = self._decoder(reply_model)
+        envelopes = []
+        for data in replies:
+            with contextlib.suppress(EnvelopeError):
+                envelopes.append(decoder.decode(data, subj))
+        return envelopes
 
     def _decoder(self, model: type[B]) -> EnvelopeDecoder[B]:
         decoder: EnvelopeDecoder[B] | None = self._decoders.get(model)

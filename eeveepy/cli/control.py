@@ -48,29 +48,58 @@ async def _ctl(
 
     nc, ipc, to = await connect(args)
     try:
+        if action not in (ControlAction.SHUTDOWN, ControlAction.RELOAD) or target not in (
+            "all",
+            "",
+            "supervisor",
+        ):
+            to = _runner(await _statuses(ipc, to), target) or to
         request = Control(action=action, target=target)
         return await ask_supervisor(ipc, "ctl", request, ControlResult, timeout=timeout, headers=to)
     finally:
         await nc.close()
 
 
-def cmd_ps(args: argparse.Namespace, connect: Connect) -> int:
-    """``eevee ps [ID...]``: the operators (those named, when given) and their state."""
+async def _statuses(ipc: Any, to: dict[str, str]) -> list[SupervisorStatus]:
+    """Every supervisor's status on the bus (of this prefix), the one in the state file first."""
     from eeveepy.cli.client import ask_supervisor
 
-    async def go() -> SupervisorStatus:
+    mine = await ask_supervisor(ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to)
+    others = await ipc.gather(ipc.subjects.supervisor("status"), Ping(), SupervisorStatus)
+    rest = {e.body.supervisor: e.body for e in others if e.body.supervisor != mine.supervisor}
+    return [mine, *(rest[name] for name in sorted(rest))]
+
+
+def _runner(statuses: Sequence[SupervisorStatus], target: str) -> dict[str, str] | None:
+    """The headers addressing the supervisor that runs ``target`` (a standby's when none
+    does; the state file's own first); None when no supervisor knows it."""
+    from eeveepy.supervisor.control import SUPERVISOR_HEADER
+
+    found = [
+        (op.standby, n, status.supervisor)
+        for n, status in enumerate(statuses)
+        for op in status.operators
+        if op.id == target
+    ]
+    return {SUPERVISOR_HEADER: min(found)[2]} if found else None
+
+
+def cmd_ps(args: argparse.Namespace, connect: Connect) -> int:
+    """``eevee ps [ID...]``: the operators of every supervisor on the bus (those named, when
+    given) and their state; a HOST column when several supervisors answer."""
+
+    async def go() -> list[SupervisorStatus]:
         nc, ipc, to = await connect(args)
         try:
-            return await ask_supervisor(
-                ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to
-            )
+            return await _statuses(ipc, to)
         finally:
             await nc.close()
 
-    status = asyncio.run(go())
-    for warning in status.warnings:
-        _err(f"warning: {warning}")
-    operators: Sequence[OperatorStatus] = status.operators
+    statuses = asyncio.run(go())
+    for status in statuses:
+        for warning in status.warnings:
+            _err(f"warning: {warning}" + (f" ({status.supervisor})" if len(statuses) > 1 else ""))
+    operators: Sequence[OperatorStatus] = [op for s in statuses for op in s.operators]
     if args.ids:
         known = {op.id for op in operators}
         unknown = [i for i in args.ids if i not in known]
@@ -81,7 +110,7 @@ def cmd_ps(args: argparse.Namespace, connect: Connect) -> int:
     if args.json:
         print(json.dumps([op.model_dump(mode="json") for op in operators], indent=2))
     else:
-        print(ps_table(operators, sys.stdout.isatty()))
+        print(ps_table(operators, sys.stdout.isatty(), hosts=len(statuses) > 1))
     return 0
 
 

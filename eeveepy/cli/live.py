@@ -33,14 +33,17 @@ def _bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / (1024 * 1024):.1f}M"
 
 
-def ps_table(operators: Sequence[OperatorStatus], color: bool) -> str:
-    """The ``eevee ps`` table: aligned columns, the state coloured on a terminal."""
-    rows = [("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")]
+def ps_table(operators: Sequence[OperatorStatus], color: bool, *, hosts: bool = False) -> str:
+    """The ``eevee ps`` table: aligned columns, the state coloured on a terminal; with
+    ``hosts``, a HOST column (the supervisor) after the id, and standbys as ``STANDBY``."""
+    rows: list[tuple[str, ...]] = [
+        ("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")
+    ]
     for op in operators:
         rows.append(
             (
                 op.id,
-                op.state,
+                "STANDBY" if op.standby else op.state,
                 str(op.pid or "-"),
                 _uptime(op.uptime_s),
                 str(op.restarts),
@@ -50,12 +53,17 @@ def ps_table(operators: Sequence[OperatorStatus], color: bool) -> str:
                 _note(op),
             )
         )
+    if hosts:
+        rows = [
+            (r[0], "HOST" if n == 0 else operators[n - 1].host, *r[1:]) for n, r in enumerate(rows)
+        ]
+    state = 2 if hosts else 1
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []
     for n, row in enumerate(rows):
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        if color and n > 0 and row[1] in _COLORS:
-            cells[1] = f"{_COLORS[row[1]]}{cells[1]}{_RESET}"
+        if color and n > 0 and row[state] in _COLORS:
+            cells[state] = f"{_COLORS[row[state]]}{cells[state]}{_RESET}"
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
 

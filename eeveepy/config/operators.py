@@ -115,6 +115,9 @@ class OperatorConfig(OperatorDefaults):
     """More subjects (patterns under the prefix, e.g. ``"test.bash.>"``) it may subscribe to."""
     settings: dict[str, Any] = Field(default_factory=dict)
     """Operator-specific settings, merged over ``operators.d/<id>.toml``."""
+    hosts: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    """The supervisors (``[supervisor] name``) that may run it, one at a time; empty: any.
+    Every other supervisor sharing the bus leaves it alone."""
 
     @field_validator("id")
     @classmethod

@@ -369,6 +369,10 @@ class OperatorStatus(BaseModel):
         default=None, description="As the operator's last pong said; null: not reported."
     )
     problem: str = Field(default="", description="The operator's problem, when degraded.")
+    host: str = Field(default="", description="The supervisor that runs it (or stands by).")
+    standby: bool = Field(
+        default=False, description="Stopped, ready to take over from the supervisor running it."
+    )
 
 
 class SupervisorStatus(Body):

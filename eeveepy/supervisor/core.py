@@ -36,6 +36,7 @@ from eeveepy.protocol.models import (
     ControlResult,
     LogRecord,
     OperatorStatus,
+    Ping,
     SupervisorStatus,
 )
 from eeveepy.runtime.contract import ENV_NATS_PASSWORD
@@ -46,10 +47,12 @@ from eeveepy.supervisor.environ import operator_env, state_of
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
 from eeveepy.supervisor.lock import StateDirLock
+from eeveepy.supervisor.placement import PROBE_TIMEOUT, Placement, ensure_leases_bucket, placed_on
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
 from eeveepy.supervisor.statefile import read_state, remove_state, write_state
+from eeveepy.supervisor.states import ProcessState
 
 __all__ = ["SUPERVISOR_HEADER", "EeveeError", "Supervisor", "read_state"]
 
@@ -228,7 +231,13 @@ class Supervisor:
             if step is Step.ADD:
                 self._add(cfg)
                 continue
-            proc = self._procs[cfg.id]
+            proc = self._procs.get(cfg.id)
+            if proc is None:  # placed on another supervisor until now
+                self._add(cfg)
+                continue
+            if not placed_on(cfg, self.name):  # placed on another supervisor from now on
+                await self._remove(cfg.id)
+                continue
             if cfg.id in plan.changed:
                 proc.update_config(cfg, self._env_for(cfg, proc.paths))
             if step is Step.STOP:
@@ -340,11 +349,14 @@ class Supervisor:
         return {ENV_NATS_PASSWORD: new}
 
     async def _start_leases(self, bus: Bus) -> None:
-        self._host.leases = await Leases.open(
+        bucket, ttl = bucket_name(self.config.prefix), self.config.supervisor.lease_ttl
+        if bus.server is None:  # (the embedded server's is made afresh, with one copy)
+            await ensure_leases_bucket(bus.nc.jetstream(), bucket, ttl, self.config.bus.replicas)
+        self._host.leases = leases = await Leases.open(
             bus.nc.jetstream(),
-            bucket_name(self.config.prefix),
+            bucket,
             self.name,
-            self.config.supervisor.lease_ttl,
+            ttl,
             # The embedded bus is this installation's alone: leases left by an earlier run that
             # was killed mean nothing, and waiting for them to expire would only delay start.
             fresh=bus.server is not None,
@@ -353,7 +365,24 @@ class Supervisor:
             connected=lambda: self._watch.connected,
             settled=self._watch.settled,
         )
-        self._host.leases.start()
+        self._host.placement = Placement(leases, self._probe, log=self._log)
+        leases.start()
+
+    async def _probe(self, supervisor: str) -> bool:
+        """Whether supervisor ``supervisor`` answers a status request (it is alive)."""
+        if self._bus is None:
+            return False
+        try:
+            await self._bus.ipc.request(
+                self._bus.ipc.subjects.supervisor("status"),
+                Ping(),
+                SupervisorStatus,
+                timeout=PROBE_TIMEOUT,
+                headers={SUPERVISOR_HEADER: supervisor},
+            )
+        except EeveeError:
+            return False
+        return True
 
     def _lease_lost(self, op_id: str) -> None:
         proc = self._procs.get(op_id)
@@ -387,6 +416,8 @@ class Supervisor:
 
     def _add(self, cfg: OperatorConfig) -> None:
         assert self._bus is not None
+        if not placed_on(cfg, self.name):
+            return  # another supervisor's (its hosts leave this one out)
         paths = self.paths.operator(cfg.id)
         paths.data_dir.mkdir(parents=True, exist_ok=True)
         proc = OperatorProcess(
@@ -399,6 +430,8 @@ class Supervisor:
     async def _remove(self, op_id: str) -> None:
         proc = self._procs.pop(op_id, None)
         self._users.forget(op_id)
+        if self._host.placement is not None:
+            self._host.placement.forget(op_id)
         self._started_once.discard(op_id)
         if proc is not None:
             await proc.close(proc.cfg.stop_timeout)
@@ -409,7 +442,16 @@ class Supervisor:
             proc.mark_ready(pid)
 
     def _statuses(self) -> list[OperatorStatus]:
-        return [proc.status() for proc in self._procs.values()]
+        standby = self._host.placement.standby if self._host.placement is not None else {}
+        return [
+            proc.status().model_copy(
+                update={
+                    "host": self.name,
+                    "standby": proc.id in standby and proc.state is ProcessState.STOPPED,
+                }
+            )
+            for proc in self._procs.values()
+        ]
 
     def _write_state(self, bus: Bus) -> None:
         state = state_of(

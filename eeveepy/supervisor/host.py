@@ -16,6 +16,7 @@ from eeveepy.config import OperatorConfig
 from eeveepy.logs import LogShipper
 from eeveepy.protocol.models import LogRecord
 from eeveepy.supervisor.leases import Leases
+from eeveepy.supervisor.placement import Placement
 from eeveepy.supervisor.spawn import Child, Launcher
 
 __all__ = ["BusHealth", "ProcessHost", "SupervisorHost"]
@@ -71,6 +72,8 @@ class SupervisorHost:
         self._bus = bus
         self.launcher = launcher
         self.leases: Leases | None = None
+        self.placement: Placement | None = None
+        """Takes leases over from supervisors that are gone, once set (with the leases)."""
         self.credentials: Callable[[OperatorConfig], Awaitable[dict[str, str]]] | None = None
         """Environment for a process about to start (its new bus secret), when set."""
         self._shipper: LogShipper | None = None
@@ -83,6 +86,8 @@ class SupervisorHost:
 
     async def acquire_lease(self, op_id: str) -> str | None:
         """Hold the lease of ``op_id``: None when held, else who (or what) is in the way."""
+        if self.placement is not None:
+            return await self.placement.acquire(op_id)
         return await self.leases.acquire(op_id) if self.leases is not None else None
 
     async def release_lease(self, op_id: str) -> None:
