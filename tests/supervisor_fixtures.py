@@ -165,7 +165,7 @@ def run_async(coro: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
 
 async def _query_status(state: Mapping[str, Any]) -> SupervisorStatus:
     nc = await nats.connect(
-        state["url"],
+        state["url"].split(","),  # (a cluster's seeds)
         user=state.get("user"),
         password=state.get("password"),
         name="tests",
@@ -223,13 +223,17 @@ def render_config(
     supervisor: Mapping[str, Any] | None = None,
     bus_url: str | None = None,
     prefix: str | None = None,
+    bus: Mapping[str, Any] | None = None,
 ) -> str:
-    """An ``eevee.toml`` with :data:`FAST` timings (``supervisor`` overrides them)."""
+    """An ``eevee.toml`` with :data:`FAST` timings (``supervisor`` overrides them); ``bus``
+    holds more ``[bus]`` keys."""
     lines = []
     if prefix is not None:
         lines.append(f"prefix = {_toml(prefix)}")
-    if bus_url is not None:
-        lines += ["[bus]", f"url = {_toml(bus_url)}"]
+    if bus_url is not None or bus:
+        lines.append("[bus]")
+        lines += [f"url = {_toml(bus_url)}"] if bus_url is not None else []
+        lines += [f"{k} = {_toml(v)}" for k, v in (bus or {}).items()]
     lines.append("[supervisor]")
     lines += [f"{k} = {_toml(v)}" for k, v in {**FAST, **(supervisor or {})}.items()]
     for op_id, table in operators.items():

@@ -254,10 +254,10 @@ class Supervisor:
             return ControlResult(ok=True, message="shutting down")
         if action == ControlAction.RELOAD and target in ("", "supervisor"):
             return await self.reload()
-        if target in ("all", ""):
-            return await apply(action, list(self._procs.values()))
-        if target in self._procs:
-            return await apply(action, [self._procs[target]])
+        if target in ("all", "") or target in self._procs:
+            procs = list(self._procs.values()) if target in ("all", "") else [self._procs[target]]
+            result = await apply(action, procs)
+            return result.model_copy(update={"operators": self._placed(result.operators)})
         known = ", ".join(self._procs) or "none"
         hint = ""
         with contextlib.suppress(ConfigError):
@@ -442,15 +442,19 @@ class Supervisor:
             proc.mark_ready(pid)
 
     def _statuses(self) -> list[OperatorStatus]:
+        return self._placed([proc.status() for proc in self._procs.values()])
+
+    def _placed(self, statuses: list[OperatorStatus]) -> list[OperatorStatus]:
+        """``statuses`` saying this supervisor is their host, and which are standbys."""
         standby = self._host.placement.standby if self._host.placement is not None else {}
         return [
-            proc.status().model_copy(
+            st.model_copy(
                 update={
                     "host": self.name,
-                    "standby": proc.id in standby and proc.state is ProcessState.STOPPED,
+                    "standby": st.id in standby and st.state == ProcessState.STOPPED.value,
                 }
             )
-            for proc in self._procs.values()
+            for st in statuses
         ]
 
     def _write_state(self, bus: Bus) -> None:
