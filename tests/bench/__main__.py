@@ -9,7 +9,7 @@ import sys
 
 import structlog
 
-from . import bus, commands, irc, matrix, supervisor, xmpp
+from . import bus, cluster, commands, irc, matrix, supervisor, xmpp
 
 
 def main() -> None:
@@ -33,6 +33,8 @@ def main() -> None:
         "== matrix: client -> Synapse -> connector -> router -> echo -> back, vs a plain echo loop"
     )
     matrix.main()
+    print("== cluster: failover of a connector to a standby supervisor on a 3-node NATS cluster")
+    cluster.main()
 
 
 if __name__ == "__main__":
