@@ -10,11 +10,14 @@ it) is printed: ``pytest -s tests/test_cluster.py`` shows it.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from eeveepy.bus.natsconf import find_nats_server
+from eeveepy.config import load_config
 from tests import cluster_scenario as scenario
 from tests.irc_servers import IrcClient, Ngircd
 from tests.nats_cluster import NatsCluster, running_cluster
@@ -86,3 +89,29 @@ async def test_failover_on_a_cluster(
     # b's connector, router and echo replica keep working with a NATS node gone.
     assert scenario.running(b, "irc.clu")
     assert scenario.running(b, "router")
+
+
+def test_the_cluster_examples_are_valid(tmp_path: Path) -> None:
+    """config/cluster/: nats-server accepts the three nodes' files; eevee both hosts'."""
+    examples = Path(__file__).resolve().parents[1] / "config" / "cluster"
+    for n in (1, 2, 3):
+        checked = subprocess.run(
+            [str(find_nats_server()), "-t", "-c", str(examples / f"nats-n{n}.conf")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stderr
+    names = set()
+    for host in ("a", "b"):
+        config = load_config(examples / f"eevee-{host}.toml")
+        assert config.bus.replicas == 3
+        assert len(config.bus.seeds) == 3
+        names.add(config.supervisor.name)
+        system = System(tmp_path / host)
+        check = system.cli(
+            "-c", str(examples / f"eevee-{host}.toml"), "config", "check", config=False
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    assert names == {"a", "b"}

@@ -48,40 +48,43 @@ async def _ctl(
 
     nc, ipc, to = await connect(args)
     try:
-        if action not in (ControlAction.SHUTDOWN, ControlAction.RELOAD) or target not in (
-            "all",
-            "",
-            "supervisor",
-        ):
-            to = _runner(await _statuses(ipc, to), target) or to
+        if target not in ("all", "", "supervisor") and action != ControlAction.SHUTDOWN:
+            to = await _runner(ipc, to, target)
         request = Control(action=action, target=target)
         return await ask_supervisor(ipc, "ctl", request, ControlResult, timeout=timeout, headers=to)
     finally:
         await nc.close()
 
 
-async def _statuses(ipc: Any, to: dict[str, str]) -> list[SupervisorStatus]:
+async def _statuses(
+    ipc: Any, to: dict[str, str], mine: SupervisorStatus | None = None
+) -> list[SupervisorStatus]:
     """Every supervisor's status on the bus (of this prefix), the one in the state file first."""
     from eeveepy.cli.client import ask_supervisor
 
-    mine = await ask_supervisor(ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to)
+    if mine is None:
+        mine = await ask_supervisor(ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to)
     others = await ipc.gather(ipc.subjects.supervisor("status"), Ping(), SupervisorStatus)
     rest = {e.body.supervisor: e.body for e in others if e.body.supervisor != mine.supervisor}
     return [mine, *(rest[name] for name in sorted(rest))]
 
 
-def _runner(statuses: Sequence[SupervisorStatus], target: str) -> dict[str, str] | None:
-    """The headers addressing the supervisor that runs ``target`` (a standby's when none
-    does; the state file's own first); None when no supervisor knows it."""
+async def _runner(ipc: Any, to: dict[str, str], target: str) -> dict[str, str]:
+    """The headers addressing the supervisor that runs ``target``: the state file's when it
+    does, else another that does, else one standing by for it, else the state file's."""
+    from eeveepy.cli.client import ask_supervisor
     from eeveepy.supervisor.control import SUPERVISOR_HEADER
 
+    mine = await ask_supervisor(ipc, "status", Ping(), SupervisorStatus, timeout=3, headers=to)
+    if any(op.id == target and not op.standby for op in mine.operators):
+        return to
     found = [
         (op.standby, n, status.supervisor)
-        for n, status in enumerate(statuses)
+        for n, status in enumerate(await _statuses(ipc, to, mine))
         for op in status.operators
         if op.id == target
     ]
-    return {SUPERVISOR_HEADER: min(found)[2]} if found else None
+    return {SUPERVISOR_HEADER: min(found)[2]} if found else to
 
 
 def cmd_ps(args: argparse.Namespace, connect: Connect) -> int:
