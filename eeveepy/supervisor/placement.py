@@ -31,6 +31,8 @@ from eeveepy.supervisor.leases import Leases
 
 __all__ = ["Placement", "ensure_leases_bucket", "placed_on"]
 
+_HELD_BY = "supervisor "
+""":meth:`Leases.acquire`'s answer when another supervisor holds the lease starts so."""
 PROBE_TIMEOUT = 1.0
 """Seconds a standby waits for the holder's supervisor to answer before it takes over."""
 
@@ -80,13 +82,13 @@ class Placement:
         """Take the lease of ``op_id`` (see :meth:`Leases.acquire`), from a holder that is
         gone too; None when held, else who (or what) is in the way."""
         in_the_way = await self.leases.acquire(op_id)
-        if in_the_way is not None and await self._take_over(op_id):
+        held_by = in_the_way is not None and in_the_way.startswith(_HELD_BY)
+        if held_by and await self._take_over(op_id):
             in_the_way = await self.leases.acquire(op_id)
         if in_the_way is None:
-            self.standby.pop(op_id, None)
-            self._seen.pop(op_id, None)
-        elif in_the_way.startswith("supervisor "):
-            self.standby[op_id] = in_the_way.removeprefix("supervisor ")
+            self.forget(op_id)
+        elif in_the_way.startswith(_HELD_BY):
+            self.standby[op_id] = in_the_way.removeprefix(_HELD_BY)
         return in_the_way
 
     def forget(self, op_id: str) -> None:
