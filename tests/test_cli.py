@@ -298,11 +298,13 @@ def test_cli_talks_to_its_own_supervisor_on_a_shared_bus(
         beta = make_system("beta").write({"b": bash_op()}, supervisor={"name": "beta"}, **shared)
         alpha.up("a")
         beta.up("b")
-        for _ in range(3):
-            for system, op_id in ((alpha, "a"), (beta, "b")):
+        for _ in range(3):  # each CLI asks its own supervisor first, then the others
+            for system, mine, other in ((alpha, "a", "b"), (beta, "b", "a")):
                 result = system.cli("ps", "--json")
                 assert result.returncode == 0, result.stderr
-                assert [op["id"] for op in json.loads(result.stdout)] == [op_id]
+                ops = [(op["id"], op["host"]) for op in json.loads(result.stdout)]
+                names = {"a": "alpha", "b": "beta"}
+                assert ops == [(mine, names[mine]), (other, names[other])]
 
         result = beta.cli("down")
         assert result.returncode == 0, result.stderr

@@ -122,7 +122,7 @@ class System:
         js = self.ipc.nc.jetstream()
         for op_id in self.ids.values():
             with contextlib.suppress(Exception):
-                await js.delete_key_value(kv_bucket_name(op_id))
+                await js.delete_key_value(kv_bucket_name(op_id, self.prefix))
         nc = self.ipc.nc
         await self.ipc.detach()
         await nc.close()

@@ -48,9 +48,9 @@ def vote_line(text: str, user: str = "alice") -> ChatMessage:
     )
 
 
-async def stored_score(nc: NatsClient, op_id: str, thing: str) -> int | None:
+async def stored_score(nc: NatsClient, op_id: str, thing: str, prefix: str) -> int | None:
     """The score the bucket holds for ``thing`` (None: no entry), read past the operator."""
-    kv = await nc.jetstream().key_value(kv_bucket_name(op_id))
+    kv = await nc.jetstream().key_value(kv_bucket_name(op_id, prefix))
     try:
         entry = await kv.get(karma.karma_key("irc", "libera", thing))
     except nats.js.errors.KeyNotFoundError:
@@ -162,7 +162,8 @@ async def test_votes_survive_a_read_only_store(lone_karma: Karma) -> None:
     k = lone_karma
     nc = k.ipc.nc
     await k.vote("python++")
-    await k.until("the first vote stored", lambda: stored_score(nc, k.op_id, "python"))
+    prefix = k.subjects.prefix
+    await k.until("the first vote stored", lambda: stored_score(nc, k.op_id, "python", prefix))
     assert (await k.pong()).health == "ok"
 
     immutable(k.server.store_dir / "jetstream", True)
@@ -179,8 +180,8 @@ async def test_votes_survive_a_read_only_store(lone_karma: Karma) -> None:
     assert k.server.pid is not None
     os.kill(k.server.pid, signal.SIGHUP)
     await k.until("healthy again", lambda: k.health_is("ok"))
-    assert await stored_score(nc, k.op_id, "python") == 3
-    assert await stored_score(nc, k.op_id, "rust") == 1
+    assert await stored_score(nc, k.op_id, "python", k.subjects.prefix) == 3
+    assert await stored_score(nc, k.op_id, "rust", k.subjects.prefix) == 1
     logged = [json.loads(line) for line in k.proc.lines() if line.startswith("{")]
     errors = [e for e in logged if e.get("level") == "error" and e.get("event") == "unhealthy"]
     assert errors, k.proc.log()
@@ -206,7 +207,7 @@ async def _set_bucket_limit(url: str, full: bool) -> None:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(f"KV_{kv_bucket_name('karma')}")
+        info = await js.stream_info(f"KV_{kv_bucket_name('karma', 'kvps')}")
         config = info.config
         config.max_bytes = info.state.bytes if full else -1
         await js.update_stream(config)
@@ -222,7 +223,7 @@ async def _vote_and_read(url: str, text: str | None, thing: str) -> int | None:
             await ipc.attach(nc)
             await ipc.publish(ipc.subjects.chat_in("irc", "libera", "#ops"), vote_line(text))
             await barrier(nc)
-        return await stored_score(nc, "karma", thing)
+        return await stored_score(nc, "karma", thing, "kvps")
     finally:
         await nc.close()
 

@@ -130,7 +130,8 @@ class System:
     async def close(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.procs))
         with contextlib.suppress(Exception):
-            await self.ipc.nc.jetstream().delete_key_value(kv_bucket_name(self.router_id))
+            bucket = kv_bucket_name(self.router_id, self.prefix)
+            await self.ipc.nc.jetstream().delete_key_value(bucket)
         nc = self.ipc.nc
         await self.ipc.detach()
         await nc.close()
@@ -491,7 +492,7 @@ async def test_router_restart_keeps_registrations(nats_url: str, tmp_path: Path)
         assert await s.ask("!keep") == "kept"
         assert (await asyncio.wait_for(syncs.get(), WAIT)).body.router == s.router_id
 
-        kv = await s.ipc.nc.jetstream().key_value(kv_bucket_name(s.router_id))
+        kv = await s.ipc.nc.jetstream().key_value(kv_bucket_name(s.router_id, s.prefix))
         stored = CommandRegistration.model_validate_json((await kv.get("reg.keep.keeper")).value)
         assert (stored.name, stored.operator, stored.usage) == ("keep", "keeper", "!keep")
 

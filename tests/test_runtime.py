@@ -378,9 +378,11 @@ async def test_serve_kv_bucket(bus: Bus) -> None:
     try:
         await get(ready)
         assert kv_bucket_name("kv-test.a") == "eevee_kv_test_a"
+        bucket = kv_bucket_name("kv-test.a", bus.subjects.prefix)  # the prefix's own
+        assert bucket == bus.subjects.prefix.replace(".", "_") + "_kv_test_a"
         js = bus.io.nc.jetstream()
-        assert (await (await js.key_value("eevee_kv_test_a")).get("k")).value == b"v"
-        await js.delete_key_value("eevee_kv_test_a")
+        assert (await (await js.key_value(bucket)).get("k")).value == b"v"
+        await js.delete_key_value(bucket)
         op.request_stop()
         assert await asyncio.wait_for(task, WAIT) == 0
     finally:

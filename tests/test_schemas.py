@@ -45,7 +45,7 @@ from eeveepy.protocol.models import (
 )
 from eeveepy.protocol.subjects import KINDS as SUBJECT_KINDS
 from eeveepy.runtime import contract
-from eeveepy.supervisor.core import Supervisor
+from eeveepy.supervisor.environ import bus_files, operator_env
 
 ROOT = Path(__file__).parents[1]
 SCHEMAS = ROOT / "schemas"
@@ -310,8 +310,9 @@ def test_protocol_doc_mentions_subject_kind(protocol_doc: str, kind: str) -> Non
 
 def test_protocol_doc_mentions_every_environment_variable(protocol_doc: str) -> None:
     # The supervisor writes the process contract's names (eeveepy.runtime.contract.ENV_*).
-    constants = re.findall(r"\b(ENV_[A-Z_]+)\b", inspect.getsource(Supervisor._env_for))
+    source = inspect.getsource(operator_env) + inspect.getsource(bus_files)
+    constants = re.findall(r"\b(ENV_[A-Z_]+)\b", source)
     names = {getattr(contract, c) for c in constants}
-    assert names, "no EEVEE_* names found in Supervisor._env_for"
+    assert names, "no EEVEE_* names found in operator_env"
     missing = sorted(n for n in names if f"`{n}`" not in protocol_doc)
     assert missing == [], f"docs/protocol.md does not document {missing}"
