@@ -14,21 +14,33 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from eeveepy.bus.ipc import Ipc
+from eeveepy.errors import EeveeError
 from eeveepy.protocol.models import (
     Control,
     ControlAction,
     ControlResult,
     Envelope,
+    Ping,
     Ready,
     SupervisorStatus,
 )
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.states import RESTING, ProcessState
 
-__all__ = ["SETTLE_TIMEOUT", "SUPERVISOR_HEADER", "apply", "serve_requests", "settle"]
+__all__ = [
+    "PROBE_TIMEOUT",
+    "SETTLE_TIMEOUT",
+    "SUPERVISOR_HEADER",
+    "apply",
+    "probe",
+    "serve_requests",
+    "settle",
+]
 
 SUPERVISOR_HEADER = "supervisor"
 """Header naming the supervisor a status/ctl request is for (from the state file)."""
+PROBE_TIMEOUT = 1.0
+"""Seconds :func:`probe` waits for a supervisor's answer."""
 SETTLE_TIMEOUT = 10.0
 """Seconds a ctl request waits at most for its operators to settle."""
 _GRACE = 0.05
@@ -60,6 +72,22 @@ async def serve_requests(
     await ipc.subscribe(ipc.subjects.pattern("operator.ready.>"), on_ready)
     await ipc.subscribe(ipc.subjects.supervisor("status"), on_status)
     await ipc.subscribe(ipc.subjects.supervisor("ctl"), on_ctl)
+
+
+async def probe(ipc: Ipc, supervisor: str) -> bool:
+    """Whether supervisor ``supervisor`` answers a status request within
+    :data:`PROBE_TIMEOUT` (it is alive and on the bus)."""
+    try:
+        await ipc.request(
+            ipc.subjects.supervisor("status"),
+            Ping(),
+            SupervisorStatus,
+            timeout=PROBE_TIMEOUT,
+            headers={SUPERVISOR_HEADER: supervisor},
+        )
+    except EeveeError:
+        return False
+    return True
 
 
 async def apply(action: ControlAction, procs: Sequence[OperatorProcess]) -> ControlResult:

@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -36,18 +37,17 @@ from eeveepy.protocol.models import (
     ControlResult,
     LogRecord,
     OperatorStatus,
-    Ping,
     SupervisorStatus,
 )
 from eeveepy.runtime.contract import ENV_NATS_PASSWORD
 from eeveepy.supervisor.boot import Bus, BusUsers, start_bus
 from eeveepy.supervisor.buswatch import BusWatch
-from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
+from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, probe, serve_requests
 from eeveepy.supervisor.environ import operator_env, state_of
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
 from eeveepy.supervisor.lock import StateDirLock
-from eeveepy.supervisor.placement import PROBE_TIMEOUT, Placement, ensure_leases_bucket, placed_on
+from eeveepy.supervisor.placement import Placement, ensure_leases_bucket, placed_on
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
@@ -365,24 +365,8 @@ class Supervisor:
             connected=lambda: self._watch.connected,
             settled=self._watch.settled,
         )
-        self._host.placement = Placement(leases, self._probe, log=self._log)
+        self._host.placement = Placement(leases, partial(probe, bus.ipc), log=self._log)
         leases.start()
-
-    async def _probe(self, supervisor: str) -> bool:
-        """Whether supervisor ``supervisor`` answers a status request (it is alive)."""
-        if self._bus is None:
-            return False
-        try:
-            await self._bus.ipc.request(
-                self._bus.ipc.subjects.supervisor("status"),
-                Ping(),
-                SupervisorStatus,
-                timeout=PROBE_TIMEOUT,
-                headers={SUPERVISOR_HEADER: supervisor},
-            )
-        except EeveeError:
-            return False
-        return True
 
     def _lease_lost(self, op_id: str) -> None:
         proc = self._procs.get(op_id)

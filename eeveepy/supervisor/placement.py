@@ -33,8 +33,6 @@ __all__ = ["Placement", "ensure_leases_bucket", "placed_on"]
 
 _HELD_BY = "supervisor "
 """:meth:`Leases.acquire`'s answer when another supervisor holds the lease starts so."""
-PROBE_TIMEOUT = 1.0
-"""Seconds a standby waits for the holder's supervisor to answer before it takes over."""
 
 
 def placed_on(cfg: OperatorConfig, supervisor: str) -> bool:
@@ -53,8 +51,8 @@ async def ensure_leases_bucket(
 class Placement:
     """This supervisor's leases, taken over from a holder that is gone.
 
-    ``probe(name)`` asks supervisor ``name`` whether it is alive (True: it answered within
-    :data:`PROBE_TIMEOUT`).
+    ``probe(name)`` asks supervisor ``name`` whether it is alive (True: it answered; see
+    :func:`~eeveepy.supervisor.control.probe`).
     """
 
     def __init__(
