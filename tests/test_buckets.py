@@ -1,0 +1,60 @@
+"""Operators' buckets under a prefix: made with the prefix's name, and an installation's old
+bucket (named under the default prefix) copied into it once on the embedded server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+import structlog
+from nats.aio.client import Client as NatsClient
+from structlog.testing import capture_logs
+
+from eeveepy.bus.buckets import ensure_buckets
+from eeveepy.bus.client import BusConfig, connect
+from eeveepy.bus.names import kv_bucket_name
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    client = await connect(BusConfig(url=nats_url), name="test-buckets")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def test_an_old_bucket_is_copied_under_the_prefix_once(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    op_id, prefix = "mig" + uuid.uuid4().hex[:8], "acme.bot"
+    old = await js.create_key_value(bucket=kv_bucket_name(op_id))  # eevee_<id>
+    await old.put("score.python", b"3")
+    await old.put("gone", b"x")
+    await old.delete("gone")
+    log = structlog.get_logger("test")
+    with capture_logs() as logs:
+        await ensure_buckets(js, [op_id], log, prefix=prefix, migrate=True)
+    new = await js.key_value(kv_bucket_name(op_id, prefix))
+    assert (await new.get("score.python")).value == b"3"
+    assert await new.keys() == ["score.python"]
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "key-value bucket copied to its prefixed name; delete the old one when done"
+    ]
+    await new.put("score.python", b"4")
+    await ensure_buckets(js, [op_id], log, prefix=prefix, migrate=True)  # exists: not again
+    assert (await new.get("score.python")).value == b"4"
+    for bucket in (kv_bucket_name(op_id), kv_bucket_name(op_id, prefix)):
+        await js.delete_key_value(bucket)
+
+
+async def test_no_copy_on_a_shared_bus(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    op_id, prefix = "mig" + uuid.uuid4().hex[:8], "other"
+    old = await js.create_key_value(bucket=kv_bucket_name(op_id))  # another system's
+    await old.put("k", b"v")
+    await ensure_buckets(js, [op_id], structlog.get_logger("test"), prefix=prefix)
+    new = await js.key_value(kv_bucket_name(op_id, prefix))
+    assert (await new.status()).values == 0
+    for bucket in (kv_bucket_name(op_id), kv_bucket_name(op_id, prefix)):
+        await js.delete_key_value(bucket)
