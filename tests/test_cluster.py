@@ -9,6 +9,7 @@ it) is printed: ``pytest -s tests/test_cluster.py`` shows it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from eeveepy.config import load_config
 from tests import cluster_scenario as scenario
 from tests.irc_servers import IrcClient, Ngircd
 from tests.nats_cluster import NatsCluster, running_cluster
-from tests.supervisor_fixtures import System, system_factory
+from tests.supervisor_fixtures import System, system_factory, wait_for
 
 pytest_plugins = ["tests.irc_servers"]
 
@@ -89,6 +90,16 @@ async def test_failover_on_a_cluster(
     # b's connector, router and echo replica keep working with a NATS node gone.
     assert scenario.running(b, "irc.clu")
     assert scenario.running(b, "router")
+    # a comes back (same name and state directory): it stands by, b keeps the connector.
+    back = System(a.root)
+    try:
+        await asyncio.to_thread(back.up, "echo.a", timeout=60)
+        await asyncio.to_thread(
+            wait_for, lambda: scenario.standby(back, "irc.clu"), 30, what="a standing by"
+        )
+        assert scenario.running(b, "irc.clu")
+    finally:
+        await asyncio.to_thread(back.stop)
 
 
 def test_the_cluster_examples_are_valid(tmp_path: Path) -> None:
