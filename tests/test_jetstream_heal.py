@@ -136,7 +136,7 @@ async def score(state: dict[str, Any], thing: str) -> int | None:
     """The score karma's bucket holds for ``thing``, read past karma."""
     nc = await connect(state)
     try:
-        return await stored_score(nc, "karma", thing)
+        return await stored_score(nc, "karma", thing, state["prefix"])
     finally:
         await nc.close()
 
