@@ -255,7 +255,7 @@ process.on("SIGHUP", () => {
 
 try {
   nc = await connect({
-    servers: env.EEVEE_NATS_URL,
+    servers: env.EEVEE_NATS_URL.split(","), // a cluster's seeds, comma-separated
     user: env.EEVEE_NATS_USER || undefined,
     pass: env.EEVEE_NATS_USER ? (env.EEVEE_NATS_PASSWORD ?? "") : undefined,
     name: id,
