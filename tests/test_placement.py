@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats.errors
 import pytest
@@ -21,6 +22,7 @@ from eeveepy.config import Config, OperatorConfig
 from eeveepy.errors import BusError
 from eeveepy.supervisor.leases import Leases
 from eeveepy.supervisor.placement import Placement, ensure_leases_bucket, placed_on
+from tests.supervisor_fixtures import bash_op, system_factory, wait_for
 
 TTL = 30.0
 
@@ -131,3 +133,19 @@ def test_replicas_need_an_external_bus_and_names_carry_the_prefix() -> None:
     assert kv_bucket_name("irc.x-y") == "eevee_irc_x_y"  # the names eeveepy always used
     assert kv_bucket_name("irc.x", "acme.bot") == "acme_bot_irc_x"
     assert leases_bucket_name("acme.bot") == "acme_bot_leases"
+
+
+def test_a_reload_moves_an_operator_onto_and_off_this_supervisor(tmp_path: Path) -> None:
+    with system_factory(tmp_path) as make:
+        solo = make("solo")
+        pinned = {"bash": bash_op(hosts=["other"]), "here": bash_op()}
+        solo.write(pinned, supervisor={"name": "solo"}).up("here")
+        assert "bash" not in (solo.status() or {})  # another supervisor's
+        moved = {"bash": bash_op(hosts=["solo", "other"]), "here": bash_op()}
+        solo.write(moved, supervisor={"name": "solo"})
+        assert solo.cli("reload").returncode == 0
+        assert solo.wait_state("bash", "RUNNING")["host"] == "solo"
+        solo.write(pinned, supervisor={"name": "solo"})
+        assert solo.cli("reload").returncode == 0
+        wait_for(lambda: "bash" not in (solo.status() or {}), 10, what="bash gone")
+        assert solo.op("here")["state"] == "RUNNING"
