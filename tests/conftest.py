@@ -14,7 +14,10 @@ _ROOT = Path(__file__).resolve().parents[1]
 # checkout; and pytest puts tests/ first, where tests/operators would stand in for operators.
 sys.path.insert(0, str(_ROOT))
 
+from nats.aio.client import Client as NatsClient  # noqa: E402
+
 import operators  # noqa: E402, F401  (this checkout's, before tests/operators can shadow it)
+from eeveepy.bus.client import BusConfig, connect  # noqa: E402
 from eeveepy.bus.natsserver import EmbeddedNats  # noqa: E402
 
 
@@ -33,3 +36,13 @@ async def nats_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 def nats_url(nats_server: EmbeddedNats) -> str:
     """The shared server's client URL, ``nats://127.0.0.1:PORT``."""
     return nats_server.url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
+    """A connection to the shared server for one test (a module may define its own)."""
+    client = await connect(BusConfig(url=nats_url), name="tests")
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -4,25 +4,13 @@ bucket (named under the default prefix) copied into it once on the embedded serv
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
 import structlog
 from nats.aio.client import Client as NatsClient
 from structlog.testing import capture_logs
 
 from eeveepy.bus.buckets import ensure_buckets
-from eeveepy.bus.client import BusConfig, connect
 from eeveepy.bus.names import kv_bucket_name
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await connect(BusConfig(url=nats_url), name="test-buckets")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_an_old_bucket_is_copied_under_the_prefix_once(nc: NatsClient) -> None:

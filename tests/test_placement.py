@@ -4,17 +4,14 @@ renewing it and does not answer, never from one that renews or answers; ``hosts`
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats.errors
 import pytest
-import pytest_asyncio
 import structlog
 from nats.aio.client import Client as NatsClient
 from pydantic import ValidationError
 
-from eeveepy.bus.client import BusConfig, connect
 from eeveepy.bus.jetstream import explain
 from eeveepy.bus.names import kv_bucket_name, leases_bucket_name
 from eeveepy.bus.streams import ensure_chat_in_stream
@@ -25,15 +22,6 @@ from eeveepy.supervisor.placement import Placement, ensure_leases_bucket, placed
 from tests.supervisor_fixtures import bash_op, system_factory, wait_for
 
 TTL = 30.0
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await connect(BusConfig(url=nats_url), name="test-placement")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 class Clock:
