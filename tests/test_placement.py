@@ -137,3 +137,6 @@ def test_a_reload_moves_an_operator_onto_and_off_this_supervisor(tmp_path: Path)
         assert solo.cli("reload").returncode == 0
         wait_for(lambda: "bash" not in (solo.status() or {}), 10, what="bash gone")
         assert solo.op("here")["state"] == "RUNNING"
+        solo.write(moved, supervisor={"name": "solo"})  # and back: its bus user still works
+        assert solo.cli("reload").returncode == 0
+        solo.wait_state("bash", "RUNNING")

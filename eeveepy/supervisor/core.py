@@ -236,7 +236,7 @@ class Supervisor:
                 self._add(cfg)
                 continue
             if not placed_on(cfg, self.name):  # placed on another supervisor from now on
-                await self._remove(cfg.id)
+                await self._remove(cfg.id, configured=True)
                 continue
             if cfg.id in plan.changed:
                 proc.update_config(cfg, self._env_for(cfg, proc.paths))
@@ -411,9 +411,12 @@ class Supervisor:
         if cfg.enabled:
             proc.start()
 
-    async def _remove(self, op_id: str) -> None:
+    async def _remove(self, op_id: str, *, configured: bool = False) -> None:
+        """Stop and forget ``op_id``; ``configured``: it stays in the configuration (placed
+        elsewhere), and so does its bus user."""
         proc = self._procs.pop(op_id, None)
-        self._users.forget(op_id)
+        if not configured:
+            self._users.forget(op_id)
         if self._host.placement is not None:
             self._host.placement.forget(op_id)
         self._started_once.discard(op_id)
