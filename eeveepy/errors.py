@@ -44,6 +44,10 @@ EeveeError
  │         │    └── RateLimitedError  still HTTP 429 after the connector waited it out 10 times
  │         └── MatrixLoginError  the homeserver refused the credentials
  │                               (also an AuthenticationError: retried slowly)
+ ├── CrpcError                   the ChatOps RPC operator (operators/crpc)
+ │    ├── CrpcConfigError        a base URL or key that cannot work (also a ConfigError)
+ │    └── SignatureError         a request's signature, nonce or timestamp is refused
+ │                               (carries the JSON-RPC code, -32800 to -32804: HTTP 403)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -293,3 +297,22 @@ class RateLimitedError(MatrixSessionError):
 
 class MatrixLoginError(MatrixError, AuthenticationError):
     """The homeserver refused the password or the access token."""
+
+
+class CrpcError(EeveeError):
+    """The ChatOps RPC operator (``operators/crpc``) failed, as a client or as a server."""
+
+
+class CrpcConfigError(CrpcError, ConfigError):
+    """A base URL or a key that cannot work (a default port written out, a key that is not an
+    RSA PEM...); the message says what to change and never contains key material."""
+
+
+class SignatureError(CrpcError):
+    """A request's ``Chatops-*`` headers are refused: ``code`` is the JSON-RPC error code of
+    the reply (-32800 not authorized, -32801 nonce missing, -32802 bad signature header,
+    -32803 timestamp out of the window, -32804 bad timestamp); the server answers HTTP 403."""
+
+    def __init__(self, message: str, code: int = -32800) -> None:
+        super().__init__(message)
+        self.code = code

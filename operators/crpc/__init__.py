@@ -1,0 +1,1 @@
+"""ChatOps RPC: call GitHub-style chatops servers from chat, and serve eevee's commands."""
