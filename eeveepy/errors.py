@@ -46,6 +46,9 @@ EeveeError
  │                               (also an AuthenticationError: retried slowly)
  ├── CrpcError                   the ChatOps RPC operator (operators/crpc)
  │    ├── CrpcConfigError        a base URL or key that cannot work (also a ConfigError)
+ │    ├── ListingError           a server's listing cannot be used (not JSON, wrong shape)
+ │    │    └── RegexError        a method's Ruby regex has no Python translation
+ │    ├── EndpointError          an endpoint URL, prefix or chat request that cannot work
  │    └── SignatureError         a request's signature, nonce or timestamp is refused
  │                               (carries the JSON-RPC code, -32800 to -32804: HTTP 403)
  └── ScaffoldError               `eevee new operator` could not create the package
@@ -316,3 +319,18 @@ class SignatureError(CrpcError):
     def __init__(self, message: str, code: int = -32800) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ListingError(CrpcError):
+    """A ChatOps RPC server's listing cannot be used: not JSON, or not the listing's shape."""
+
+
+class RegexError(ListingError):
+    """A listed method's Ruby regex cannot be translated to a Python one (or does not
+    compile); the method is left out, the other methods are registered."""
+
+
+class EndpointError(CrpcError):
+    """An endpoint the ChatOps RPC client is asked to use cannot work: a URL that is not
+    http(s), plain HTTP to a non-loopback host without ``allow_plaintext``, a prefix that is
+    not a command name or is taken; the message says what to do instead."""
