@@ -125,6 +125,7 @@ class Commands:
     def __init__(self, op: CommandHost) -> None:
         self._op = op
         self._served: dict[str, _Served] = {}
+        self._sync: Subscription | None = None
         self._runs: OrderedDict[tuple[str, str], asyncio.Future[CommandResult]] = OrderedDict()
 
     def add(
@@ -149,9 +150,9 @@ class Commands:
         reg = _registration(
             name, handler, usage, help, pattern, aliases, permission, rate_limit, scope
         )
-        if not self._served:  # the first command: hook into the operator's life
+        if not self._served and not self._sync:  # the first command: hook into the operator's life
             self._op.on_start(self.register)
-            self._op.ipc.subscribe(self._op.subjects.command_sync(), self._on_sync)
+            self._sync = self._op.ipc.subscribe(self._op.subjects.command_sync(), self._on_sync)
         self._served[name] = _Served(reg, handler, self._subscribe(name))
 
     async def add_live(
@@ -171,14 +172,18 @@ class Commands:
 
         The command is subscribed and its registration published at once. Adding a name
         already served replaces its handler and definition (the router takes the new
-        definition: it is the same operator's). Needs a connected operator that declared at
-        least one command with :meth:`add` (so it answers the router's sync requests).
+        definition: it is the same operator's). From an ``on_start`` hook on, e.g. for a
+        command whose definition depends on the settings.
         """
         if not self._op.ipc.connected:
             raise OperatorError(f"add_live({name!r}) needs a running operator; use add()")
         reg = _registration(
             name, handler, usage, help, pattern, aliases, permission, rate_limit, scope
         )
+        if self._sync is None:  # answer the router's sync requests from now on
+            self._sync = await self._op.ipc.subscribe(
+                self._op.subjects.command_sync(), self._on_sync
+            )
         served = self._served.get(name)
         if served is None:
             sub = self._subscribe(name)
