@@ -123,16 +123,16 @@ class Client:
         answer = await self.transport.post(url, body, timeout)
         if answer.error is not None:
             self.op.log.warning("method call failed", url=url, error=answer.error)
+        command = inv.message.text.strip()
         text = render(
             answer,
-            command=inv.message.text.strip(),
+            command=command,
             user=inv.message.user.name,
             error_response=namespace.listing.error_response,
         )
-        if answer.timed_out and not namespace.listing.error_response:
-            text = (
-                f"`{inv.message.text.strip()}` timed out: {url} gave no answer within {timeout:g} s"
-            )
+        if answer.timed_out:  # said plainly, with the server's own words when it has some
+            late = f"`{command}` timed out: {url} gave no answer within {timeout:g} s"
+            text = f"{text} ({late})" if namespace.listing.error_response else late
         if text:
             try:
                 await self.op.reply(inv.message, text)

@@ -112,14 +112,18 @@ class Transport:
         headers = sign_headers(self._key, self._keyid, url, body)
         if verb == "POST":
             headers["Content-Type"] = "application/json"
+        deadline = asyncio.timeout(timeout)
         try:
-            async with asyncio.timeout(timeout):
-                async with self._open().request(
+            async with (
+                deadline,
+                self._open().request(
                     verb, url, data=body if verb == "POST" else None, headers=headers
-                ) as resp:
-                    data = await resp.content.read(MAX_BODY)
-                    return Answer(status=resp.status, body=data)
-        except TimeoutError:
-            return Answer(error=f"no answer within {timeout:g} s", timed_out=True)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
+                ) as resp,
+            ):
+                data = await resp.content.read(MAX_BODY)
+                return Answer(status=resp.status, body=data)
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # aiohttp may turn the deadline's cancellation into an error of its own
+            if isinstance(exc, TimeoutError) or deadline.expired():
+                return Answer(error=f"no answer within {timeout:g} s", timed_out=True)
             return Answer(error=f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
