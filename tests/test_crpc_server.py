@@ -26,10 +26,13 @@ import pytest
 import pytest_asyncio
 import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
-from eeveepy.errors import CallError, CrpcConfigError
+from eeveepy.errors import CallError, CrpcConfigError, SignatureError
 from eeveepy.protocol.models import (
     CommandInvocation,
     CommandRegistration,
@@ -37,7 +40,10 @@ from eeveepy.protocol.models import (
     Envelope,
 )
 from operators.crpc import signing
+from operators.crpc.nonces import NonceCache
 from operators.crpc.server import RunningServer, ServerSettings, start_server
+from operators.crpc.server.app import call_params
+from operators.crpc.server.run import public_keys
 from operators.crpc.server.translate import Answer, command_line, outcome
 from tests.chat_system import ChatSystem
 
@@ -186,6 +192,10 @@ async def test_signed_post_runs_the_command_through_the_router(rpc: Rpc) -> None
     params = {"args": "two words", "force": "true", "reason": "just because"}
     status, body = await rpc.call("echo", user="alice", room_id="#ops", params=params)
     assert (status, body["result"]) == (200, "two words")
+    # users and rooms are anything: they are encoded in subjects, never parsed
+    params = {"args": "odd"}
+    status, body = await rpc.call("echo", user="ev.il*> x", room_id="#a.b >", params=params)
+    assert (status, body["result"]) == (200, "odd")
 
 
 async def test_the_alternate_key_is_accepted_and_a_wrong_key_refused(rpc: Rpc) -> None:
@@ -284,6 +294,16 @@ async def test_unavailable_commands_and_commands_that_answer_nothing(rpc: Rpc) -
     status, body = await rpc.call("ghost", user="alice")
     assert (status, body["error"]["code"]) == (503, -32000)
     assert body["error"]["message"].startswith("`ghost` is unavailable right now")
+    # An operator withdrawing a command (command.unregister): it leaves the listing.
+    gone = {"v": 1, "kind": "command.unregister", "id": uuid.uuid4().hex, "source": "ghostop"}
+    gone |= {"timestamp": datetime.now(UTC).isoformat(), "headers": {}}
+    gone["body"] = {"operator": "ghostop", "name": "ghost"}
+    subject = rpc.system.subjects.command_register()
+    await rpc.system.io.publish_raw(subject, json.dumps(gone).encode())
+    deadline = time.monotonic() + WAIT
+    while "ghost" in (await rpc.send())[1]["methods"]:
+        assert time.monotonic() < deadline, "ghost was never withdrawn"
+        await asyncio.sleep(0.1)
     await _register(rpc, "quiet", CommandResult(ok=True))
     started = time.monotonic()
     status, body = await rpc.call("quiet", user="alice")
@@ -358,3 +378,60 @@ def test_calls_and_answers_translate_both_ways() -> None:
         with pytest.raises(CallError) as caught:
             outcome("echo", Answer((text,), from_router=True))
         assert caught.value.status == status
+
+
+def test_the_replay_cache_keeps_nonces_twice_the_window_within_a_bound() -> None:
+    now = [1000.0]
+    cache = NonceCache(keep=600.0, limit=3, clock=lambda: now[0])
+    cache.use("a")
+    with pytest.raises(SignatureError, match="already used"):
+        cache.use("a")
+    now[0] += 599.0
+    assert "a" in cache
+    cache.use("b")
+    cache.use("c")
+    with pytest.raises(SignatureError, match="too many calls"):
+        cache.use("d")
+    now[0] += 2.0  # a expires; b and c are kept
+    assert "a" not in cache
+    assert len(cache) == 2
+    cache.use("d")
+    with pytest.raises(ValueError, match="twice the timestamp window"):
+        NonceCache(keep=60.0)
+
+
+def test_public_keys_from_the_environment() -> None:
+    pem = (DATA / "alternate_public.pem").read_text()
+    s = settings(public_key_file=None, public_key_env="CHATOPS_KEY", alt_public_key_file=None)
+    (key,) = public_keys(s, {"CHATOPS_KEY": pem})
+    assert key.public_numbers() == _key("alternate").public_key().public_numbers()
+    with pytest.raises(CrpcConfigError, match="CHATOPS_KEY"):
+        public_keys(s, {})
+    with pytest.raises(ValueError, match="public_key_file or public_key_env"):
+        settings(public_key_file=None)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=10,
+)
+
+
+@settings_(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {"user": json_values, "room_id": json_values, "params": json_values}
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_fuzzed_call_bodies_raise_only_call_error(body: bytes) -> None:
+    line, status = "", 0
+    try:
+        line = command_line("echo", call_params(body)["params"])
+    except CallError as exc:
+        status = exc.status
+    assert status == 400 or line.startswith("echo")

@@ -20,7 +20,7 @@ from .auth import Verifier
 from .bridge import Bridge
 from .translate import BAD_PARAMS, METHOD_NOT_FOUND, command_line, listing, outcome
 
-__all__ = ["PATH", "make_app"]
+__all__ = ["PATH", "call_params", "make_app"]
 
 PATH = "/_chatops"
 _MAX_NAME = 200
@@ -73,7 +73,7 @@ class _Handlers:
             body = await self._verified(request)
             if self.bridge.lookup(name) is None:
                 raise CallError("Method not found", METHOD_NOT_FOUND, 404)
-            params = _params(body)
+            params = call_params(body)
             user, room = params["user"], params["room"]
             line = command_line(name, params["params"])
             self.log.info("chatops call", method=name, user=user, room=room)
@@ -87,7 +87,7 @@ class _Handlers:
             return _error(CallError(f"eevee could not run it: {exc}", -32000, 503))
 
 
-def _params(body: bytes) -> dict[str, Any]:
+def call_params(body: bytes) -> dict[str, Any]:
     """``user``, ``room`` and ``params`` of a call's JSON body (raises CallError, 400)."""
     try:
         data = json.loads(body)

@@ -1,9 +1,9 @@
 """The bus side of the server: which commands exist, and saying one as a crpc user.
 
 The commands are those the router accepted, as far as this operator has seen: it reads the
-registrations (``command.register``, ``command.register.>``) and rejections
-(``command.rejected.>``) and, at start, publishes ``command.sync`` so every command operator
-registers again (harmless: the router keeps identical registrations once).
+registrations and withdrawals (``command.register``, ``command.register.>``) and
+rejections (``command.rejected.>``) and, at start, publishes ``command.sync`` so every command
+operator registers again (harmless: the router keeps identical registrations once).
 
 A call is said as a private ``chat.message`` of the platform ``crpc`` on
 ``{p}.chat.in.crpc.<network>.<room>``, with a message id of its own: the router applies its
@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
+from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.bus.ipc import Ipc
@@ -40,6 +42,9 @@ from .translate import Answer
 __all__ = ["PLATFORM", "Bridge"]
 
 PLATFORM = "crpc"
+
+UNREGISTER = "command.unregister"
+"""The kind an operator withdraws one of its commands with, on its ``command.register.<id>``."""
 
 
 @dataclass
@@ -68,7 +73,7 @@ class Bridge:
         s = self.ipc.subjects
         for pattern, handler in (
             (s.command_register(), self._on_register),
-            (s.pattern("command.register.>"), self._on_register),
+            (s.pattern("command.register.>"), self._on_own_register),
             (s.pattern("command.rejected.>"), self._on_rejected),
             (s.chat_out(PLATFORM, self.settings.network), self._on_out),
         ):
@@ -127,11 +132,25 @@ class Bridge:
 
     # -- handlers ----------------------------------------------------------------------------
 
-    async def _on_register(self, env: Envelope[CommandRegistration]) -> None:
-        reg = env.body
-        if self.registry.conflicts(reg):
-            return  # the router refuses it too
-        self.registry.add(reg)
+    async def _on_register(self, env: Envelope[dict[str, Any]]) -> None:
+        self._take(env.kind, env.body)
+
+    async def _on_own_register(self, env: Envelope[dict[str, Any]]) -> None:
+        # On command.register.<id> the ipc layer has checked that <id> sent it; it may name
+        # only itself (the router refuses the rest too).
+        if env.body.get("operator") == env.source:
+            self._take(env.kind, env.body)
+
+    def _take(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == UNREGISTER:
+            self.registry.remove(str(body.get("name", "")), str(body.get("operator", "")))
+            return
+        try:
+            reg = CommandRegistration.model_validate(body)
+        except ValidationError:
+            return  # the router refuses it and says why
+        if not self.registry.conflicts(reg):  # else the router refuses it too
+            self.registry.add(reg)
 
     async def _on_rejected(self, env: Envelope[CommandRejected]) -> None:
         self.registry.remove(env.body.name, env.body.operator)
