@@ -49,8 +49,9 @@ EeveeError
  │    ├── ListingError           a server's listing cannot be used (not JSON, wrong shape)
  │    │    └── RegexError        a method's Ruby regex has no Python translation
  │    ├── EndpointError          an endpoint URL, prefix or chat request that cannot work
- │    └── SignatureError         a request's signature, nonce or timestamp is refused
- │                               (carries the JSON-RPC code, -32800 to -32804: HTTP 403)
+ │    └── CallError              a call refused or failed (carries HTTP status, JSON-RPC code)
+ │         └── SignatureError    a request's signature, nonce or timestamp is refused
+ │                               (codes -32800 to -32804, HTTP 403)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -311,14 +312,24 @@ class CrpcConfigError(CrpcError, ConfigError):
     RSA PEM...); the message says what to change and never contains key material."""
 
 
-class SignatureError(CrpcError):
-    """A request's ``Chatops-*`` headers are refused: ``code`` is the JSON-RPC error code of
-    the reply (-32800 not authorized, -32801 nonce missing, -32802 bad signature header,
-    -32803 timestamp out of the window, -32804 bad timestamp); the server answers HTTP 403."""
+class CallError(CrpcError):
+    """A ChatOps RPC call refused or failed: ``status`` is the HTTP status and ``code`` the
+    JSON-RPC error code of the reply (-32601 method not found, -32602 bad params or a
+    command's own failure...); the message is the reply's ``error.message``."""
 
-    def __init__(self, message: str, code: int = -32800) -> None:
+    def __init__(self, message: str, code: int, status: int) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
+
+
+class SignatureError(CallError):
+    """A request's ``Chatops-*`` headers are refused (HTTP 403): ``code`` is -32800 not
+    authorized, -32801 nonce missing, -32802 bad signature header, -32803 timestamp out of
+    the window or -32804 bad timestamp."""
+
+    def __init__(self, message: str, code: int = -32800) -> None:
+        super().__init__(message, code, 403)
 
 
 class ListingError(CrpcError):
