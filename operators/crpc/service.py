@@ -1,11 +1,12 @@
-"""The ChatOps RPC operator: the ``rpc`` command, the endpoints' commands, their lifecycle.
+"""The ChatOps RPC operator: the ``rpc`` command, the endpoints' commands, the server side.
 
 :func:`create` builds the operator: it declares ``rpc`` (see :mod:`~operators.crpc.chatcmds`),
 and at start loads the signing key (a file, or the environment variable
 ``RPC_PRIVATE_KEY``; never logged), offers the stored endpoints' commands and polls them
 (:mod:`~operators.crpc.client`). A registration the router refuses (a prefix that clashes with
 another operator's command) is noted on its endpoint, shown by ``rpc list``. Stop ends the
-pollers and the calls still running, bounded.
+pollers and the calls still running, bounded. With a ``[server]`` table the same operator
+serves eevee's commands as a ChatOps RPC endpoint (:mod:`~operators.crpc.server`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from eeveepy.runtime.commands import commands_of
 
 from .chatcmds import USAGE, RpcCommand
 from .client import Client
+from .server import RunningServer, start_server
 from .settings import ClientSettings, CrpcSettings
 from .signing import load_private_key, read_pem
 from .transport import Transport
@@ -29,6 +31,7 @@ class CrpcService:
     def __init__(self, op: Operator[CrpcSettings]) -> None:
         self.op = op
         self.client: Client | None = None
+        self.server: RunningServer | None = None
 
     def transport(self, s: ClientSettings) -> Transport:
         """The signing HTTP client of the settings (the key is read here, never logged)."""
@@ -49,17 +52,23 @@ class CrpcService:
             help="ChatOps RPC endpoints: their methods become commands under their prefix.",
             permission=s.permission,
         )
+        server = self.op.settings.server
+        if server is not None:
+            self.server = await start_server(self.op.ipc, server, self.op.log)
         if not s.enabled:
             return
         self.client = Client(self.op, self.transport(s))
         await self.client.start()
 
     async def stop(self) -> None:
-        """Stop polling and calling (bounded), then close the HTTP client."""
+        """Stop polling and calling, close the HTTP client, stop serving (each bounded)."""
         client, self.client = self.client, None
         if client is not None:
             await client.stop()
             await client.transport.close()
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
 
     async def rpc(self, inv: CommandInvocation) -> str:
         """The ``rpc`` command (see :class:`~operators.crpc.chatcmds.RpcCommand`)."""

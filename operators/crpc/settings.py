@@ -7,6 +7,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .server.settings import ServerSettings
+
 __all__ = ["PREFIX_RE", "ClientSettings", "CrpcSettings"]
 
 PREFIX_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -50,6 +52,10 @@ class CrpcSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     client: ClientSettings = Field(default_factory=ClientSettings)
+    """The client side (``[client]``): on by default; needs the private key."""
+    server: ServerSettings | None = None
+    """The server side (``[server]``): eevee's commands served over ChatOps RPC; off unless
+    the table is given."""
 
     @model_validator(mode="after")
     def _intervals(self) -> CrpcSettings:

@@ -1,0 +1,73 @@
+"""eevee's server side called by eevee's client side: one crpc operator in both roles.
+
+The operator serves the router's commands over ChatOps RPC on loopback and, as a client, adds
+its own listing under a prefix: ``!eve echo hi`` goes console -> router -> crpc (client) ->
+signed HTTP -> crpc (server) -> router -> echo, and echo's words come back the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest_asyncio
+
+from eeveepy.console import ChatSession
+from tests.chat_system import ChatSystem
+from tests.crpc_fixtures import DATA, CrpcChat, console_user
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest_asyncio.fixture
+async def chat(nats_url: str, tmp_path: Path) -> AsyncIterator[CrpcChat]:
+    system = ChatSystem(nats_url, tmp_path, platform="console")
+    await system.start()
+    session = ChatSession(system.io, user=console_user(), network="kit", room="#ops")
+    try:
+        router = {"admins": ["console:kit:alice"], "timeout": 5.0}
+        await asyncio.gather(
+            system.spawn("router." + uuid.uuid4().hex[:8], "operators.router", router),
+            system.spawn("echo", "operators.echo", {}),
+            system.connector("kit", {"network": "kit"}),
+        )
+        await session.start()
+        yield CrpcChat(system, session)
+    finally:
+        await session.close()
+        await system.close()
+
+
+async def test_the_client_calls_the_server_of_the_same_operator(chat: CrpcChat) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = {
+        "port": port,
+        "base_urls": [base],
+        "public_key_file": str(DATA / "sample_client_public.pem"),
+        "error_response": "eevee could not answer",
+    }
+    settings = CrpcChat.settings(timeout=5.0)
+    chat.crpc = await chat.system.spawn(
+        chat.crpc_id, "operators.crpc", {**settings, "server": server}
+    )
+    await chat.until("!help", "echo")
+
+    added = await chat.ask(f"!rpc add {base}/_chatops --prefix eve")
+    assert added.startswith(f"Okay, I'll poll {base}/_chatops for chatops with the prefix `eve`")
+    assert "echo TEXT" in await chat.until("!eve", "echo TEXT")
+
+    # a command through both sides, as alice in #ops, with its words intact
+    assert await chat.until("!eve echo hi  there", "hi") == "hi  there"
+
+    # the server runs commands as crpc:<network>:alice, not as the console's admin: rpc is
+    # refused by the router's permissions
+    refused = await chat.ask("!eve rpc list")
+    assert "not allowed" in refused, refused
