@@ -5,8 +5,10 @@ connector, the router, the crpc operator and a console user."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,3 +183,25 @@ class CrpcChat:
 
 def console_user(name: str = "alice") -> ChatUser:
     return ChatUser(id=name, name=name)
+
+
+@contextlib.asynccontextmanager
+async def crpc_chat(url: str, tmp: Path, *, echo: bool = False) -> AsyncIterator[CrpcChat]:
+    """A console chat (network ``kit``, room ``#ops``, user alice, a router admin) with the
+    router, the console connector and, with ``echo``, echo; the crpc operator is started by
+    the test (:meth:`CrpcChat.start_crpc`). Everything is stopped at exit."""
+    system = ChatSystem(url, tmp, platform="console")
+    await system.start()
+    session = ChatSession(system.io, user=console_user(), network="kit", room="#ops")
+    try:
+        router = {"admins": ["console:kit:alice"], "timeout": 5.0}
+        await asyncio.gather(
+            system.spawn("router." + uuid.uuid4().hex[:8], "operators.router", router),
+            system.connector("kit", {"network": "kit"}),
+            *([system.spawn("echo", "operators.echo", {})] if echo else []),
+        )
+        await session.start()
+        yield CrpcChat(system, session)
+    finally:
+        await session.close()
+        await system.close()

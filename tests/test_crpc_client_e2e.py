@@ -5,15 +5,13 @@ signature. No HTTP is mocked."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
 
 from eeveepy.console import ChatSession
-from tests.chat_system import ChatSystem
-from tests.crpc_fixtures import CrpcChat, CrpcTestServer, console_user
+from tests.crpc_fixtures import CrpcChat, CrpcTestServer, console_user, crpc_chat
 
 
 @pytest_asyncio.fixture
@@ -28,20 +26,8 @@ async def server() -> AsyncIterator[CrpcTestServer]:
 
 @pytest_asyncio.fixture
 async def chat(nats_url: str, tmp_path: Path) -> AsyncIterator[CrpcChat]:
-    system = ChatSystem(nats_url, tmp_path, platform="console")
-    await system.start()
-    session = ChatSession(system.io, user=console_user(), network="kit", room="#ops")
-    try:
-        router = {"admins": ["console:kit:alice"], "timeout": 5.0}
-        await asyncio.gather(
-            system.spawn("router." + uuid.uuid4().hex[:8], "operators.router", router),
-            system.connector("kit", {"network": "kit"}),
-        )
-        await session.start()
-        yield CrpcChat(system, session)
-    finally:
-        await session.close()
-        await system.close()
+    async with crpc_chat(nats_url, tmp_path) as chat:
+        yield chat
 
 
 async def test_add_call_poll_timeout_down_restart_remove(

@@ -7,17 +7,13 @@ signed HTTP -> crpc (server) -> router -> echo, and echo's words come back the s
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
 
-from eeveepy.console import ChatSession
-from tests.chat_system import ChatSystem
-from tests.crpc_fixtures import DATA, CrpcChat, console_user
+from tests.crpc_fixtures import DATA, CrpcChat, crpc_chat
 
 
 def free_port() -> int:
@@ -28,21 +24,8 @@ def free_port() -> int:
 
 @pytest_asyncio.fixture
 async def chat(nats_url: str, tmp_path: Path) -> AsyncIterator[CrpcChat]:
-    system = ChatSystem(nats_url, tmp_path, platform="console")
-    await system.start()
-    session = ChatSession(system.io, user=console_user(), network="kit", room="#ops")
-    try:
-        router = {"admins": ["console:kit:alice"], "timeout": 5.0}
-        await asyncio.gather(
-            system.spawn("router." + uuid.uuid4().hex[:8], "operators.router", router),
-            system.spawn("echo", "operators.echo", {}),
-            system.connector("kit", {"network": "kit"}),
-        )
-        await session.start()
-        yield CrpcChat(system, session)
-    finally:
-        await session.close()
-        await system.close()
+    async with crpc_chat(nats_url, tmp_path, echo=True) as chat:
+        yield chat
 
 
 async def test_the_client_calls_the_server_of_the_same_operator(chat: CrpcChat) -> None:

@@ -32,7 +32,7 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypedDict, TypeVar, Unpack
 
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
@@ -59,6 +59,7 @@ __all__ = [
     "RECENT_RUNS",
     "CommandHandler",
     "CommandHost",
+    "CommandOptions",
     "Commands",
     "command",
     "commands_of",
@@ -72,6 +73,18 @@ CommandHandler = Callable[[CommandInvocation], Awaitable[str | None] | str | Non
 """A command's code: gets the invocation, returns the reply text (or None for no reply)."""
 
 StartHook = Callable[[], Awaitable[None]]
+
+
+class CommandOptions(TypedDict, total=False):
+    """The options of a command besides its name and handler (see :func:`command`)."""
+
+    usage: str
+    help: str
+    pattern: str | None
+    aliases: Sequence[str]
+    permission: str | None
+    rate_limit: RateLimit | None
+    scope: CommandScope | None
 
 
 class CommandHost(Protocol):
@@ -148,7 +161,15 @@ class Commands:
         if self._op.ipc.connected:
             raise OperatorError(f"declare command {name!r} before the operator runs")
         reg = _registration(
-            name, handler, usage, help, pattern, aliases, permission, rate_limit, scope
+            name,
+            handler,
+            usage=usage,
+            help=help,
+            pattern=pattern,
+            aliases=aliases,
+            permission=permission,
+            rate_limit=rate_limit,
+            scope=scope,
         )
         if not self._served and not self._sync:  # the first command: hook into the operator's life
             self._op.on_start(self.register)
@@ -156,17 +177,7 @@ class Commands:
         self._served[name] = _Served(reg, handler, self._subscribe(name))
 
     async def add_live(
-        self,
-        name: str,
-        handler: CommandHandler,
-        *,
-        usage: str = "",
-        help: str = "",
-        pattern: str | None = None,
-        aliases: Sequence[str] = (),
-        permission: str | None = None,
-        rate_limit: RateLimit | None = None,
-        scope: CommandScope | None = None,
+        self, name: str, handler: CommandHandler, **options: Unpack[CommandOptions]
     ) -> None:
         """Serve ``name`` from now on, while the operator runs (commands that come and go).
 
@@ -177,9 +188,7 @@ class Commands:
         """
         if not self._op.ipc.connected:
             raise OperatorError(f"add_live({name!r}) needs a running operator; use add()")
-        reg = _registration(
-            name, handler, usage, help, pattern, aliases, permission, rate_limit, scope
-        )
+        reg = _registration(name, handler, **options)
         if self._sync is None:  # answer the router's sync requests from now on
             self._sync = await self._op.ipc.subscribe(
                 self._op.subjects.command_sync(), self._on_sync
@@ -291,13 +300,14 @@ class Commands:
 def _registration(
     name: str,
     handler: CommandHandler,
-    usage: str,
-    help: str,
-    pattern: str | None,
-    aliases: Sequence[str],
-    permission: str | None,
-    rate_limit: RateLimit | None,
-    scope: CommandScope | None,
+    *,
+    usage: str = "",
+    help: str = "",
+    pattern: str | None = None,
+    aliases: Sequence[str] = (),
+    permission: str | None = None,
+    rate_limit: RateLimit | None = None,
+    scope: CommandScope | None = None,
 ) -> CommandRegistration:
     """The registration of a command (``operator`` filled in when published), checked as the
     router checks it; :class:`OperatorError` says what is wrong."""
