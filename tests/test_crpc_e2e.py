@@ -43,8 +43,14 @@ async def test_the_client_calls_the_server_of_the_same_operator(chat: CrpcChat) 
     )
     await chat.until("!help", "echo")
 
-    added = await chat.ask(f"!rpc add {base}/_chatops --prefix eve")
-    assert added.startswith(f"Okay, I'll poll {base}/_chatops for chatops with the prefix `eve`")
+    # a prefix that is another operator's command: refused by the router, said in rpc list,
+    # and echo keeps all of its invocations (crpc left echo's queue group at once)
+    await chat.ask(f"!rpc add {base}/_chatops --prefix echo")
+    await chat.until("!rpc list", "the router refused `echo`")
+    for i in range(6):
+        assert await chat.ask(f"!echo still echo {i}") == f"still echo {i}"
+    moved = await chat.ask(f"!rpc set prefix {base}/_chatops eve")
+    assert moved == f"Okay, I'll use 'eve' as a prefix for {base}/_chatops"
     assert "echo TEXT" in await chat.until("!eve", "echo TEXT")
 
     # a command through both sides, as alice in #ops, with its words intact

@@ -77,15 +77,17 @@ class CrpcService:
         return await RpcCommand(self.client)(inv)
 
     async def rejected(self, msg: CommandRejected) -> None:
-        """The router refused one of our registrations: say so in ``rpc list``."""
+        """The router refused one of our registrations (a prefix that is another operator's
+        command): stop serving it at once, or we would share that command's invocations (its
+        queue group), and say why in ``rpc list``."""
         self.op.log.error("command refused by the router", name=msg.name, reason=msg.reason)
         client = self.client
-        if client is None:
-            return
-        endpoint = client.endpoints.owner_of(msg.name)
-        if endpoint is not None:
-            endpoint.last_error = f"the router refused `{msg.name}`: {msg.reason}"
+        if client is not None:
+            endpoint = client.endpoints.owner_of(msg.name)
+            if endpoint is not None:
+                endpoint.last_error = f"the router refused `{msg.name}`: {msg.reason}"
             client.namespaces.pop(msg.name, None)
+        await commands_of(self.op).remove(msg.name)
 
 
 def create() -> Operator[CrpcSettings]:
