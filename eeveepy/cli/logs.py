@@ -46,7 +46,12 @@ def add_logs_parser(
     logs: argparse.ArgumentParser = sub.add_parser(
         "logs", parents=parents, help="show log history from the bus; -f to follow"
     )
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events (waits through restarts of eevee)")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new events (waits through restarts of eevee)",
+    )
     logs.add_argument(
         "--operator",
         "-o",
