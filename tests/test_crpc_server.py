@@ -37,6 +37,7 @@ from eeveepy.protocol.models import (
     CommandInvocation,
     CommandRegistration,
     CommandResult,
+    CommandScope,
     Envelope,
 )
 from operators.crpc import signing
@@ -268,6 +269,21 @@ async def test_giant_bodies_are_refused(rpc: Rpc) -> None:
     status, answer = await rpc.send("/echo", body)
     assert (status, answer["error"]["code"]) == (413, -32600)
     assert "over 65536 bytes" in answer["error"]["message"]
+
+
+async def test_commands_scoped_to_other_platforms_are_not_listed(rpc: Rpc) -> None:
+    await _listing(rpc)
+    for name, scope in [("irconly", ["irc"]), ("anywhere", ["irc", "crpc"])]:
+        reg = CommandRegistration(operator="scoped", name=name, scope=CommandScope(platforms=scope))
+        await rpc.system.io.publish(rpc.system.subjects.command_register(), reg)
+    await barrier(rpc.system.io.nc)
+    deadline = time.monotonic() + WAIT
+    while "anywhere" not in (methods := (await rpc.send())[1]["methods"]):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert "irconly" not in methods
+    status, body = await rpc.call("irconly", user="alice")
+    assert (status, body["error"]["code"]) == (404, -32601)
 
 
 async def _register(rpc: Rpc, name: str, answer: CommandResult | None = None) -> None:

@@ -34,6 +34,7 @@ from eeveepy.protocol.models import (
     Envelope,
     OutgoingMessage,
 )
+from operators.router.permissions import in_scope
 from operators.router.registry import Registry
 
 from .settings import ServerSettings
@@ -87,13 +88,26 @@ class Bridge:
             await sub.unsubscribe()
 
     def commands(self) -> list[CommandRegistration]:
-        """One registration per command, sorted by name."""
-        return self.registry.commands()
+        """One registration per command offered on the crpc platform, sorted by name."""
+        return [reg for reg in self.registry.commands() if self._offered(reg)]
 
     def lookup(self, name: str) -> CommandRegistration | None:
-        """The command named ``name`` (not an alias: the path is the name)."""
+        """The command named ``name`` (not an alias: the path is the name), if offered."""
         reg = self.registry.lookup(name)
-        return reg if reg is not None and reg.name == name else None
+        return reg if reg is not None and reg.name == name and self._offered(reg) else None
+
+    def _offered(self, reg: CommandRegistration) -> bool:
+        """Whether ``reg``'s scope takes the crpc platform and network (rooms are the
+        router's to check: a room-scoped command works when called in its room)."""
+        scope = reg.scope.model_copy(update={"rooms": []})
+        probe = ChatMessage(
+            platform=PLATFORM,
+            network=self.settings.network,
+            room="",
+            user=ChatUser(id="", name=""),
+            text="",
+        )
+        return in_scope(scope, probe)
 
     async def call(self, name: str, line: str, user: str, room: str) -> Answer | None:
         """Say ``line`` (the command ``name`` and its arguments) as ``user`` in ``room``;
