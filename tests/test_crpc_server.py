@@ -43,9 +43,8 @@ from eeveepy.protocol.models import (
 from operators.crpc import signing
 from operators.crpc.nonces import NonceCache
 from operators.crpc.server import RunningServer, ServerSettings, start_server
-from operators.crpc.server.app import call_params
 from operators.crpc.server.run import public_keys
-from operators.crpc.server.translate import Answer, command_line, outcome
+from operators.crpc.server.translate import Answer, command_line, outcome, parse_call
 from tests.chat_system import ChatSystem
 
 DATA = Path(__file__).resolve().parent / "data" / "crpc"
@@ -150,11 +149,13 @@ async def rpc(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await system.close()
 
 
-async def _methods(rpc: Rpc, listed: str, present: bool = True) -> dict[str, Any]:
+async def _methods(
+    rpc: Rpc, listed: str, present: bool = True, server: RunningServer | None = None
+) -> dict[str, Any]:
     """The listing's methods once ``listed`` is in them (or, ``present=False``, gone)."""
     deadline = time.monotonic() + WAIT
     while True:
-        status, body = await rpc.send()
+        status, body = await rpc.send(server=server)
         assert status == 200, body
         if (listed in body["methods"]) == present:
             return dict(body["methods"])
@@ -196,6 +197,10 @@ async def test_signed_post_runs_the_command_through_the_router(rpc: Rpc) -> None
     await _listing(rpc)
     status, body = await rpc.call("echo", user="alice", room_id="#ops", params={"args": "hi"})
     assert (status, body) == (200, {"jsonrpc": "2.0", "id": None, "result": "hi"})
+    # known extra fields are taken, unknown ones dropped
+    extra = {"mention_slug": "Alice", "message_id": "m1", "raw_command": "echo hi", "x": 1}
+    status, body = await rpc.call("echo", user="alice", params={"args": "hi"}, **extra)
+    assert (status, body["result"]) == (200, "hi")
     # --long-args go to the router as flags; echo's pattern takes the text alone
     params = {"args": "two words", "force": "true", "reason": "just because"}
     status, body = await rpc.call("echo", user="alice", room_id="#ops", params=params)
@@ -328,7 +333,7 @@ async def test_stop_is_bounded_while_a_call_waits(rpc: Rpc) -> None:
     ipc, other = await _start_rpc(rpc.system, settings(timeout=60.0))
     try:
         await _register(rpc, "slow")  # its operator never answers: the router waits 2 x 10 s
-        assert "slow" in (await rpc.send(server=other))[1]["methods"]
+        await _methods(rpc, "slow", server=other)
         data = json.dumps({"user": "alice"})
         headers = signing.sign_headers(rpc.key, "k", "http://test.host/_chatops/slow", data)
         waiting = asyncio.create_task(
@@ -445,7 +450,7 @@ json_values = st.recursive(
 def test_fuzzed_call_bodies_raise_only_call_error(body: bytes) -> None:
     line, status = "", 0
     try:
-        line = command_line("echo", call_params(body)["params"])
+        line = command_line("echo", parse_call(body).params)
     except CallError as exc:
         status = exc.status
     assert status == 400 or line.startswith("echo")

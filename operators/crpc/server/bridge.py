@@ -38,7 +38,7 @@ from operators.router.permissions import in_scope
 from operators.router.registry import Registry
 
 from .settings import ServerSettings
-from .translate import Answer
+from .translate import Answer, Call
 
 __all__ = ["PLATFORM", "Bridge"]
 
@@ -109,19 +109,20 @@ class Bridge:
         )
         return in_scope(scope, probe)
 
-    async def call(self, name: str, line: str, user: str, room: str) -> Answer | None:
-        """Say ``line`` (the command ``name`` and its arguments) as ``user`` in ``room``;
-        the replies, or None when none came within ``timeout``."""
+    async def call(self, name: str, line: str, call: Call) -> Answer | None:
+        """Say ``line`` (the command ``name`` and its arguments) as ``call``'s user in its
+        room; the replies, or None when none came within ``timeout``."""
         s = self.settings
         message_id = f"crpc-{secrets.token_hex(12)}"
         pending = _Pending(frozenset(self.registry.operators(name)))
         self._pending[message_id] = pending
+        room = call.room
         try:
             msg = ChatMessage(
                 platform=PLATFORM,
                 network=s.network,
                 room=room,
-                user=ChatUser(id=user, name=user),
+                user=ChatUser(id=call.user, name=call.name),
                 text=line,
                 private=True,
                 message_id=message_id,
