@@ -15,7 +15,7 @@ import ssl
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,11 +34,13 @@ from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
 from eeveepy.errors import CallError, CrpcConfigError, SignatureError
 from eeveepy.protocol.models import (
+    ChatMessage,
     CommandInvocation,
     CommandRegistration,
     CommandResult,
     CommandScope,
     Envelope,
+    OutgoingMessage,
 )
 from operators.crpc import signing
 from operators.crpc.nonces import NonceCache
@@ -294,20 +296,64 @@ async def test_commands_scoped_to_other_platforms_are_not_listed(rpc: Rpc) -> No
     assert (status, body["error"]["code"]) == (404, -32601)
 
 
-async def _register(rpc: Rpc, name: str, answer: CommandResult | None = None) -> None:
-    """Register ``name`` for the operator ``<name>op``, served here by a handler answering
-    ``answer`` (None: never answering); ``ghost`` is served by nobody."""
+Serve = Callable[[Envelope[CommandInvocation]], Awaitable[CommandResult | None]]
+
+
+async def _register(
+    rpc: Rpc, name: str, answer: CommandResult | None = None, serve: Serve | None = None
+) -> None:
+    """Register ``name``, served here by ``serve`` (as this test's bus source), else by a
+    handler of the operator ``<name>op`` answering ``answer`` (None: never answering);
+    ``ghost`` is served by nobody."""
     system = rpc.system
 
     async def run(env: Envelope[CommandInvocation]) -> CommandResult | None:
         return answer
 
     if name != "ghost":
-        await system.io.subscribe(system.subjects.command_run(name), run, queue=f"cmd.{name}")
-    reg = CommandRegistration(operator=f"{name}op", name=name, usage=f"!{name}")
+        handler = serve or run
+        await system.io.subscribe(system.subjects.command_run(name), handler, queue=f"cmd.{name}")
+    operator = system.SOURCE if serve else f"{name}op"
+    reg = CommandRegistration(operator=operator, name=name, usage=f"!{name}")
     await system.io.publish(system.subjects.command_register(), reg)
     await barrier(system.io.nc)
     await _methods(rpc, name)
+
+
+async def test_a_command_that_keeps_talking_is_cut_at_the_timeout(rpc: Rpc) -> None:
+    system = rpc.system
+    talking: list[asyncio.Task[None]] = []
+
+    async def talk(msg: ChatMessage) -> None:
+        for n in range(100):
+            out = OutgoingMessage(
+                platform="crpc",
+                network="rpc",
+                target=msg.user.id,
+                text=f"line {n}",
+                private=True,
+                reply_to=msg.message_id,
+            )
+            await system.io.publish(system.subjects.chat_out("crpc", "rpc"), out)
+            await asyncio.sleep(0.1)
+
+    async def chatty(env: Envelope[CommandInvocation]) -> CommandResult:
+        talking.append(asyncio.create_task(talk(env.body.message)))
+        return CommandResult(ok=True)
+
+    await _register(rpc, "chatty", serve=chatty)
+    started = time.monotonic()
+    try:
+        status, body = await rpc.call("chatty", user="alice")
+    finally:
+        for task in talking:
+            task.cancel()
+    took = time.monotonic() - started
+    assert status == 200
+    lines = body["result"].split("\n")
+    assert lines[:3] == ["line 0", "line 1", "line 2"]
+    assert rpc.server_timeout <= took < rpc.server_timeout + 1.5
+    assert 5 < len(lines) < 40
 
 
 async def test_unavailable_commands_and_commands_that_answer_nothing(rpc: Rpc) -> None:
@@ -430,10 +476,11 @@ def test_public_keys_from_the_environment() -> None:
         settings(public_key_file=None)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=10,
+json_leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+json_values = (
+    json_leaves
+    | st.lists(json_leaves, max_size=3)
+    | st.dictionaries(st.text(max_size=8), json_leaves | st.lists(json_leaves, max_size=2))
 )
 
 

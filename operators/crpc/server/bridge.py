@@ -9,8 +9,9 @@ A call is said as a private ``chat.message`` of the platform ``crpc`` on
 ``{p}.chat.in.crpc.<network>.<room>``, with a message id of its own: the router applies its
 permissions, scopes and rate limits to ``crpc:<network>:<user>`` as to any chat user, and
 every reply (``chat.out`` on ``{p}.chat.out.crpc.<network>``) names that id in ``reply_to``.
-The answer is what arrives until ``quiet`` seconds pass without more, or nothing after
-``timeout`` seconds (a command that answers nothing).
+The answer is what arrives until ``quiet`` seconds pass without more (at most ``timeout``
+seconds after the first line), or nothing after ``timeout`` seconds (a command that answers
+nothing).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.bus.client import barrier
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsadapter import bus_error
 from eeveepy.bus.subscription import Subscription
 from eeveepy.protocol.models import (
     ChatMessage,
@@ -80,6 +84,10 @@ class Bridge:
         ):
             self._subs.append(await self.ipc.subscribe(pattern, handler))
         await self.ipc.publish(s.command_sync(), CommandSync())
+        try:  # the subscriptions are live once start_server returns
+            await barrier(self.ipc.nc)
+        except nats.errors.Error as exc:
+            raise bus_error(exc, s.command_sync()) from None
 
     async def stop(self) -> None:
         """Unsubscribe (calls still waiting get no answer)."""
@@ -128,8 +136,9 @@ class Bridge:
                 message_id=message_id,
             )
             await self.ipc.publish(self.ipc.subjects.chat_in(PLATFORM, s.network, room), msg)
-            wait = s.timeout
-            while True:
+            loop = asyncio.get_running_loop()
+            wait, last = s.timeout, loop.time() + 2 * s.timeout
+            while wait > 0:
                 pending.arrived.clear()
                 try:
                     async with asyncio.timeout(wait):
@@ -138,7 +147,9 @@ class Bridge:
                     break
                 if pending.from_router:
                     break  # the router says one thing, then nothing more
-                wait = s.quiet
+                # more lines may follow, but not forever: at most `timeout` after the first
+                last = min(last, loop.time() + s.timeout)
+                wait = min(s.quiet, last - loop.time())
         finally:
             del self._pending[message_id]
         if not pending.texts:
