@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,6 +47,7 @@ from operators.crpc.server import RunningServer, ServerSettings, start_server
 from operators.crpc.server.run import public_keys
 from operators.crpc.server.translate import Answer, command_line, outcome, parse_call
 from tests.chat_system import ChatSystem
+from tests.irc_servers import make_cert
 
 DATA = Path(__file__).resolve().parent / "data" / "crpc"
 BASES = ["http://old.host", "http://test.host/"]
@@ -398,11 +398,7 @@ async def test_stop_is_bounded_while_a_call_waits(rpc: Rpc) -> None:
 
 
 async def test_tls_and_configuration_errors(rpc: Rpc, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    command += ["-keyout", str(key), "-out", str(cert)]
-    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
+    cert, key = await asyncio.to_thread(make_cert, tmp_path, "IP:127.0.0.1")
     ipc, tls = await _start_rpc(rpc.system, settings(tls_cert=cert, tls_key=key))
     try:
         assert tls.url.startswith("https://127.0.0.1:")
