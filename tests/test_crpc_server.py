@@ -284,6 +284,17 @@ async def test_giant_bodies_are_refused(rpc: Rpc) -> None:
     assert (status, answer["error"]["code"]) == (413, -32600)
     assert "over 65536 bytes" in answer["error"]["message"]
 
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(100):
+            yield b"x" * 1000
+
+    headers = signing.sign_headers(rpc.key, "k", "http://test.host/_chatops/echo")
+    async with rpc.http.post(
+        rpc.server.url + "/_chatops/echo", data=chunks(), headers=headers
+    ) as r:
+        assert r.status == 413
+        assert "over 65536 bytes" in (await r.json())["error"]["message"]
+
 
 async def test_commands_scoped_to_other_platforms_are_not_listed(rpc: Rpc) -> None:
     await _listing(rpc)

@@ -17,7 +17,16 @@ from eeveepy.errors import CallError, EeveeError
 
 from .auth import Verifier
 from .bridge import Bridge
-from .translate import MAX_NAME, METHOD_NOT_FOUND, command_line, listing, outcome, parse_call
+from .translate import (
+    INVALID_REQUEST,
+    MAX_NAME,
+    METHOD_NOT_FOUND,
+    SERVER_ERROR,
+    command_line,
+    listing,
+    outcome,
+    parse_call,
+)
 
 __all__ = ["PATH", "make_app"]
 
@@ -42,11 +51,11 @@ class _Handlers:
         """The body of ``request`` once its signature is checked (raises CallError)."""
         s = self.bridge.settings
         if request.content_length is not None and request.content_length > s.max_body:
-            raise CallError(f"the body is over {s.max_body} bytes", -32600, 413)
+            raise CallError(f"the body is over {s.max_body} bytes", INVALID_REQUEST, 413)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise CallError(f"the body is over {s.max_body} bytes", -32600, 413) from None
+            raise CallError(f"the body is over {s.max_body} bytes", INVALID_REQUEST, 413) from None
         self.verifier.check(request.rel_url.raw_path, request.headers, body)
         return body
 
@@ -81,7 +90,7 @@ class _Handlers:
             return _error(exc)
         except EeveeError as exc:  # the bus is away, a payload too large...
             self.log.warning("chatops call failed", method=name[:MAX_NAME], error=str(exc))
-            return _error(CallError(f"eevee could not run it: {exc}", -32000, 503))
+            return _error(CallError(f"eevee could not run it: {exc}", SERVER_ERROR, 503))
 
 
 def make_app(verifier: Verifier, bridge: Bridge, log: FilteringBoundLogger) -> web.Application:
