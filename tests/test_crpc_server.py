@@ -12,10 +12,9 @@ import asyncio
 import contextlib
 import json
 import ssl
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,18 +33,21 @@ from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
 from eeveepy.errors import CallError, CrpcConfigError, SignatureError
 from eeveepy.protocol.models import (
+    ChatMessage,
     CommandInvocation,
     CommandRegistration,
     CommandResult,
+    CommandScope,
     Envelope,
+    OutgoingMessage,
 )
 from operators.crpc import signing
 from operators.crpc.nonces import NonceCache
 from operators.crpc.server import RunningServer, ServerSettings, start_server
-from operators.crpc.server.app import call_params
 from operators.crpc.server.run import public_keys
-from operators.crpc.server.translate import Answer, command_line, outcome
+from operators.crpc.server.translate import Answer, command_line, outcome, parse_call
 from tests.chat_system import ChatSystem
+from tests.irc_servers import make_cert
 
 DATA = Path(__file__).resolve().parent / "data" / "crpc"
 BASES = ["http://old.host", "http://test.host/"]
@@ -149,15 +151,24 @@ async def rpc(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         await system.close()
 
 
-async def _listing(rpc: Rpc) -> dict[str, Any]:
-    """The listing, once it names echo (the server asked for registrations at start)."""
+async def _methods(
+    rpc: Rpc, listed: str, present: bool = True, server: RunningServer | None = None
+) -> dict[str, Any]:
+    """The listing's methods once ``listed`` is in them (or, ``present=False``, gone)."""
     deadline = time.monotonic() + WAIT
     while True:
-        status, body = await rpc.send()
+        status, body = await rpc.send(server=server)
         assert status == 200, body
-        if "echo" in body["methods"] or time.monotonic() > deadline:
-            return body
+        if (listed in body["methods"]) == present:
+            return dict(body["methods"])
+        assert time.monotonic() < deadline, f"{listed}: never {'listed' if present else 'gone'}"
         await asyncio.sleep(0.1)
+
+
+async def _listing(rpc: Rpc) -> dict[str, Any]:
+    """The listing, once it names echo (the server asked for registrations at start)."""
+    await _methods(rpc, "echo")
+    return (await rpc.send())[1]
 
 
 async def test_signed_get_lists_the_routers_commands(rpc: Rpc) -> None:
@@ -188,6 +199,10 @@ async def test_signed_post_runs_the_command_through_the_router(rpc: Rpc) -> None
     await _listing(rpc)
     status, body = await rpc.call("echo", user="alice", room_id="#ops", params={"args": "hi"})
     assert (status, body) == (200, {"jsonrpc": "2.0", "id": None, "result": "hi"})
+    # known extra fields are taken, unknown ones dropped
+    extra = {"mention_slug": "Alice", "message_id": "m1", "raw_command": "echo hi", "x": 1}
+    status, body = await rpc.call("echo", user="alice", params={"args": "hi"}, **extra)
+    assert (status, body["result"]) == (200, "hi")
     # --long-args go to the router as flags; echo's pattern takes the text alone
     params = {"args": "two words", "force": "true", "reason": "just because"}
     status, body = await rpc.call("echo", user="alice", room_id="#ops", params=params)
@@ -269,24 +284,87 @@ async def test_giant_bodies_are_refused(rpc: Rpc) -> None:
     assert (status, answer["error"]["code"]) == (413, -32600)
     assert "over 65536 bytes" in answer["error"]["message"]
 
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(100):
+            yield b"x" * 1000
 
-async def _register(rpc: Rpc, name: str, answer: CommandResult | None = None) -> None:
-    """Register ``name`` for the operator ``<name>op``, served here by a handler answering
-    ``answer`` (None: never answering); ``ghost`` is served by nobody."""
+    headers = signing.sign_headers(rpc.key, "k", "http://test.host/_chatops/echo")
+    async with rpc.http.post(
+        rpc.server.url + "/_chatops/echo", data=chunks(), headers=headers
+    ) as r:
+        assert r.status == 413
+        assert "over 65536 bytes" in (await r.json())["error"]["message"]
+
+
+async def test_commands_scoped_to_other_platforms_are_not_listed(rpc: Rpc) -> None:
+    await _listing(rpc)
+    for name, scope in [("irconly", ["irc"]), ("anywhere", ["irc", "crpc"])]:
+        reg = CommandRegistration(operator="scoped", name=name, scope=CommandScope(platforms=scope))
+        await rpc.system.io.publish(rpc.system.subjects.command_register(), reg)
+    await barrier(rpc.system.io.nc)
+    assert "irconly" not in await _methods(rpc, "anywhere")
+    status, body = await rpc.call("irconly", user="alice")
+    assert (status, body["error"]["code"]) == (404, -32601)
+
+
+Serve = Callable[[Envelope[CommandInvocation]], Awaitable[CommandResult | None]]
+
+
+async def _register(
+    rpc: Rpc, name: str, answer: CommandResult | None = None, serve: Serve | None = None
+) -> None:
+    """Register ``name``, served here by ``serve`` (as this test's bus source), else by a
+    handler of the operator ``<name>op`` answering ``answer`` (None: never answering);
+    ``ghost`` is served by nobody."""
     system = rpc.system
 
     async def run(env: Envelope[CommandInvocation]) -> CommandResult | None:
         return answer
 
     if name != "ghost":
-        await system.io.subscribe(system.subjects.command_run(name), run, queue=f"cmd.{name}")
-    reg = CommandRegistration(operator=f"{name}op", name=name, usage=f"!{name}")
+        handler = serve or run
+        await system.io.subscribe(system.subjects.command_run(name), handler, queue=f"cmd.{name}")
+    operator = system.SOURCE if serve else f"{name}op"
+    reg = CommandRegistration(operator=operator, name=name, usage=f"!{name}")
     await system.io.publish(system.subjects.command_register(), reg)
     await barrier(system.io.nc)
-    deadline = time.monotonic() + WAIT
-    while name not in (await rpc.send())[1]["methods"]:
-        assert time.monotonic() < deadline, f"{name} never listed"
-        await asyncio.sleep(0.1)
+    await _methods(rpc, name)
+
+
+async def test_a_command_that_keeps_talking_is_cut_at_the_timeout(rpc: Rpc) -> None:
+    system = rpc.system
+    talking: list[asyncio.Task[None]] = []
+
+    async def talk(msg: ChatMessage) -> None:
+        for n in range(100):
+            out = OutgoingMessage(
+                platform="crpc",
+                network="rpc",
+                target=msg.user.id,
+                text=f"line {n}",
+                private=True,
+                reply_to=msg.message_id,
+            )
+            await system.io.publish(system.subjects.chat_out("crpc", "rpc"), out)
+            await asyncio.sleep(0.1)
+
+    async def chatty(env: Envelope[CommandInvocation]) -> CommandResult:
+        talking.append(asyncio.create_task(talk(env.body.message)))
+        return CommandResult(ok=True)
+
+    await _register(rpc, "chatty", serve=chatty)
+    started = time.monotonic()
+    try:
+        status, body = await rpc.call("chatty", user="alice")
+    finally:
+        for task in talking:
+            task.cancel()
+    took = time.monotonic() - started
+    assert status == 200
+    lines = body["result"].split("\n")
+    assert lines[:3] == ["line 0", "line 1", "line 2"]
+    assert rpc.server_timeout <= took < rpc.server_timeout + 1.5
+    assert 5 < len(lines) < 40
 
 
 async def test_unavailable_commands_and_commands_that_answer_nothing(rpc: Rpc) -> None:
@@ -300,10 +378,7 @@ async def test_unavailable_commands_and_commands_that_answer_nothing(rpc: Rpc) -
     gone["body"] = {"operator": "ghostop", "name": "ghost"}
     subject = rpc.system.subjects.command_register()
     await rpc.system.io.publish_raw(subject, json.dumps(gone).encode())
-    deadline = time.monotonic() + WAIT
-    while "ghost" in (await rpc.send())[1]["methods"]:
-        assert time.monotonic() < deadline, "ghost was never withdrawn"
-        await asyncio.sleep(0.1)
+    await _methods(rpc, "ghost", present=False)
     await _register(rpc, "quiet", CommandResult(ok=True))
     started = time.monotonic()
     status, body = await rpc.call("quiet", user="alice")
@@ -315,7 +390,7 @@ async def test_stop_is_bounded_while_a_call_waits(rpc: Rpc) -> None:
     ipc, other = await _start_rpc(rpc.system, settings(timeout=60.0))
     try:
         await _register(rpc, "slow")  # its operator never answers: the router waits 2 x 10 s
-        assert "slow" in (await rpc.send(server=other))[1]["methods"]
+        await _methods(rpc, "slow", server=other)
         data = json.dumps({"user": "alice"})
         headers = signing.sign_headers(rpc.key, "k", "http://test.host/_chatops/slow", data)
         waiting = asyncio.create_task(
@@ -326,6 +401,7 @@ async def test_stop_is_bounded_while_a_call_waits(rpc: Rpc) -> None:
         started = time.monotonic()
         await other.stop()
         assert time.monotonic() - started < 3.0
+        await other.stop()  # again: nothing to do
         with contextlib.suppress(aiohttp.ClientError):
             (await waiting).release()
     finally:
@@ -333,11 +409,7 @@ async def test_stop_is_bounded_while_a_call_waits(rpc: Rpc) -> None:
 
 
 async def test_tls_and_configuration_errors(rpc: Rpc, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-    command += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    command += ["-keyout", str(key), "-out", str(cert)]
-    await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True)
+    cert, key = await asyncio.to_thread(make_cert, tmp_path, "IP:127.0.0.1")
     ipc, tls = await _start_rpc(rpc.system, settings(tls_cert=cert, tls_key=key))
     try:
         assert tls.url.startswith("https://127.0.0.1:")
@@ -411,10 +483,11 @@ def test_public_keys_from_the_environment() -> None:
         settings(public_key_file=None)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=10,
+json_leaves = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+json_values = (
+    json_leaves
+    | st.lists(json_leaves, max_size=3)
+    | st.dictionaries(st.text(max_size=8), json_leaves | st.lists(json_leaves, max_size=2))
 )
 
 
@@ -431,7 +504,7 @@ json_values = st.recursive(
 def test_fuzzed_call_bodies_raise_only_call_error(body: bytes) -> None:
     line, status = "", 0
     try:
-        line = command_line("echo", call_params(body)["params"])
+        line = command_line("echo", parse_call(body).params)
     except CallError as exc:
         status = exc.status
     assert status == 400 or line.startswith("echo")

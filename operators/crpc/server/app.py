@@ -8,7 +8,6 @@ Every reply is JSON: the listing, or JSON-RPC 2.0 (``{"jsonrpc": "2.0", "id": nu
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -18,12 +17,20 @@ from eeveepy.errors import CallError, EeveeError
 
 from .auth import Verifier
 from .bridge import Bridge
-from .translate import BAD_PARAMS, METHOD_NOT_FOUND, command_line, listing, outcome
+from .translate import (
+    INVALID_REQUEST,
+    MAX_NAME,
+    METHOD_NOT_FOUND,
+    SERVER_ERROR,
+    command_line,
+    listing,
+    outcome,
+    parse_call,
+)
 
-__all__ = ["PATH", "call_params", "make_app"]
+__all__ = ["PATH", "make_app"]
 
 PATH = "/_chatops"
-_MAX_NAME = 200
 
 
 def _rpc(status: int = 200, **fields: Any) -> web.Response:
@@ -44,11 +51,11 @@ class _Handlers:
         """The body of ``request`` once its signature is checked (raises CallError)."""
         s = self.bridge.settings
         if request.content_length is not None and request.content_length > s.max_body:
-            raise CallError(f"the body is over {s.max_body} bytes", -32600, 413)
+            raise CallError(f"the body is over {s.max_body} bytes", INVALID_REQUEST, 413)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise CallError(f"the body is over {s.max_body} bytes", -32600, 413) from None
+            raise CallError(f"the body is over {s.max_body} bytes", INVALID_REQUEST, 413) from None
         self.verifier.check(request.rel_url.raw_path, request.headers, body)
         return body
 
@@ -73,40 +80,17 @@ class _Handlers:
             body = await self._verified(request)
             if self.bridge.lookup(name) is None:
                 raise CallError("Method not found", METHOD_NOT_FOUND, 404)
-            params = call_params(body)
-            user, room = params["user"], params["room"]
-            line = command_line(name, params["params"])
-            self.log.info("chatops call", method=name, user=user, room=room)
-            answer = await self.bridge.call(name, line, user, room)
+            call = parse_call(body)
+            line = command_line(name, call.params)
+            self.log.info("chatops call", method=name, user=call.user, room=call.room)
+            answer = await self.bridge.call(name, line, call)
             return _rpc(result=outcome(name, answer))
         except CallError as exc:
-            self.log.info("chatops call refused", method=name[:_MAX_NAME], error=str(exc))
+            self.log.info("chatops call refused", method=name[:MAX_NAME], error=str(exc))
             return _error(exc)
         except EeveeError as exc:  # the bus is away, a payload too large...
-            self.log.warning("chatops call failed", method=name[:_MAX_NAME], error=str(exc))
-            return _error(CallError(f"eevee could not run it: {exc}", -32000, 503))
-
-
-def call_params(body: bytes) -> dict[str, Any]:
-    """``user``, ``room`` and ``params`` of a call's JSON body (raises CallError, 400)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise CallError("the body is not JSON", -32700, 400) from None
-    if not isinstance(data, dict):
-        raise CallError("the body must be a JSON object", -32600, 400)
-    user = data.get("user")
-    if not isinstance(user, str) or not user.strip() or len(user) > _MAX_NAME:
-        raise CallError("A username must be supplied as 'user'", BAD_PARAMS, 400)
-    room = data.get("room_id")
-    if room is None or room == "":
-        room = user
-    if not isinstance(room, str) or len(room) > _MAX_NAME:
-        raise CallError("'room_id' must be a string", BAD_PARAMS, 400)
-    params = data.get("params") or {}
-    if not isinstance(params, dict):
-        raise CallError("'params' must be an object", BAD_PARAMS, 400)
-    return {"user": user.strip(), "room": room, "params": params}
+            self.log.warning("chatops call failed", method=name[:MAX_NAME], error=str(exc))
+            return _error(CallError(f"eevee could not run it: {exc}", SERVER_ERROR, 503))
 
 
 def make_app(verifier: Verifier, bridge: Bridge, log: FilteringBoundLogger) -> web.Application:

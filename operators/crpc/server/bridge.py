@@ -9,8 +9,9 @@ A call is said as a private ``chat.message`` of the platform ``crpc`` on
 ``{p}.chat.in.crpc.<network>.<room>``, with a message id of its own: the router applies its
 permissions, scopes and rate limits to ``crpc:<network>:<user>`` as to any chat user, and
 every reply (``chat.out`` on ``{p}.chat.out.crpc.<network>``) names that id in ``reply_to``.
-The answer is what arrives until ``quiet`` seconds pass without more, or nothing after
-``timeout`` seconds (a command that answers nothing).
+The answer is what arrives until ``quiet`` seconds pass without more (at most ``timeout``
+seconds after the first line), or nothing after ``timeout`` seconds (a command that answers
+nothing).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.bus.client import barrier
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.natsadapter import bus_error
 from eeveepy.bus.subscription import Subscription
 from eeveepy.protocol.models import (
     ChatMessage,
@@ -34,10 +38,11 @@ from eeveepy.protocol.models import (
     Envelope,
     OutgoingMessage,
 )
+from operators.router.permissions import in_scope
 from operators.router.registry import Registry
 
 from .settings import ServerSettings
-from .translate import Answer
+from .translate import Answer, Call
 
 __all__ = ["PLATFORM", "Bridge"]
 
@@ -79,6 +84,10 @@ class Bridge:
         ):
             self._subs.append(await self.ipc.subscribe(pattern, handler))
         await self.ipc.publish(s.command_sync(), CommandSync())
+        try:  # the subscriptions are live once start_server returns
+            await barrier(self.ipc.nc)
+        except nats.errors.Error as exc:
+            raise bus_error(exc, s.command_sync()) from None
 
     async def stop(self) -> None:
         """Unsubscribe (calls still waiting get no answer)."""
@@ -87,34 +96,49 @@ class Bridge:
             await sub.unsubscribe()
 
     def commands(self) -> list[CommandRegistration]:
-        """One registration per command, sorted by name."""
-        return self.registry.commands()
+        """One registration per command offered on the crpc platform, sorted by name."""
+        return [reg for reg in self.registry.commands() if self._offered(reg)]
 
     def lookup(self, name: str) -> CommandRegistration | None:
-        """The command named ``name`` (not an alias: the path is the name)."""
+        """The command named ``name`` (not an alias: the path is the name), if offered."""
         reg = self.registry.lookup(name)
-        return reg if reg is not None and reg.name == name else None
+        return reg if reg is not None and reg.name == name and self._offered(reg) else None
 
-    async def call(self, name: str, line: str, user: str, room: str) -> Answer | None:
-        """Say ``line`` (the command ``name`` and its arguments) as ``user`` in ``room``;
-        the replies, or None when none came within ``timeout``."""
+    def _offered(self, reg: CommandRegistration) -> bool:
+        """Whether ``reg``'s scope takes the crpc platform and network (rooms are the
+        router's to check: a room-scoped command works when called in its room)."""
+        scope = reg.scope.model_copy(update={"rooms": []})
+        probe = ChatMessage(
+            platform=PLATFORM,
+            network=self.settings.network,
+            room="",
+            user=ChatUser(id="", name=""),
+            text="",
+        )
+        return in_scope(scope, probe)
+
+    async def call(self, name: str, line: str, call: Call) -> Answer | None:
+        """Say ``line`` (the command ``name`` and its arguments) as ``call``'s user in its
+        room; the replies, or None when none came within ``timeout``."""
         s = self.settings
         message_id = f"crpc-{secrets.token_hex(12)}"
         pending = _Pending(frozenset(self.registry.operators(name)))
         self._pending[message_id] = pending
+        room = call.room
         try:
             msg = ChatMessage(
                 platform=PLATFORM,
                 network=s.network,
                 room=room,
-                user=ChatUser(id=user, name=user),
+                user=ChatUser(id=call.user, name=call.name),
                 text=line,
                 private=True,
                 message_id=message_id,
             )
             await self.ipc.publish(self.ipc.subjects.chat_in(PLATFORM, s.network, room), msg)
-            wait = s.timeout
-            while True:
+            loop = asyncio.get_running_loop()
+            wait, last = s.timeout, loop.time() + 2 * s.timeout
+            while wait > 0:
                 pending.arrived.clear()
                 try:
                     async with asyncio.timeout(wait):
@@ -123,7 +147,9 @@ class Bridge:
                     break
                 if pending.from_router:
                     break  # the router says one thing, then nothing more
-                wait = s.quiet
+                # more lines may follow, but not forever: at most `timeout` after the first
+                last = min(last, loop.time() + s.timeout)
+                wait = min(s.quiet, last - loop.time())
         finally:
             del self._pending[message_id]
         if not pending.texts:

@@ -38,6 +38,7 @@ class RunningServer:
     port: int
     _runner: web.AppRunner
     _bridge: Bridge
+    _stopped: bool = False
 
     @property
     def listing_url(self) -> str:
@@ -45,7 +46,11 @@ class RunningServer:
         return self.url + PATH
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop listening, end the calls in flight (bounded by ``timeout``), unsubscribe."""
+        """Stop listening, end the calls in flight (bounded by ``timeout``), unsubscribe.
+        Stopping again does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         try:
             async with asyncio.timeout(timeout):
                 await self._runner.cleanup()

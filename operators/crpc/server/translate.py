@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,19 +27,26 @@ __all__ = [
     "BAD_PARAMS",
     "METHOD_NOT_FOUND",
     "Answer",
+    "Call",
     "command_line",
     "listing",
     "method",
     "outcome",
+    "parse_call",
 ]
 
 ARGS: Final = "args"
 """The param holding a command's argument text."""
 
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
 METHOD_NOT_FOUND: Final = -32601
 BAD_PARAMS: Final = -32602
 NOT_AUTHORIZED: Final = -32800
 SERVER_ERROR: Final = -32000
+
+MAX_NAME: Final = 200
+"""Longest user, room or method name accepted."""
 
 _PARAM: Final = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _GROUP: Final = re.compile(r"\(\?P<([A-Za-z_][A-Za-z0-9_]*)>")
@@ -77,6 +85,43 @@ def listing(
         "methods": {reg.name: method(reg) for reg in regs},
         "version": "3",
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a call's body says: who, where, and the params."""
+
+    user: str
+    room: str
+    name: str
+    """How the user is shown: the ``mention_slug`` if given, else ``user``."""
+    params: Mapping[str, object]
+
+
+def parse_call(body: bytes) -> Call:
+    """The :class:`Call` in a POST body (unknown fields are dropped).
+
+    Raises :class:`CallError` (400) for a body that is not a JSON object, no ``user``, or a
+    ``room_id`` or ``params`` of the wrong type. Without ``room_id`` the room is the user."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise CallError("the body is not JSON", PARSE_ERROR, 400) from None
+    if not isinstance(data, dict):
+        raise CallError("the body must be a JSON object", INVALID_REQUEST, 400)
+    user = data.get("user")
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_NAME:
+        raise CallError("A username must be supplied as 'user'", BAD_PARAMS, 400)
+    user = user.strip()
+    room = data.get("room_id") or user
+    if not isinstance(room, str) or len(room) > MAX_NAME:
+        raise CallError(f"'room_id' must be a string of at most {MAX_NAME}", BAD_PARAMS, 400)
+    slug = data.get("mention_slug")
+    name = slug if isinstance(slug, str) and slug.strip() and len(slug) <= MAX_NAME else user
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise CallError("'params' must be an object", BAD_PARAMS, 400)
+    return Call(user, room, name.strip(), params)
 
 
 def _value(name: str, value: object) -> str | None:
