@@ -111,6 +111,8 @@ async def test_rpc_commands_checks_and_permissions(chat: CrpcChat, server: CrpcT
         f"Sorry, ops is already associated with {server.base}"
     )
     assert "Info for" in await chat.ask(f"!rpc debug {server.base}")
+    assert (await chat.ask(f"!rpc debug {other}")).startswith(f"I'm not polling {other}")
+    assert (await chat.ask(f"!rpc remove {other}")).startswith(f"I'm not polling {other}")
     assert "'deploy' as a prefix" in await chat.ask(f"!rpc set prefix {server.base} deploy")
     await chat.until("!deploy wcid x", "may deploy x")
     await chat.until("!ops wcid x", "unknown command `ops`")
