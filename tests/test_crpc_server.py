@@ -29,10 +29,12 @@ from hypothesis import given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.ipc import Ipc
-from eeveepy.errors import CallError, CrpcConfigError, SignatureError
-from eeveepy.protocol.models import (
+pytest.register_assert_rewrite("tests.irc_servers")  # before the import below
+
+from eeveepy.bus.client import BusConfig, barrier, connect  # noqa: E402
+from eeveepy.bus.ipc import Ipc  # noqa: E402
+from eeveepy.errors import CallError, CrpcConfigError, SignatureError  # noqa: E402
+from eeveepy.protocol.models import (  # noqa: E402
     ChatMessage,
     CommandInvocation,
     CommandRegistration,
@@ -41,13 +43,13 @@ from eeveepy.protocol.models import (
     Envelope,
     OutgoingMessage,
 )
-from operators.crpc import signing
-from operators.crpc.nonces import NonceCache
-from operators.crpc.server import RunningServer, ServerSettings, start_server
-from operators.crpc.server.run import public_keys
-from operators.crpc.server.translate import Answer, command_line, outcome, parse_call
-from tests.chat_system import ChatSystem
-from tests.irc_servers import make_cert
+from operators.crpc import signing  # noqa: E402
+from operators.crpc.nonces import NonceCache  # noqa: E402
+from operators.crpc.server import RunningServer, ServerSettings, start_server  # noqa: E402
+from operators.crpc.server.run import public_keys  # noqa: E402
+from operators.crpc.server.translate import Answer, command_line, outcome, parse_call  # noqa: E402
+from tests.chat_system import ChatSystem  # noqa: E402
+from tests.irc_servers import make_cert  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "crpc"
 BASES = ["http://old.host", "http://test.host/"]
