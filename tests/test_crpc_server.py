@@ -474,6 +474,30 @@ def test_the_replay_cache_keeps_nonces_twice_the_window_within_a_bound() -> None
         NonceCache(keep=60.0)
 
 
+def test_used_nonces_survive_a_restart_in_the_journal(tmp_path: Path) -> None:
+    now = [1000.0]
+    journal = tmp_path / "data" / "crpc-nonces"
+    first = NonceCache(keep=600.0, clock=lambda: now[0], journal=journal)
+    first.use("captured")
+    first.use("older")
+    now[0] += 300.0
+    second = NonceCache(keep=600.0, clock=lambda: now[0], journal=journal)  # a new process
+    with pytest.raises(SignatureError, match="already used"):
+        second.use("captured")
+    journal.write_text(journal.read_text() + "garbage\n\x00 nan\n", encoding="utf-8")
+    now[0] += 301.0  # both expired; the damaged lines are skipped
+    third = NonceCache(keep=600.0, clock=lambda: now[0], journal=journal)
+    assert len(third) == 0
+    third.use("captured")
+    assert len(journal.read_text().splitlines()) == 1  # rewritten with the live ones only
+    journal.unlink()
+    journal.mkdir()  # cannot be appended to: refused rather than run unrecorded
+    with pytest.raises(SignatureError, match="cannot record nonces"):
+        third.use("fresh")
+    with pytest.raises(CrpcConfigError, match="cannot read the journal"):
+        NonceCache(keep=600.0, journal=journal)
+
+
 def test_public_keys_from_the_environment() -> None:
     pem = (DATA / "alternate_public.pem").read_text()
     s = settings(public_key_file=None, public_key_env="CHATOPS_KEY", alt_public_key_file=None)

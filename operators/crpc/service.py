@@ -54,7 +54,9 @@ class CrpcService:
         )
         server = self.op.settings.server
         if server is not None:
-            self.server = await start_server(self.op.ipc, server, self.op.log)
+            self.server = await start_server(
+                self.op.ipc, server, self.op.log, data_dir=self.op.data_dir
+            )
         if not s.enabled:
             return
         self.client = Client(self.op, self.transport(s))

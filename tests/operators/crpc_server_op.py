@@ -26,7 +26,7 @@ def create() -> Operator[Settings]:
 
     @op.on_start
     async def start() -> None:
-        running.append(await start_server(op.ipc, op.settings.server, op.log))
+        running.append(await start_server(op.ipc, op.settings.server, op.log, data_dir=op.data_dir))
 
     @op.on_stop
     async def stop() -> None:

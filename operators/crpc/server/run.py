@@ -7,6 +7,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,7 +24,10 @@ from .auth import Verifier
 from .bridge import Bridge
 from .settings import ServerSettings
 
-__all__ = ["RunningServer", "start_server"]
+__all__ = ["NONCE_JOURNAL", "RunningServer", "start_server"]
+
+NONCE_JOURNAL = "crpc-nonces"
+"""The file of used nonces in the operator's data directory."""
 
 STOP_TIMEOUT = 5.0
 """Seconds :meth:`RunningServer.stop` takes at most."""
@@ -82,8 +86,12 @@ async def start_server(
     log: FilteringBoundLogger,
     *,
     environ: Mapping[str, str] = os.environ,
+    data_dir: Path | None = None,
 ) -> RunningServer:
     """Serve eevee's commands on ``settings.host``/``port`` through the connected ``ipc``.
+
+    ``data_dir`` (the operator's) keeps the journal of used nonces (``crpc-nonces``), so that
+    a request cannot be replayed across a restart; without it they are kept in memory only.
 
     Raises :class:`CrpcConfigError` when a key or the TLS files cannot be read or the address
     cannot be listened on; nothing is left running then."""
@@ -95,7 +103,9 @@ async def start_server(
         except (OSError, ssl.SSLError) as exc:
             raise CrpcConfigError(f"cannot load tls_cert / tls_key: {exc}") from None
     bridge = Bridge(ipc, settings, log)
-    verifier = Verifier(settings.base_urls, keys, NonceCache())
+    verifier = Verifier(
+        settings.base_urls, keys, NonceCache(journal=data_dir / NONCE_JOURNAL if data_dir else None)
+    )
     runner = web.AppRunner(make_app(verifier, bridge, log), access_log=None, shutdown_timeout=1.0)
     await bridge.start()
     try:
