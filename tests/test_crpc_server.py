@@ -309,6 +309,18 @@ async def test_commands_scoped_to_other_platforms_are_not_listed(rpc: Rpc) -> No
     assert (status, body["error"]["code"]) == (404, -32601)
 
 
+async def test_the_serving_operators_own_commands_are_not_served(rpc: Rpc) -> None:
+    await _listing(rpc)
+    mine = CommandRegistration(operator="crpc", name="mine", usage="!mine")  # the server's id
+    other = CommandRegistration(operator="otherop", name="theirs", usage="!theirs")
+    for reg in (mine, other):
+        await rpc.system.io.publish(rpc.system.subjects.command_register(), reg)
+    await barrier(rpc.system.io.nc)
+    assert "mine" not in await _methods(rpc, "theirs")
+    status, body = await rpc.call("mine", user="alice")
+    assert (status, body["error"]["code"]) == (404, -32601)
+
+
 Serve = Callable[[Envelope[CommandInvocation]], Awaitable[CommandResult | None]]
 
 

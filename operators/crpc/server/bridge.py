@@ -106,7 +106,11 @@ class Bridge:
 
     def _offered(self, reg: CommandRegistration) -> bool:
         """Whether ``reg``'s scope takes the crpc platform and network (rooms are the
-        router's to check: a room-scoped command works when called in its room)."""
+        router's to check: a room-scoped command works when called in its room), and it is
+        not this operator's own: its ``rpc`` and the prefixes of the endpoints it calls are
+        not served back (a client calling them would reach itself in a loop)."""
+        if reg.operator == self.ipc.source:
+            return False
         scope = reg.scope.model_copy(update={"rooms": []})
         probe = ChatMessage(
             platform=PLATFORM,
