@@ -99,6 +99,12 @@ class ChatMessage(Body):
     private: bool = Field(default=False, description="Sent to the bot alone, not to a room.")
     mentioned: bool = Field(default=False, description="The text mentions the bot by name.")
     message_id: str | None = Field(default=None, description="Platform message id, if any.")
+    reply_to: str | None = Field(
+        default=None, description="Platform id of the message this one answers, if it says."
+    )
+    thread: str | None = Field(
+        default=None, description="Platform id of the thread it is in (Matrix: the root event)."
+    )
 
 
 class ChatEventType(StrEnum):
@@ -182,6 +188,16 @@ class CommandRegistration(Body):
     permission: str | None = Field(default=None, description="Permission (group) required.")
     rate_limit: RateLimit | None = None
     scope: CommandScope = Field(default_factory=CommandScope)
+
+
+class CommandUnregistration(Body):
+    """An operator stops offering a command it registered (on its own
+    ``command.register.<id>``); the router forgets that registration."""
+
+    KIND: ClassVar[str] = "command.unregister"
+
+    operator: str = Field(description="Operator id that registered the command.")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
 
 
 class CommandInvocation(Body):
@@ -455,6 +471,7 @@ BODY_MODELS: tuple[type[Body], ...] = (
     ChatEvent,
     OutgoingMessage,
     CommandRegistration,
+    CommandUnregistration,
     CommandInvocation,
     CommandResult,
     CommandSync,
