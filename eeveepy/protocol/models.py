@@ -20,6 +20,9 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from eeveepy.protocol.status import Health as Health
+from eeveepy.protocol.status import OperatorStatus as OperatorStatus
+
 PROTOCOL_VERSION = 1
 
 _MODEL_CONFIG = ConfigDict(frozen=True, extra="ignore", ser_json_timedelta="float")
@@ -328,13 +331,6 @@ class Ping(Body):
     KIND: ClassVar[str] = "ping"
 
 
-class Health(StrEnum):
-    """Whether an operator does its job fully (``ok``) or only partly (``degraded``)."""
-
-    OK = "ok"
-    DEGRADED = "degraded"
-
-
 MAX_PROBLEM_LENGTH = 500
 """Longest ``problem`` text in a :class:`Pong` (longer ones are cut)."""
 
@@ -365,30 +361,6 @@ class Ready(Body):
 
     operator: str
     pid: int
-
-
-class OperatorStatus(BaseModel):
-    """One operator as the supervisor sees it."""
-
-    model_config = _MODEL_CONFIG
-
-    id: str
-    state: str
-    pid: int | None = None
-    restarts: int = 0
-    uptime_s: float | None = None
-    rss_bytes: int | None = None
-    cpu_percent: float | None = None
-    ping_ms: float | None = None
-    message: str = ""
-    health: Health | None = Field(
-        default=None, description="As the operator's last pong said; null: not reported."
-    )
-    problem: str = Field(default="", description="The operator's problem, when degraded.")
-    host: str = Field(default="", description="The supervisor that runs it (or stands by).")
-    standby: bool = Field(
-        default=False, description="Stopped, ready to take over from the supervisor running it."
-    )
 
 
 class SupervisorStatus(Body):
