@@ -64,8 +64,12 @@ class Outcome:
 
     @property
     def failover_s(self) -> float:
-        """From the supervisor's death to the first command answered again being sent."""
-        back = self.answered_after(self.supervisor_killed)
+        """From the supervisor's death to the first command answered again being sent.
+
+        The operators die a moment after their supervisor (they follow their parent), and
+        may still answer what they had read: the search starts :data:`SLACK` after the kill,
+        long before a standby could take over (half the lease TTL at least)."""
+        back = self.answered_after(self.supervisor_killed + SLACK)
         return (back if back is not None else float("inf")) - self.supervisor_killed
 
 
@@ -154,7 +158,7 @@ async def run(
         await _until(lambda: running(b, "irc.clu"), 4 * LEASE_TTL, "b to run the connector")
         out.took_over = time.monotonic()
         await _until(lambda: not any(alive(p) for p in a_tree[1:]), 10, "a's operators to die")
-        while out.answered_after(out.supervisor_killed) is None:
+        while out.answered_after(out.supervisor_killed + SLACK) is None:
             _count(client, out)
             if time.monotonic() - out.supervisor_killed > 6 * LEASE_TTL:
                 break
