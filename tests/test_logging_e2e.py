@@ -90,50 +90,64 @@ def test_python_and_bash_logs_reach_eevee_logs(make_system: MakeSystem, tmp_path
     assert not (files / "made-up.jsonl").exists()
 
 
+class Follower:
+    """``eevee logs -f --json -o ID -n LINES`` in the background; its records read by a thread
+    (a blocking read in the test would hang it when nothing comes)."""
+
+    def __init__(self, system: System, op_id: str, lines: int) -> None:
+        argv = [str(Path(sys.executable).parent / "eevee"), "-c", str(system.config), "logs"]
+        self.proc = subprocess.Popen(
+            [*argv, "-f", "--json", "-o", op_id, "-n", str(lines)],
+            env=system.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.shown: list[dict[str, Any]] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        out = self.proc.stdout
+        assert out is not None
+
+        def read() -> None:
+            for line in out:
+                self._lines.put(line)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def hello_from(self, pid: int) -> bool:
+        """Whether the chatty operator's greeting from ``pid`` has been shown (reads what came)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.shown.append(json.loads(self._lines.get(timeout=0.2)))
+        return any(
+            e["body"]["event"] == "hello from python" and e["body"]["fields"].get("pid") == pid
+            for e in self.shown
+        )
+
+    def stop(self) -> str:
+        """Interrupt it (bounded); its stderr."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return str(err)
+
+
 def test_follow_sees_a_restarted_operator(make_system: MakeSystem) -> None:
     system = make_system().write({"chatty": python_op(CHATTY)})
     system.up("chatty")
     first = system.op("chatty")["pid"]
-    follower = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "eevee"),
-            "-c",
-            str(system.config),
-            "logs",
-            "-f",
-            "--json",
-            "--operator",
-            "chatty",
-            "--lines",
-            "0",
-        ],
-        env=system.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    follower = Follower(system, "chatty", 0)
     try:
         time.sleep(1.0)  # the follower is subscribed
         os.kill(first, signal.SIGKILL)
         system.wait_op("chatty", lambda s: s["state"] == "RUNNING" and s["pid"] != first)
         second = system.op("chatty")["pid"]
-        assert follower.stdout is not None
-        deadline = time.monotonic() + 15
-        seen = False
-        while time.monotonic() < deadline and not seen:
-            line = follower.stdout.readline()
-            if not line:
-                break
-            body = json.loads(line)["body"]
-            seen = body["event"] == "hello from python" and body["fields"].get("pid") == second
-        assert seen, "the restarted operator's event did not reach `eevee logs -f`"
+        wait_for(lambda: follower.hello_from(second), 15, what="the restarted operator's event")
     finally:
-        follower.send_signal(signal.SIGINT)
-        try:
-            follower.wait(5)
-        except subprocess.TimeoutExpired:
-            follower.kill()
-            follower.wait()
+        follower.stop()
 
 
 def test_follow_survives_a_restart_of_eevee(make_system: MakeSystem) -> None:
@@ -142,52 +156,20 @@ def test_follow_survives_a_restart_of_eevee(make_system: MakeSystem) -> None:
     system = make_system().write({"chatty": python_op(CHATTY)})
     system.up("chatty")
     first = system.op("chatty")["pid"]
-    eevee = str(Path(sys.executable).parent / "eevee")
-    follower = subprocess.Popen(
-        [eevee, "-c", str(system.config), "logs", "-f", "--json", "-o", "chatty", "-n", "5"],
-        env=system.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    out = follower.stdout
-    assert out is not None
-
-    def read() -> None:
-        for line in out:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    shown: list[dict[str, Any]] = []
-
-    def shown_event(pid: int) -> bool:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                shown.append(json.loads(lines.get(timeout=0.2)))
-        return any(
-            e["body"]["event"] == "hello from python" and e["body"]["fields"].get("pid") == pid
-            for e in shown
-        )
-
+    follower = Follower(system, "chatty", 5)
     try:
-        wait_for(lambda: shown_event(first), 15, what="the first event in `eevee logs -f`")
+        wait_for(lambda: follower.hello_from(first), 15, what="the first event")
         system.stop()
         system.proc = None
         time.sleep(1.5)  # the follower notices and waits
-        assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+        assert follower.proc.poll() is None, follower.stop()
         system.up("chatty")
         second = system.op("chatty")["pid"]
-        wait_for(lambda: shown_event(second), 20, what="the new system's event after the restart")
-        ids = [e["id"] for e in shown]
+        wait_for(lambda: follower.hello_from(second), 20, what="the event after the restart")
+        ids = [e["id"] for e in follower.shown]
         assert len(ids) == len(set(ids)), "a record was shown twice"
     finally:
-        follower.send_signal(signal.SIGINT)
-        try:
-            _, err = follower.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            follower.kill()
-            _, err = follower.communicate()
+        err = follower.stop()
     assert "waiting for eevee to come back" in err, err
     assert "connected again" in err, err
 
