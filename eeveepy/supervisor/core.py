@@ -344,7 +344,7 @@ class Supervisor:
 
     async def _start_leases(self, bus: Bus) -> None:
         self._host.leases = await Leases.open(
-            bus.nc.jetstream(),
+            bus.nc,
             bucket_name(self.config.prefix),
             self.name,
             self.config.supervisor.lease_ttl,
