@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -151,6 +152,10 @@ class Supervisor:
         self._lock.acquire(self.config.source)
         if any(op.module and op.enabled for op in self.config.operators.values()):
             self._host.launcher.warm()  # the fork server preloads while the bus starts
+        # What is imported by now lives as long as we do: out of the collector's sight, a full
+        # collection no longer walks it (one took 0.1-0.4 s at 200 operators, every minute).
+        gc.collect()
+        gc.freeze()
         self._bus = bus = await start_bus(
             self.config,
             name=self.name,
@@ -161,6 +166,7 @@ class Supervisor:
             log=self._log,
         )
         self._host.start_shipping(bus.ipc)
+        self._host.start_pings(bus.ipc)
         if bus.server is not None:
             self._host.credentials = self._fresh_secret
         await self._start_leases(bus)
@@ -305,6 +311,7 @@ class Supervisor:
             await cancel_and_wait(task)
         if self._host.leases is not None:
             await self._host.leases.stop()
+        await self._host.stop_pings()
         await self._host.stop_shipping()
         bus, self._bus = self._bus, None
         if bus is not None:

@@ -29,7 +29,7 @@ from eeveepy.errors import BusError
 from eeveepy.paths import OperatorPaths
 from eeveepy.protocol.models import Control, ControlAction, ControlResult, OperatorStatus
 from eeveepy.supervisor.host import ProcessHost
-from eeveepy.supervisor.pings import Pinger, until_next_tick
+from eeveepy.supervisor.pings import Pinger
 from eeveepy.supervisor.restarts import Restarts
 from eeveepy.supervisor.spawn import Child, OutputRelay, track, usage, write_settings
 from eeveepy.supervisor.states import RESTING, Outcome, ProcessState
@@ -78,6 +78,8 @@ class OperatorProcess:
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Collection[ProcessState], asyncio.Future[None]]] = []
         self._termed: int | None = None  # the pid already sent SIGTERM
+        self._hung = False
+        self._watched = False  # pinged by the host
         self.write_settings()
 
     # -- control (called by the supervisor) ------------------------------------------------
@@ -130,6 +132,9 @@ class OperatorProcess:
             self._env = env
         self._policy.reconfigure(cfg)
         self.write_settings()
+        if self._watched:  # the new ping interval and limits from the next round
+            self._host.unwatch(self._pings)
+            self._host.watch(self._pings, cfg, self._on_hung)
 
     def write_settings(self) -> None:
         """Write the settings file the operator re-reads on SIGHUP."""
@@ -317,36 +322,33 @@ class OperatorProcess:
         return await self._supervise(exited)
 
     async def _supervise(self, exited: asyncio.Future[Any]) -> Outcome:
-        self._pings.missed = 0
-        while True:
-            if not self._want_running or self._restart_requested:
-                await self._terminate(self.cfg.stop_timeout)
-                return Outcome.REQUESTED
-            self._wake.clear()
-            woken = await self._woken_or(exited, timeout=until_next_tick(self.cfg.ping_interval))
-            if exited.done():
-                return Outcome.EXITED
-            if woken or not self._want_running or self._restart_requested:
-                continue  # a stop or restart request: handled at the top of the loop
-            ping = self._pings.send(self.cfg)
-            self._wake.clear()
-            await self._woken_or(exited, ping)
-            if exited.done():
-                ping.cancel()
-                return Outcome.EXITED
-            if not ping.done():  # a stop or restart request: handled at the top of the loop
-                ping.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ping
-                continue
-            self._pings.answered(ping, counts=self._host.bus.settled())
-            if self._pings.missed >= self.cfg.max_missed_pings:
-                missed = self._pings.missed
-                self._log.error("hung: restarting", missed=missed)
-                await self._terminate(self.cfg.stop_timeout)
-                # After _terminate: its STOPPING state would clear the message.
-                self.message = f"hung: {missed} pings missed"
-                return Outcome.HUNG
+        self._hung = False
+        self._host.watch(self._pings, self.cfg, self._on_hung)
+        self._watched = True
+        try:
+            while True:
+                if not self._want_running or self._restart_requested:
+                    await self._terminate(self.cfg.stop_timeout)
+                    return Outcome.REQUESTED
+                if self._hung:
+                    missed = self._pings.missed
+                    self._log.error("hung: restarting", missed=missed)
+                    await self._terminate(self.cfg.stop_timeout)
+                    # After _terminate: its STOPPING state would clear the message.
+                    self.message = f"hung: {missed} pings missed"
+                    return Outcome.HUNG
+                self._wake.clear()
+                await self._woken_or(exited)
+                if exited.done():
+                    return Outcome.EXITED
+        finally:
+            self._watched = False
+            self._host.unwatch(self._pings)
+
+    def _on_hung(self) -> None:
+        """The pings say it hangs: the lifecycle restarts it."""
+        self._hung = True
+        self._wake.set()
 
     async def _after(self, outcome: Outcome) -> None:
         proc = self._proc
