@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -48,6 +49,8 @@ PRELOAD = (
     "eeveepy.protocol.models",
 )
 MAX_FDS = 2
+_BOOT = "import gc; gc.disable(); from eeveepy.supervisor.forkserver import main; main()"
+"""The server's command: the collector off before the first import (see :func:`_serve`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +61,11 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
     for name in preload:
         with contextlib.suppress(Exception):  # the child reports import errors itself
             importlib.import_module(name)
+    # Out of the collector's sight: a collection in a child would otherwise write to every
+    # preloaded object's header, and copy each page the children share. (No collection
+    # first: the collector is off since start-up, so what it would free leaves no holes for
+    # the children's new objects to fill, page by shared page.)
+    gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
@@ -133,6 +141,7 @@ def _child(
 ) -> None:  # pragma: no cover - child
     code = 1
     try:
+        gc.enable()
         os.setsid()
         if tie is not None:
             tie()
@@ -201,7 +210,7 @@ def _findable(module: str) -> bool:  # pragma: no cover - child
 
 
 def main() -> None:  # pragma: no cover - child
-    """The server process: ``python -m eeveepy.supervisor.forkserver FD [MODULE...]``."""
+    """The server process: ``python -c _BOOT FD [MODULE...]`` (or ``-m`` this module)."""
     fd = int(sys.argv[1])
     set_title("eevee: fork server")
     sock = socket.socket(fileno=fd)
@@ -270,13 +279,7 @@ class ForkServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
-                [
-                    sys.executable,
-                    "-m",
-                    "eeveepy.supervisor.forkserver",
-                    str(theirs.fileno()),
-                    *self.preload,
-                ],
+                [sys.executable, "-c", _BOOT, str(theirs.fileno()), *self.preload],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
