@@ -57,6 +57,27 @@ async def test_child_runs_module_with_env_path_output_and_exit_code(
     assert child.pid != os.getpid()
 
 
+async def test_the_server_leaves_out_what_operators_do_not_share_but_a_child_may_import_it(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    """The server holds neither aiohttp nor Twisted (nats-py's websockets and structlog's
+    Twisted support are not used), a child still imports them (the Matrix connector does),
+    and what it preloaded is frozen out of the collector's sight."""
+    write_module(
+        tmp_path / "mods",
+        "fs_unused",
+        "import gc, sys\n"
+        "print(sorted(m for m in ('aiohttp', 'twisted') if sys.modules.get(m)), flush=True)\n"
+        "import aiohttp\n"
+        "print(aiohttp.__name__, gc.isenabled(), gc.get_freeze_count() > 10000, flush=True)\n",
+    )
+    child = await server.spawn("fs_unused", [], {"PYTHONPATH": str(tmp_path / "mods")})
+    assert child.stdout is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert out.decode() == "[]\naiohttp True True\n"
+
+
 async def test_killed_child_reports_the_signal(server: ForkServer, tmp_path: Path) -> None:
     write_module(tmp_path / "mods", "fs_sleep", "import time\ntime.sleep(60)\n")
     env = {"PYTHONPATH": str(tmp_path / "mods")}

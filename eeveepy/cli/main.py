@@ -54,6 +54,9 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from eeveepy.supervisor.unused import skip_unused
+
+    skip_unused()  # before the supervisor imports nats-py and structlog
     from eeveepy.config import load_config
     from eeveepy.logs.setup import configure_supervisor_logging
     from eeveepy.supervisor.core import Supervisor

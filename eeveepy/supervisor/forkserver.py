@@ -41,6 +41,7 @@ from eeveepy.aio import die_with_parent
 from eeveepy.errors import ForkServerError
 from eeveepy.runtime.contract import ENV_OPERATOR_ID
 from eeveepy.runtime.title import operator_title, set_title
+from eeveepy.supervisor.unused import allow_unused
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -49,8 +50,12 @@ PRELOAD = (
     "eeveepy.protocol.models",
 )
 MAX_FDS = 2
-_BOOT = "import gc; gc.disable(); from eeveepy.supervisor.forkserver import main; main()"
-"""The server's command: the collector off before the first import (see :func:`_serve`)."""
+_BOOT = (
+    "import gc; gc.disable(); from eeveepy.supervisor.unused import skip_unused; skip_unused();"
+    " from eeveepy.supervisor.forkserver import main; main()"
+)
+"""The server's command: the collector off before the first import (see :func:`_serve`),
+integrations no operator needs from the server left out (:mod:`~eeveepy.supervisor.unused`)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +147,7 @@ def _child(
     code = 1
     try:
         gc.enable()
+        allow_unused()  # the operator may import them itself
         os.setsid()
         if tie is not None:
             tie()
