@@ -66,6 +66,7 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
     for name in preload:
         with contextlib.suppress(Exception):  # the child reports import errors itself
             importlib.import_module(name)
+    built = _prebuild()  # noqa: F841 - held for the server's life: the children find them built
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
@@ -103,6 +104,19 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
                 _spawn(sock, rfd, wfd, request, child_fds)
             for fd in pending:
                 os.close(fd)
+
+
+def _prebuild() -> list[object]:  # pragma: no cover - child
+    """Build what each child would build again on its first subscriptions: the validator of
+    every envelope kind (pydantic makes ``Envelope[Body]`` on first use, ~15 ms each, and
+    keeps it only while it is used: hence the list)."""
+    try:
+        from eeveepy.protocol.codec import EnvelopeDecoder
+        from eeveepy.protocol.models import BODY_MODELS
+
+        return [EnvelopeDecoder(model) for model in BODY_MODELS]
+    except Exception:  # the children build them (and say what is wrong) themselves
+        return []
 
 
 def _reap(sock: socket.socket) -> None:  # pragma: no cover - child
