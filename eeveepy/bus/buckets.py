@@ -9,6 +9,7 @@ would use), and an operator may only use its own (see :mod:`eeveepy.bus.permissi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from nats.js.client import JetStreamContext
@@ -23,16 +24,20 @@ __all__ = ["ensure_buckets"]
 async def ensure_buckets(
     js: JetStreamContext, operator_ids: Iterable[str], log: FilteringBoundLogger
 ) -> None:
-    """Make sure each operator of ``operator_ids`` has its bucket; failures are logged (the
-    operator then says so itself when it needs the bucket)."""
-    for op_id in operator_ids:
-        bucket = kv_bucket_name(op_id)
+    """Make sure each operator of ``operator_ids`` has its bucket, all at once (hundreds of
+    operators, one after the other, held up the start by a round trip or two each); failures
+    are logged (the operator then says so itself when it needs the bucket)."""
+    await asyncio.gather(*(_ensure(js, op_id, log) for op_id in operator_ids))
+
+
+async def _ensure(js: JetStreamContext, op_id: str, log: FilteringBoundLogger) -> None:
+    bucket = kv_bucket_name(op_id)
+    try:
         try:
-            try:
-                await js.key_value(bucket)
-            except NotFoundError:
-                await js.create_key_value(bucket=bucket)
-        except BadRequestError:  # made meanwhile (another supervisor, the operator itself)
-            continue
-        except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
-            log.warning("cannot make an operator's key-value bucket", bucket=bucket, error=str(exc))
+            await js.key_value(bucket)
+        except NotFoundError:
+            await js.create_key_value(bucket=bucket)
+    except BadRequestError:  # made meanwhile (another supervisor, the operator itself)
+        return
+    except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
+        log.warning("cannot make an operator's key-value bucket", bucket=bucket, error=str(exc))

@@ -423,7 +423,6 @@ class Supervisor:
     def _add(self, cfg: OperatorConfig) -> None:
         assert self._bus is not None
         paths = self.paths.operator(cfg.id)
-        paths.data_dir.mkdir(parents=True, exist_ok=True)
         proc = OperatorProcess(
             cfg, ipc=self._bus.ipc, host=self._host, paths=paths, env=self._env_for(cfg, paths)
         )

@@ -80,7 +80,6 @@ class OperatorProcess:
         self._termed: int | None = None  # the pid already sent SIGTERM
         self._hung = False
         self._watched = False  # pinged by the host
-        self.write_settings()
 
     # -- control (called by the supervisor) ------------------------------------------------
 
@@ -139,6 +138,12 @@ class OperatorProcess:
     def write_settings(self) -> None:
         """Write the settings file the operator re-reads on SIGHUP."""
         write_settings(self.paths.settings_file, self.cfg.settings)
+
+    def _prepare(self) -> None:
+        """The data directory and the settings file, before each start (in a thread: at
+        hundreds of operators the disk held up the supervisor's start)."""
+        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.write_settings()
 
     def mark_ready(self, pid: int) -> None:
         """Process ``pid`` announced it is ready (it may beat the spawn call's return)."""
@@ -380,6 +385,7 @@ class OperatorProcess:
             self.restarts += 1
 
     async def _spawn(self) -> None:
+        await asyncio.to_thread(self._prepare)
         proc = await self._host.spawn(self.cfg, self._env, self.paths.cache_dir, self._log)
         self._proc = proc
         self.pid = proc.pid
@@ -392,6 +398,7 @@ class OperatorProcess:
         self._log.info("spawned", pid=proc.pid, argv=self.cfg.argv())
 
     async def _terminate(self, timeout: float) -> None:
+        self._host.unwatch(self._pings)  # a process on its way out owes no answers
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
