@@ -50,10 +50,14 @@ class Replies:
     ) -> asyncio.Future[bytes]:
         """Publish a request; the future holds the reply's payload, or fails with
         :class:`RequestTimeoutError`, :class:`NoRespondersError` or another
-        :class:`~eeveepy.errors.BusError`. Cancel it to stop waiting."""
+        :class:`~eeveepy.errors.BusError`. Cancel it to stop waiting. Raises a
+        :class:`~eeveepy.errors.BusError` when the replies cannot be subscribed to."""
         if self._sub is None:
             self._prefix = self._nc.new_inbox()
-            self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_msg)
+            try:
+                self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_msg)
+            except nats.errors.Error as exc:
+                raise bus_error(exc, self._prefix + ".*") from None
             add_fast_path(self._nc, self._sub, self._on_reply)
         loop = asyncio.get_running_loop()
         reply = f"{self._prefix}.{next(self._count)}"
