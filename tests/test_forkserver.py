@@ -16,6 +16,7 @@ import structlog
 from eeveepy.config import OperatorConfig
 from eeveepy.errors import ForkServerError
 from eeveepy.supervisor.forkserver import ForkServer
+from eeveepy.supervisor.prefork import prefork
 from eeveepy.supervisor.spawn import Launcher
 
 
@@ -177,3 +178,33 @@ async def test_children_die_with_the_server(tmp_path: Path) -> None:
         raise AssertionError(f"child {child.pid} outlived the fork server")
     with pytest.raises(ForkServerError):
         await fs.spawn("fs_sleep2", [], {})
+
+
+async def test_a_server_forked_from_the_supervisor_is_taken_over(tmp_path: Path) -> None:
+    """``eevee up`` forks its fork server before anything runs (it shares the supervisor's
+    pages): the launcher takes it over, its children run modules found in their working
+    directory as under a fresh server, and stopping it reaps it."""
+    forked = prefork()
+    assert forked is not None
+    server = ForkServer()
+    await server.start(forked=forked)
+    try:
+        assert "eevee: fork server" in " ".join(psutil.Process(forked.process.pid).cmdline())
+        write_module(tmp_path, "fs_here", "import os\nprint('here', os.environ['PROBE'])\n")
+        child = await server.spawn("fs_here", [], {"PROBE": "yes"}, cwd=str(tmp_path))
+        assert child.stdout is not None
+        out = await asyncio.wait_for(child.stdout.read(), 10)
+        assert child.stderr is not None
+        err = await asyncio.wait_for(child.stderr.read(), 10)
+        assert (await asyncio.wait_for(child.wait(), 10), out.decode(), err.decode()) == (
+            0,
+            "here yes\n",
+            "",
+        )
+    finally:
+        await server.stop()
+    assert forked.process.poll() is not None
+    unused = prefork()  # one nobody takes over ends with close()
+    assert unused is not None
+    unused.close()
+    assert unused.process.returncode is not None

@@ -60,6 +60,7 @@ from eeveepy.supervisor.control import SUPERVISOR_HEADER, apply, serve_requests
 from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
 from eeveepy.supervisor.lock import StateDirLock
+from eeveepy.supervisor.prefork import PreForked
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
@@ -71,7 +72,9 @@ __all__ = ["SUPERVISOR_HEADER", "EeveeError", "Supervisor", "read_state"]
 class Supervisor:
     """Runs the bus and the operators of one configuration."""
 
-    def __init__(self, config: Config, *, name: str | None = None) -> None:
+    def __init__(
+        self, config: Config, *, name: str | None = None, forked: PreForked | None = None
+    ) -> None:
         self.config = config
         self.name = name or config.supervisor.name or f"{socket.gethostname()}-{os.getpid()}"
         self.paths: Paths = config.resolved_paths()
@@ -84,7 +87,7 @@ class Supervisor:
         self._started_once: set[str] = set()  # operators whose first secret was handed out
         self._synced: dict[str, OperatorConfig] = dict(config.operators)  # the server's users
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
-        launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
+        launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log, forked=forked)
         self._host = SupervisorHost(self._watch, launcher)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()

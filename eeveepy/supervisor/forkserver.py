@@ -33,7 +33,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -42,6 +42,9 @@ from eeveepy.errors import ForkServerError
 from eeveepy.runtime.contract import ENV_OPERATOR_ID
 from eeveepy.runtime.title import operator_title, set_title
 from eeveepy.supervisor.unused import allow_unused
+
+if TYPE_CHECKING:
+    from eeveepy.supervisor.prefork import ForkedProcess, PreForked
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -54,7 +57,7 @@ _BOOT = (
     "import gc; gc.disable(); from eeveepy.supervisor.unused import skip_unused; skip_unused();"
     " from eeveepy.supervisor.forkserver import main; main()"
 )
-"""The server's command: the collector off before the first import (see :func:`_serve`),
+"""The server's command: the collector off before the first import (see :func:`serve`),
 integrations no operator needs from the server left out (:mod:`~eeveepy.supervisor.unused`)."""
 
 
@@ -62,7 +65,8 @@ integrations no operator needs from the server left out (:mod:`~eeveepy.supervis
 # The server process
 
 
-def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
+def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
+    """Be the fork server on ``sock`` (never returns): preload, then fork on request."""
     for name in preload:
         with contextlib.suppress(Exception):  # the child reports import errors itself
             importlib.import_module(name)
@@ -234,7 +238,7 @@ def main() -> None:  # pragma: no cover - child
     fd = int(sys.argv[1])
     set_title("eevee: fork server")
     sock = socket.socket(fileno=fd)
-    _serve(sock, [*PRELOAD, *sys.argv[2:]])
+    serve(sock, [*PRELOAD, *sys.argv[2:]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +276,7 @@ class ForkServer:
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
         self.preload = list(preload)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self._sock: socket.socket | None = None
         self._buf = b""
         self._next = 0
@@ -294,19 +298,23 @@ class ForkServer:
         """True while children it forked run (or are being forked)."""
         return bool(self._children or self._pending)
 
-    async def start(self, timeout: float = 15.0) -> None:
-        """Start the server and wait (bounded) until its preloading is done."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
-                [sys.executable, "-c", _BOOT, str(theirs.fileno()), *self.preload],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
-        finally:
-            theirs.close()
+    async def start(self, timeout: float = 15.0, *, forked: PreForked | None = None) -> None:
+        """Start the server (or take over ``forked``, see :mod:`~.prefork`) and wait
+        (bounded) until its preloading is done."""
+        if forked is not None:
+            self._proc, ours = forked.process, forked.sock
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
+                    [sys.executable, "-c", _BOOT, str(theirs.fileno()), *self.preload],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),
+                )
+            finally:
+                theirs.close()
         ours.setblocking(False)
         self._sock = ours
         loop = asyncio.get_running_loop()
