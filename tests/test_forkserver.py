@@ -16,6 +16,7 @@ import structlog
 from eeveepy.config import OperatorConfig
 from eeveepy.errors import ForkServerError
 from eeveepy.supervisor.forkserver import ForkServer
+from eeveepy.supervisor.prefork import prefork
 from eeveepy.supervisor.spawn import Launcher
 
 
@@ -55,6 +56,27 @@ async def test_child_runs_module_with_env_path_output_and_exit_code(
     assert out.decode() == "out yes __main__\n"
     assert err.decode() == f"err {child.pid}\n"
     assert child.pid != os.getpid()
+
+
+async def test_the_server_leaves_out_what_operators_do_not_share_but_a_child_may_import_it(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    """The server holds neither aiohttp nor Twisted (nats-py's websockets and structlog's
+    Twisted support are not used), a child still imports them (the Matrix connector does),
+    and what it preloaded is frozen out of the collector's sight."""
+    write_module(
+        tmp_path / "mods",
+        "fs_unused",
+        "import gc, sys\n"
+        "print(sorted(m for m in ('aiohttp', 'twisted') if sys.modules.get(m)), flush=True)\n"
+        "import aiohttp\n"
+        "print(aiohttp.__name__, gc.isenabled(), gc.get_freeze_count() > 10000, flush=True)\n",
+    )
+    child = await server.spawn("fs_unused", [], {"PYTHONPATH": str(tmp_path / "mods")})
+    assert child.stdout is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert out.decode() == "[]\naiohttp True True\n"
 
 
 async def test_killed_child_reports_the_signal(server: ForkServer, tmp_path: Path) -> None:
@@ -156,3 +178,33 @@ async def test_children_die_with_the_server(tmp_path: Path) -> None:
         raise AssertionError(f"child {child.pid} outlived the fork server")
     with pytest.raises(ForkServerError):
         await fs.spawn("fs_sleep2", [], {})
+
+
+async def test_a_server_forked_from_the_supervisor_is_taken_over(tmp_path: Path) -> None:
+    """``eevee up`` forks its fork server before anything runs (it shares the supervisor's
+    pages): the launcher takes it over, its children run modules found in their working
+    directory as under a fresh server, and stopping it reaps it."""
+    forked = prefork()
+    assert forked is not None
+    server = ForkServer()
+    await server.start(forked=forked)
+    try:
+        assert "eevee: fork server" in " ".join(psutil.Process(forked.process.pid).cmdline())
+        write_module(tmp_path, "fs_here", "import os\nprint('here', os.environ['PROBE'])\n")
+        child = await server.spawn("fs_here", [], {"PROBE": "yes"}, cwd=str(tmp_path))
+        assert child.stdout is not None
+        out = await asyncio.wait_for(child.stdout.read(), 10)
+        assert child.stderr is not None
+        err = await asyncio.wait_for(child.stderr.read(), 10)
+        assert (await asyncio.wait_for(child.wait(), 10), out.decode(), err.decode()) == (
+            0,
+            "here yes\n",
+            "",
+        )
+    finally:
+        await server.stop()
+    assert forked.process.poll() is not None
+    unused = prefork()  # one nobody takes over ends with close()
+    assert unused is not None
+    unused.close()
+    assert unused.process.returncode is not None

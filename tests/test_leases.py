@@ -30,7 +30,7 @@ async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
 
 async def open_leases(nc: NatsClient, lost: list[str]) -> Leases:
     return await Leases.open(
-        nc.jetstream(),
+        nc,
         "leases_" + uuid.uuid4().hex[:10],
         "me",
         30.0,
@@ -92,15 +92,13 @@ async def test_a_rival_never_takes_a_lease_held_at_scale(nc: NatsClient, nats_ur
     bucket = "leases_" + uuid.uuid4().hex[:10]
     ttl = 1.5
     log = structlog.get_logger("test")
-    mine = await Leases.open(
-        nc.jetstream(), bucket, "me", ttl, fresh=True, log=log, on_lost=lost.append
-    )
+    mine = await Leases.open(nc, bucket, "me", ttl, fresh=True, log=log, on_lost=lost.append)
     rival_nc = await connect(BusConfig(url=nats_url), name="test-leases-rival")
     stop = asyncio.Event()
     busy = asyncio.ensure_future(busy_loop(stop, 0.004))
     try:
         rival = await Leases.open(
-            rival_nc.jetstream(), bucket, "rival", ttl, fresh=False, log=log, on_lost=lost.append
+            rival_nc, bucket, "rival", ttl, fresh=False, log=log, on_lost=lost.append
         )
         ids = [f"op{n}" for n in range(400)]
         assert await asyncio.gather(*(mine.acquire(i) for i in ids)) == [None] * len(ids)
@@ -119,3 +117,21 @@ async def test_a_rival_never_takes_a_lease_held_at_scale(nc: NatsClient, nats_ur
         await busy
         await mine.stop()
         await rival_nc.close()
+
+
+async def test_a_renewal_takes_back_an_expired_lease_and_reports_a_taken_one(
+    nc: NatsClient,
+) -> None:
+    lost: list[str] = []
+    leases = await open_leases(nc, lost)
+    assert await asyncio.gather(*(leases.acquire(i) for i in ("a", "b", "c"))) == [None] * 3
+    await leases.kv.delete("a")  # as if it expired during an outage: nobody holds it
+    await leases.kv.put("b", b"rival")  # taken meanwhile by another supervisor
+    await leases.renew()
+    assert lost == ["b"]
+    assert sorted(leases.held) == ["a", "c"]
+    for key in ("a", "c"):
+        assert (await leases.kv.get(key)).value == b"me"
+    await leases.renew()  # the revisions kept are the ones written
+    assert lost == ["b"]
+    await leases.stop()

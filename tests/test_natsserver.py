@@ -20,6 +20,7 @@ import psutil
 import pytest
 from nats.aio.msg import Msg
 
+from eeveepy.bus.natsconf import render_authorization
 from eeveepy.bus.natsserver import EmbeddedNats, NatsUser, find_nats_server
 from eeveepy.errors import NatsServerError
 
@@ -433,3 +434,16 @@ async def test_restart_after_kill_9_keeps_port_users_and_jetstream(tmp_path: Pat
             await nc.close()
         log = server.log_path.read_text()
         assert log.count("Server is ready") == 2  # the first run's lines are kept
+
+
+def test_configuration_strings_escape_what_nats_server_would_misread() -> None:
+    user = NatsUser(
+        'a"b\\c',
+        "pw",
+        publish=("plain.subject", "tab\there", "nl\nx", "bell\x07", "del\x7f", "café.é"),
+    )
+    text = render_authorization([user])
+    assert 'user: "a\\"b\\\\c"' in text
+    assert (
+        'allow: ["plain.subject", "tab\\there", "nl\\nx", "bell\\x07", "del\\x7f", "café.é"]'
+    ) in text

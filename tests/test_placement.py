@@ -40,7 +40,7 @@ async def pair(nc: NatsClient, *, answers: bool) -> tuple[Leases, Placement, Clo
     await ensure_leases_bucket(nc.jetstream(), bucket, TTL, 1)
     log = structlog.get_logger("test")
     a, b = [
-        await Leases.open(nc.jetstream(), bucket, name, TTL, fresh=False, log=log, on_lost=print)
+        await Leases.open(nc, bucket, name, TTL, fresh=False, log=log, on_lost=print)
         for name in ("a", "b")
     ]
     probed: list[str] = []

@@ -16,6 +16,7 @@ one once, and leaves the old bucket for its owner to delete.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from nats.js.api import KeyValueConfig
@@ -39,21 +40,35 @@ async def ensure_buckets(
     replicas: int = 1,
     migrate: bool = False,
 ) -> None:
-    """Make sure each operator of ``operator_ids`` has its bucket; failures are logged (the
-    operator then says so itself when it needs the bucket). ``migrate``: copy a bucket left
-    under the default prefix's name into a new one (see the module's docstring)."""
-    for op_id in operator_ids:
-        bucket = kv_bucket_name(op_id, prefix)
-        try:
-            made = await ensure_bucket(js, KeyValueConfig(bucket=bucket, replicas=replicas))
-            if made and migrate and prefix != DEFAULT_PREFIX:
-                await _migrate(js, kv_bucket_name(op_id), bucket, log)
-        except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
-            log.warning(
-                "cannot make an operator's key-value bucket",
-                bucket=bucket,
-                error=explain(exc, replicas),
-            )
+    """Make sure each operator of ``operator_ids`` has its bucket, all at once (hundreds of
+    operators, one after the other, held up the start by a round trip or two each); failures
+    are logged (the operator then says so itself when it needs the bucket). ``migrate``: copy
+    a bucket left under the default prefix's name into a new one (see the module's
+    docstring)."""
+    await asyncio.gather(
+        *(_ensure(js, op_id, log, prefix, replicas, migrate) for op_id in operator_ids)
+    )
+
+
+async def _ensure(
+    js: JetStreamContext,
+    op_id: str,
+    log: FilteringBoundLogger,
+    prefix: str,
+    replicas: int,
+    migrate: bool,
+) -> None:
+    bucket = kv_bucket_name(op_id, prefix)
+    try:
+        made = await ensure_bucket(js, KeyValueConfig(bucket=bucket, replicas=replicas))
+        if made and migrate and prefix != DEFAULT_PREFIX:
+            await _migrate(js, kv_bucket_name(op_id), bucket, log)
+    except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
+        log.warning(
+            "cannot make an operator's key-value bucket",
+            bucket=bucket,
+            error=explain(exc, replicas),
+        )
 
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:

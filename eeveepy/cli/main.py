@@ -54,6 +54,9 @@ def _print_problems(exc: ConfigError) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from eeveepy.supervisor.unused import skip_unused
+
+    skip_unused()  # before the supervisor imports nats-py and structlog
     from eeveepy.config import load_config
     from eeveepy.logs.setup import configure_supervisor_logging
     from eeveepy.supervisor.core import Supervisor
@@ -68,7 +71,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     from eeveepy.cli.live import LiveStatus
 
-    supervisor = Supervisor(config)
+    forked = None
+    if config.supervisor.forkserver and any(
+        o.module and o.enabled for o in config.operators.values()
+    ):
+        from eeveepy.supervisor.prefork import prefork
+
+        forked = prefork()  # before any thread or event loop: it shares our pages
+    supervisor = Supervisor(config, forked=forked)
     live = None
     if sys.stderr.isatty() and not args.json_logs and not args.no_status:
         live = LiveStatus(sys.stderr, lambda: supervisor.status().operators)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -48,6 +49,7 @@ from eeveepy.supervisor.host import SupervisorHost
 from eeveepy.supervisor.leases import Leases, bucket_name
 from eeveepy.supervisor.lock import StateDirLock
 from eeveepy.supervisor.placement import Placement, ensure_leases_bucket, placed_on
+from eeveepy.supervisor.prefork import PreForked
 from eeveepy.supervisor.process import OperatorProcess
 from eeveepy.supervisor.reload import ReloadPlan, Step, plan_reload
 from eeveepy.supervisor.spawn import Launcher
@@ -60,7 +62,9 @@ __all__ = ["SUPERVISOR_HEADER", "EeveeError", "Supervisor", "read_state"]
 class Supervisor:
     """Runs the bus and the operators of one configuration."""
 
-    def __init__(self, config: Config, *, name: str | None = None) -> None:
+    def __init__(
+        self, config: Config, *, name: str | None = None, forked: PreForked | None = None
+    ) -> None:
         self.config = config
         self.name = name or config.supervisor.name or f"{socket.gethostname()}-{os.getpid()}"
         self.paths: Paths = config.resolved_paths()
@@ -73,7 +77,7 @@ class Supervisor:
         self._started_once: set[str] = set()  # operators whose first secret was handed out
         self._synced: dict[str, OperatorConfig] = dict(config.operators)  # the server's users
         self._watch = BusWatch(None, log=self._log, on_fatal=lambda _: self.request_stop())
-        launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log)
+        launcher = Launcher(forkserver=config.supervisor.forkserver, log=self._log, forked=forked)
         self._host = SupervisorHost(self._watch, launcher)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
@@ -141,6 +145,10 @@ class Supervisor:
         self._lock.acquire(self.config.source)
         if any(op.module and op.enabled for op in self.config.operators.values()):
             self._host.launcher.warm()  # the fork server preloads while the bus starts
+        # What is imported by now lives as long as we do: out of the collector's sight, a full
+        # collection no longer walks it (one took 0.1-0.4 s at 200 operators, every minute).
+        gc.collect()
+        gc.freeze()
         self._bus = bus = await start_bus(
             self.config,
             name=self.name,
@@ -151,6 +159,7 @@ class Supervisor:
             log=self._log,
         )
         self._host.start_shipping(bus.ipc)
+        self._host.start_pings(bus.ipc)
         if bus.server is not None:
             self._host.credentials = self._fresh_secret
         await self._start_leases(bus)
@@ -300,6 +309,7 @@ class Supervisor:
             await cancel_and_wait(task)
         if self._host.leases is not None:
             await self._host.leases.stop()
+        await self._host.stop_pings()
         await self._host.stop_shipping()
         bus, self._bus = self._bus, None
         if bus is not None:
@@ -353,7 +363,7 @@ class Supervisor:
         if bus.server is None:  # (the embedded server's is made afresh, with one copy)
             await ensure_leases_bucket(bus.nc.jetstream(), bucket, ttl, self.config.bus.replicas)
         self._host.leases = leases = await Leases.open(
-            bus.nc.jetstream(),
+            bus.nc,
             bucket,
             self.name,
             ttl,
@@ -403,7 +413,6 @@ class Supervisor:
         if not placed_on(cfg, self.name):
             return  # another supervisor's (its hosts leave this one out)
         paths = self.paths.operator(cfg.id)
-        paths.data_dir.mkdir(parents=True, exist_ok=True)
         proc = OperatorProcess(
             cfg, ipc=self._bus.ipc, host=self._host, paths=paths, env=self._env_for(cfg, paths)
         )

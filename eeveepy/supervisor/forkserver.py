@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -32,7 +33,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -40,6 +41,10 @@ from eeveepy.aio import die_with_parent
 from eeveepy.errors import ForkServerError
 from eeveepy.runtime.contract import ENV_OPERATOR_ID
 from eeveepy.runtime.title import operator_title, set_title
+from eeveepy.supervisor.unused import allow_unused
+
+if TYPE_CHECKING:
+    from eeveepy.supervisor.prefork import ForkedProcess, PreForked
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -48,16 +53,29 @@ PRELOAD = (
     "eeveepy.protocol.models",
 )
 MAX_FDS = 2
+_BOOT = (
+    "import gc; gc.disable(); from eeveepy.supervisor.unused import skip_unused; skip_unused();"
+    " from eeveepy.supervisor.forkserver import main; main()"
+)
+"""The server's command: the collector off before the first import (see :func:`serve`),
+integrations no operator needs from the server left out (:mod:`~eeveepy.supervisor.unused`)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # The server process
 
 
-def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
+def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
+    """Be the fork server on ``sock`` (never returns): preload, then fork on request."""
     for name in preload:
         with contextlib.suppress(Exception):  # the child reports import errors itself
             importlib.import_module(name)
+    built = _prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    # Out of the collector's sight: a collection in a child would otherwise write to every
+    # preloaded object's header, and copy each page the children share. (No collection
+    # first: the collector is off since start-up, so what it would free leaves no holes for
+    # the children's new objects to fill, page by shared page.)
+    gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
     signal.set_wakeup_fd(wfd)
@@ -90,6 +108,19 @@ def _serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no c
                 _spawn(sock, rfd, wfd, request, child_fds)
             for fd in pending:
                 os.close(fd)
+
+
+def _prebuild() -> list[object]:  # pragma: no cover - child
+    """Build what each child would build again on its first subscriptions: the validator of
+    every envelope kind (pydantic makes ``Envelope[Body]`` on first use, ~15 ms each, and
+    keeps it only while it is used: hence the list)."""
+    try:
+        from eeveepy.protocol.codec import EnvelopeDecoder
+        from eeveepy.protocol.models import BODY_MODELS
+
+        return [EnvelopeDecoder(model) for model in BODY_MODELS]
+    except Exception:  # the children build them (and say what is wrong) themselves
+        return []
 
 
 def _reap(sock: socket.socket) -> None:  # pragma: no cover - child
@@ -133,6 +164,8 @@ def _child(
 ) -> None:  # pragma: no cover - child
     code = 1
     try:
+        gc.enable()
+        allow_unused()  # the operator may import them itself
         os.setsid()
         if tie is not None:
             tie()
@@ -201,11 +234,11 @@ def _findable(module: str) -> bool:  # pragma: no cover - child
 
 
 def main() -> None:  # pragma: no cover - child
-    """The server process: ``python -m eeveepy.supervisor.forkserver FD [MODULE...]``."""
+    """The server process: ``python -c _BOOT FD [MODULE...]`` (or ``-m`` this module)."""
     fd = int(sys.argv[1])
     set_title("eevee: fork server")
     sock = socket.socket(fileno=fd)
-    _serve(sock, [*PRELOAD, *sys.argv[2:]])
+    serve(sock, [*PRELOAD, *sys.argv[2:]])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +276,7 @@ class ForkServer:
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
         self.preload = list(preload)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | ForkedProcess | None = None
         self._sock: socket.socket | None = None
         self._buf = b""
         self._next = 0
@@ -265,25 +298,23 @@ class ForkServer:
         """True while children it forked run (or are being forked)."""
         return bool(self._children or self._pending)
 
-    async def start(self, timeout: float = 15.0) -> None:
-        """Start the server and wait (bounded) until its preloading is done."""
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
-                [
-                    sys.executable,
-                    "-m",
-                    "eeveepy.supervisor.forkserver",
-                    str(theirs.fileno()),
-                    *self.preload,
-                ],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),
-            )
-        finally:
-            theirs.close()
+    async def start(self, timeout: float = 15.0, *, forked: PreForked | None = None) -> None:
+        """Start the server (or take over ``forked``, see :mod:`~.prefork`) and wait
+        (bounded) until its preloading is done."""
+        if forked is not None:
+            self._proc, ours = forked.process, forked.sock
+        else:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self._proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once, no waiting
+                    [sys.executable, "-c", _BOOT, str(theirs.fileno()), *self.preload],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(),
+                )
+            finally:
+                theirs.close()
         ours.setblocking(False)
         self._sock = ours
         loop = asyncio.get_running_loop()

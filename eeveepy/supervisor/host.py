@@ -1,6 +1,6 @@
 """What an operator's process needs of its supervisor, as one object (:class:`ProcessHost`),
 and the supervisor's implementation of it (:class:`SupervisorHost`): the bus watch, the
-leases, the launcher and the shipping of the operators' output to the bus."""
+leases, the pings, the launcher and the shipping of the operators' output to the bus."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from eeveepy.config import OperatorConfig
 from eeveepy.logs import LogShipper
 from eeveepy.protocol.models import LogRecord
 from eeveepy.supervisor.leases import Leases
+from eeveepy.supervisor.pings import Pinger, PingRounds
 from eeveepy.supervisor.placement import Placement
 from eeveepy.supervisor.spawn import Child, Launcher
 
@@ -60,6 +61,14 @@ class ProcessHost(Protocol):
         """Publish a line of the operator's output as a log record (never blocks)."""
         ...
 
+    def watch(self, pinger: Pinger, cfg: OperatorConfig, on_hung: Callable[[], None]) -> None:
+        """Ping the running operator (see :meth:`~.pings.PingRounds.add`)."""
+        ...
+
+    def unwatch(self, pinger: Pinger) -> None:
+        """Stop pinging it."""
+        ...
+
 
 class SupervisorHost:
     """The :class:`ProcessHost` of a supervisor's operators.
@@ -78,6 +87,7 @@ class SupervisorHost:
         """Environment for a process about to start (its new bus secret), when set."""
         self._shipper: LogShipper | None = None
         self._early: deque[LogRecord] = deque(maxlen=EARLY_LOGS)
+        self._pings: PingRounds | None = None
 
     @property
     def bus(self) -> BusHealth:
@@ -109,6 +119,26 @@ class SupervisorHost:
             self._shipper.submit(record)
         else:
             self._early.append(record)
+
+    def watch(self, pinger: Pinger, cfg: OperatorConfig, on_hung: Callable[[], None]) -> None:
+        """Ping the running operator (see :meth:`~.pings.PingRounds.add`)."""
+        if self._pings is not None:
+            self._pings.add(pinger, cfg, on_hung)
+
+    def unwatch(self, pinger: Pinger) -> None:
+        """Stop pinging it."""
+        if self._pings is not None:
+            self._pings.remove(pinger)
+
+    def start_pings(self, ipc: Ipc) -> None:
+        """Ping through ``ipc`` the operators watched from now on."""
+        self._pings = PingRounds(ipc, settled=self._bus.settled)
+
+    async def stop_pings(self) -> None:
+        """Stop pinging. Idempotent."""
+        pings, self._pings = self._pings, None
+        if pings is not None:
+            await pings.stop()
 
     def start_shipping(self, ipc: Ipc) -> None:
         """Ship through ``ipc`` from now on, the records kept until now first."""

@@ -29,7 +29,7 @@ from eeveepy.errors import BusError
 from eeveepy.paths import OperatorPaths
 from eeveepy.protocol.models import Control, ControlAction, ControlResult, OperatorStatus
 from eeveepy.supervisor.host import ProcessHost
-from eeveepy.supervisor.pings import Pinger, until_next_tick
+from eeveepy.supervisor.pings import Pinger
 from eeveepy.supervisor.restarts import Restarts
 from eeveepy.supervisor.spawn import Child, OutputRelay, track, usage, write_settings
 from eeveepy.supervisor.states import RESTING, Outcome, ProcessState
@@ -78,7 +78,8 @@ class OperatorProcess:
         self._task: asyncio.Task[None] | None = None
         self._waiters: list[tuple[Collection[ProcessState], asyncio.Future[None]]] = []
         self._termed: int | None = None  # the pid already sent SIGTERM
-        self.write_settings()
+        self._hung = False
+        self._watched = False  # pinged by the host
 
     # -- control (called by the supervisor) ------------------------------------------------
 
@@ -130,10 +131,19 @@ class OperatorProcess:
             self._env = env
         self._policy.reconfigure(cfg)
         self.write_settings()
+        if self._watched:  # the new ping interval and limits from the next round
+            self._host.unwatch(self._pings)
+            self._host.watch(self._pings, cfg, self._on_hung)
 
     def write_settings(self) -> None:
         """Write the settings file the operator re-reads on SIGHUP."""
         write_settings(self.paths.settings_file, self.cfg.settings)
+
+    def _prepare(self) -> None:
+        """The data directory and the settings file, before each start (in a thread: at
+        hundreds of operators the disk held up the supervisor's start)."""
+        self.paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self.write_settings()
 
     def mark_ready(self, pid: int) -> None:
         """Process ``pid`` announced it is ready (it may beat the spawn call's return)."""
@@ -317,36 +327,33 @@ class OperatorProcess:
         return await self._supervise(exited)
 
     async def _supervise(self, exited: asyncio.Future[Any]) -> Outcome:
-        self._pings.missed = 0
-        while True:
-            if not self._want_running or self._restart_requested:
-                await self._terminate(self.cfg.stop_timeout)
-                return Outcome.REQUESTED
-            self._wake.clear()
-            woken = await self._woken_or(exited, timeout=until_next_tick(self.cfg.ping_interval))
-            if exited.done():
-                return Outcome.EXITED
-            if woken or not self._want_running or self._restart_requested:
-                continue  # a stop or restart request: handled at the top of the loop
-            ping = self._pings.send(self.cfg)
-            self._wake.clear()
-            await self._woken_or(exited, ping)
-            if exited.done():
-                ping.cancel()
-                return Outcome.EXITED
-            if not ping.done():  # a stop or restart request: handled at the top of the loop
-                ping.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await ping
-                continue
-            self._pings.answered(ping, counts=self._host.bus.settled())
-            if self._pings.missed >= self.cfg.max_missed_pings:
-                missed = self._pings.missed
-                self._log.error("hung: restarting", missed=missed)
-                await self._terminate(self.cfg.stop_timeout)
-                # After _terminate: its STOPPING state would clear the message.
-                self.message = f"hung: {missed} pings missed"
-                return Outcome.HUNG
+        self._hung = False
+        self._host.watch(self._pings, self.cfg, self._on_hung)
+        self._watched = True
+        try:
+            while True:
+                if not self._want_running or self._restart_requested:
+                    await self._terminate(self.cfg.stop_timeout)
+                    return Outcome.REQUESTED
+                if self._hung:
+                    missed = self._pings.missed
+                    self._log.error("hung: restarting", missed=missed)
+                    await self._terminate(self.cfg.stop_timeout)
+                    # After _terminate: its STOPPING state would clear the message.
+                    self.message = f"hung: {missed} pings missed"
+                    return Outcome.HUNG
+                self._wake.clear()
+                await self._woken_or(exited)
+                if exited.done():
+                    return Outcome.EXITED
+        finally:
+            self._watched = False
+            self._host.unwatch(self._pings)
+
+    def _on_hung(self) -> None:
+        """The pings say it hangs: the lifecycle restarts it."""
+        self._hung = True
+        self._wake.set()
 
     async def _after(self, outcome: Outcome) -> None:
         proc = self._proc
@@ -378,6 +385,7 @@ class OperatorProcess:
             self.restarts += 1
 
     async def _spawn(self) -> None:
+        await asyncio.to_thread(self._prepare)
         proc = await self._host.spawn(self.cfg, self._env, self.paths.cache_dir, self._log)
         self._proc = proc
         self.pid = proc.pid
@@ -390,6 +398,7 @@ class OperatorProcess:
         self._log.info("spawned", pid=proc.pid, argv=self.cfg.argv())
 
     async def _terminate(self, timeout: float) -> None:
+        self._host.unwatch(self._pings)  # a process on its way out owes no answers
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return

@@ -36,6 +36,7 @@ from eeveepy.errors import ForkServerError
 from eeveepy.logs import record_from_line, relay_record
 from eeveepy.protocol.models import LogRecord
 from eeveepy.supervisor.forkserver import ForkServer
+from eeveepy.supervisor.prefork import PreForked
 
 __all__ = [
     "Child",
@@ -73,9 +74,12 @@ class Child(Protocol):
 class Launcher:
     """Starts operator processes; owns the fork server (see the module docstring)."""
 
-    def __init__(self, *, forkserver: bool, log: FilteringBoundLogger) -> None:
+    def __init__(
+        self, *, forkserver: bool, log: FilteringBoundLogger, forked: PreForked | None = None
+    ) -> None:
         self.use_forkserver = forkserver
         self._log = log
+        self._forked = forked  # the first server, pre-forked (see prefork.py), if any
         self._fork: ForkServer | None = None
         self._lock = asyncio.Lock()
         self._failed_at = -FORKSERVER_RETRY
@@ -103,8 +107,9 @@ class Launcher:
             if time.monotonic() - self._failed_at < FORKSERVER_RETRY:
                 return None
             server = ForkServer()
+            forked, self._forked = self._forked, None
             try:
-                await server.start()
+                await server.start(forked=forked)
             except ForkServerError as exc:
                 self._failed_at = time.monotonic()
                 self._log.warning(
@@ -150,6 +155,9 @@ class Launcher:
 
     async def stop(self) -> None:
         """Stop the fork server (its children die with it). Idempotent."""
+        forked, self._forked = self._forked, None
+        if forked is not None:  # never taken over
+            forked.close()
         warm, self._warm = self._warm, None
         if warm is not None:
             warm.cancel()

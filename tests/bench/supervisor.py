@@ -1,15 +1,20 @@
-"""Supervisor benchmark: start-up of 50 operators, restart latency, memory, ping CPU, and the
-time to recover from kill -9 of the embedded bus.
+"""Supervisor benchmark: start-up of 50 and 200 operators, restart latency, ping CPU, the time
+to recover from kill -9 of the embedded bus, and the memory of the whole default system.
 
-Runs the supervisor in this process (so its own CPU can be measured) with isolated paths.
+Runs the supervisor in this process (so its own CPU can be measured) with isolated paths; the
+memory section runs ``eevee up`` on the default configuration as a user would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +32,10 @@ from eeveepy.supervisor.core import Supervisor, read_state
 from eeveepy.supervisor.states import ProcessState
 
 MODULE = "tests.operators.null_operator"
+ROOT = Path(__file__).resolve().parents[2]
+MB = 1024 * 1024
+BASELINE = "import nats, sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"
+"""The same-run baseline of the memory figures: a bare interpreter that imported nats-py."""
 
 
 def _config(tmp: Path, count: int, forkserver: bool) -> Config:
@@ -69,6 +78,8 @@ async def startup(count: int, forkserver: bool) -> dict[str, Any]:
     """Seconds from Supervisor.start() to every operator RUNNING."""
     with tempfile.TemporaryDirectory() as tmp:
         sup = Supervisor(_config(Path(tmp), count, forkserver), name="bench")
+        me = psutil.Process()
+        cpu0 = sum(me.cpu_times()[:2])
         t0 = time.perf_counter()
         try:
             await sup.start()
@@ -78,12 +89,22 @@ async def startup(count: int, forkserver: bool) -> dict[str, Any]:
                 "operators": count,
                 "forkserver": forkserver,
                 "seconds": elapsed,
+                "cpu_seconds": _tree_cpu(me) - cpu0,
             }
             if forkserver:
                 result.update(await _steady_state(sup))
             return result
         finally:
             await sup.shutdown()
+
+
+def _tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user and system) of ``proc`` and every live descendant of it."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += sum(p.cpu_times()[:2])
+    return total
 
 
 async def _steady_state(sup: Supervisor) -> dict[str, Any]:
@@ -179,6 +200,108 @@ async def _kill_bus_and_ask(sup: Supervisor) -> float:
         await nc.close()
 
 
+def _memory(proc: psutil.Process) -> tuple[float, float]:
+    """USS and PSS of ``proc`` in MB."""
+    info = proc.memory_full_info()
+    return info.uss / MB, info.pss / MB
+
+
+def baseline_memory() -> tuple[float, float]:
+    """USS and PSS (MB) of a bare ``python -c 'import nats'`` beside the system measured."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BASELINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return _memory(psutil.Process(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def default_system_memory(settle: float = 3.0) -> dict[str, Any]:
+    """``eevee up`` on config/eevee.toml, as a user runs it: once every operator is RUNNING,
+    the PSS of its whole process tree and the USS of each kind of process, in MB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            **{f"XDG_{d}_HOME": f"{tmp}/{d.lower()}" for d in ("STATE", "DATA", "CACHE")},
+            "PYTHONPATH": str(ROOT),
+        }
+        eevee = [sys.executable, "-m", "eeveepy.cli.main"]
+        config = ["-c", str(ROOT / "config" / "eevee.toml")]
+        up = subprocess.Popen(
+            [*eevee, "up", *config, "--no-status"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if time.monotonic() > deadline or up.poll() is not None:
+                    raise TimeoutError("the default system did not come up within 60 s")
+                ps = subprocess.run(
+                    [*eevee, "ps", *config, "--json"], env=env, cwd=ROOT, capture_output=True
+                )
+                ops = json.loads(ps.stdout) if ps.returncode == 0 else []
+                if ops and all(op["state"] == "RUNNING" for op in ops):
+                    break
+                time.sleep(0.5)
+            time.sleep(settle)
+            supervisor = psutil.Process(up.pid)
+            kinds: dict[str, list[tuple[float, float]]] = {}
+            for proc in [supervisor, *supervisor.children(recursive=True)]:
+                name = " ".join(proc.cmdline())
+                kind = (
+                    "supervisor"
+                    if proc.pid == up.pid
+                    else "nats-server"
+                    if proc.name() == "nats-server"
+                    else "fork server"
+                    if "fork server" in name
+                    else "operator"
+                )
+                kinds.setdefault(kind, []).append(_memory(proc))
+        finally:
+            up.terminate()
+            up.wait(30)
+    return {
+        "processes": sum(len(v) for v in kinds.values()),
+        "pss_mb": sum(pss for v in kinds.values() for _, pss in v),
+        "uss_mb": {k: statistics.median(uss for uss, _ in v) for k, v in kinds.items()},
+        "operators": len(kinds.get("operator", [])),
+    }
+
+
+def print_memory(minimal_uss: float) -> None:
+    """The memory section: every figure beside the same-run baseline."""
+    system = default_system_memory()
+    base_uss, base_pss = baseline_memory()
+    uss = system["uss_mb"]
+    print(
+        f"  baseline (python -c 'import nats', this run): USS {base_uss:.1f} MB,"
+        f" PSS {base_pss:.1f} MB"
+    )
+    print(
+        f"  whole default system ({system['processes']} processes, {system['operators']}"
+        f" operators): PSS {system['pss_mb']:.1f} MB = {system['pss_mb'] / base_pss:.1f}x"
+        " the baseline's PSS (target <= 100 MB)"
+    )
+    for kind in ("supervisor", "fork server", "operator", "nats-server"):
+        if kind in uss:
+            print(
+                f"    {kind + (' (median)' if kind == 'operator' else '')}: USS"
+                f" {uss[kind]:.1f} MB = {uss[kind] / base_uss:.2f}x the baseline's USS"
+            )
+    print(
+        f"  minimal forked operator: USS {minimal_uss:.1f} MB ="
+        f" {minimal_uss / base_uss:.2f}x the baseline's USS (target <= 6 MB)"
+    )
+
+
 def main() -> None:
     count = 50
     fresh = asyncio.run(startup(count, forkserver=False))
@@ -201,6 +324,18 @@ def main() -> None:
         f"  supervisor CPU pinging {count} operators every 2 s:"
         f" {fork['supervisor_cpu_percent']:.2f} % (target <= 2 %)"
     )
+    big = asyncio.run(startup(200, forkserver=True))
+    print(
+        f"  200 operators, fork server:      {big['seconds']:.2f} s to all RUNNING"
+        f" (target <= 3 s; {big['seconds'] / fork['seconds']:.1f}x the time of {count});"
+        f" CPU of every process meanwhile {big['cpu_seconds']:.1f} s"
+        f" ({big['cpu_seconds'] / fork['cpu_seconds']:.1f}x that of {count})"
+    )
+    print(
+        f"  supervisor CPU pinging 200 operators every 2 s:"
+        f" {big['supervisor_cpu_percent']:.2f} % (target <= 2 %)"
+    )
+    print_memory(big["uss_mb_median"])
     bus = asyncio.run(bus_recovery())
     print(
         f"  kill -9 of the bus -> an operator answers again: p50 {bus['p50_s'] * 1000:.0f} ms,"

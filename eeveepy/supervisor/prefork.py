@@ -1,0 +1,142 @@
+"""The fork server forked from ``eevee up`` itself, so that it shares the supervisor's pages.
+
+Started as a fresh interpreter, the fork server imports nats-py, pydantic, structlog and
+eeveepy a second time: the supervisor and the server then each hold their own copy of the same
+code and objects. Forked from ``eevee up`` before anything runs (no thread, no event loop, no
+bus, no state directory taken), the server and every operator it forks share the supervisor's
+copy instead, page by page, until one of them writes to a page.
+
+:func:`prefork` forks it; the :class:`~eeveepy.supervisor.forkserver.ForkServer` that the
+supervisor's launcher starts first takes it over (:meth:`ForkServer.start` with ``forked``).
+A fork server renewed later (packages changed) is a fresh interpreter, as is the first one
+when nothing was pre-forked (a supervisor run in-process, as the tests and benchmarks do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from eeveepy.aio import die_with_parent
+from eeveepy.runtime.title import set_title
+from eeveepy.supervisor.forkserver import PRELOAD, serve
+
+__all__ = ["ForkedProcess", "PreForked", "prefork"]
+
+
+class ForkedProcess:
+    """The server process, with the part of :class:`subprocess.Popen` the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once it has ended (reaped here), else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1  # reaped elsewhere: it has ended all the same
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM it."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL it."""
+        self._signal(signal.SIGKILL)
+
+    def wait(self) -> int:
+        """Wait for the end (only after :meth:`kill`: it is quick)."""
+        while True:
+            code = self.poll()
+            if code is not None:
+                return code
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+
+    def _signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
+@dataclass
+class PreForked:
+    """A fork server forked by :func:`prefork`, not yet taken over: its process and our end
+    of its socket. :meth:`close` ends it if nobody takes it."""
+
+    process: ForkedProcess
+    sock: socket.socket
+
+    def close(self) -> None:
+        """Close our end (the server exits) and reap it."""
+        self.sock.close()
+        self.process.kill()
+        self.process.wait()
+
+
+def prefork(preload: tuple[str, ...] = PRELOAD) -> PreForked | None:
+    """Fork the fork server now, ``preload`` imported first; None when it cannot fork.
+
+    Call it before any thread, event loop or file the server must not hold is started or opened.
+    """
+    for name in preload:
+        with contextlib.suppress(Exception):  # the children report import errors themselves
+            importlib.import_module(name)
+    for stream in (sys.stdout, sys.stderr):  # or what they hold is written by every child
+        with contextlib.suppress(Exception):
+            stream.flush()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    tie = die_with_parent()  # built here: the child's parent is this process
+    try:
+        pid = os.fork()
+    except OSError:
+        ours.close()
+        theirs.close()
+        return None
+    if pid == 0:  # pragma: no cover - child
+        try:
+            _become_server(ours, theirs, tie, preload)
+        finally:
+            os._exit(1)
+    theirs.close()
+    return PreForked(ForkedProcess(pid), ours)
+
+
+def _become_server(
+    ours: socket.socket,
+    theirs: socket.socket,
+    tie: object,
+    preload: tuple[str, ...],
+) -> None:  # pragma: no cover - child
+    ours.close()
+    keep = theirs.fileno()
+    os.closerange(3, keep)  # nothing of the supervisor's but stdin, stdout and stderr
+    os.closerange(keep + 1, 1 << 16)
+    if callable(tie):
+        tie()
+    os.setsid()
+    gc.disable()  # as a fresh server's: no holes for the children's objects to fill
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    # What `python -c` would have put first: the current directory (operators found there).
+    sys.path[0:1] = [""]
+    # The streams a fresh interpreter opens on fds 1 and 2, not the supervisor's objects
+    # (which a test runner, say, points elsewhere): the children write to what fds 1 and 2 are.
+    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - ours for the process's life
+    sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    set_title("eevee: fork server")
+    serve(theirs, preload)
