@@ -181,7 +181,7 @@ async def test_signed_get_lists_the_routers_commands(rpc: Rpc) -> None:
         "regex": "(?:echo)(?: (?<args>.*))?",
         "params": ["args", "text"],
         "path": "echo",
-        "help": "!echo TEXT - Repeat TEXT.",
+        "help": "echo TEXT - Repeat TEXT.",  # the client shows it under its own prefix
     }
     status, body = await rpc.send(base="http://old.host")  # either base URL
     assert status == 200

@@ -59,7 +59,7 @@ def method(reg: CommandRegistration) -> dict[str, Any]:
     for group in _GROUP.findall(reg.pattern or ""):
         if group not in params:
             params.append(group)
-    help_text = reg.usage or reg.name
+    help_text = _unprefixed(reg.usage, [reg.name, *reg.aliases]) or reg.name
     if reg.help:
         help_text += f" - {reg.help}"
     return {
@@ -68,6 +68,18 @@ def method(reg: CommandRegistration) -> dict[str, Any]:
         "path": reg.name,
         "help": help_text,
     }
+
+
+def _unprefixed(usage: str | None, words: list[str]) -> str | None:
+    """``usage`` without the chat prefix it is written with (``!echo TEXT`` -> ``echo
+    TEXT``): a client shows methods under its own prefix and namespace."""
+    if not usage:
+        return usage
+    for word in words:
+        found = re.match(rf"[^\w\s]{{1,3}}(?={re.escape(word)}(?:\s|$))", usage)
+        if found is not None:
+            return usage[found.end() :]
+    return usage
 
 
 def listing(
