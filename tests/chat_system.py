@@ -46,6 +46,8 @@ class ChatSystem(PrefixedBus):
     platform: str = "irc"
     """The platform of the connectors started by :meth:`connector`."""
     procs: list[OperatorProc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment variables for every operator started (``EEVEE_LOOP``...)."""
 
     async def close(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.procs))
@@ -55,7 +57,12 @@ class ChatSystem(PrefixedBus):
     async def spawn(self, op_id: str, module: str, settings: dict[str, Any]) -> OperatorProc:
         """Start ``module`` as ``op_id`` with the process contract; wait for its Ready."""
         env = contract_env(
-            url=self.url, prefix=self.prefix, op_id=op_id, tmp=self.tmp, settings=settings
+            url=self.url,
+            prefix=self.prefix,
+            op_id=op_id,
+            tmp=self.tmp,
+            settings=settings,
+            **self.env,
         )
         ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
         child = await start_operator(module, env)
