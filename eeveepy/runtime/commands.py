@@ -50,6 +50,7 @@ from eeveepy.protocol.models import (
 from eeveepy.protocol.subjects import Subjects
 
 __all__ = [
+    "CONCURRENCY",
     "RECENT_RUNS",
     "CommandHandler",
     "CommandHost",
@@ -58,6 +59,9 @@ __all__ = [
     "commands_of",
 ]
 
+CONCURRENCY: Final = 32
+"""Invocations of one command an operator runs at once by default (started in the order they
+came, so replies that need no waiting go out in that order)."""
 RECENT_RUNS: Final = 4096
 """Invocations remembered per operator, so one delivered again is answered, not run again."""
 
@@ -132,6 +136,7 @@ class Commands:
         permission: str | None = None,
         rate_limit: RateLimit | None = None,
         scope: CommandScope | None = None,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         """Serve ``name`` with ``handler``; declare it before the operator runs."""
         if not callable(handler):
@@ -167,7 +172,9 @@ class Commands:
             return await self._run(name, env)
 
         run.__qualname__ = f"command:{name}"
-        self._op.ipc.subscribe(self._op.subjects.command_run(name), run, queue=run_queue(name))
+        self._op.ipc.subscribe(
+            self._op.subjects.command_run(name), run, queue=run_queue(name), concurrency=concurrency
+        )
 
     def registrations(self) -> list[CommandRegistration]:
         """What this operator publishes on ``command.register`` (needs the operator id)."""
@@ -251,6 +258,7 @@ def command(
     permission: str | None = None,
     rate_limit: RateLimit | None = None,
     scope: CommandScope | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> Callable[[T], T]:
     """Decorator: ``op`` serves the chat command ``name`` with the decorated function.
 
@@ -259,8 +267,9 @@ def command(
     line, ``inv.message`` the chat message) and returns the reply text, or None to say nothing
     (it may reply itself with ``op.reply(inv.message, ...)``). ``usage`` and ``help`` are shown
     by ``!help``; ``permission`` names the group of users allowed to run it; ``rate_limit``
-    limits each user; ``scope`` restricts where it is offered. ``op.command(...)`` is the
-    same with the operator bound.
+    limits each user; ``scope`` restricts where it is offered; ``concurrency`` is how many
+    invocations run at once (started in the order they came; 1 runs them one after the
+    other). ``op.command(...)`` is the same with the operator bound.
     """
 
     def decorator(fn: T) -> T:
@@ -274,6 +283,7 @@ def command(
             permission=permission,
             rate_limit=rate_limit,
             scope=scope,
+            concurrency=concurrency,
         )
         return fn
 
