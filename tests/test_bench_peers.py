@@ -9,6 +9,7 @@ import pytest
 
 from tests.bench.ircload import plain
 from tests.bench.peers.bots import eeveepy_config
+from tests.bench.peers.hops import PATH, Hop, label
 from tests.bench.peers.table import Figures, best_peers, ratios, render
 
 
@@ -72,3 +73,18 @@ def test_eeveepy_runs_the_default_configuration_plus_one_connector() -> None:
     assert irc["settings"]["egress_lines"] == 0
     assert irc["settings"]["channels"] == ["#eevee"]
     assert {"router", "echo", "logging", "seen", "karma"} <= set(config["operators"])
+
+
+def test_hops_are_told_apart_by_subject_and_reply() -> None:
+    def hop(subject: str, reply: str = "", head: bytes = b"") -> Hop:
+        return Hop(0.0, subject, reply, head, len(head))
+
+    assert label(hop("eevee.chat.in.irc.n.#r", "_INBOX.x.1"), "eevee")[0] == PATH
+    assert label(hop("eevee.chat.in.irc.n.#r", "$JS.ACK.S.router.1.2.3.4.5"), "eevee")[0] == (
+        "guarantee"
+    )
+    assert label(hop("eevee.command.run.echo", "_INBOX.r.1"), "eevee")[0] == PATH
+    assert label(hop("eevee.chat.out.irc.n", "_INBOX.e.1"), "eevee")[0] == PATH
+    assert label(hop("_INBOX.e.1", head=b'{"stream":"X"'), "eevee")[0] == "guarantee"
+    assert label(hop("_INBOX.router.1", head=b'{"v":1,'), "eevee")[0] == "result"
+    assert label(hop("$KV.eevee_seen.x"), "eevee")[0] == "other"

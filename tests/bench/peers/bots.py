@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from eeveepy.aio import ENV_LOOP
 from tests.operator_procs import stop_all
 from tests.supervisor_fixtures import ROOT, System
 
@@ -217,11 +218,11 @@ def errbot(python: Path, port: int, channel: str, workdir: Path) -> Iterator[Run
 # -- eeveepy ----------------------------------------------------------------------------------
 
 
-def eeveepy_config(port: int, channel: str) -> str:
+def eeveepy_config(port: int, channel: str, nick: str = "eevee") -> str:
     """The default configuration plus one IRC connector (flood control off)."""
     default = (ROOT / "config" / "eevee.toml").read_text(encoding="utf-8")
     settings = (
-        f'host = "127.0.0.1", port = {port}, nick = "eevee", channels = ["{channel}"],'
+        f'host = "127.0.0.1", port = {port}, nick = "{nick}", channels = ["{channel}"],'
         " egress_lines = 0"
     )
     table = f'[operators."irc.bench"]\nmodule = "operators.irc"\nsettings = {{ {settings} }}\n'
@@ -229,12 +230,24 @@ def eeveepy_config(port: int, channel: str) -> str:
 
 
 @contextlib.contextmanager
-def eeveepy(port: int, channel: str, workdir: Path) -> Iterator[tuple[Running, System]]:
-    """``eevee up`` on the default configuration plus the IRC connector."""
-    system = System(workdir / "eevee")
-    system.config.write_text(eeveepy_config(port, channel), encoding="utf-8")
+def eeveepy(
+    port: int, channel: str, workdir: Path, loop: str = "auto", tree: Path | None = None
+) -> Iterator[tuple[Running, System]]:
+    """``eevee up`` on the default configuration plus the IRC connector; its operators on
+    the event loop ``loop`` (``EEVEE_LOOP``: auto, uvloop or asyncio). ``tree``: the code of
+    another checkout of eeveepy instead of this one (its ``PYTHONPATH``), to compare two
+    versions in one run."""
+    nick = "eevee" if loop == "auto" else f"eevee-{loop}"
+    name = "eeveepy" if loop == "auto" else f"eeveepy ({loop})"
+    if tree is not None:
+        nick, name = f"{nick}-base", f"{name} at {tree.name}"
+    system = System(workdir / nick)
+    system.env[ENV_LOOP] = loop
+    if tree is not None:
+        system.env["PYTHONPATH"] = str(tree.resolve())
+    system.config.write_text(eeveepy_config(port, channel, nick), encoding="utf-8")
     try:
         system.up("router", "echo", "irc.bench", timeout=60)
-        yield Running("eeveepy", "eevee", channel, [system.process]), system
+        yield Running(name, nick, channel, [system.process]), system
     finally:
         system.stop()

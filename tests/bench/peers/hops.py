@@ -2,8 +2,13 @@
 
 A client with the CLI's credentials (from the supervisor's state file) subscribes to every
 subject while one ``!echo`` goes through the system, idle otherwise; each message published
-from the IRC command's arrival until a little after its answer is listed, with who sent it to
-whom and why. Health pings and their answers, which come on their own clock, are left out.
+from the IRC command's send until a little after its answer is listed with what it is. Health
+pings and their answers, which come on their own clock, are left out.
+
+Three of them make the user-visible path (the line, the invocation, the reply); the others
+are the delivery guarantee (stream receipts, the streams' copies to the backstops, their
+acknowledgements), the command's result to the router, and the other default operators' own
+work (seen's key-value write).
 """
 
 from __future__ import annotations
@@ -23,42 +28,49 @@ from tests.supervisor_fixtures import System
 
 from .bots import Running
 
-__all__ = ["Hop", "describe", "label", "tap"]
+__all__ = ["PATH", "Hop", "describe", "label", "tap"]
 
 SETTLE = 0.3
 """Seconds the tap keeps listening after the answer reached IRC (the work that follows it)."""
+PATH = "path"
 
 
 @dataclass(frozen=True)
 class Hop:
-    """One message on the bus: when (seconds from the command's send), where, how big."""
+    """One message on the bus: when the tap saw it (seconds from the command's send)."""
 
     at: float
     subject: str
     reply: str
+    head: bytes
     size: int
-    before_answer: bool
-    """Published before the answer reached the IRC user (on the user-visible path or beside it)."""
 
 
-def label(hop: Hop, prefix: str) -> str:
-    """What a message is, in the words of docs/benchmarks.md."""
+def label(hop: Hop, prefix: str) -> tuple[str, str]:
+    """``(role, what)`` of a message: role :data:`PATH` for the user-visible path."""
     s = hop.subject.removeprefix(prefix + ".")
+    copy = hop.reply.startswith("$JS.ACK.")
     if s.startswith("chat.in."):
-        return "chat.in: connector -> router (the line; stored in the chat input stream)"
+        if copy:
+            return "guarantee", "chat.in, the stream's copy to the router's backstop"
+        return PATH, "chat.in: the line, connector -> router (and seen, karma), stored"
     if s.startswith("command.run."):
-        return "command.run: router -> echo (the invocation, a request)"
+        return PATH, "command.run: router -> echo, a request"
     if s.startswith("chat.out."):
-        return "chat.out: echo -> connector (the reply; stored in the chat output stream)"
-    if s.startswith("log."):
-        return "log: a log event"
+        if copy:
+            return "guarantee", "chat.out, the stream's copy to the connector's backstop"
+        return PATH, "chat.out: the reply, echo -> connector, stored"
     if s.startswith("$JS.ACK."):
-        return "$JS.ACK: a backstop acknowledges a stored copy"
-    if s.startswith("$JS.API."):
-        return "$JS.API: a JetStream API request"
-    if s.startswith("_INBOX.") or s.startswith("_i."):
-        return "reply to an inbox (a request's answer: command result or stream receipt)"
-    return s
+        return "guarantee", "acknowledgement of a stream's copy"
+    if s.startswith("_INBOX.") and hop.head.startswith(b'{"stream"'):
+        return "guarantee", "stream receipt to the publisher"
+    if s.startswith("_INBOX."):
+        return "result", "command result, echo -> router"
+    if s.startswith("$KV."):
+        return "other", "a key-value write (seen: who spoke last)"
+    if s.startswith("log."):
+        return "other", "a log event"
+    return "other", s
 
 
 async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
@@ -68,13 +80,10 @@ async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
     nc = await nats.connect(
         state["url"], user=state.get("user"), password=state.get("password"), name="bench-tap"
     )
-    seen: list[tuple[float, str, str, int]] = []
-    pings: set[str] = set()
+    seen: list[tuple[float, Msg]] = []
 
     async def record(msg: Msg) -> None:
-        if ".operator.ping." in msg.subject:
-            pings.add(msg.reply)
-        seen.append((time.perf_counter(), msg.subject, msg.reply, len(msg.data)))
+        seen.append((time.perf_counter(), msg))
 
     client = await IrcClient.connect(port, "tapper")
     try:
@@ -84,33 +93,29 @@ async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
         await asyncio.sleep(0.5)
         seen.clear()
         t0 = time.perf_counter()
-        took = await round_trip(client, bot.nick, bot.channel, "hop", 5.0)
+        await round_trip(client, bot.nick, bot.channel, "hop", 5.0)
         await asyncio.sleep(SETTLE)
     finally:
         await client.close()
         with contextlib.suppress(Exception):
             await nc.close()
-    hops = [
-        Hop(t - t0, subject, reply, size, t - t0 <= took)
-        for t, subject, reply, size in seen
-        if subject not in pings and ".operator.ping." not in subject and t >= t0
-    ]
-    return hops, prefix
+    pings = {m.reply for _, m in seen if ".operator.ping." in m.subject}
+    return [
+        Hop(t - t0, m.subject, m.reply, m.data[:16], len(m.data))
+        for t, m in seen
+        if ".operator.ping." not in m.subject and m.subject not in pings
+    ], prefix
 
 
 def describe(result: tuple[list[Hop], str]) -> str:
     """The hops as lines of text for the benchmark's output."""
     hops, prefix = result
-    before = [h for h in hops if h.before_answer]
+    labels = [label(h, prefix) for h in hops]
+    path = [what.split(":")[0] for role, what in labels if role == PATH]
     lines = [
-        f"  bus messages of one !echo round trip: {len(before)} before the answer reached IRC,"
-        f" {len(hops) - len(before)} more within {SETTLE} s after it:"
+        f"  bus hops of one !echo round trip: {len(path)} on the user-visible path"
+        f" ({' -> '.join(path)}), {len(hops)} bus messages in all:"
     ]
-    for h in hops:
-        mark = " " if h.before_answer else "+"
-        subject = h.subject.removeprefix(prefix + ".")
-        subject = subject if len(subject) <= 40 else subject[:37] + "..."
-        lines.append(
-            f"  {mark} {h.at * 1000:7.2f} ms {h.size:5d} B  {subject:<40}  {label(h, prefix)}"
-        )
+    for h, (role, what) in zip(hops, labels, strict=True):
+        lines.append(f"    {h.at * 1000:7.2f} ms {h.size:5d} B  {role:<9}  {what}")
     return "\n".join(lines)
