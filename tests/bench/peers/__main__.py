@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if find_binary("ngircd") is None:
         print("  skipped: ngircd is not installed (apt-get install ngircd; `make chat-servers`)")
         return 0
-    python = _peers_python(args.peers_python)
+    python = _peers_python(args.peers_python.absolute())  # (not resolve(): keep the venv)
     try:
         loops = args.loops.split(",")
         return run(python, loops, args.base, args.rounds, args.count, args.burst)
