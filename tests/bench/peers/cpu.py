@@ -12,13 +12,26 @@ Sample = dict[int, tuple[str, float]]
 """pid -> (process title, user + system CPU seconds so far)."""
 
 
+def _title(argv: list[str]) -> str:
+    """A short name: an operator's title (``eevee: router``), else the program's name and,
+    for an interpreter, what it runs."""
+    if not argv:
+        return ""
+    if argv[0].startswith("eevee:"):
+        return " ".join(argv).strip()
+    name = argv[0].rsplit("/", 1)[-1]
+    if name.startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
+        name += " " + argv[1].rsplit("/", 1)[-1]
+    return name
+
+
 def take(procs: list[psutil.Process]) -> Sample:
     """The CPU seconds of each process now."""
     out: Sample = {}
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
-            title = " ".join(proc.cmdline()[:3]) or proc.name()
+            title = _title(proc.cmdline()) or proc.name()
             out[proc.pid] = (title, times.user + times.system)
     return out
 
