@@ -226,6 +226,7 @@ class Subscription:
         head = dispatch.ipc.subjects.prefix + "."
         skip = len(head)
         durable = dispatch.deliveries if self.durable else None
+        tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
         while True:
             if not queue:
                 idle = self._idle
@@ -258,7 +259,7 @@ class Subscription:
                     await dispatch.reject(stats, subject, reply, data, exc.reason, delivery)
                     continue
                 if subject.startswith(head):
-                    problem = provenance_problem(subject[skip:], env.source, env.body)
+                    problem = provenance_problem(subject[skip:], env.source, env.body, tokens)
                     if problem is not None:
                         await dispatch.reject(stats, subject, reply, data, problem, delivery)
                         continue
