@@ -274,11 +274,14 @@ class MatrixTargetError(MatrixError, RefusedError):
 
 class MatrixSessionError(MatrixError, SessionError):
     """The homeserver failed a request or could not be reached; ``status`` is its error code
-    (``M_UNKNOWN``...) or HTTP status, when it answered."""
+    (``M_UNKNOWN``...) or HTTP status, and ``http_status`` the HTTP status, when it answered."""
 
-    def __init__(self, message: str, status: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: str | None = None, http_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.http_status = http_status
 
 
 class RateLimitedError(MatrixSessionError):

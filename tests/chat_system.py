@@ -54,15 +54,18 @@ class ChatSystem(PrefixedBus):
         self.procs.clear()
         await super().close()
 
-    async def spawn(self, op_id: str, module: str, settings: dict[str, Any]) -> OperatorProc:
-        """Start ``module`` as ``op_id`` with the process contract; wait for its Ready."""
+    async def spawn(
+        self, op_id: str, module: str, settings: dict[str, Any], **env_extra: str
+    ) -> OperatorProc:
+        """Start ``module`` as ``op_id`` with the process contract (``env_extra`` added to its
+        environment); wait for its Ready."""
         env = contract_env(
             url=self.url,
             prefix=self.prefix,
             op_id=op_id,
             tmp=self.tmp,
             settings=settings,
-            **self.env,
+            **{**self.env, **env_extra},
         )
         ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
         child = await start_operator(module, env)
@@ -82,10 +85,12 @@ class ChatSystem(PrefixedBus):
         )
         await self.wait_echo_registered()
 
-    async def connector(self, network: str, settings: dict[str, Any]) -> OperatorProc:
+    async def connector(
+        self, network: str, settings: dict[str, Any], **env_extra: str
+    ) -> OperatorProc:
         """Start the platform's connector (``operators.<platform>``) as ``<platform>.<network>``."""
         p = self.platform
-        return await self.spawn(f"{p}.{network}", f"operators.{p}", settings)
+        return await self.spawn(f"{p}.{network}", f"operators.{p}", settings, **env_extra)
 
     async def events(self, network: str) -> asyncio.Queue[Envelope[ChatEvent]]:
         """Every ChatEvent the connector of ``network`` publishes from now on."""

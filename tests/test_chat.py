@@ -322,6 +322,36 @@ def test_repl_sessions_share_the_room_but_not_private_replies(bot: System) -> No
         assert ann.wait() == 0
 
 
+def test_the_repl_connects_again_after_eevee_restarts(tmp_path: Path) -> None:
+    """`eevee down` and up again under an open REPL: it says the bus is gone, waits, connects
+    to the new system and the next line is answered (and nothing is lost on the way)."""
+    system = System(tmp_path / "sys").write(OPERATORS)
+    try:
+        system.up(*OPERATORS)
+        with repl(system, "--user", "erin") as session:
+            session.expect("you> ")
+            session.send("!echo before")
+            assert "eevee> before" in session.expect("you> ")
+            system.stop()
+            system.proc = None
+            session.send("!echo during")
+            session.expect("connecting again (Ctrl-C gives up)", timeout=15)
+            system.up(*OPERATORS)
+            session.expect("eevee: connected again", timeout=20)
+            # The line typed while the bus was down is sent once connected; the router may
+            # still be taking registrations, so ask again until echo answers.
+            deadline = time.monotonic() + 20
+            while "eevee> again" not in session.text and time.monotonic() < deadline:
+                session.send("!echo again")
+                with contextlib.suppress(AssertionError):
+                    session.expect("eevee> again", timeout=2)
+            assert "eevee> again" in session.text
+            session.send("/quit")
+            assert session.wait() == 0
+    finally:
+        system.stop()
+
+
 # -- the console operator ----------------------------------------------------------------------
 
 

@@ -417,6 +417,7 @@ def test_messages_become_events() -> None:
         ":alice!a@h PRIVMSG @#ops :to the ops",
         ":alice!a@h NOTICE #ops :notice",
         ":alice!a@h PRIVMSG #ops :\x01ACTION waves\x01",
+        "@msgid=m2;+draft/reply=m1 :alice!a@h PRIVMSG #ops :an answer",
     )
     alice = IrcUser("alice", "a@h", "alice_acct")
     assert events == [
@@ -425,6 +426,7 @@ def test_messages_become_events() -> None:
         Message(alice, "#ops", False, "to the ops", "to the ops", "message", None),
         Message(alice, "#ops", False, "notice", "notice", "notice", None),
         Message(alice, "#ops", False, "waves", "\x01ACTION waves\x01", "action", None),
+        Message(alice, "#ops", False, "an answer", "an answer", "message", "m2", "m1"),
     ]
 
 

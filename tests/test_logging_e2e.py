@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,6 +134,62 @@ def test_follow_sees_a_restarted_operator(make_system: MakeSystem) -> None:
         except subprocess.TimeoutExpired:
             follower.kill()
             follower.wait()
+
+
+def test_follow_survives_a_restart_of_eevee(make_system: MakeSystem) -> None:
+    """`eevee logs -f` waits through `eevee down` and up again and goes on following: what
+    the new system logs is shown, nothing is shown twice."""
+    system = make_system().write({"chatty": python_op(CHATTY)})
+    system.up("chatty")
+    first = system.op("chatty")["pid"]
+    eevee = str(Path(sys.executable).parent / "eevee")
+    follower = subprocess.Popen(
+        [eevee, "-c", str(system.config), "logs", "-f", "--json", "-o", "chatty", "-n", "5"],
+        env=system.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    out = follower.stdout
+    assert out is not None
+
+    def read() -> None:
+        for line in out:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    shown: list[dict[str, Any]] = []
+
+    def shown_event(pid: int) -> bool:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                shown.append(json.loads(lines.get(timeout=0.2)))
+        return any(
+            e["body"]["event"] == "hello from python" and e["body"]["fields"].get("pid") == pid
+            for e in shown
+        )
+
+    try:
+        wait_for(lambda: shown_event(first), 15, what="the first event in `eevee logs -f`")
+        system.stop()
+        system.proc = None
+        time.sleep(1.5)  # the follower notices and waits
+        assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+        system.up("chatty")
+        second = system.op("chatty")["pid"]
+        wait_for(lambda: shown_event(second), 20, what="the new system's event after the restart")
+        ids = [e["id"] for e in shown]
+        assert len(ids) == len(set(ids)), "a record was shown twice"
+    finally:
+        follower.send_signal(signal.SIGINT)
+        try:
+            _, err = follower.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+            _, err = follower.communicate()
+    assert "waiting for eevee to come back" in err, err
+    assert "connected again" in err, err
 
 
 def test_a_log_flood_does_not_stop_pings(make_system: MakeSystem) -> None:

@@ -8,6 +8,7 @@ session's Synapse (tests/matrix_server.py), and talks to it from matrix-nio clie
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -331,6 +332,25 @@ async def test_restart_answers_each_command_exactly_once(
     await asyncio.sleep(1.0)  # room for a duplicate to show
     bodies = [m.body for m in s.alice.messages(s.bot.user_id, s.room, since=mark)]
     assert sorted(b for b in bodies if b) == ["after", "down", "during"], (bodies, proc.log())
+    await proc.stop()
+
+
+async def test_a_refused_sync_position_starts_afresh(
+    bus: ChatSystem, setup: Callable[..., Any]
+) -> None:
+    """A stored sync token the homeserver refuses (a reset server, a damaged file) must not
+    make every start fail: the connector drops it, says so, and answers again."""
+    s: Setup = await setup()
+    await answer(s.alice, s.bot.user_id, s.room, "!echo before", s.proc)
+    await s.proc.stop()
+    stored = bus.tmp / "data" / f"matrix.{s.network}" / "sync.json"
+    data = json.loads(stored.read_text(encoding="utf-8"))
+    stored.write_text(json.dumps({**data, "next_batch": "not-a-token"}), encoding="utf-8")
+    proc = await bus.connector(s.network, bot_settings(s.server, s.bot, rooms=[s.room]))
+    _, got = await answer(s.alice, s.bot.user_id, s.room, "!echo after", proc)
+    assert got.body == "after"
+    assert "refused the stored sync position" in proc.log()
+    assert json.loads(stored.read_text(encoding="utf-8"))["next_batch"] != "not-a-token"
     await proc.stop()
 
 

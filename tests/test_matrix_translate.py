@@ -181,6 +181,20 @@ def test_html_is_kept_raw_and_reply_fallback_stripped() -> None:
     assert msg is not None
     assert msg.text == "!echo answer"
     assert msg.raw == "<mx-reply>...</mx-reply>!echo answer"
+    assert (msg.reply_to, msg.thread) == ("$earlier", None)
+
+
+def test_a_thread_message_says_its_thread_and_no_reply_from_the_fallback() -> None:
+    relates = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True}
+    relates["m.in_reply_to"] = {"event_id": "$last-in-thread"}
+    content = {"msgtype": "m.text", "body": "!echo x", "m.relates_to": relates}
+    msg = chat_message(message(content), ROOM, "net", names)
+    assert msg is not None
+    assert (msg.thread, msg.reply_to) == ("$root", None)
+    relates["is_falling_back"] = False  # a real reply inside the thread
+    msg = chat_message(message(content), ROOM, "net", names)
+    assert msg is not None
+    assert (msg.thread, msg.reply_to) == ("$root", "$last-in-thread")
 
 
 def test_mentions() -> None:

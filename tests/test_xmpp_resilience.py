@@ -9,7 +9,9 @@ through a TCP proxy that cuts the connection on demand (tests/tcp_proxy.py).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,15 @@ import pytest_asyncio
 pytest.register_assert_rewrite("tests.xmpp_server")
 
 from eeveepy.bus.streams import ensure_chat_streams  # noqa: E402
-from eeveepy.protocol.models import ChatEvent, OutgoingMessage, Ping, Pong  # noqa: E402
+from eeveepy.protocol.models import (  # noqa: E402
+    ChatEvent,
+    Control,
+    ControlAction,
+    ControlResult,
+    OutgoingMessage,
+    Ping,
+    Pong,
+)
 from tests.chat_system import ChatSystem, running_system  # noqa: E402
 from tests.irc_servers import make_cert  # noqa: E402
 from tests.operator_procs import OperatorProc  # noqa: E402
@@ -204,6 +214,48 @@ async def test_a_reply_the_server_never_confirmed_is_sent_after_a_restart(
         proc = await system.connector("confirm", settings)
         got = await alice.wait(lambda m: m.body == "unconfirmed", since=mark, timeout=WAIT)
         assert got.sender.startswith(f"{r}/eeveebot")
+        await asyncio.sleep(1.0)
+        assert [m.body for m in alice.received[mark:]].count("unconfirmed") == 1
+    finally:
+        await alice.close()
+        await proc.stop()
+
+
+async def test_a_reply_unconfirmed_when_a_reload_replaces_the_stream_is_sent_again(
+    system: ChatSystem,
+    prosody: Prosody,
+    proxy_factory: Callable[[int], Any],
+    tmp_path: Path,
+) -> None:
+    """A reload that changes the server address makes a new stream: the reply written into
+    the old one (frozen, never acknowledged) is sent by the new one, once."""
+    await ensure_chat_streams(system.io.nc.jetstream(), system.prefix)
+    proxy: TcpProxy = await proxy_factory(prosody.port)
+    r = room("handover")
+    alice = await XmppClient.connected(prosody, "handoveralice")
+    settings = bot_settings(prosody, "handoverbot", rooms=[r], port=proxy.port)
+    file = tmp_path / "settings.json"
+    file.write_text(json.dumps(settings), encoding="utf-8")
+    proc = await system.connector("handover", settings, EEVEE_SETTINGS_FILE=str(file))
+    try:
+        await alice.join(r)
+        await in_room(alice, r, "handoverbot", proc)
+        assert await ask(alice, "!echo before", to=r, proc=proc, bot="handoverbot") == "before"
+        mark = alice.mark()
+        proxy.freeze()
+        out = OutgoingMessage(platform="xmpp", network="handover", target=r, text="unconfirmed")
+        await system.io.publish_stored(system.subjects.chat_out("xmpp", "handover"), out)
+        await asyncio.sleep(0.5)  # written, swallowed by the frozen connection, never acked
+        file.write_text(json.dumps({**settings, "port": prosody.port}), encoding="utf-8")
+        reply = await system.io.request(
+            system.subjects.operator_ctl(proc.id),
+            Control(action=ControlAction.RELOAD),
+            ControlResult,
+            timeout=WAIT,
+        )
+        assert reply.body.ok, reply.body
+        got = await alice.wait(lambda m: m.body == "unconfirmed", since=mark, timeout=WAIT)
+        assert got.sender.startswith(f"{r}/handoverbot"), proc.log()
         await asyncio.sleep(1.0)
         assert [m.body for m in alice.received[mark:]].count("unconfirmed") == 1
     finally:

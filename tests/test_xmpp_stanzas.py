@@ -81,6 +81,18 @@ def test_message_id_falls_back_to_the_stanza_id_attribute() -> None:
     assert read_message(xml("<message from='a@b/c'/>")).id is None
 
 
+def test_replies_and_threads() -> None:
+    msg = read_message(
+        xml(
+            "<message from='a@b/c' type='chat'><body>yes</body><thread>t-1</thread>"
+            "<reply xmlns='urn:xmpp:reply:0' to='bot@b' id='m7'/></message>"
+        )
+    )
+    assert (msg.reply_to, msg.thread) == ("m7", "t-1")
+    bare = read_message(xml("<message from='a@b/c'><reply xmlns='urn:xmpp:reply:0'/></message>"))
+    assert (bare.reply_to, bare.thread) == (None, None)
+
+
 def test_history_delayed_by_the_room() -> None:
     msg = read_message(
         xml(

@@ -23,6 +23,7 @@ import io
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -119,6 +120,41 @@ def check_args(args: argparse.Namespace, name: str) -> str | None:
     return None
 
 
+class _Link:
+    """The chat session on the bus, which the REPL can open again when the bus went away."""
+
+    def __init__(self, bus: _BusThread, client: Connect, args: argparse.Namespace, name: str):
+        self.bus, self.client, self.args, self.name = bus, client, args, name
+        self.settings = _settings(args)
+        self.nc: Any = None
+        self.session: ChatSession | None = None
+
+    def open(self) -> ChatSession:
+        """Connect (the running system's bus, from its state file) and make a session."""
+        self.nc, cli_ipc, _ = self.bus.run(self.client(self.args), timeout=30)
+        ipc = Ipc(cli_ipc.subjects, SOURCE, dlq=False)
+        self.bus.run(ipc.attach(self.nc))
+        self.session = ChatSession(
+            ipc,
+            user=session_user(self.name.strip(), account=_login_name()),
+            network=self.settings.network,
+            room=self.args.room,
+            private=self.args.private,
+            bot_name=self.settings.bot_name,
+        )
+        return self.session
+
+    def close(self) -> None:
+        """Part and disconnect (bounded; what is already gone is left alone)."""
+        session, nc, self.session, self.nc = self.session, self.nc, None, None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                self.bus.run(session.close(), timeout=3)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                self.bus.run(nc.close(), timeout=3)
+
+
 def run_chat(args: argparse.Namespace, client: Connect, paths: Paths) -> int:
     """``eevee chat``: returns the exit code. ``client`` connects to the running supervisor's
     bus (the CLI's ``_client``); ``paths`` are the installation's (history goes in its
@@ -128,44 +164,27 @@ def run_chat(args: argparse.Namespace, client: Connect, paths: Paths) -> int:
     if problem is not None:
         print(f"eevee: {problem}", file=sys.stderr)
         return 2
-    settings = _settings(args)
     interactive = sys.stdin.isatty()
     color = interactive and sys.stdout.isatty() and not args.json and not os.environ.get("NO_COLOR")
     bus = _BusThread()
-    nc: Any = None
-    session: ChatSession | None = None
+    link = _Link(bus, client, args, name)
     try:
-        nc, cli_ipc, _ = bus.run(client(args), timeout=30)
-        ipc = Ipc(cli_ipc.subjects, SOURCE, dlq=False)
-        bus.run(ipc.attach(nc))
-        session = ChatSession(
-            ipc,
-            user=session_user(name.strip(), account=_login_name()),
-            network=settings.network,
-            room=args.room,
-            private=args.private,
-            bot_name=settings.bot_name,
-        )
+        session = link.open()
         term = Terminal(
             sys.stdout,
-            bot=settings.bot_name,
+            bot=link.settings.bot_name,
             json_lines=args.json,
             color=color,
             interactive=interactive,
             mark_private=not args.private,
         )
         if interactive:
-            return _repl(bus, session, term, paths.state_dir / HISTORY_FILE)
+            return _repl(link, term, paths.state_dir / HISTORY_FILE)
         bus.run(session.start())
         lines = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         return _scripted(bus, session, term, lines, args.timeout, strict=args.strict)
     finally:
-        if session is not None:
-            with contextlib.suppress(Exception):
-                bus.run(session.close(), timeout=3)
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                bus.run(nc.close(), timeout=3)
+        link.close()
         bus.close()
 
 
@@ -211,14 +230,17 @@ def _scripted(
     return 1 if missed and strict else 0
 
 
-def _repl(bus: _BusThread, session: ChatSession, term: Terminal, history: Path) -> int:
-    """The interactive loop: prompt, say, show the replies; /quit or Ctrl-D to leave."""
+def _repl(link: _Link, term: Terminal, history: Path) -> int:
+    """The interactive loop: prompt, say, show the replies; /quit or Ctrl-D to leave.
+
+    When the bus goes away (``eevee down``, a restart), the REPL says so and connects again
+    (Ctrl-C gives up); a line that could not be sent is sent once connected."""
     readline = load_readline(history)
     loaded = readline.get_current_history_length() if readline is not None else 0
     term.readline = readline
-    session.show = term.show
-    bus.run(session.start(watch_room=True))
-    bus.run(session.join())
+    session = link.session
+    assert session is not None
+    _enter(link, session, term)
     where = f"privately to {session.bot_name}" if session.private else f"in {session.room}"
     term.note(
         f"eevee chat: {session.user.name} {where} ({PLATFORM}/{session.network}). "
@@ -248,21 +270,60 @@ def _repl(bus: _BusThread, session: ChatSession, term: Terminal, history: Path) 
                 continue
             if text.startswith("//"):
                 line = line.lstrip()[1:]
-            try:
-                trace = bus.run(session.say(line))
-                bus.run(
-                    session.wait_replies(trace, timeout=REPL_WAIT, quiet=REPL_QUIET, emit=term.show)
-                )
-            except KeyboardInterrupt:
-                term.write("")
-            except EeveeError as exc:
-                term.write(f"eevee: {exc}", sys.stderr)
-            except Exception:
+            while True:
+                sent = False
+                try:
+                    trace = link.bus.run(session.say(line))
+                    sent = True
+                    link.bus.run(
+                        session.wait_replies(
+                            trace, timeout=REPL_WAIT, quiet=REPL_QUIET, emit=term.show
+                        )
+                    )
+                except KeyboardInterrupt:
+                    term.write("")
+                except EeveeError as exc:
+                    if not session.ipc.nc.is_closed:
+                        term.write(f"eevee: {exc}", sys.stderr)
+                        break
+                except Exception:
+                    if not session.ipc.nc.is_closed:
+                        raise
                 if not session.ipc.nc.is_closed:
-                    raise
-                # The connection is gone (no reconnecting: the bus may be another one now).
-                term.write("eevee: the bus connection is closed; did `eevee up` stop?", sys.stderr)
-                return 1
+                    break
+                reopened = _reconnect(link, term)
+                if reopened is None:
+                    return 1
+                session = reopened
+                if sent:
+                    break
     finally:
         if readline is not None:
             save_history(readline, history, loaded)
+
+
+def _enter(link: _Link, session: ChatSession, term: Terminal) -> None:
+    session.show = term.show
+    link.bus.run(session.start(watch_room=True))
+    link.bus.run(session.join())
+
+
+def _reconnect(link: _Link, term: Terminal) -> ChatSession | None:
+    """Connect again after the bus went away, every second until it works; None when the user
+    gives up (Ctrl-C)."""
+    link.close()
+    term.write("eevee: the bus connection is closed; connecting again (Ctrl-C gives up)")
+    try:
+        while True:
+            try:
+                session = link.open()
+                _enter(link, session, term)
+            except EeveeError:
+                link.close()
+                time.sleep(1.0)
+                continue
+            term.write("eevee: connected again")
+            return session
+    except KeyboardInterrupt:
+        term.write("")
+        return None

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -43,7 +46,12 @@ def add_logs_parser(
     logs: argparse.ArgumentParser = sub.add_parser(
         "logs", parents=parents, help="show log history from the bus; -f to follow"
     )
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new events (waits through restarts of eevee)",
+    )
     logs.add_argument(
         "--operator",
         "-o",
@@ -131,13 +139,16 @@ def run_logs(args: argparse.Namespace, connect: Connect, offline: Callable[[], P
 
     async def go() -> None:
         nc, ipc, _ = await connect(args)
-        try:
-            async for env in read_logs(
-                nc.jetstream(), ipc.subjects.prefix, flt, follow=args.follow, tail=tail
-            ):
-                show(env)
-        finally:
-            await nc.close()
+        if not args.follow:
+            try:
+                async for env in read_logs(
+                    nc.jetstream(), ipc.subjects.prefix, flt, follow=False, tail=tail
+                ):
+                    show(env)
+            finally:
+                await nc.close()
+            return
+        await _follow(args, connect, flt, tail, show, (nc, ipc))
 
     try:
         asyncio.run(go())
@@ -154,3 +165,83 @@ def run_logs(args: argparse.Namespace, connect: Connect, offline: Callable[[], P
         for env in read_log_files(directory, flt, tail):
             show(env)
     return 0
+
+
+_RESUME_MARGIN: Final = timedelta(seconds=2)
+"""How far before the last record shown a resumed follow reads again (clocks of the
+operators and of the bus differ a little); what was shown already is skipped by id."""
+
+_RETRY_EVERY: Final = 1.0
+"""Seconds between attempts to reach a system that went away while following."""
+
+
+async def _follow(
+    args: argparse.Namespace,
+    connect: Connect,
+    flt: LogFilter,
+    tail: int | None,
+    show: Callable[[Envelope[LogRecord]], None],
+    first: tuple[Any, Any] | None,
+) -> None:
+    """Follow the log stream until interrupted, through restarts of the system.
+
+    When the bus goes away (``eevee down`` and up again, a restarted embedded bus), this
+    says so once on stderr, tries again every second, and resumes from the last record
+    shown: nothing is printed twice, nothing logged meanwhile is missed.
+    """
+    from eeveepy.errors import BusError
+    from eeveepy.logs.history import read_logs
+
+    seen: deque[str] = deque(maxlen=4096)
+    seen_ids: set[str] = set()
+    current: tuple[Any, Any] | None = first
+    last_time: datetime | None = None
+    waiting = False
+    while True:
+        if current is None:
+            try:
+                nc, ipc, _ = await connect(args)
+            except (SupervisorError, BusDownError):
+                await asyncio.sleep(_RETRY_EVERY)
+                continue
+            print("eevee: connected again; following", file=sys.stderr, flush=True)
+            waiting = False
+        else:
+            nc, ipc = current
+        lost = False
+        since = flt if last_time is None else replace(flt, since=last_time - _RESUME_MARGIN)
+        try:
+            async for env in read_logs(
+                nc.jetstream(),
+                ipc.subjects.prefix,
+                since,
+                follow=True,
+                tail=tail if last_time is None else None,
+            ):
+                if env.id in seen_ids:
+                    continue
+                if len(seen) == seen.maxlen:
+                    seen_ids.discard(seen[0])
+                seen.append(env.id)
+                seen_ids.add(env.id)
+                last_time = env.body.time or env.timestamp
+                show(env)
+        except BusError as exc:
+            if first is not None and not nc.is_closed:
+                raise  # not a lost connection: the stream cannot be read at all
+            if not waiting:
+                print(
+                    f"eevee: {exc}; waiting for eevee to come back (Ctrl-C to stop)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            waiting = True
+            lost = True
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        current = first = None
+        if last_time is None:
+            last_time = datetime.now(UTC)
+        if lost:
+            await asyncio.sleep(_RETRY_EVERY)

@@ -99,6 +99,12 @@ class ChatMessage(Body):
     private: bool = Field(default=False, description="Sent to the bot alone, not to a room.")
     mentioned: bool = Field(default=False, description="The text mentions the bot by name.")
     message_id: str | None = Field(default=None, description="Platform message id, if any.")
+    reply_to: str | None = Field(
+        default=None, description="Platform id of the message this one answers, if it says."
+    )
+    thread: str | None = Field(
+        default=None, description="Platform id of the thread it is in (Matrix: the root event)."
+    )
 
 
 class ChatEventType(StrEnum):

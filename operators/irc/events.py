@@ -130,6 +130,8 @@ class Message:
     raw: str
     style: Style
     msgid: str | None
+    reply_to: str | None = None
+    """The ``msgid`` it answers (the IRCv3 ``+draft/reply`` client tag)."""
 
 
 @dataclass(slots=True)

@@ -184,5 +184,6 @@ class Tracker:
                 raw,
                 style,
                 line.tags.get("msgid"),
+                line.tags.get("+draft/reply") or line.tags.get("+reply") or None,
             )
         )

@@ -80,6 +80,7 @@ def chat_message(msg: Message, network: str, own_nick: str) -> ChatMessage:
         private=msg.private,
         mentioned=mentions(msg.text, own_nick),
         message_id=msg.msgid,
+        reply_to=msg.reply_to,
     )
 
 

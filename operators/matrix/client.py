@@ -82,7 +82,12 @@ async def call(
             return resp
         asked = retry_after(resp)
         if asked is None:
-            raise MatrixSessionError(f"{what}: {resp.status_code} {resp.message}", resp.status_code)
+            http = getattr(getattr(resp, "transport_response", None), "status", None)
+            raise MatrixSessionError(
+                f"{what}: {resp.status_code} {resp.message}",
+                resp.status_code,
+                http if isinstance(http, int) else None,
+            )
         wait = asked
         log.warning("rate limited by the homeserver: waiting", request=what, seconds=wait)
         await asyncio.sleep(min(wait, max_wait))

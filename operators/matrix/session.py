@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any, Final
 
 from nio import AsyncClient, MegolmEvent, SyncResponse
@@ -96,7 +97,21 @@ class MatrixSession:
         self.link.me = ChatUser(id=self.me, name=self.me, account=self.me)
         await self._keys()  # the device's keys first: who invites the bot can then share theirs
         since = self.store.sync_token()
-        resp = await self._sync(since, full_state=True)
+        try:
+            resp = await self._sync(since, full_state=True)
+        except MatrixSessionError as exc:
+            if since is None or exc.http_status != HTTPStatus.BAD_REQUEST:
+                raise
+            # A homeserver that was reset (or a hand-edited file) refuses the stored position
+            # for good: asking again would fail the same way at every start.
+            self.log.warning(
+                "the homeserver refused the stored sync position: starting afresh; what was"
+                " said while the connector was away is not answered",
+                error=str(exc),
+            )
+            self.store.forget_sync_token()
+            since = None
+            resp = await self._sync(since, full_state=True)
         if since is None:
             self.log.info("first start: the rooms' backlog is not answered")
         await self._handle(resp, since, backlog=since is None)

@@ -102,6 +102,10 @@ class StateStore:
         token = None if data is None else data.get("next_batch")
         return token if isinstance(token, str) and token else None
 
+    def forget_sync_token(self) -> None:
+        """Drop the stored sync position (the homeserver refused it)."""
+        (self.directory / SYNC).unlink(missing_ok=True)
+
     def save_sync_token(self, token: str) -> None:
         """Everything up to ``token`` was handed on."""
         self._write(

@@ -143,6 +143,8 @@ def chat_message(
         style=MSGTYPES[msgtype],
         mentioned=mentions(content, text, me, my_name),
         message_id=event_id,
+        reply_to=None if relation(content).get("is_falling_back") else reply_of(content),
+        thread=thread_of(content),
     )
 
 

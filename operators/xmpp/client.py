@@ -210,6 +210,16 @@ class XmppStream(slixmpp.ClientXMPP):
         """Messages sent and not yet acknowledged by the server."""
         return len(self._pending)
 
+    def adopt_pending(self, old: XmppStream) -> int:
+        """Take over what ``old`` (a stream this one replaces: a reload changed the account or
+        the server) sent and never had acknowledged: the next session sends it again and
+        settles the same confirmations. How many."""
+        taken, old._pending = old._pending, {}
+        for msg, done in taken.values():
+            again = self.make_message(mto=msg["to"], mbody=msg["body"], mtype=msg["type"])
+            self._pending[id(again)] = (again, done)
+        return len(taken)
+
     def resend_pending(self, resumed: bool) -> int:
         """On a new session, send again what the server never acknowledged (on a resumed one,
         what slixmpp did not resend itself); how many. Without stream management on the new

@@ -106,9 +106,13 @@ class XmppPlatform(Platform[XmppSettings]):
         self.settings = self.rooms.settings = settings
         stream = self.stream
         if stream is None or session_changes(stream.settings, settings, SESSION_FIELDS):
-            if stream is not None:
-                stream.drop()
-            stream = self.stream = XmppStream(settings)
+            old, stream = stream, XmppStream(settings)
+            if old is not None:
+                old.drop()
+                handed = stream.adopt_pending(old)
+                if handed:
+                    link.log.info("unconfirmed messages go to the new stream", count=handed)
+            self.stream = stream
             self._resume_left_behind(stream, link)
         stream.settings = settings
         session = XmppSession(stream, link, self.muc, self.expect, self.rooms, self.resume)

@@ -23,6 +23,8 @@ DELAY: Final = "{urn:xmpp:delay}delay"
 STANZA_ID: Final = "{urn:xmpp:sid:0}stanza-id"
 CONFERENCE: Final = "{jabber:x:conference}x"
 STANZAS: Final = "{urn:ietf:params:xml:ns:xmpp-stanzas}"
+REPLY: Final = "{urn:xmpp:reply:0}reply"
+"""XEP-0461: the message answers the one whose id is ``@id``."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ class MessageIn:
     invite: Invite | None = None
     """An invitation to a room that can be joined (its JID is ``room@service``)."""
     error: str | None = None
+    reply_to: str | None = None
+    """The id of the message it answers (XEP-0461 ``<reply id=.../>``)."""
+    thread: str | None = None
+    """Its ``<thread/>``: the conversation thread it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ def read_message(stanza: Element) -> MessageIn:
     delay = stanza.find(DELAY)
     user_x = stanza.find(f"{MUC_USER}x")
     sid = stanza.find(STANZA_ID)
+    reply = stanza.find(REPLY)
     return MessageIn(
         kind=stanza.get("type") or "normal",
         sender=stanza.get("from") or "",
@@ -117,6 +124,8 @@ def read_message(stanza: Element) -> MessageIn:
         muc_private=user_x is not None and (stanza.get("type") == "chat"),
         invite=_invite(stanza, user_x),
         error=_error(stanza) if stanza.get("type") == "error" else None,
+        reply_to=(reply.get("id") or None) if reply is not None else None,
+        thread=_text(stanza.find(f"{CLIENT}thread")) or None,
     )
 
 

@@ -102,6 +102,8 @@ def room_message(msg: MessageIn, muc: Muc, network: str, me: str) -> ChatMessage
         style=style,
         mentioned=mentions(text, state.nick),
         message_id=msg.id,
+        reply_to=msg.reply_to,
+        thread=msg.thread,
     )
 
 
@@ -137,6 +139,8 @@ def direct_message(
         style=style,
         private=True,
         message_id=msg.id,
+        reply_to=msg.reply_to,
+        thread=msg.thread,
     )
 
 
