@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from eeveepy.connector.sent import KEEP, SentLog
-from tests.ipc_fixtures import RecordingLogger
+
+pytest.register_assert_rewrite("tests.ipc_fixtures")  # imported here, before its tests
+
+from tests.ipc_fixtures import RecordingLogger  # noqa: E402
 
 
 def test_a_new_process_knows_what_the_last_one_sent(tmp_path: Path) -> None:
