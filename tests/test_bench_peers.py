@@ -7,10 +7,12 @@ import tomllib
 
 import pytest
 
-from tests.bench.ircload import plain
-from tests.bench.peers.bots import eeveepy_config
-from tests.bench.peers.hops import PATH, Hop, label
-from tests.bench.peers.table import Figures, best_peers, ratios, render
+pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before its own tests
+
+from tests.bench.ircload import plain  # noqa: E402
+from tests.bench.peers.bots import eeveepy_config  # noqa: E402
+from tests.bench.peers.hops import PATH, Hop, label  # noqa: E402
+from tests.bench.peers.table import Figures, best_peers, ratios, render  # noqa: E402
 
 
 def fig(bot: str, p50: float, p99: float, burst: float, mb: int, *, peer: bool = True) -> Figures:
