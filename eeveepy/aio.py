@@ -46,7 +46,8 @@ async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> No
 
 
 class Backoff:
-    """Exponential backoff with jitter: ``initial`` doubling up to ``maximum``.
+    """Exponential backoff with jitter: ``initial`` doubling (or growing by ``factor``) up to
+    ``maximum``.
 
     Each delay is between half and all of the current step (so that many clients restarted
     together do not come back together); :meth:`reset` starts again from ``initial``, e.g.
@@ -54,17 +55,30 @@ class Backoff:
     """
 
     def __init__(
-        self, initial: float, maximum: float, rnd: Callable[[], float] = random.random
+        self,
+        initial: float,
+        maximum: float,
+        rnd: Callable[[], float] = random.random,
+        *,
+        factor: float = 2.0,
     ) -> None:
+        if factor < 1.0:
+            raise ValueError(f"a backoff factor below 1 ({factor}) would shrink the delays")
         self.initial = initial
         self.maximum = maximum
+        self.factor = factor
         self.attempt = 0
         self._rnd = rnd
 
     def next(self) -> float:
         """The next delay, in seconds."""
         # The exponent is capped: 2.0 ** 1024 overflows, and 2 ** 62 is past any maximum.
-        step = min(self.maximum, self.initial * (2 ** min(self.attempt, 62)))
+        # (A factor of 1.5 needs ~1750 steps to overflow: the cap is past any maximum too.)
+        try:
+            grown = self.initial * (self.factor ** min(self.attempt, 62))
+        except OverflowError:
+            grown = self.maximum
+        step = min(self.maximum, grown)
         self.attempt += 1
         return float(step * (0.5 + 0.5 * self._rnd()))
 

@@ -44,6 +44,14 @@ EeveeError
  │         │    └── RateLimitedError  still HTTP 429 after the connector waited it out 10 times
  │         └── MatrixLoginError  the homeserver refused the credentials
  │                               (also an AuthenticationError: retried slowly)
+ ├── CrpcError                   the ChatOps RPC operator (operators/crpc)
+ │    ├── CrpcConfigError        a base URL or key that cannot work (also a ConfigError)
+ │    ├── ListingError           a server's listing cannot be used (not JSON, wrong shape)
+ │    │    └── RegexError        a method's Ruby regex has no Python translation
+ │    ├── EndpointError          an endpoint URL, prefix or chat request that cannot work
+ │    └── CallError              a call refused or failed (carries HTTP status, JSON-RPC code)
+ │         └── SignatureError    a request's signature, nonce or timestamp is refused
+ │                               (codes -32800 to -32804, HTTP 403)
  └── ScaffoldError               `eevee new operator` could not create the package
       ├── InvalidNameError       NAME cannot be a package, operator id and command name
       └── TargetExistsError      DIR/NAME already exists: nothing is overwritten
@@ -296,3 +304,47 @@ class RateLimitedError(MatrixSessionError):
 
 class MatrixLoginError(MatrixError, AuthenticationError):
     """The homeserver refused the password or the access token."""
+
+
+class CrpcError(EeveeError):
+    """The ChatOps RPC operator (``operators/crpc``) failed, as a client or as a server."""
+
+
+class CrpcConfigError(CrpcError, ConfigError):
+    """A base URL or a key that cannot work (a default port written out, a key that is not an
+    RSA PEM...); the message says what to change and never contains key material."""
+
+
+class CallError(CrpcError):
+    """A ChatOps RPC call refused or failed: ``status`` is the HTTP status and ``code`` the
+    JSON-RPC error code of the reply (-32601 method not found, -32602 bad params or a
+    command's own failure...); the message is the reply's ``error.message``."""
+
+    def __init__(self, message: str, code: int, status: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class SignatureError(CallError):
+    """A request's ``Chatops-*`` headers are refused (HTTP 403): ``code`` is -32800 not
+    authorized, -32801 nonce missing, -32802 bad signature header, -32803 timestamp out of
+    the window or -32804 bad timestamp."""
+
+    def __init__(self, message: str, code: int = -32800) -> None:
+        super().__init__(message, code, 403)
+
+
+class ListingError(CrpcError):
+    """A ChatOps RPC server's listing cannot be used: not JSON, or not the listing's shape."""
+
+
+class RegexError(ListingError):
+    """A listed method's Ruby regex cannot be translated to a Python one (or does not
+    compile); the method is left out, the other methods are registered."""
+
+
+class EndpointError(CrpcError):
+    """An endpoint the ChatOps RPC client is asked to use cannot work: a URL that is not
+    http(s), plain HTTP to a non-loopback host without ``allow_plaintext``, a prefix that is
+    not a command name or is taken; the message says what to do instead."""

@@ -1,4 +1,4 @@
-"""One TLS client context builder, for the bus and for chat connectors."""
+"""TLS contexts: one client builder (the bus, chat connectors, HTTP clients) and one for servers."""
 
 from __future__ import annotations
 
@@ -22,4 +22,11 @@ def client_context(
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def server_context(cert: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server context presenting ``cert`` (a PEM chain) with its private ``key``."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
     return ctx

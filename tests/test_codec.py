@@ -35,6 +35,7 @@ from eeveepy.protocol.models import (
     CommandRejected,
     CommandResult,
     CommandSync,
+    CommandUnregistration,
     ConnectorControl,
     ConnectorControlResult,
     Control,
@@ -103,6 +104,7 @@ def samples() -> list[Body]:
         CommandResult(ok=False, message="boom"),
         CommandSync(router="router"),
         CommandRejected(name="bad", operator="echo", reason="bad regex"),
+        CommandUnregistration(operator="echo", name="echo-2"),
         LogRecord(operator="echo", level=LogLevel.INFO, event="started"),
         LogRecord(
             operator="echo",

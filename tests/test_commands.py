@@ -72,3 +72,20 @@ def test_declaring_commands() -> None:
         op.command("help")(up)
     with pytest.raises(TypeError):
         op.command("x", nonsense=True)(up)
+
+
+async def test_live_commands_need_a_running_operator() -> None:
+    op = Operator(operator_id="tools")
+
+    async def handler(inv: CommandInvocation) -> str:
+        return "x"
+
+    commands = commands_of(op)
+    with pytest.raises(OperatorError, match="needs a running operator"):
+        await commands.add_live("later", handler)
+    assert not await commands.remove("never")  # nothing served: nothing to withdraw
+    commands.add("now", handler)
+    assert commands.served() == ["now"]
+    assert await commands.remove("now")  # before the operator runs: only forgotten
+    assert commands.served() == []
+    assert commands.registrations() == []

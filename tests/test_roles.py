@@ -141,6 +141,19 @@ def test_each_role_gets_its_own_subjects_only() -> None:
     assert "eevee.operator.ctl.>" not in router_pub
 
 
+def test_the_chatops_rpc_operator_speaks_for_its_own_platform_only() -> None:
+    cfg = config(crpc={"module": "operators.crpc"}, echo={"module": "operators.echo"})
+    pub, sub = perms(cfg, "crpc")
+    assert {"eevee.chat.in.crpc.>", "eevee.command.sync", "eevee.command.register.crpc"} <= pub
+    assert not [s for s in pub if s.startswith("eevee.chat.in.") and ".crpc." not in s]
+    assert "eevee.command.register" not in pub
+    assert not [s for s in pub if s.startswith(("eevee.command.run", "eevee.command.rejected"))]
+    assert {"eevee.chat.out.crpc.>", "eevee.command.register.>", "eevee.command.rejected.>"} <= sub
+    echo_pub, echo_sub = perms(cfg, "echo")
+    assert "eevee.chat.in.crpc.>" not in echo_pub
+    assert "eevee.command.register.>" not in echo_sub
+
+
 def test_an_explicit_role_drops_the_modules_extras() -> None:
     cfg = config(admin={"module": "operators.admin", "role": "command"})
     pub, _ = perms(cfg, "admin")

@@ -31,6 +31,7 @@ from eeveepy.protocol.models import (
     CommandRegistration,
     CommandRejected,
     CommandSync,
+    CommandUnregistration,
     DeadLetter,
     Envelope,
     MessageStyle,
@@ -413,6 +414,41 @@ async def test_an_operator_registers_for_itself_only(bot: System) -> None:
         nc = mallory.nc
         await mallory.detach()
         await nc.close()
+
+
+async def test_an_operator_withdraws_its_own_commands_only(bot: System) -> None:
+    """A ``command.unregister`` on ``command.register.<id>`` makes the router forget ``id``'s
+    registration; one naming another operator's command is refused and changes nothing."""
+    tide, mallory = Ipc(bot.subjects, "tide"), Ipc(bot.subjects, "mallory")
+    await tide.attach(await connect(BusConfig(url=bot.url), name="tide"))
+    await mallory.attach(await connect(BusConfig(url=bot.url), name="mallory"))
+    try:
+        rejected = await bot.collect(bot.subjects.command_rejected("mallory"), CommandRejected)
+        await tide.publish(
+            bot.subjects.command_register("tide"), CommandRegistration(operator="tide", name="wave")
+        )
+        for _ in range(100):
+            if "wave" in await bot.ask("!help"):
+                break
+        else:
+            raise AssertionError("wave never registered")
+        forged = CommandUnregistration(operator="tide", name="wave")
+        await mallory.publish(bot.subjects.command_register("mallory"), forged)
+        got = await asyncio.wait_for(rejected.get(), WAIT)
+        assert got.body.reason.startswith("operator mallory may only register its own commands")
+        assert "wave" in await bot.ask("!help")
+        await tide.publish(bot.subjects.command_register("tide"), forged)
+        for _ in range(100):
+            if "wave" not in await bot.ask("!help"):
+                break
+        else:
+            raise AssertionError("wave never forgotten")
+        assert await bot.ask("!wave") == "unknown command `wave`; try `!help`"
+    finally:
+        for ipc in (tide, mallory):
+            nc = ipc.nc
+            await ipc.detach()
+            await nc.close()
 
 
 async def test_chat_input_must_match_its_subject(bot: System) -> None:

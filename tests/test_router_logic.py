@@ -114,12 +114,21 @@ def test_prefix_overrides_most_specific_wins() -> None:
         ("--reason just because", {"reason": "just because"}, ""),
         ("--force", {"force": "true"}, ""),
         ("app --force --env prod", {"force": "true", "env": "prod"}, "app"),
-        ("deploy app --env=prod eu --Dry-Run", {"env": "prod eu", "dry_run": "true"}, "deploy app"),
-        ("\u2014force x", {"force": "x"}, ""),  # an em dash from a "smart" client
-        ("a -- --not-a-flag b", {}, "a --not-a-flag b"),
-        ("a --k v -- tail", {"k": "v"}, "a tail"),
-        ("x -y --5 -", {}, "x -y --5 -"),
-        ("--k v --k w", {"k": "w"}, ""),
+        # keys as written, everything after the key's space is the value (ChatOps RPC)
+        ("deploy app --env=prod eu --Dry-Run", {"env=prod": "eu", "Dry-Run": "true"}, "deploy app"),
+        (
+            "--fruit apple --vegetable green celery",
+            {"fruit": "apple", "vegetable": "green celery"},
+            "",
+        ),
+        ("--this-is-sparta", {"this-is-sparta": "true"}, ""),
+        ("\u2014force x", {}, "\u2014force x"),  # only two ASCII dashes make an argument
+        ("a --k v -- tail", {"k": "v", "": "tail"}, "a"),
+        ("x -y --5 -", {"5": "-"}, "x -y"),
+        ("a--b c--d", {}, "a--b c--d"),  # no space before the dashes: text
+        ("--k v --k w", {"k": "v"}, ""),  # the first of a repeated key wins
+        ("--k   spaced  value  ", {"k": "spaced  value"}, ""),
+        ("--empty  --x", {"empty": "true", "x": "true"}, ""),
     ],
 )
 def test_long_args(text: str, args: dict[str, str], rest: str) -> None:
@@ -129,9 +138,9 @@ def test_long_args(text: str, args: dict[str, str], rest: str) -> None:
 def test_pattern_and_flags_together() -> None:
     pattern = re.compile(r"(?P<app>\w+)(?: (?P<env>\w+))?")
     assert parse_arguments(pattern, "web prod") == ({"app": "web", "env": "prod"}, "web prod")
-    # a group that took no part may come as a flag; one that did wins over the flag
-    assert parse_arguments(pattern, "web --env prod") == ({"env": "prod", "app": "web"}, "web")
-    assert parse_arguments(pattern, "web dev --env prod")[0]["env"] == "dev"  # type: ignore[index]
+    # a group that took no part may come as a flag, and a flag wins over a group (ChatOps RPC)
+    assert parse_arguments(pattern, "web --env prod") == ({"app": "web", "env": "prod"}, "web")
+    assert parse_arguments(pattern, "web dev --env prod")[0]["env"] == "prod"  # type: ignore[index]
     assert parse_arguments(pattern, "") is None  # fullmatch: usage
     assert parse_arguments(pattern, "web prod extra") is None
     assert parse_arguments(None, "anything --x") == ({"x": "true"}, "anything")

@@ -26,6 +26,7 @@ from eeveepy.protocol.models import (
     CommandResult,
     CommandScope,
     CommandSync,
+    CommandUnregistration,
     ConnectorControl,
     ConnectorControlResult,
     Control,
@@ -176,6 +177,7 @@ SAMPLES: list[tuple[str, Body]] = [
     ("command.result", CommandResult(ok=False, message="boom")),
     ("command.sync", CommandSync(router="router")),
     ("command.rejected", CommandRejected(name="bad", operator="echo", reason="bad regex")),
+    ("command.unregister", CommandUnregistration(operator="crpc", name="ops")),
     ("chat.ctl", ConnectorControl(action="part", room="#ops", reason="bye")),
     ("chat.ctl.result", ConnectorControlResult(ok=True, users=["alice", "eevee"])),
 ]

@@ -15,7 +15,9 @@ An operator's ``role`` says what it does, and the bus permissions follow from it
 Without ``role`` in its table an operator gets the default of its module (:func:`default_role`):
 the first-party router, logging and connector modules their own role, every other module and
 every ``command = [...]`` executable ``command``. A first-party module may come with extra
-subjects too (:func:`default_extras`): the admin operator asks the supervisor.
+subjects too (:func:`default_extras`): the admin operator asks the supervisor; the ChatOps
+RPC operator says chat lines of the ``crpc`` platform and reads their answers and the
+command registrations.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ _MODULE_ROLES: Final = {"operators.router": Role.ROUTER, "operators.logging": Ro
 _MODULE_EXTRAS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     # !ps and !restart ask the supervisor, as `eevee ps` and `eevee ctl` do.
     "operators.admin": (("supervisor.status", "supervisor.ctl"), ()),
+    # The ChatOps RPC server says calls as users of its own platform, crpc, and reads the
+    # answers; it lists the commands from their registrations (asking for them at start).
+    "operators.crpc": (
+        ("chat.in.crpc.>", "command.sync"),
+        ("chat.out.crpc.>", "command.register", "command.register.>", "command.rejected.>"),
+    ),
 }
 
 

@@ -190,6 +190,16 @@ class CommandRegistration(Body):
     scope: CommandScope = Field(default_factory=CommandScope)
 
 
+class CommandUnregistration(Body):
+    """An operator stops offering a command it registered (on its own
+    ``command.register.<id>``); the router forgets that registration."""
+
+    KIND: ClassVar[str] = "command.unregister"
+
+    operator: str = Field(description="Operator id that registered the command.")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+
+
 class CommandInvocation(Body):
     """The router asks a command operator to run a command."""
 
@@ -457,6 +467,7 @@ BODY_MODELS: tuple[type[Body], ...] = (
     ChatEvent,
     OutgoingMessage,
     CommandRegistration,
+    CommandUnregistration,
     CommandInvocation,
     CommandResult,
     CommandSync,

@@ -16,6 +16,10 @@ invocation runs once. The answer is a :class:`~eeveepy.protocol.models.CommandRe
 once the handler returned (and its reply was sent), ``ok=False`` with the exception's text if
 it raised.
 
+Commands that come and go while the operator runs (a bridge whose commands follow a remote
+listing) use :meth:`Commands.add_live` and :meth:`Commands.remove`: the latter publishes a
+:class:`~eeveepy.protocol.models.CommandUnregistration` so the router forgets the command.
+
 This module needs only a little of the operator (:class:`CommandHost`), so the runtime can
 offer ``op.command`` without the two depending on each other. The router's side of commands
 (splitting chat lines, permissions, rate limits) lives in ``operators/router/``.
@@ -28,12 +32,13 @@ import inspect
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol, TypedDict, TypeVar, Unpack
 
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.subscription import Subscription
 from eeveepy.errors import OperatorError
 from eeveepy.protocol.codec import describe_validation_error
 from eeveepy.protocol.commands import check_registration, run_queue
@@ -44,6 +49,7 @@ from eeveepy.protocol.models import (
     CommandResult,
     CommandScope,
     CommandSync,
+    CommandUnregistration,
     Envelope,
     RateLimit,
 )
@@ -54,6 +60,7 @@ __all__ = [
     "RECENT_RUNS",
     "CommandHandler",
     "CommandHost",
+    "CommandOptions",
     "Commands",
     "command",
     "commands_of",
@@ -70,6 +77,18 @@ CommandHandler = Callable[[CommandInvocation], Awaitable[str | None] | str | Non
 """A command's code: gets the invocation, returns the reply text (or None for no reply)."""
 
 StartHook = Callable[[], Awaitable[None]]
+
+
+class CommandOptions(TypedDict, total=False):
+    """The options of a command besides its name and handler (see :func:`command`)."""
+
+    usage: str
+    help: str
+    pattern: str | None
+    aliases: Sequence[str]
+    permission: str | None
+    rate_limit: RateLimit | None
+    scope: CommandScope | None
 
 
 class CommandHost(Protocol):
@@ -114,6 +133,7 @@ class CommandHost(Protocol):
 class _Served:
     registration: CommandRegistration  # ``operator`` is filled in when published
     handler: CommandHandler
+    subscription: Subscription
 
 
 class Commands:
@@ -122,6 +142,7 @@ class Commands:
     def __init__(self, op: CommandHost) -> None:
         self._op = op
         self._served: dict[str, _Served] = {}
+        self._sync: Subscription | None = None
         self._runs: OrderedDict[tuple[str, str], asyncio.Future[CommandResult]] = OrderedDict()
 
     def add(
@@ -138,41 +159,86 @@ class Commands:
         scope: CommandScope | None = None,
         concurrency: int = CONCURRENCY,
     ) -> None:
-        """Serve ``name`` with ``handler``; declare it before the operator runs."""
-        if not callable(handler):
-            raise OperatorError(f"the handler of command {name!r} is not callable")
+        """Serve ``name`` with ``handler``; declare it before the operator runs (at run time,
+        use :meth:`add_live`)."""
         if name in self._served:
             raise OperatorError(f"command {name!r} is declared twice")
         if self._op.ipc.connected:
             raise OperatorError(f"declare command {name!r} before the operator runs")
-        try:
-            reg = CommandRegistration(
-                operator="-",
-                name=name,
-                aliases=list(aliases),
-                pattern=pattern,
-                usage=usage,
-                help=help,
-                permission=permission,
-                rate_limit=rate_limit,
-                scope=scope or CommandScope(),
-            )
-        except ValidationError as exc:
-            reason = describe_validation_error(exc, limit=exc.error_count())
-            raise OperatorError(f"command {name!r}: {reason}") from None
-        problem = check_registration(reg)
-        if problem:
-            raise OperatorError(f"command {name!r}: {problem}")
-        if not self._served:  # the first command: hook into the operator's life
+        reg = _registration(
+            name,
+            handler,
+            usage=usage,
+            help=help,
+            pattern=pattern,
+            aliases=aliases,
+            permission=permission,
+            rate_limit=rate_limit,
+            scope=scope,
+        )
+        if not self._served and not self._sync:  # the first command: hook into the operator's life
             self._op.on_start(self.register)
-            self._op.ipc.subscribe(self._op.subjects.command_sync(), self._on_sync)
-        self._served[name] = _Served(reg, handler)
+            self._sync = self._op.ipc.subscribe(self._op.subjects.command_sync(), self._on_sync)
+        self._served[name] = _Served(reg, handler, self._subscribe(name, concurrency))
 
+    async def add_live(
+        self,
+        name: str,
+        handler: CommandHandler,
+        concurrency: int = CONCURRENCY,
+        **options: Unpack[CommandOptions],
+    ) -> None:
+        """Serve ``name`` from now on, while the operator runs (commands that come and go).
+
+        The command is subscribed and its registration published at once. Adding a name
+        already served replaces its handler and definition (the router takes the new
+        definition: it is the same operator's). From an ``on_start`` hook on, e.g. for a
+        command whose definition depends on the settings. ``concurrency`` as for
+        :func:`command` (kept from the first ``add_live`` of the name).
+        """
+        if not self._op.ipc.connected:
+            raise OperatorError(f"add_live({name!r}) needs a running operator; use add()")
+        reg = _registration(name, handler, **options)
+        if self._sync is None:  # answer the router's sync requests from now on
+            self._sync = await self._op.ipc.subscribe(
+                self._op.subjects.command_sync(), self._on_sync
+            )
+        served = self._served.get(name)
+        if served is None:
+            sub = self._subscribe(name, concurrency)
+            await sub.start()
+            served = self._served[name] = _Served(reg, handler, sub)
+        else:
+            served.registration, served.handler = reg, handler
+        await self._op.ipc.publish(
+            self._op.subjects.command_register(self._op.id),
+            reg.model_copy(update={"operator": self._op.id}),
+        )
+
+    async def remove(self, name: str) -> bool:
+        """Stop serving ``name`` (False when it was not served): unsubscribed, and the router
+        told to forget it (a :class:`~eeveepy.protocol.models.CommandUnregistration`)."""
+        served = self._served.pop(name, None)
+        if served is None:
+            return False
+        await served.subscription.unsubscribe()
+        if self._op.ipc.connected:
+            await self._op.ipc.publish(
+                self._op.subjects.command_register(self._op.id),
+                CommandUnregistration(operator=self._op.id, name=name),
+            )
+        return True
+
+    def served(self) -> list[str]:
+        """The names of the commands served now."""
+        return list(self._served)
+
+    def _subscribe(self, name: str, concurrency: int) -> Subscription:
         async def run(env: Envelope[CommandInvocation]) -> CommandResult:
             return await self._run(name, env)
 
         run.__qualname__ = f"command:{name}"
-        self._op.ipc.subscribe(
+        return self._op.ipc.subscribe(
             self._op.subjects.command_run(name), run, queue=run_queue(name), concurrency=concurrency
         )
 
@@ -221,7 +287,9 @@ class Commands:
         return result
 
     async def _run_once(self, name: str, env: Envelope[CommandInvocation]) -> CommandResult:
-        served = self._served[name]
+        served = self._served.get(name)
+        if served is None:  # removed while the request was on its way
+            return CommandResult(ok=False, message=f"`{name}` is not offered any more")
         inv = env.body
         try:
             result = served.handler(inv)
@@ -237,6 +305,43 @@ class Commands:
             self._op.log.exception("command failed", command=name, envelope_id=env.id)
             return CommandResult(ok=False, message=str(exc) or type(exc).__name__)
         return CommandResult(ok=True)
+
+
+def _registration(
+    name: str,
+    handler: CommandHandler,
+    *,
+    usage: str = "",
+    help: str = "",
+    pattern: str | None = None,
+    aliases: Sequence[str] = (),
+    permission: str | None = None,
+    rate_limit: RateLimit | None = None,
+    scope: CommandScope | None = None,
+) -> CommandRegistration:
+    """The registration of a command (``operator`` filled in when published), checked as the
+    router checks it; :class:`OperatorError` says what is wrong."""
+    if not callable(handler):
+        raise OperatorError(f"the handler of command {name!r} is not callable")
+    try:
+        reg = CommandRegistration(
+            operator="-",
+            name=name,
+            aliases=list(aliases),
+            pattern=pattern,
+            usage=usage,
+            help=help,
+            permission=permission,
+            rate_limit=rate_limit,
+            scope=scope or CommandScope(),
+        )
+    except ValidationError as exc:
+        reason = describe_validation_error(exc, limit=exc.error_count())
+        raise OperatorError(f"command {name!r}: {reason}") from None
+    problem = check_registration(reg)
+    if problem:
+        raise OperatorError(f"command {name!r}: {problem}")
+    return reg
 
 
 def commands_of(op: CommandHost) -> Commands:

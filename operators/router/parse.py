@@ -24,8 +24,6 @@ __all__ = [
 
 # A command word in chat: letters in any case (it is lowercased), then the name's characters.
 _WORD_RE: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]*)(?:\s+|$)")
-_TOKEN_RE: Final = re.compile(r"\S+")
-_FLAG_RE: Final = re.compile(r"(?:--|\u2014)([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -104,44 +102,25 @@ def split_command(
 
 
 def parse_long_args(text: str) -> tuple[dict[str, str], str]:
-    """ChatOps-RPC-style ``--long-args``: ``(args, the remaining text)``.
+    """``--long-args`` as ChatOps RPC clients parse them: ``(args, the remaining text)``.
 
-    ``--reason just because`` gives ``reason="just because"``: a flag takes the text up to the
-    next flag. A bare ``--force`` gives ``"true"``; ``--env=prod`` works too; ``-`` in names
-    becomes ``_`` and names are lowercased (``--Dry-Run`` -> ``dry_run``); an em dash
-    (``—force``, what some chat clients make of ``--``) counts as ``--``. The text before the
-    first flag is the remaining text, and so is everything after a lone ``--``. Spacing inside
-    values and the remaining text is kept; both are stripped at the ends.
+    The text is cut at its last `` --`` (a space then two dashes; the start of the argument
+    text counts as a space), again and again: each cut-off piece is one argument, its key
+    running from the dashes to the first space and its value being the rest, spaces included
+    (``--reason just because`` gives ``reason="just because"``). A key with no value (or only
+    spaces) gets ``"true"``. Keys are kept as written (``--dry-run`` gives ``dry-run``), the
+    first of a repeated key wins, values are stripped at their ends. What precedes the first
+    argument, stripped, is the remaining text; ``-x``, ``a--b`` and a dash that is not preceded
+    by a space are ordinary text.
     """
     args: dict[str, str] = {}
-    key: str | None = None
-    start = 0  # where the current flag's value starts
-    positional: list[str] = []
-    first = len(text)  # where the first flag (or "--") starts
-    for word in _TOKEN_RE.finditer(text):
-        token = word.group()
-        if token == "--":
-            first = min(first, word.start())
-            if key is not None:
-                args[key] = text[start : word.start()].strip() or "true"
-                key = None
-            positional.append(text[word.end() :].strip())
-            break
-        flag = _FLAG_RE.fullmatch(token)
-        if flag is None:
-            continue
-        first = min(first, word.start())
-        if key is not None:
-            args[key] = text[start : word.start()].strip() or "true"
-        key = flag.group(1).replace("-", "_").lower()
-        start = word.end()
-        if flag.group(2):
-            start = word.start() + token.index("=") + 1
-    else:
-        if key is not None:
-            args[key] = text[start:].strip() or "true"
-    rest = " ".join(p for p in (text[:first].strip(), *positional) if p)
-    return args, rest
+    work = " " + text
+    while (cut := work.rfind(" --")) != -1:
+        piece = work[cut + 3 :]
+        key, _, value = piece.partition(" ")
+        args[key] = value.strip() or "true"  # later cuts are earlier in the text: they win
+        work = work[:cut]
+    return args, work.strip()
 
 
 def parse_arguments(
@@ -150,15 +129,14 @@ def parse_arguments(
     """Arguments of an invocation: ``(args, text)``, or None when ``pattern`` does not match.
 
     The ``--long-args`` are taken out first (:func:`parse_long_args`); ``pattern`` must then
-    match the remaining text entirely. Its named groups that matched become arguments too and
-    win over a flag of the same name; a group that did not take part may be given as a flag.
+    match the remaining text entirely. Its named groups that matched become arguments too,
+    and an argument given as a flag wins over a group of the same name (as in ChatOps RPC).
     """
     args, rest = parse_long_args(text)
     if pattern is not None:
         match = pattern.fullmatch(rest)
         if match is None:
             return None
-        for key, value in match.groupdict().items():
-            if value is not None:
-                args[key] = value
+        captured = {k: v for k, v in match.groupdict().items() if v is not None}
+        args = captured | args
     return args, rest

@@ -29,6 +29,7 @@ from eeveepy.protocol.models import (
     CommandRegistration,
     CommandRejected,
     CommandSync,
+    CommandUnregistration,
     Envelope,
     Ping,
     Pong,
@@ -106,7 +107,24 @@ class Registrar:
             reason = f"operator {env.source} may only register its own commands, not {claimed!r}'s"
             await self._reject(name, env.source, reason)
             return
+        if env.kind == CommandUnregistration.KIND:
+            await self.on_unregister(env)
+            return
         await self.on_register(env)
+
+    async def on_unregister(self, env: Envelope[dict[str, Any]]) -> None:
+        """An operator withdraws a command it registered (only on its own subject)."""
+        try:
+            gone = CommandUnregistration.model_validate(env.body)
+        except ValidationError as exc:
+            reason = describe_validation_error(exc, limit=exc.error_count())
+            self.op.log.warning("unregistration dropped", source=env.source, reason=reason)
+            return
+        reg = self.registry.get(gone.name, gone.operator)
+        if reg is None:
+            return
+        self.op.log.info("command unregistered", name=reg.name, owner=reg.operator)
+        await self._forget(reg)
 
     def _owners_refuse(self, reg: CommandRegistration) -> str | None:
         """Why the ``owners`` setting refuses ``reg`` (None: it does not)."""
