@@ -6,12 +6,13 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= config/eevee.toml
 JS     := operators/js
 
-.PHONY: help venv js up test lint format pytest bench schemas clean chat-servers
+.PHONY: help venv js up test lint format pytest bench bench-peers schemas clean chat-servers
 
 help:
 	@echo "make up       start eevee (embedded NATS, default operators) on $(CONFIG)"
 	@echo "make test     lint (ruff, mypy --strict) and run the whole test suite"
 	@echo "make bench    run the benchmarks and print figures"
+	@echo "make bench-peers  eeveepy beside Sopel and errbot on one ngircd (installs them in $(PEERS))"
 	@echo "make schemas  regenerate the JSON Schemas in schemas/"
 	@echo "make lint     ruff and mypy only"
 	@echo "make js       install the JavaScript operators' npm dependencies (npm ci)"
@@ -60,8 +61,24 @@ chat-servers:
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
+# The single-process peers (pinned: the versions the figures in docs/benchmarks.md are of), in a
+# venv of their own, never the project's. Without a registry to install from, the benchmark
+# says so and measures eeveepy alone.
+PEERS := .bench/peers
+$(PEERS)/.installed:
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	@if $(PEERS)/bin/python -m pip install --quiet "sopel==8.0.4" "errbot[irc]==6.2.1"; then \
+		touch $@; \
+	else \
+		echo "could not install sopel and errbot into $(PEERS): measuring eeveepy alone"; \
+	fi
+
+bench-peers: $(STAMP)
+	@$(MAKE) --no-print-directory $(PEERS)/.installed
+	$(BIN)/python -m tests.bench.peers --peers-python $(PEERS)/bin/python
+
 schemas: $(STAMP)
 	$(BIN)/eevee schema --out schemas
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules
+	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules

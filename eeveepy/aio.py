@@ -3,6 +3,7 @@
 - :func:`cancel_and_wait`: cancel a task and wait, bounded, until it has really ended.
 - :class:`Backoff`: exponential backoff with jitter, reset after a healthy period.
 - :func:`die_with_parent`: a ``preexec_fn`` tying a child's life to its parent's (Linux).
+- :func:`run`: ``asyncio.run`` on uvloop where it is installed (``EEVEE_LOOP`` chooses).
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+from eeveepy.errors import OperatorError
+
+T = TypeVar("T")
+
+ENV_LOOP: Final = "EEVEE_LOOP"
+"""The event loop of an operator process: ``auto`` (the default: uvloop where it is installed,
+else asyncio's own), ``uvloop`` (an error without it) or ``asyncio``."""
+LOOPS: Final = ("auto", "uvloop", "asyncio")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -98,3 +108,30 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
             os._exit(1)
 
     return preexec
+
+
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory ``choice`` (default: ``$EEVEE_LOOP``, else ``auto``) names;
+    None for asyncio's own loop. Raises :class:`OperatorError` for a choice it cannot honour."""
+    choice = (choice if choice is not None else os.environ.get(ENV_LOOP, "")) or "auto"
+    if choice not in LOOPS:
+        raise OperatorError(f"{ENV_LOOP}={choice!r}: give one of {', '.join(LOOPS)}")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop  # optional: imported only where it is asked for
+    except ImportError:
+        if choice == "uvloop":
+            raise OperatorError(
+                f"{ENV_LOOP}=uvloop but uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(main: Coroutine[Any, Any, T], factory: Callable[[], asyncio.AbstractEventLoop] | None) -> T:
+    """``asyncio.run(main)`` on a loop from ``factory`` (None: asyncio's own); see
+    :func:`loop_factory`: uvloop makes each message's trip through a process cheaper."""
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)

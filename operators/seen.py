@@ -16,6 +16,7 @@ Answers: ``alice was last seen 5 minutes ago in #ops, saying: hello`` or
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +49,10 @@ class Sighting(BaseModel):
     action: bool = False
 
 
+STOP_WAIT = 2.0
+"""Seconds a stopping operator waits for the sightings still being written."""
+
+
 def seen_key(platform: str, network: str, nick: str) -> str:
     """The KV key of ``nick`` (case-insensitive) on a network."""
     return KV_PREFIX + ".".join(kv_token(p) for p in (platform, network, nick.lower()))
@@ -74,13 +79,56 @@ def describe(sighting: Sighting, now: datetime) -> str:
     return f"{sighting.nick} was last seen {when} in {sighting.room}, {said}"
 
 
+class LatestWrites:
+    """The newest sighting of each key, written one write at a time per key.
+
+    A burst from one nick is one write in flight and the newest value waiting, not one
+    store round trip per line in series: the handler hands the value over and returns. A write
+    the store does not take now is kept and retried by ``op.store`` (which reports it).
+    """
+
+    def __init__(self, op: Operator[SeenSettings]) -> None:
+        self._op = op
+        self._waiting: dict[str, bytes] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+
+    def latest(self, key: str) -> bytes | None:
+        """The value waiting to be written at ``key``, if any (newer than the store's)."""
+        return self._waiting.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Write ``value`` at ``key`` soon (replacing a value of the key still waiting)."""
+        self._waiting[key] = value
+        if key not in self._writers:
+            task = asyncio.get_running_loop().create_task(self._write(key))
+            self._writers[key] = task
+
+    async def _write(self, key: str) -> None:
+        try:
+            while (value := self._waiting.pop(key, None)) is not None:
+                await self._op.store.put(key, value)
+        except Exception as exc:  # never let one sighting end the writes
+            self._op.log.error("sighting not written", key=key, error=repr(exc))
+        finally:
+            del self._writers[key]
+
+    async def finish(self) -> None:
+        """Wait (bounded) for the writes under way (the operator is stopping)."""
+        if self._writers:
+            await asyncio.wait(list(self._writers.values()), timeout=STOP_WAIT)
+
+
 def create() -> Operator[SeenSettings]:
     """Build the seen operator (nothing runs until ``run()`` or ``serve()``)."""
     op = Operator(SeenSettings, name="seen")
 
+    writes = LatestWrites(op)
+
     @op.on_start
     async def open_store() -> None:
         await op.kv()  # no store, no point: a failure here fails the start
+
+    op.on_stop(writes.finish)
 
     @op.ipc.subscribe("chat.in.>")
     async def on_chat(env: Envelope[ChatMessage]) -> None:
@@ -98,9 +146,8 @@ def create() -> Operator[SeenSettings]:
         )
         value = sighting.model_dump_json().encode()
         # By id (the IRC nick, the Matrix user id...) and by display name when it differs.
-        # A write the store does not take now is kept and retried (op.store reports it).
         for nick in dict.fromkeys(n.lower() for n in (msg.user.id, msg.user.name) if n):
-            await op.store.put(seen_key(msg.platform, msg.network, nick), value)
+            writes.put(seen_key(msg.platform, msg.network, nick), value)
 
     @op.command(
         "seen",
@@ -114,7 +161,8 @@ def create() -> Operator[SeenSettings]:
         if nick.lower() in (msg.user.id.lower(), msg.user.name.lower()):
             return f"you are right here, {msg.user.name}."
         try:
-            value = await op.store.get(seen_key(msg.platform, msg.network, nick))
+            key = seen_key(msg.platform, msg.network, nick)
+            value = writes.latest(key) or await op.store.get(key)
         except StoreError:
             return "I cannot look that up right now (the store is unavailable)."
         if value is None:

@@ -46,6 +46,8 @@ class ChatSystem(PrefixedBus):
     platform: str = "irc"
     """The platform of the connectors started by :meth:`connector`."""
     procs: list[OperatorProc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment variables for every operator started (``EEVEE_LOOP``...)."""
 
     async def close(self) -> None:
         await asyncio.gather(*(p.stop() for p in self.procs))
@@ -63,7 +65,7 @@ class ChatSystem(PrefixedBus):
             op_id=op_id,
             tmp=self.tmp,
             settings=settings,
-            **env_extra,
+            **{**self.env, **env_extra},
         )
         ready = await self.collect(self.subjects.operator_ready(op_id), Ready)
         child = await start_operator(module, env)

@@ -60,8 +60,8 @@ async def test_connector_killed_mid_burst_answers_every_accepted_line(
             async def send() -> None:
                 for n in range(BURST):
                     await carol.privmsg(CHAN, f"!echo {n}")
-                    if n % 20 == 19:
-                        await asyncio.sleep(0.005)
+                    if n % 20 == 19:  # still sending while the connector restarts
+                        await asyncio.sleep(0.02)
 
             sender = asyncio.ensure_future(send())
             loop = asyncio.get_running_loop()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eeveepy.bus.permissions import inbox_prefix, operator_permissions
-from eeveepy.bus.provenance import provenance_problem
+from eeveepy.bus.provenance import TOKENS_KEPT, provenance_problem
 from eeveepy.config import Config
 from eeveepy.config.roles import Role, connector_network, default_role
 from eeveepy.protocol.models import ChatMessage, ChatUser
@@ -183,9 +183,27 @@ def _msg(platform: str, network: str) -> ChatMessage:
     ],
 )
 def test_provenance(subject: str, source: str, body: Any, problem: str | None) -> None:
-    said = provenance_problem(subject, source, body)
-    if problem is None:
-        assert said is None
-    else:
-        assert said is not None
-        assert said.startswith(problem)
+    tokens: dict[str, str] = {}
+    for _ in range(2):  # without the tokens' memory, then with it, twice (learnt, then used)
+        for said in (
+            provenance_problem(subject, source, body),
+            provenance_problem(subject, source, body, tokens),
+        ):
+            if problem is None:
+                assert said is None
+            else:
+                assert said is not None
+                assert said.startswith(problem)
+
+
+def test_provenance_remembers_tokens_within_bounds() -> None:
+    tokens: dict[str, str] = {}
+    assert provenance_problem("chat.in.irc.a%2Eb.#r", "x", _msg("irc", "a.b"), tokens) is None
+    assert tokens == {"a.b": "a%2Eb"}
+    # the literal token is another network's name: still refused once remembered
+    said = provenance_problem("chat.in.irc.a%2Eb.#r", "x", _msg("irc", "a%2Eb"), tokens)
+    assert said is not None
+    assert said.startswith("body.network 'a%2Eb'")
+    for n in range(TOKENS_KEPT + 10):
+        provenance_problem(f"chat.in.irc.n{n}.#r", "x", _msg("irc", f"n{n}"), tokens)
+    assert len(tokens) <= TOKENS_KEPT

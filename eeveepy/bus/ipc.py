@@ -143,6 +143,7 @@ class Ipc(Requester):
         queue: str | None = None,
         durable: str | None = None,
         backstop: bool = False,
+        concurrency: int = 1,
     ) -> Callable[[H], H]: ...
 
     @typing.overload
@@ -154,6 +155,7 @@ class Ipc(Requester):
         queue: str | None = None,
         durable: str | None = None,
         backstop: bool = False,
+        concurrency: int = 1,
     ) -> Subscription: ...
 
     def subscribe(
@@ -164,6 +166,7 @@ class Ipc(Requester):
         queue: str | None = None,
         durable: str | None = None,
         backstop: bool = False,
+        concurrency: int = 1,
     ) -> Callable[[H], H] | Subscription:
         """Subscribe ``handler`` to ``pattern`` (NATS wildcards), optionally in a queue group.
 
@@ -174,6 +177,9 @@ class Ipc(Requester):
         subscription in the queue group ``queue or name``, and a warning says so; with
         ``backstop=True`` (it backs up a plain subscription of the same pattern, which has the
         messages anyway) it is not made at all.
+
+        Handlers get one message at a time, in order; ``concurrency=N`` (plain subscriptions)
+        lets up to N run at once, started in arrival order (see :mod:`eeveepy.bus.concurrent`).
 
         As a decorator (no handler) it declares a subscription that starts when the operator
         connects. With a handler it returns a :class:`Subscription` to ``await`` (or use as an
@@ -187,11 +193,11 @@ class Ipc(Requester):
                         "the bus is already connected: use "
                         "`await ipc.subscribe(pattern, handler)` instead of the decorator"
                     )
-                self._add(pattern, fn, queue, durable, backstop)
+                self._add(pattern, fn, queue, durable, backstop, concurrency)
                 return fn
 
             return decorator
-        return self._add(pattern, handler, queue, durable, backstop)
+        return self._add(pattern, handler, queue, durable, backstop, concurrency)
 
     def _add(
         self,
@@ -200,11 +206,18 @@ class Ipc(Requester):
         queue: str | None,
         durable: str | None = None,
         backstop: bool = False,
+        concurrency: int = 1,
     ) -> Subscription:
+        if concurrency < 1 or (concurrency > 1 and durable):
+            raise OperatorError(
+                f"concurrency={concurrency}: give 1 or more, and 1 for a durable subscription"
+            )
         full = self.full(pattern)
         self.subjects.pattern(full[len(self.subjects.prefix) + 1 :])  # validates the pattern
         resolve_decoder(handler)  # fail now, not on the first message
-        sub = Subscription(self._dispatch, self._discard, full, handler, queue, durable, backstop)
+        sub = Subscription(
+            self._dispatch, self._discard, full, handler, queue, durable, backstop, concurrency
+        )
         self._subs.append(sub)
         return sub
 

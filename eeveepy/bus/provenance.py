@@ -17,6 +17,9 @@ from eeveepy.protocol.tokens import encode_token
 
 __all__ = ["provenance_problem"]
 
+TOKENS_KEPT = 256
+"""Network names whose subject token a subscription remembers."""
+
 _OWN_ID_BRANCHES = ("operator.ready.", "command.register.")
 """Branches whose subject ends with the publisher's operator id."""
 
@@ -27,9 +30,16 @@ def _field(body: Any, name: str) -> Any:
     return getattr(body, name, None)
 
 
-def provenance_problem(relative: str, source: str, body: Any) -> str | None:
+def provenance_problem(
+    relative: str, source: str, body: Any, tokens: dict[str, str] | None = None
+) -> str | None:
     """Why an envelope from ``source`` with ``body`` cannot have been published on the subject
-    ``relative`` (without the prefix) by whom the subject names; None when it can."""
+    ``relative`` (without the prefix) by whom the subject names; None when it can.
+
+    ``tokens`` remembers the subject token of each network name seen (a subscription passes
+    one dict to all its calls: a receiver sees few networks, and encoding one costs more than
+    the rest of the check); it is cleared when it grows past :data:`TOKENS_KEPT`.
+    """
     if relative.startswith("chat."):
         kind, _, rest = relative[5:].partition(".")
         if kind not in ("in", "event"):
@@ -39,7 +49,16 @@ def provenance_problem(relative: str, source: str, body: Any) -> str | None:
         said_platform, said_network = _field(body, "platform"), _field(body, "network")
         if said_platform != platform:
             return f"body.platform {said_platform!r} is not the subject's {platform!r}"
-        if not isinstance(said_network, str) or encode_token(said_network) != network:
+        if not isinstance(said_network, str):
+            return f"body.network {said_network!r} is not the subject's network"
+        token = tokens.get(said_network) if tokens is not None else None
+        if token is None:
+            token = encode_token(said_network)
+            if tokens is not None:
+                if len(tokens) >= TOKENS_KEPT:
+                    tokens.clear()
+                tokens[said_network] = token
+        if token != network:
             return f"body.network {said_network!r} is not the subject's network"
         return None
     for branch in _OWN_ID_BRANCHES:

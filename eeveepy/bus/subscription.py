@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from eeveepy.bus.concurrent import Concurrent
 from eeveepy.bus.delivery import Delivery, open_consumer
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
 from eeveepy.bus.natsadapter import add_fast_path, remove_fast_path
@@ -65,7 +66,8 @@ class Subscription:
 
     ``pattern`` is the full subject pattern; ``gated`` False keeps it delivering while the
     ipc is halted (pings, control requests). ``discard`` is called with it when it is
-    unsubscribed, so its ipc forgets it.
+    unsubscribed, so its ipc forgets it. ``concurrency`` above 1 runs that many handlers at
+    once (:class:`~eeveepy.bus.concurrent.Concurrent`; plain subscriptions only).
     """
 
     def __init__(
@@ -77,8 +79,10 @@ class Subscription:
         queue: str | None,
         durable: str | None = None,
         backstop: bool = False,
+        concurrency: int = 1,
     ) -> None:
         self.pattern = pattern
+        self.concurrency = concurrency
         self.handler = handler
         self.queue = queue
         self.durable = durable
@@ -93,6 +97,7 @@ class Subscription:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._idle: asyncio.Future[None] | None = None
+        self._runner: Concurrent | None = None
 
     @property
     def active(self) -> bool:
@@ -102,7 +107,8 @@ class Subscription:
     @property
     def pending(self) -> int:
         """Messages received and not yet handled."""
-        return (len(self._inbox.queue) if self._inbox else 0) + (1 if self._busy else 0)
+        running = len(self._runner.tasks) if self._runner else 0
+        return (len(self._inbox.queue) if self._inbox else 0) + (1 if self._busy else 0) + running
 
     async def start(self) -> Subscription:
         """Subscribe on the bus (idempotent)."""
@@ -150,6 +156,12 @@ class Subscription:
             with contextlib.suppress(Exception):  # a closed connection has nothing to undo
                 await sub.unsubscribe()
 
+    def _done(self) -> None:
+        """A concurrent handler finished: wake :meth:`idle` once nothing is pending."""
+        idle = self._idle
+        if idle is not None and not idle.done() and not self.pending:
+            idle.set_result(None)
+
     async def idle(self) -> None:
         """Return once everything received so far has been handled (unbounded: time it)."""
         while self.pending:
@@ -172,6 +184,9 @@ class Subscription:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        runner, self._runner = self._runner, None
+        if runner is not None and runner.tasks:
+            await asyncio.gather(*runner.cancel(), return_exceptions=True)
 
     async def unsubscribe(self) -> None:
         """Stop receiving; messages already buffered are dropped; its ipc forgets it."""
@@ -197,6 +212,11 @@ class Subscription:
         handler = self.handler
         is_async = inspect.iscoroutinefunction(handler)
         stats = self.stats
+        if self.concurrency > 1 and not self.durable:
+            self._runner = Concurrent(
+                handler, is_async, self.concurrency, dispatch, stats, self.pattern, self._done
+            )
+            handler, is_async = self._runner, True
         max_inbound = dispatch.max_inbound
         current = dispatch.ipc.handling
         gate = dispatch.gate
@@ -206,10 +226,11 @@ class Subscription:
         head = dispatch.ipc.subjects.prefix + "."
         skip = len(head)
         durable = dispatch.deliveries if self.durable else None
+        tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
         while True:
             if not queue:
                 idle = self._idle
-                if idle is not None and not idle.done():
+                if idle is not None and not idle.done() and not self._runner:
                     idle.set_result(None)
                 await inbox.wait()
                 continue
@@ -238,7 +259,7 @@ class Subscription:
                     await dispatch.reject(stats, subject, reply, data, exc.reason, delivery)
                     continue
                 if subject.startswith(head):
-                    problem = provenance_problem(subject[skip:], env.source, env.body)
+                    problem = provenance_problem(subject[skip:], env.source, env.body, tokens)
                     if problem is not None:
                         await dispatch.reject(stats, subject, reply, data, problem, delivery)
                         continue

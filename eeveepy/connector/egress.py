@@ -98,6 +98,7 @@ class Egress:
         self._queued = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Future[None]] = set()
+        self._on_settle: dict[asyncio.Future[None], Callable[[], None]] = {}
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -118,11 +119,17 @@ class Egress:
         self._queue.put(item.target, (item, done))
         self._queued.set()
 
-    def put_message(self, items: list[Outbound]) -> asyncio.Future[None]:
-        """Queue the items of one message; the future completes once the last is sent."""
+    def put_message(
+        self, items: list[Outbound], on_sent: Callable[[], None] | None = None
+    ) -> asyncio.Future[None]:
+        """Queue the items of one message; the future completes once the last is sent (or
+        dropped). ``on_sent`` is called right then, before the pump sends anything else (the
+        future's waiters only run later)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if on_sent is not None:
+            self._on_settle[done] = on_sent
         if not items:
-            settle(done)
+            self._settle(done)
         for n, item in enumerate(items, 1):
             self.put(item, done if n == len(items) else None)
         return done
@@ -130,7 +137,15 @@ class Egress:
     def clear(self) -> None:
         """Drop everything queued (the network changed); the messages count as handled."""
         while (entry := self._queue.get()) is not None:
-            settle(entry[1][1])
+            self._settle(entry[1][1])
+
+    def _settle(self, done: asyncio.Future[None] | None) -> None:
+        if done is None:
+            return
+        hook = self._on_settle.pop(done, None)
+        if hook is not None:
+            hook()
+        settle(done)
 
     def _drop_oldest(self) -> None:
         dropped = self._queue.drop_oldest()
@@ -141,7 +156,7 @@ class Egress:
             target=dropped[0],
             limit=self.limits.cap,
         )
-        settle(dropped[1][1])
+        self._settle(dropped[1][1])
 
     def start(self) -> None:
         """Start the pump (idempotent)."""
@@ -173,7 +188,7 @@ class Egress:
                 self._queue.put_front(target, (item, done))
                 await asyncio.sleep(RETRY_DELAY)
             elif confirmation is None:
-                settle(done)
+                self._settle(done)
             else:
                 self._confirm(confirmation, done)
 
@@ -189,7 +204,7 @@ class Egress:
 
             def confirmed(fut: asyncio.Future[None]) -> None:
                 if not fut.cancelled():
-                    settle(done)
+                    self._settle(done)
 
             waiting.add_done_callback(confirmed)
 

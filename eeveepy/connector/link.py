@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.ipc import Ipc
@@ -75,6 +76,11 @@ class Rooms:
 
 _Publish = tuple[str, ChatEvent, "asyncio.Future[None]"]
 
+STORE_WINDOW: Final = 64
+"""Chat messages being stored at once, for a platform that does not wait for each."""
+STORE_CLOSE_WAIT: Final = 2.0
+"""Seconds a closing link waits for the messages still being stored."""
+
 
 class Link:
     """What a platform reaches the bus through, for the connector operator ``op``.
@@ -100,6 +106,7 @@ class Link:
         self._fold = fold
         self._queue: asyncio.Queue[_Publish] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._storing: deque[asyncio.Task[None]] = deque()
 
     @property
     def ipc(self) -> Ipc:
@@ -133,14 +140,22 @@ class Link:
             self._worker = asyncio.get_running_loop().create_task(self._publish(), name="link")
 
     async def close(self) -> None:
-        """Stop publishing events (what is still queued is dropped)."""
+        """Stop publishing events (what is still queued is dropped); messages still being
+        stored get a moment to be."""
         worker, self._worker = self._worker, None
         if worker is not None:
             await cancel_and_wait(worker, timeout=1.0)
+        storing, self._storing = self._storing, deque()
+        if storing:
+            await asyncio.wait(storing, timeout=STORE_CLOSE_WAIT)
+            for task in storing:
+                await cancel_and_wait(task, timeout=0.5)
         while not self._queue.empty():
             self._queue.get_nowait()[2].cancel()
 
-    async def message(self, msg: ChatMessage, *, msg_id: str | None = None) -> None:
+    async def message(
+        self, msg: ChatMessage, *, msg_id: str | None = None, wait: bool = True
+    ) -> None:
         """Publish a received chat message and return once it is stored (or given up).
 
         Await it before reading the next one from the platform: that is the delivery
@@ -149,9 +164,26 @@ class Link:
         may read a message again after a restart (a Matrix sync resumed from its last stored
         token) derives it from the platform's message id, so that the chat input stream
         stores a message read twice within its duplicate window once.
+
+        ``wait=False`` is for a platform that can never read a message again (IRC: a line
+        read off the socket is gone): it returns once the message is sent, and the stream's
+        acknowledgements are awaited behind it, at most :data:`STORE_WINDOW` at once, so a
+        burst is stored at the pace of the bus, not one round trip per line. Sent in the
+        order read, on one connection, they are stored in that order.
         """
         if self.me is not None and self._fold(msg.user.id) == self._fold(self.me.id):
             return
+        if wait:
+            await self._store(msg, msg_id)
+            return
+        storing = self._storing
+        while storing and storing[0].done():
+            storing.popleft()
+        while len(storing) >= STORE_WINDOW:
+            await storing.popleft()
+        storing.append(asyncio.get_running_loop().create_task(self._store(msg, msg_id)))
+
+    async def _store(self, msg: ChatMessage, msg_id: str | None) -> None:
         try:
             subject = self.subjects.chat_in(self.platform, self.network, msg.room)
             await self.ipc.publish_stored(subject, msg, msg_id=msg_id)

@@ -197,17 +197,18 @@ class Connector(Generic[S]):
 
     # -- outgoing ----------------------------------------------------------------------------
 
-    async def _out(self, env: Envelope[OutgoingMessage]) -> None:
-        """Render and queue a message; return once its last piece was sent (or dropped)."""
+    async def _out(self, env: Envelope[OutgoingMessage], on_sent: Callable[[], None]) -> None:
+        """Render and queue a message; return once its last piece was sent (or dropped).
+        ``on_sent`` is called as soon as it is (see :class:`Outbox`)."""
         try:
             items = self.platform.render(env.body)
         except RefusedError as exc:
+            on_sent()  # done with: never to be tried again
             await self._refuse_out(env, str(exc))
             return
         if not items:
             self.op.log.debug("nothing to send", target=env.body.target)
-            return
-        await self.egress.put_message(items)
+        await self.egress.put_message(items, on_sent)
 
     async def _refuse_out(self, env: Envelope[OutgoingMessage], reason: str) -> None:
         """Log a ``chat.out`` that must not be sent and dead-letter it for its sender to see."""

@@ -56,6 +56,7 @@ from eeveepy.protocol.models import (
 from eeveepy.protocol.subjects import Subjects
 
 __all__ = [
+    "CONCURRENCY",
     "RECENT_RUNS",
     "CommandHandler",
     "CommandHost",
@@ -65,6 +66,9 @@ __all__ = [
     "commands_of",
 ]
 
+CONCURRENCY: Final = 32
+"""Invocations of one command an operator runs at once by default (started in the order they
+came, so replies that need no waiting go out in that order)."""
 RECENT_RUNS: Final = 4096
 """Invocations remembered per operator, so one delivered again is answered, not run again."""
 
@@ -153,6 +157,7 @@ class Commands:
         permission: str | None = None,
         rate_limit: RateLimit | None = None,
         scope: CommandScope | None = None,
+        concurrency: int = CONCURRENCY,
     ) -> None:
         """Serve ``name`` with ``handler``; declare it before the operator runs (at run time,
         use :meth:`add_live`)."""
@@ -174,17 +179,22 @@ class Commands:
         if not self._served and not self._sync:  # the first command: hook into the operator's life
             self._op.on_start(self.register)
             self._sync = self._op.ipc.subscribe(self._op.subjects.command_sync(), self._on_sync)
-        self._served[name] = _Served(reg, handler, self._subscribe(name))
+        self._served[name] = _Served(reg, handler, self._subscribe(name, concurrency))
 
     async def add_live(
-        self, name: str, handler: CommandHandler, **options: Unpack[CommandOptions]
+        self,
+        name: str,
+        handler: CommandHandler,
+        concurrency: int = CONCURRENCY,
+        **options: Unpack[CommandOptions],
     ) -> None:
         """Serve ``name`` from now on, while the operator runs (commands that come and go).
 
         The command is subscribed and its registration published at once. Adding a name
         already served replaces its handler and definition (the router takes the new
         definition: it is the same operator's). From an ``on_start`` hook on, e.g. for a
-        command whose definition depends on the settings.
+        command whose definition depends on the settings. ``concurrency`` as for
+        :func:`command` (kept from the first ``add_live`` of the name).
         """
         if not self._op.ipc.connected:
             raise OperatorError(f"add_live({name!r}) needs a running operator; use add()")
@@ -195,7 +205,7 @@ class Commands:
             )
         served = self._served.get(name)
         if served is None:
-            sub = self._subscribe(name)
+            sub = self._subscribe(name, concurrency)
             await sub.start()
             served = self._served[name] = _Served(reg, handler, sub)
         else:
@@ -223,13 +233,13 @@ class Commands:
         """The names of the commands served now."""
         return list(self._served)
 
-    def _subscribe(self, name: str) -> Subscription:
+    def _subscribe(self, name: str, concurrency: int) -> Subscription:
         async def run(env: Envelope[CommandInvocation]) -> CommandResult:
             return await self._run(name, env)
 
         run.__qualname__ = f"command:{name}"
         return self._op.ipc.subscribe(
-            self._op.subjects.command_run(name), run, queue=run_queue(name)
+            self._op.subjects.command_run(name), run, queue=run_queue(name), concurrency=concurrency
         )
 
     def registrations(self) -> list[CommandRegistration]:
@@ -353,6 +363,7 @@ def command(
     permission: str | None = None,
     rate_limit: RateLimit | None = None,
     scope: CommandScope | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> Callable[[T], T]:
     """Decorator: ``op`` serves the chat command ``name`` with the decorated function.
 
@@ -361,8 +372,9 @@ def command(
     line, ``inv.message`` the chat message) and returns the reply text, or None to say nothing
     (it may reply itself with ``op.reply(inv.message, ...)``). ``usage`` and ``help`` are shown
     by ``!help``; ``permission`` names the group of users allowed to run it; ``rate_limit``
-    limits each user; ``scope`` restricts where it is offered. ``op.command(...)`` is the
-    same with the operator bound.
+    limits each user; ``scope`` restricts where it is offered; ``concurrency`` is how many
+    invocations run at once (started in the order they came; 1 runs them one after the
+    other). ``op.command(...)`` is the same with the operator bound.
     """
 
     def decorator(fn: T) -> T:
@@ -376,6 +388,7 @@ def command(
             permission=permission,
             rate_limit=rate_limit,
             scope=scope,
+            concurrency=concurrency,
         )
         return fn
 

@@ -38,6 +38,8 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.aio import ENV_LOOP, loop_factory
+from eeveepy.aio import run as run_loop
 from eeveepy.bus.ipc import Ipc
 from eeveepy.errors import ConfigError, OperatorError
 from eeveepy.logs import configure_operator_logging
@@ -288,7 +290,12 @@ class Operator(Generic[S]):
             # Under a supervisor: JSON lines on stderr, which it relays to the bus and console.
             configure_operator_logging(op_id, json_lines=bool(env.get(ENV_SUPERVISOR)))
         try:
-            code = asyncio.run(self.serve(env))
+            factory = loop_factory(env.get(ENV_LOOP))
+        except OperatorError as exc:
+            print(f"{op_id}: {exc}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        try:
+            code = run_loop(self.serve(env), factory)
         except KeyboardInterrupt:  # before the handlers were installed, or after
             code = 130
         sys.exit(code)

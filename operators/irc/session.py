@@ -155,8 +155,8 @@ class IrcSession:
             await self.flush()
         for event in events:
             if type(event) is Message:  # the hot path: one less coroutine per chat line
-                network = self._link.network
-                await self._link.message(chat_message(event, network, self.state.nick))
+                network = self._link.network  # a line read is gone: stored behind (wait=False)
+                await self._link.message(chat_message(event, network, self.state.nick), wait=False)
             else:
                 await self._on_event(event)
 
@@ -164,7 +164,7 @@ class IrcSession:
         link, log = self._link, self._link.log
         match event:
             case Message():
-                await link.message(chat_message(event, link.network, self.state.nick))
+                await link.message(chat_message(event, link.network, self.state.nick), wait=False)
             case Registered():
                 self._on_registered(event)
             case SaslFailed():

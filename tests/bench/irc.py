@@ -9,13 +9,12 @@ user: it sends ``!echo N`` in ``#bench`` and waits for the bot's ``N``.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from eeveepy.bus.natsserver import EmbeddedNats
+from tests.bench.ircload import load, ready, sequential
 from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
 from tests.operator_procs import spawn_operator, stop_all
 
@@ -24,19 +23,9 @@ CHANNEL = "#bench"
 BOT = "eevee"
 
 
-async def _echo(client: IrcClient, text: str, timeout: float) -> float:
-    """Send ``!echo text`` in the channel; the time the bot's ``text`` arrived."""
-    mark = client.mark()
-    await client.privmsg(CHANNEL, f"!echo {text}")
-    await client.wait(
-        lambda m: m.command == "PRIVMSG" and m.nick == BOT and m.text == text,
-        since=mark,
-        timeout=timeout,
-    )
-    return time.perf_counter()
-
-
-async def _run(url: str, irc_port: int, tmp: Path, sequential: int, burst: int) -> dict[str, Any]:
+async def _run(
+    url: str, irc_port: int, tmp: Path, sequential_count: int, burst: int
+) -> dict[str, Any]:
     client = await IrcClient.connect(irc_port, "bencher")
     await client.join(CHANNEL)
     connector = {
@@ -61,40 +50,15 @@ async def _run(url: str, irc_port: int, tmp: Path, sequential: int, burst: int) 
         await client.wait(
             lambda m: m.command == "JOIN" and m.nick == BOT, timeout=30
         )  # the connector is on IRC
-        for n in range(300):  # until echo's registration reached the router
-            try:
-                await _echo(client, f"w{n}", 0.5)
-                break
-            except AssertionError:
-                continue
-        for n in range(200):  # warm-up
-            await _echo(client, f"w{n}", 5)
-        samples = []
-        for n in range(sequential):
-            t0 = time.perf_counter()
-            samples.append((await _echo(client, str(n), 5) - t0) * 1e6)
-        samples.sort()
-
-        await asyncio.sleep(0.2)
-        mark = client.mark()
-        texts = [f"b{n}" for n in range(burst)]
-        t0 = time.perf_counter()
-        await client.send(*(f"PRIVMSG {CHANNEL} :!echo {t}" for t in texts))
-        want = set(texts)
-        got: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            got = [m.text for m in client.messages(since=mark, source=BOT) if m.text in want]
-            if len(got) >= burst:
-                break
-            await client.more(1.0)
-        elapsed = time.perf_counter() - t0
+        await ready(client, BOT, CHANNEL, 30)
+        await sequential(client, BOT, CHANNEL, 200)  # warm-up
+        r = await load(client, BOT, CHANNEL, count=sequential_count, burst_of=burst)
         return {
-            "p50_us": statistics.median(samples),
-            "p99_us": samples[int(len(samples) * 0.99) - 1],
-            "commands_per_s": len(got) / elapsed,
-            "missing": burst - len(set(got)),
-            "in_order": got == texts,
+            "p50_us": r.p50_us,
+            "p99_us": r.p99_us,
+            "commands_per_s": r.burst_per_s,
+            "missing": r.missing,
+            "in_order": r.in_order,
         }
     finally:
         stop_all(procs)

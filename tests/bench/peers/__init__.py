@@ -1,0 +1,1 @@
+"""eeveepy beside its single-process peers (Sopel, errbot): ``make bench-peers``."""

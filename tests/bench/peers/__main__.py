@@ -1,0 +1,190 @@
+"""``make bench-peers``: eeveepy beside Sopel and errbot, one harness, one ngircd, one run.
+
+Every bot answers ``!echo`` in a channel of its own on the same per-run ngircd, flood control
+off for all; one raw IRC client measures each in turn (``--rounds`` times, the bots taking
+turns): ``--count`` sequential round trips (p50, p99), then a burst of ``--burst`` sent in one
+write (commands per second, every answer present and in order). Then the memory of each bot's
+whole process tree (PSS). The table gives each figure as a ratio to the best peer's of the
+same run, with that run's absolute figures beside it; then the bus hops of one eeveepy round
+trip. Without the peers (no venv, no network to make one) it measures eeveepy alone, and
+says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from tests.bench.ircload import Load, load, ready
+from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
+from tests.supervisor_fixtures import ROOT
+
+from . import bots, cpu, hops
+from .table import Figures, render
+
+START_TIMEOUT = 60.0
+"""Seconds a bot gets from its start to answering ``!echo``."""
+
+
+def _median(loads: list[Load], bot: bots.Running, peer: bool) -> Figures:
+    pss, processes = bot.pss()
+    return Figures(
+        bot=bot.name,
+        peer=peer,
+        p50_us=statistics.median(x.p50_us for x in loads),
+        p99_us=statistics.median(x.p99_us for x in loads),
+        burst_per_s=statistics.median(x.burst_per_s for x in loads),
+        missing=max(x.missing for x in loads),
+        in_order=all(x.in_order for x in loads),
+        pss_bytes=pss,
+        processes=processes,
+    )
+
+
+async def _measure(
+    port: int, running: list[bots.Running], rounds: int, count: int, burst_of: int
+) -> dict[str, list[Load]]:
+    client = await IrcClient.connect(port, "bencher")
+    try:
+        for bot in running:
+            await client.join(bot.channel)
+            await ready(client, bot.nick, bot.channel, START_TIMEOUT)
+            await load(client, bot.nick, bot.channel, count=50, burst_of=50)  # warm-up
+        loads: dict[str, list[Load]] = {bot.name: [] for bot in running}
+        used: dict[str, list[tuple[str, float]]] = {bot.name: [] for bot in running}
+        for _ in range(rounds):
+            for bot in running:
+                before = cpu.take(bot.tree())
+                loads[bot.name].append(
+                    await load(client, bot.nick, bot.channel, count=count, burst_of=burst_of)
+                )
+                used[bot.name] += cpu.spent(before, cpu.take(bot.tree()))
+        commands = rounds * (count + burst_of)
+        for name, rows in used.items():
+            by_title: dict[str, float] = {}
+            for title, seconds in rows:
+                by_title[title] = by_title.get(title, 0.0) + seconds
+            total = sum(by_title.values())
+            top = sorted(by_title.items(), key=lambda kv: -kv[1])[:6]
+            print(
+                f"  {name}: CPU {total / commands * 1e6:.0f} µs per command ("
+                + ", ".join(f"{t}: {s / commands * 1e6:.0f}" for t, s in top)
+                + ")"
+            )
+        return loads
+    finally:
+        await client.close()
+
+
+def run(
+    python: Path | None,
+    loops: list[str],
+    base: Path | None,
+    rounds: int,
+    count: int,
+    burst_of: int,
+) -> int:
+    """Start every bot, measure, print; the exit code."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp,
+        running_ngircd() as ircd,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        running: list[bots.Running] = []
+        t0 = time.monotonic()
+        if python is not None:
+            running.append(stack.enter_context(bots.errbot(python, ircd.port, "#errbot", workdir)))
+            running.append(stack.enter_context(bots.sopel(python, ircd.port, "#sopel", workdir)))
+        systems = []
+        for loop, tree in [(loop, None) for loop in loops] + ([("auto", base)] if base else []):
+            channel = f"#eevee-{loop}" + ("-base" if tree else "")
+            eevee, system = stack.enter_context(
+                bots.eeveepy(ircd.port, channel, workdir, loop, tree)
+            )
+            running.append(eevee)
+            systems.append((eevee, system))
+        try:
+            loads = asyncio.run(_measure(ircd.port, running, rounds, count, burst_of))
+        except AssertionError as e:
+            for name in ("errbot", "sopel"):
+                print(f"--- {name} output:\n{bots.output(workdir, name)}")
+            for _, system in systems:
+                print(f"--- eevee up output:\n{system.log()[-2000:]}")
+            print(f"  failed: {e}")
+            return 1
+        ours = {eevee.name for eevee, _ in systems}
+        figures = [_median(loads[b.name], b, b.name not in ours) for b in running]
+        print(f"  {rounds} round(s) of {count} sequential + a burst of {burst_of}, bots in turn;")
+        print(f"  started, measured in {time.monotonic() - t0:.0f} s")
+        if python is None:
+            for f in figures:
+                print(
+                    f"  {f.bot} alone: p50 {f.p50_us / 1000:.2f} ms, p99 {f.p99_us / 1000:.2f} ms,"
+                    f" burst {f.burst_per_s:,.0f} cmd/s ({f.missing} missing,"
+                    f" {'in order' if f.in_order else 'OUT OF ORDER'}),"
+                    f" {f.pss_bytes / 2**20:.1f} MB PSS in {f.processes} processes"
+                )
+        else:
+            print(render(figures))
+        eevee, system = systems[0]
+        print(hops.describe(asyncio.run(hops.tap(system, ircd.port, eevee))))
+    return 0
+
+
+def _peers_python(python: Path) -> Path | None:
+    why = bots.peers_missing(python)
+    if why:
+        print(f"  the peers cannot run, eeveepy is measured alone: {why}")
+        return None
+    return python
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options and run."""
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.peers", description=__doc__)
+    parser.add_argument(
+        "--peers-python",
+        type=Path,
+        default=ROOT / ".bench" / "peers" / "bin" / "python",
+        help="the interpreter of the venv holding sopel and errbot[irc]",
+    )
+    parser.add_argument(
+        "--loops",
+        default="auto",
+        help="eeveepy systems to run, one per EEVEE_LOOP value (auto, uvloop, asyncio), e.g."
+        " uvloop,asyncio to compare the event loops in one run",
+    )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="another checkout of eeveepy (e.g. a worktree of main) measured in the same run",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--burst", type=int, default=300)
+    args = parser.parse_args(argv)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    if find_binary("ngircd") is None:
+        print("  skipped: ngircd is not installed (apt-get install ngircd; `make chat-servers`)")
+        return 0
+    python = _peers_python(args.peers_python.absolute())  # (not resolve(): keep the venv)
+    try:
+        loops = args.loops.split(",")
+        return run(python, loops, args.base, args.rounds, args.count, args.burst)
+    except ServerUnavailable as e:
+        print(f"  skipped: {e}")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
