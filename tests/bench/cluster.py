@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tests import cluster_scenario as scenario
-from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
+from tests.bench.servers import run_if_installed
+from tests.irc_servers import IrcClient, running_ngircd
 from tests.nats_cluster import running_cluster
 from tests.supervisor_fixtures import system_factory
 
@@ -48,13 +49,8 @@ def run() -> dict[str, Any]:
 
 
 def main() -> None:
-    if find_binary("ngircd") is None:
-        print("  skipped: ngircd is not installed (apt-get install ngircd; `make chat-servers`)")
-        return
-    try:
-        r = run()
-    except ServerUnavailable as e:
-        print(f"  skipped: {e}")
+    r = run_if_installed("ngircd", run, "apt-get install ngircd; `make chat-servers`")
+    if r is None:
         return
     ttl = scenario.LEASE_TTL
     print(

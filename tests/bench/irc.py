@@ -15,7 +15,8 @@ from typing import Any
 
 from eeveepy.bus.natsserver import EmbeddedNats
 from tests.bench.ircload import load, ready, sequential
-from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running_ngircd
+from tests.bench.servers import run_if_installed
+from tests.irc_servers import IrcClient, running_ngircd
 from tests.operator_procs import spawn_operator, stop_all
 
 PREFIX = "bench"
@@ -81,13 +82,8 @@ def run(sequential: int = 1000, burst: int = 300) -> dict[str, Any]:
 
 
 def main() -> None:
-    if find_binary("ngircd") is None:
-        print("  skipped: ngircd is not installed (apt-get install ngircd; `make chat-servers`)")
-        return
-    try:
-        r = run()
-    except ServerUnavailable as e:
-        print(f"  skipped: {e}")
+    r = run_if_installed("ngircd", run, "apt-get install ngircd; `make chat-servers`")
+    if r is None:
         return
     print(
         f"  irc via ngircd: round trip p50 {r['p50_us'] / 1000:.2f} ms,"

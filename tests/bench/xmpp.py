@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eeveepy.bus.natsserver import EmbeddedNats
-from tests.irc_servers import ServerUnavailable, find_binary
+from tests.bench.servers import run_if_installed
 from tests.operator_procs import ROOT, spawn_operator, stop_all
 from tests.xmpp_server import MUC, Prosody, XmppClient
 
@@ -138,13 +138,8 @@ def run(sequential: int = 500, burst: int = 300) -> dict[str, dict[str, Any]]:
 
 
 def main() -> None:
-    if find_binary("prosody") is None:
-        print("  skipped: prosody is not installed (`make chat-servers`)")
-        return
-    try:
-        r = run()
-    except ServerUnavailable as e:
-        print(f"  skipped: {e}")
+    r = run_if_installed("prosody", run, "`make chat-servers`")
+    if r is None:
         return
     raw, eevee = r["raw"], r["eevee"]
     for name, f in (("bare slixmpp bot (baseline)", raw), ("eeveepy", eevee)):
