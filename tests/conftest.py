@@ -14,6 +14,18 @@ _ROOT = Path(__file__).resolve().parents[1]
 # checkout; and pytest puts tests/ first, where tests/operators would stand in for operators.
 sys.path.insert(0, str(_ROOT))
 
+# The shared helpers' asserts are rewritten wherever they are first imported (a test module
+# or a benchmark module collected before the module that registers them would miss it).
+pytest.register_assert_rewrite(
+    "tests.irc_servers",
+    "tests.xmpp_server",
+    "tests.matrix_server",
+    "tests.ipc_fixtures",
+    "tests.logging_fixtures",
+    "tests.logs_fixtures",
+    "tests.test_irc",
+)
+
 from nats.aio.client import Client as NatsClient  # noqa: E402
 
 import operators  # noqa: E402, F401  (this checkout's, before tests/operators can shadow it)
