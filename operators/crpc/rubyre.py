@@ -25,6 +25,7 @@ Ruby                   Python                   note
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Final
 
 from eeveepy.errors import RegexError
@@ -177,6 +178,8 @@ def compile_method(regex: str) -> re.Pattern[str]:
         src = src[:-1]
     python = translate(src)
     try:
-        return re.compile(python, re.IGNORECASE | re.MULTILINE)
+        with warnings.catch_warnings():  # a server's `[--x]` is not this operator's warning
+            warnings.simplefilter("ignore", FutureWarning)
+            return re.compile(python, re.IGNORECASE | re.MULTILINE)
     except (re.error, OverflowError, RecursionError, ValueError) as exc:
         raise RegexError(f"{regex!r} is not a regex Python can use: {exc}") from None
