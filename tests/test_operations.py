@@ -256,6 +256,7 @@ def test_a_clean_stop_logs_no_warnings_and_logs_are_read_from_files_when_down(
         noisy = [line for line in log.splitlines() if "[warning" in line or "[error" in line]
         assert not noisy, log
         assert "stopping: press Ctrl-C again" in log
+        assert "bus disconnected" not in log  # its own close is no outage
 
         offline = small.cli("logs", "-n", "5", "--operator", "hooks")
         assert offline.returncode == 0, offline

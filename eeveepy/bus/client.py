@@ -114,7 +114,7 @@ async def connect(
             log.warning("bus error", error=str(exc) or type(exc).__name__)
 
     async def disconnected_cb() -> None:
-        if not outage["down"]:
+        if not outage["down"] and not nc.is_closed:  # closed on purpose: nothing to say
             outage.update(down=True, errors=0)
             log.info("bus disconnected: reconnecting")
         if on_disconnect:
