@@ -7,25 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import KeyNotFoundError
 
 from eeveepy.bus.client import BusConfig, connect
 from eeveepy.supervisor.leases import Leases
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await connect(BusConfig(url=nats_url), name="test-leases")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def open_leases(nc: NatsClient, lost: list[str]) -> Leases:

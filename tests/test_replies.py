@@ -6,25 +6,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from eeveepy.bus.client import BusConfig, connect
 from eeveepy.errors import NoRespondersError, RequestTimeoutError
 from eeveepy.supervisor.replies import Replies
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def nc(nats_url: str) -> AsyncIterator[NatsClient]:
-    client = await connect(BusConfig(url=nats_url), name="test-replies")
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def test_each_reply_reaches_its_request_and_the_silent_ones_time_out(
