@@ -29,6 +29,7 @@ from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running
 from tests.supervisor_fixtures import ROOT
 
 from . import bots, cpu, hops
+from .floor import floor
 from .table import Figures, render
 
 START_TIMEOUT = 60.0
@@ -105,6 +106,8 @@ def run(
         if python is not None:
             running.append(stack.enter_context(bots.errbot(python, ircd.port, "#errbot", workdir)))
             running.append(stack.enter_context(bots.sopel(python, ircd.port, "#sopel", workdir)))
+        peers = {bot.name for bot in running}
+        running.append(stack.enter_context(floor(ircd.port, "#floor", workdir)))
         systems = []
         for loop, tree in [(loop, None) for loop in loops] + ([("auto", base)] if base else []):
             channel = f"#eevee-{loop}" + ("-base" if tree else "")
@@ -122,8 +125,7 @@ def run(
                 print(f"--- eevee up output:\n{system.log()[-2000:]}")
             print(f"  failed: {e}")
             return 1
-        ours = {eevee.name for eevee, _ in systems}
-        figures = [_median(loads[b.name], b, b.name not in ours) for b in running]
+        figures = [_median(loads[b.name], b, b.name in peers) for b in running]
         print(f"  {rounds} round(s) of {count} sequential + a burst of {burst_of}, bots in turn;")
         print(f"  started, measured in {time.monotonic() - t0:.0f} s")
         if python is None:

@@ -25,7 +25,7 @@ from eeveepy.aio import ENV_LOOP
 from tests.operator_procs import stop_all
 from tests.supervisor_fixtures import ROOT, System
 
-__all__ = ["PEERS", "Running", "eeveepy", "errbot", "peers_missing", "sopel"]
+__all__ = ["PEERS", "Running", "eeveepy", "errbot", "output", "peers_missing", "process", "sopel"]
 
 PEERS = ("sopel", "errbot")
 _OWNER = "bencher"
@@ -75,12 +75,19 @@ def peers_missing(python: Path) -> str:
 
 
 @contextlib.contextmanager
-def _process(argv: list[str], workdir: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    argv: list[str], workdir: Path, name: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A peer's process, its output in ``workdir/<name>.log``; stopped on exit (with any
     children it made)."""
     with (workdir / f"{name}.log").open("ab") as log:
         proc = subprocess.Popen(
-            argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            argv,
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield proc
@@ -152,7 +159,7 @@ def sopel(python: Path, port: int, channel: str, workdir: Path) -> Iterator[Runn
         """)
     )
     argv = [str(python), "-c", _SOPEL_MAIN, "start", "-c", str(config)]
-    with _process(argv, workdir, "sopel") as proc:
+    with process(argv, workdir, "sopel") as proc:
         yield Running("Sopel", "sopel", channel, [psutil.Process(proc.pid)])
 
 
@@ -211,7 +218,7 @@ def errbot(python: Path, port: int, channel: str, workdir: Path) -> Iterator[Run
     )
     errbot_bin = python.parent / "errbot"
     argv = [str(errbot_bin), "-c", str(home / "config.py")]
-    with _process(argv, workdir, "errbot") as proc:
+    with process(argv, workdir, "errbot") as proc:
         yield Running("errbot", "errbot", channel, [psutil.Process(proc.pid)])
 
 
