@@ -288,9 +288,13 @@ async def test_a_killed_connector_resumes_its_stream_and_misses_nothing(
         alice.say(r, "!echo said while it was dead")
         await asyncio.sleep(0.3)
         proc = await system.connector("killed", settings)
-        got = await alice.wait(
-            lambda m: m.body == "said while it was dead", since=mark, timeout=WAIT
-        )
+        try:
+            got = await alice.wait(
+                lambda m: m.body == "said while it was dead", since=mark, timeout=WAIT
+            )
+        except AssertionError as e:
+            log = f"the restarted connector's log:\n{proc.log()}\nprosody's:\n{prosody.output()}"
+            raise AssertionError(f"{e}\n{log}") from None
         assert got.sender == f"{r}/eeveebot"
         assert await ask(alice, "!echo after", to=r, proc=proc) == "after"
         await asyncio.sleep(1.0)

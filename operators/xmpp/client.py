@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import slixmpp
 from slixmpp import JID
-from slixmpp.plugins.xep_0198.stanza import RequestAck
+from slixmpp.plugins.xep_0198.stanza import Ack, RequestAck
 from slixmpp.stanza import Message
 from slixmpp.types import MessageTypes as MessageType
 from slixmpp.xmlstream.handler import Callback
@@ -79,6 +79,9 @@ class XmppStream(slixmpp.ClientXMPP):
         self._asked = False  # an ack request is out: one at a time covers every message sent
         self._settling = False
         self.add_event_handler("stanza_acked", self._acked)
+        self._ack_limit: int | None = None  # the most the server may be told we handled
+        self._ack_behind = False
+        self.plugin["xep_0198"].send_ack = self._send_ack  # type: ignore[method-assign]
         self.register_handler(
             Callback("eevee message", MatchXPath("{jabber:client}message"), self._message)
         )
@@ -126,6 +129,30 @@ class XmppStream(slixmpp.ClientXMPP):
         """Resume, on the first connection, the session a previous process left hibernating."""
         sm = self.plugin["xep_0198"]
         sm.sm_id, sm.handled, sm.seq, sm.last_ack = sm_id, handled, sent, sent
+        self.acknowledge_up_to(handled)
+
+    def acknowledge_up_to(self, handled: int) -> None:
+        """From now on tell the server at most ``handled`` stanzas were handled (the count a
+        restarted process would resume from: never less than what the server was told, or it
+        refuses the resumption); an answer held back by the last limit goes out now."""
+        self._ack_limit = handled
+        if self._ack_behind:
+            self._send_ack()
+
+    def _send_ack(self) -> None:
+        """Answer the server's ack request (in place of slixmpp's ``send_ack``), with no more
+        than :meth:`acknowledge_up_to` allows: what is beyond it the server keeps, and sends
+        again to a process that resumes the session."""
+        sm = self.plugin["xep_0198"]
+        if not self.transport:
+            return
+        handled = int(sm.handled)
+        limit = self._ack_limit
+        told = handled if limit is None or limit > handled else limit
+        self._ack_behind = told < handled
+        ack = Ack(self)
+        ack["h"] = told
+        self.send_raw(str(ack))
 
     def start(self) -> None:
         """Make one connection attempt (the kit, not slixmpp, decides about the next)."""

@@ -126,10 +126,11 @@ class XmppPlatform(Platform[XmppSettings]):
         """Ready the new stream to resume the session an earlier process of this connector
         left hibernating on the server, if it saved one (see :mod:`operators.xmpp.resume`)."""
         try:
-            self.resume = ResumeFile(link.op.data_dir)
+            self.resume = ResumeFile(link.op.data_dir, on_written=stream.acknowledge_up_to)
         except EeveeError:  # run without a data directory: nothing to resume from
             self.resume = None
             return
+        stream.acknowledge_up_to(0)  # nothing saved yet: nothing acknowledged yet
         found = self.resume.load(stream.settings.jid)
         if found is not None:
             saved, rooms = found

@@ -12,6 +12,11 @@ bus), how many it had sent, and the rooms it was in as of that stanza. The file 
 after each handled stanza (atomically: a new file renamed over the old), in a thread, so the
 event loop never waits for the disk; a burst writes only its latest state. It is removed when
 the session ends cleanly (a stopped connector said goodbye: there is nothing to resume).
+
+The server must never have been told more than the file says: a resumption whose count is
+below what the dead process acknowledged is refused (Prosody closes the connection), and the
+session with whatever was said to the bot meanwhile is lost. So the stream acknowledges only
+counts this file has written (``on_written``; see :meth:`XmppStream.acknowledge_up_to`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -56,9 +62,11 @@ def _room(data: dict[str, Any]) -> RoomState:
 class ResumeFile:
     """The saved stream of one connector, at ``directory / FILE``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_written: Callable[[int], None] | None = None) -> None:
         self.path = directory / FILE
-        self._latest: str | None = None
+        self.on_written = on_written
+        """Called with the handled count of each state once it is on disk."""
+        self._latest: tuple[str, int] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._cleared = False
 
@@ -81,23 +89,28 @@ class ResumeFile:
             for s in muc.rooms.values()
             if s.joined
         ]
-        self._latest = json.dumps(asdict(Saved(account, sm_id, handled, sent, rooms)))
+        self._latest = json.dumps(asdict(Saved(account, sm_id, handled, sent, rooms))), handled
         self._cleared = False
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_latest())
 
     async def _write_latest(self) -> None:
         while self._latest is not None:
-            text, self._latest = self._latest, None
-            await asyncio.to_thread(self._write, text)
+            (text, handled), self._latest = self._latest, None
+            written = await asyncio.to_thread(self._write, text)
+            if written and not self._cleared and self.on_written is not None:
+                self.on_written(handled)
         if self._cleared:  # cleared while a write was under way
             self._unlink()
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str) -> bool:
         tmp = self.path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
+        try:
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
+        except OSError:
+            return False
+        return True
 
     def clear(self) -> None:
         """Nothing to resume any more (the session ended cleanly, or could not be resumed)."""

@@ -76,6 +76,7 @@ class XmppSession:
             if not resumed:
                 if self.resume is not None:
                     self.resume.clear()  # a new session: the old one is gone
+                    stream.acknowledge_up_to(0)  # and its count starts again
                 self.muc.reset()
                 stream.send_presence()  # available: messages to the bare JID reach the bot
             again = stream.resend_pending(resumed)  # never acknowledged by the last session
