@@ -33,7 +33,7 @@ from typing import Any, Final
 import slixmpp
 from slixmpp import JID
 from slixmpp.plugins.xep_0198.stanza import Ack, RequestAck
-from slixmpp.stanza import Message
+from slixmpp.stanza import Iq, Message
 from slixmpp.types import MessageTypes as MessageType
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -82,6 +82,10 @@ class XmppStream(slixmpp.ClientXMPP):
         self._ack_limit: int | None = None  # the most the server may be told we handled
         self._ack_behind = False
         self.plugin["xep_0198"].send_ack = self._send_ack  # type: ignore[method-assign]
+        # After stream management's own filter has counted it: an iq needs no handling of ours,
+        # but its count must reach the resume file in order behind the stanzas before it, or
+        # the server's queue of what is unacknowledged only grows while the bot is idle.
+        self.add_filter("in", self._counted_iq)
         self.register_handler(
             Callback("eevee message", MatchXPath("{jabber:client}message"), self._message)
         )
@@ -110,6 +114,11 @@ class XmppStream(slixmpp.ClientXMPP):
 
     def _message(self, stanza: Any) -> None:
         self._emit(("message", (stanza.xml, self.plugin["xep_0198"].handled)))
+
+    def _counted_iq(self, stanza: Any) -> Any:
+        if isinstance(stanza, Iq):
+            self._emit(("iq", (None, self.plugin["xep_0198"].handled)))
+        return stanza
 
     def _presence(self, stanza: Any) -> None:
         self._emit(("presence", (stanza.xml, self.plugin["xep_0198"].handled)))

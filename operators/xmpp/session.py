@@ -108,7 +108,7 @@ class XmppSession:
                 kind, data = await self._events.get()
                 if kind in ("started", "resumed"):
                     break
-                if kind in ("message", "presence"):
+                if kind in ("message", "presence", "iq"):
                     self._early.append((kind, data))
                     continue
                 self._failed(kind, data)
@@ -175,6 +175,8 @@ class XmppSession:
             self._handled(data[1])
         elif kind == "presence":
             await self._presence(data[0])
+            self._handled(data[1])
+        elif kind == "iq":
             self._handled(data[1])
         elif kind == "disconnected":
             raise SessionError(f"connection lost ({data or 'closed'})")
