@@ -2,9 +2,7 @@
 
 Every byte the connector writes goes through :meth:`Connection.write`, which takes a line
 built by :func:`~operators.irc.lines.format_line` (no CR, LF or NUL inside), cuts it to the
-512-byte limit without splitting a UTF-8 character and adds CR LF. The lines written in one
-turn of the event loop (a burst of replies the egress pump found ready) leave together, in
-one socket write at the end of that turn, in the order written. A write waits for the server
+512-byte limit without splitting a UTF-8 character and adds CR LF. A write waits for the server
 only when much is buffered, and gives up (closing the connection) when the server takes
 nothing for :data:`SEND_TIMEOUT` seconds.
 """
@@ -44,10 +42,6 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._log = log
-        self._out: list[bytes] = []
-        """Lines written in this turn of the loop, not yet handed to the socket."""
-        self._out_bytes = 0
-        self._flush_soon: asyncio.Handle | None = None
 
     @classmethod
     async def open(cls, s: IrcSettings, log: Callable[[], FilteringBoundLogger]) -> Connection:
@@ -101,32 +95,17 @@ class Connection:
             while data[cut] & 0xC0 == 0x80:  # never cut before a continuation byte
                 cut -= 1
             data = data[:cut]
-        data += b"\r\n"
-        self._out.append(data)
-        self._out_bytes += len(data)
-        if self._flush_soon is None:
-            self._flush_soon = asyncio.get_running_loop().call_soon(self.flush)
+        writer.write(data + b"\r\n")
         return True
-
-    def flush(self) -> None:
-        """Hand the lines written so far to the socket, in one write (done at the end of the
-        turn of the loop in which the first of them was written)."""
-        if self._flush_soon is not None:
-            self._flush_soon.cancel()
-            self._flush_soon = None
-        out, self._out, self._out_bytes = self._out, [], 0
-        if out and not self._writer.is_closing():
-            self._writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     @property
     def backlogged(self) -> bool:
         """More is buffered than the server should be left to take at its pace."""
-        return self._writer.transport.get_write_buffer_size() + self._out_bytes > DRAIN_ABOVE
+        return self._writer.transport.get_write_buffer_size() > DRAIN_ABOVE
 
     async def drain(self) -> bool:
         """Wait until the server took the backlog; False (the connection closed) when it
         takes nothing for :data:`SEND_TIMEOUT` seconds or the write failed."""
-        self.flush()
         try:
             async with asyncio.timeout(SEND_TIMEOUT):
                 await self._writer.drain()
@@ -137,9 +116,7 @@ class Connection:
         return True
 
     async def close(self) -> None:
-        """Close the connection (after what was written), waiting at most a second for it to
-        be closed."""
-        self.flush()
+        """Close the connection, waiting at most a second for it to be closed."""
         self._writer.close()
         try:
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
