@@ -60,6 +60,15 @@ class Sighting(BaseModel):
 
 STOP_WAIT = 2.0
 """Seconds a stopping operator waits for the sightings still being written."""
+KEY_CACHE = 1024
+"""Keys remembered for the nicks seen lately (the cache starts over when full)."""
+
+Value = bytes | Callable[[], bytes]
+"""A value to write: its bytes, or what makes them (called when it is written or read)."""
+
+
+def _bytes(value: Value) -> bytes:
+    return value if isinstance(value, bytes) else value()
 
 
 def seen_key(platform: str, network: str, nick: str) -> str:
@@ -103,16 +112,18 @@ class LatestWrites:
     def __init__(self, op: Operator[SeenSettings], every: Callable[[], float]) -> None:
         self._op = op
         self._every = every
-        self._waiting: dict[str, bytes] = {}
-        self._writing: dict[str, bytes] = {}
+        self._waiting: dict[str, Value] = {}
+        self._writing: dict[str, Value] = {}
         self._task: asyncio.Task[None] | None = None
 
     def latest(self, key: str) -> bytes | None:
         """The value waiting (or being written) at ``key``, if any (newer than the store's)."""
-        return self._waiting.get(key) or self._writing.get(key)
+        value = self._waiting.get(key) or self._writing.get(key)
+        return None if value is None else _bytes(value)
 
-    def put(self, key: str, value: bytes) -> None:
-        """Write ``value`` at ``key`` soon (replacing a value of the key still waiting)."""
+    def put(self, key: str, value: Value) -> None:
+        """Write ``value`` at ``key`` soon (replacing a value of the key still waiting): a
+        value made by a call is made only if it is written (or read) before being replaced."""
         self._waiting[key] = value
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -134,9 +145,9 @@ class LatestWrites:
         finally:
             self._writing = {}
 
-    async def _write(self, key: str, value: bytes) -> None:
+    async def _write(self, key: str, value: Value) -> None:
         try:
-            await self._op.store.put(key, value)
+            await self._op.store.put(key, _bytes(value))
         except Exception as exc:  # never let one sighting end the writes
             self._op.log.error("sighting not written", key=key, error=repr(exc))
 
@@ -159,6 +170,16 @@ def create() -> Operator[SeenSettings]:
     op = Operator(SeenSettings, name="seen")
 
     writes = LatestWrites(op, lambda: op.settings.write_every)
+    keys: dict[tuple[str, str, str], str] = {}
+
+    def key_of(platform: str, network: str, nick: str) -> str:
+        """:func:`seen_key`, remembered for the nicks seen lately (most lines are theirs)."""
+        key = keys.get((platform, network, nick))
+        if key is None:
+            if len(keys) >= KEY_CACHE:
+                keys.clear()
+            key = keys[platform, network, nick] = seen_key(platform, network, nick)
+        return key
 
     @op.on_start
     async def open_store() -> None:
@@ -172,18 +193,22 @@ def create() -> Operator[SeenSettings]:
         if msg.private or msg.style is MessageStyle.NOTICE:
             return
         limit = op.settings.max_text
-        text = msg.text if len(msg.text) <= limit else msg.text[: max(0, limit - 1)] + "…"
-        sighting = Sighting(
-            nick=msg.user.name or msg.user.id,
-            room=msg.room,
-            text=text,
-            time=min(env.timestamp, datetime.now(UTC)),
-            action=msg.style is MessageStyle.ACTION,
-        )
-        value = sighting.model_dump_json().encode()
+        when = min(env.timestamp, datetime.now(UTC))
+
+        def value() -> bytes:  # made once a second at most: the newest line is written
+            text = msg.text if len(msg.text) <= limit else msg.text[: max(0, limit - 1)] + "…"
+            sighting = Sighting(
+                nick=msg.user.name or msg.user.id,
+                room=msg.room,
+                text=text,
+                time=when,
+                action=msg.style is MessageStyle.ACTION,
+            )
+            return sighting.model_dump_json().encode()
+
         # By id (the IRC nick, the Matrix user id...) and by display name when it differs.
         for nick in dict.fromkeys(n.lower() for n in (msg.user.id, msg.user.name) if n):
-            writes.put(seen_key(msg.platform, msg.network, nick), value)
+            writes.put(key_of(msg.platform, msg.network, nick), value)
 
     @op.command(
         "seen",

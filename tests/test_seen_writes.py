@@ -4,6 +4,7 @@ the end."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 from operators.seen import LatestWrites
@@ -92,3 +93,24 @@ async def test_finish_is_bounded_when_the_store_hangs() -> None:
     started = loop.time()
     await writes.finish()
     assert loop.time() - started < 5
+
+
+async def test_a_value_made_by_a_call_is_made_only_for_the_newest() -> None:
+    store = SlowStore()
+    writes = LatestWrites(cast(Any, FakeOp(store)), lambda: 0.2)
+    made: list[int] = []
+
+    def maker(n: int) -> Callable[[], bytes]:
+        def make() -> bytes:
+            made.append(n)
+            return f"v{n}".encode()
+
+        return make
+
+    for n in range(50):
+        writes.put("k", maker(n))
+    assert made == []
+    assert writes.latest("k") == b"v49"  # read by !seen: made for it
+    await asyncio.sleep(0.4)
+    assert store.puts == [("k", b"v49")]
+    assert made == [49, 49]  # the read and the write; none of the 49 replaced ones
