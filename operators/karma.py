@@ -12,6 +12,10 @@ Lines in private messages, notices and lines starting with one of ``command_pref
     python -m operators.karma --id karma --nats-url nats://127.0.0.1:4222
 
 ``!karma thing`` answers ``thing has karma 3``; ``!karma`` alone lists the top 5.
+
+Most chat lines hold no vote: a line whose raw payload has neither ``++`` nor ``--`` is
+skipped as it arrives (:func:`may_vote`), before it is validated, so those lines cost karma
+next to nothing. What passes is validated and read as before.
 """
 
 from __future__ import annotations
@@ -90,6 +94,16 @@ def votes(text: str) -> list[tuple[str, int]]:
     return list(out.values())
 
 
+def may_vote(payload: bytes) -> bool:
+    """Whether a raw ``chat.in`` payload may hold a vote: it has ``++`` or ``--`` somewhere.
+
+    A vote's ``++``/``--`` is in the envelope's JSON text as written (JSON escapes neither
+    ``+`` nor ``-``; a publisher spelling them as ``\\u002b`` loses its votes, nothing else).
+    A line let through is validated as any other: this only saves the lines with no vote.
+    """
+    return b"++" in payload or b"--" in payload
+
+
 def karma_key(platform: str, network: str, thing: str) -> str:
     """The KV key of ``thing`` (normalized) on a network."""
     return KV_PREFIX + ".".join(kv_token(p) for p in (platform, network, normalize(thing)))
@@ -144,7 +158,7 @@ def create() -> Operator[KarmaSettings]:
     async def open_store() -> None:
         await op.kv()  # no store, no point: a failure here fails the start
 
-    @op.ipc.subscribe("chat.in.>")
+    @op.ipc.subscribe("chat.in.>", wants=may_vote)
     async def on_chat(msg: ChatMessage) -> None:
         if msg.private or msg.style is MessageStyle.NOTICE:
             return

@@ -44,6 +44,8 @@ from operators import admin, karma, seen
 from tests.operator_procs import OperatorProc, contract_env, start_operator
 
 WAIT = 5.0
+SEEN_WRITE_EVERY = 0.3
+"""seen's interval between store writes here (its default is 1 s)."""
 ROOT_USER = {"user": "root", "account": "root"}  # an admin of the router
 
 
@@ -231,7 +233,7 @@ async def bot(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     try:
         await asyncio.gather(
             s.spawn("router", {"admins": ["irc:libera:account:root"], "timeout": 3.0}),
-            s.spawn("seen"),
+            s.spawn("seen", {"write_every": SEEN_WRITE_EVERY}),
             s.spawn("karma"),
             s.spawn("admin", {"supervisor": "fake"}),
         )
@@ -266,7 +268,9 @@ async def test_seen_answers_from_what_was_said_and_survives_a_restart(bot: Syste
     got = await bot.eventually("!seen dave", lambda a: a == expected_dave, user="bob")
     assert got == expected_dave
 
-    # Kill it (no graceful stop) and start it again: what it knew comes from its KV bucket.
+    # Kill it (no graceful stop) once its interval has passed, and start it again: what it
+    # knew comes from its KV bucket.
+    await asyncio.sleep(SEEN_WRITE_EVERY * 3)
     await bot.procs["seen"].stop(signal.SIGKILL)
     assert await bot.ask("!seen alice", user="bob") == (
         "`seen` is unavailable right now (its operator is not running)"

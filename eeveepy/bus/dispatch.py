@@ -46,13 +46,15 @@ publish's acknowledgement, and no subscriber may answer it."""
 
 @dataclass
 class SubscriptionStats:
-    """Counters of one subscription. ``dropped`` counts messages lost to a full inbox."""
+    """Counters of one subscription. ``dropped`` counts messages lost to a full inbox,
+    ``skipped`` those its ``wants`` test turned away (never received)."""
 
     received: int = 0
     handled: int = 0
     rejected: int = 0
     failed: int = 0
     dropped: int = 0
+    skipped: int = 0
 
 
 class Gate:

@@ -31,11 +31,11 @@ from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
 from eeveepy.bus.request import Requester
-from eeveepy.bus.subscription import Subscription
+from eeveepy.bus.subscription import Subscription, Wants
 from eeveepy.errors import BusError, OperatorError
 from eeveepy.protocol.subjects import Subjects
 
-__all__ = ["BusError", "Ipc", "Subscription", "SubscriptionStats"]
+__all__ = ["BusError", "Ipc", "Subscription", "SubscriptionStats", "Wants"]
 
 H = TypeVar("H", bound=Handler)
 
@@ -144,6 +144,7 @@ class Ipc(Requester):
         durable: str | None = None,
         backstop: bool = False,
         concurrency: int = 1,
+        wants: Wants | None = None,
     ) -> Callable[[H], H]: ...
 
     @typing.overload
@@ -156,6 +157,7 @@ class Ipc(Requester):
         durable: str | None = None,
         backstop: bool = False,
         concurrency: int = 1,
+        wants: Wants | None = None,
     ) -> Subscription: ...
 
     def subscribe(
@@ -167,6 +169,7 @@ class Ipc(Requester):
         durable: str | None = None,
         backstop: bool = False,
         concurrency: int = 1,
+        wants: Wants | None = None,
     ) -> Callable[[H], H] | Subscription:
         """Subscribe ``handler`` to ``pattern`` (NATS wildcards), optionally in a queue group.
 
@@ -181,6 +184,12 @@ class Ipc(Requester):
         Handlers get one message at a time, in order; ``concurrency=N`` (plain subscriptions)
         lets up to N run at once, started in arrival order (see :mod:`eeveepy.bus.concurrent`).
 
+        ``wants`` (plain subscriptions) is a cheap test of the raw payload, run as it arrives:
+        a payload it says False to is skipped (counted in ``stats.skipped``) before anything
+        else is done with it, so a handler that needs few of the messages of a busy pattern
+        does not pay for validating the rest. What it lets through is validated as usual; a
+        test that raises lets the payload through.
+
         As a decorator (no handler) it declares a subscription that starts when the operator
         connects. With a handler it returns a :class:`Subscription` to ``await`` (or use as an
         async context manager) once connected.
@@ -193,11 +202,11 @@ class Ipc(Requester):
                         "the bus is already connected: use "
                         "`await ipc.subscribe(pattern, handler)` instead of the decorator"
                     )
-                self._add(pattern, fn, queue, durable, backstop, concurrency)
+                self._add(pattern, fn, queue, durable, backstop, concurrency, wants)
                 return fn
 
             return decorator
-        return self._add(pattern, handler, queue, durable, backstop, concurrency)
+        return self._add(pattern, handler, queue, durable, backstop, concurrency, wants)
 
     def _add(
         self,
@@ -207,10 +216,15 @@ class Ipc(Requester):
         durable: str | None = None,
         backstop: bool = False,
         concurrency: int = 1,
+        wants: Wants | None = None,
     ) -> Subscription:
         if concurrency < 1 or (concurrency > 1 and durable):
             raise OperatorError(
                 f"concurrency={concurrency}: give 1 or more, and 1 for a durable subscription"
+            )
+        if wants is not None and durable:
+            raise OperatorError(
+                "wants= skips messages unacknowledged: give it to plain subscriptions only"
             )
         full = self.full(pattern)
         self.subjects.pattern(full[len(self.subjects.prefix) + 1 :])  # validates the pattern
@@ -218,6 +232,7 @@ class Ipc(Requester):
         sub = Subscription(
             self._dispatch, self._discard, full, handler, queue, durable, backstop, concurrency
         )
+        sub.wants = wants
         self._subs.append(sub)
         return sub
 

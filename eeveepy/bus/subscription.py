@@ -28,22 +28,30 @@ from eeveepy.bus.provenance import provenance_problem
 from eeveepy.errors import EnvelopeError
 from eeveepy.protocol.models import Body
 
-__all__ = ["Inbox", "Subscription"]
+__all__ = ["Inbox", "Subscription", "Wants"]
+
+Wants = Callable[[bytes], bool]
+"""A cheap test of a raw payload: False skips it before it is validated."""
 
 
 class Inbox:
     """Bounded FIFO between the connection's reader and one subscription's consumer task."""
 
-    __slots__ = ("_waiter", "limit", "queue", "stats")
+    __slots__ = ("_waiter", "limit", "queue", "stats", "wants")
 
-    def __init__(self, limit: int, stats: SubscriptionStats) -> None:
+    def __init__(self, limit: int, stats: SubscriptionStats, wants: Wants | None = None) -> None:
         self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
         self.limit = limit
         self.stats = stats
+        self.wants = wants
         self._waiter: asyncio.Future[None] | None = None
 
     def push(self, subject: bytes, reply: bytes, data: bytes) -> None:
-        """Take one message (dropped and counted when the inbox is full)."""
+        """Take one message (dropped and counted when the inbox is full, skipped and counted
+        when ``wants`` says False)."""
+        if self.wants is not None and not _wanted(self.wants, data):
+            self.stats.skipped += 1
+            return
         if len(self.queue) >= self.limit:
             self.stats.dropped += 1
             return
@@ -58,6 +66,14 @@ class Inbox:
         """Return once a message was pushed."""
         self._waiter = asyncio.get_running_loop().create_future()
         await self._waiter
+
+
+def _wanted(wants: Wants, data: bytes) -> bool:
+    """``wants(data)``; True when it raises (the payload is then validated as any other)."""
+    try:
+        return bool(wants(data))
+    except Exception:
+        return True
 
 
 class Subscription:
@@ -89,6 +105,8 @@ class Subscription:
         self.backstop = backstop
         self.stats = SubscriptionStats()
         self.gated = True
+        self.wants: Wants | None = None
+        """A test of the raw payload (see ``Ipc.subscribe``); set before :meth:`start`."""
         self._dispatch = dispatch
         self._discard = discard
         self._nc: NatsClient | None = None
@@ -116,7 +134,7 @@ class Subscription:
             return self
         dispatch = self._dispatch
         nc = dispatch.ipc.nc
-        inbox = Inbox(dispatch.pending_msgs_limit, self.stats)
+        inbox = Inbox(dispatch.pending_msgs_limit, self.stats, self.wants)
 
         async def fallback(msg: Msg) -> None:
             # Plain nats-py delivery, used until the fast path is registered (or without it).

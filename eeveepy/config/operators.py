@@ -70,6 +70,11 @@ class OperatorDefaults(BaseModel):
     """Longest wait between restarts."""
     healthy_after: Seconds = 10.0
     """Seconds of running after which the backoff starts again from ``backoff_initial``."""
+    nice: int = Field(default=0, ge=0, le=19, strict=True)
+    """The niceness the operator's process runs at (0: as the supervisor; 19: the lowest
+    priority), set when it is spawned: an operator off the answering path (seen, karma,
+    logging) yields the cores to the ones on it when the machine is busy. Never less nice than
+    the supervisor itself."""
 
     @field_validator("backoff_max")
     @classmethod

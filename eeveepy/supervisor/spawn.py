@@ -43,6 +43,7 @@ __all__ = [
     "Launcher",
     "OutputRelay",
     "empty_dir",
+    "renice",
     "track",
     "usage",
     "write_settings",
@@ -136,11 +137,20 @@ class Launcher:
         await asyncio.to_thread(empty_dir, cache_dir)
         full_env = {**os.environ, **env, **cfg.env}
         server = await self.forkserver() if cfg.module else None
+        child: Child | None = None
         if server is not None and cfg.module:
             try:
-                return await server.spawn(cfg.module, [], full_env, cwd=os.getcwd())
+                child = await server.spawn(cfg.module, [], full_env, cwd=os.getcwd())
             except ForkServerError as exc:
                 log.warning("fork server failed; starting a fresh interpreter", error=str(exc))
+        if child is None:
+            child = await self._fresh(cfg, full_env)
+        if cfg.nice:
+            renice(child.pid, cfg.nice, log)
+        return child
+
+    async def _fresh(self, cfg: OperatorConfig, full_env: dict[str, str]) -> Child:
+        """``cfg``'s process as a fresh interpreter (or executable) of its own session."""
         return await asyncio.create_subprocess_exec(
             *cfg.argv(sys.executable),
             env=full_env,
@@ -227,6 +237,23 @@ def _stamp(path: list[str]) -> dict[str, int]:
             info = os.stat(entry or ".")
             stamp[entry] = info.st_mtime_ns
     return stamp
+
+
+def renice(pid: int, nice: int, log: FilteringBoundLogger) -> None:
+    """Make process ``pid`` (every thread it has, and so every one it starts) run at niceness
+    ``nice``, never below the supervisor's own. A failure is logged; the process runs on."""
+    nice = max(nice, os.getpriority(os.PRIO_PROCESS, 0))
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, nice)  # on Linux: its main thread
+        # Threads it started before that keep their niceness on Linux: each is set too (a
+        # thread started after it inherits the main thread's).
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                if int(tid) != pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+    except OSError as exc:
+        log.warning("cannot set the niceness of the operator's process", nice=nice, error=str(exc))
 
 
 def empty_dir(path: Path) -> None:

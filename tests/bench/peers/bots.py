@@ -225,9 +225,10 @@ def errbot(python: Path, port: int, channel: str, workdir: Path) -> Iterator[Run
 # -- eeveepy ----------------------------------------------------------------------------------
 
 
-def eeveepy_config(port: int, channel: str, nick: str = "eevee") -> str:
-    """The default configuration plus one IRC connector (flood control off)."""
-    default = (ROOT / "config" / "eevee.toml").read_text(encoding="utf-8")
+def eeveepy_config(port: int, channel: str, nick: str = "eevee", tree: Path = ROOT) -> str:
+    """The default configuration of the checkout ``tree`` plus one IRC connector (flood
+    control off)."""
+    default = (tree / "config" / "eevee.toml").read_text(encoding="utf-8")
     settings = (
         f'host = "127.0.0.1", port = {port}, nick = "{nick}", channels = ["{channel}"],'
         " egress_lines = 0"
@@ -242,8 +243,8 @@ def eeveepy(
 ) -> Iterator[tuple[Running, System]]:
     """``eevee up`` on the default configuration plus the IRC connector; its operators on
     the event loop ``loop`` (``EEVEE_LOOP``: auto, uvloop or asyncio). ``tree``: the code of
-    another checkout of eeveepy instead of this one (its ``PYTHONPATH``), to compare two
-    versions in one run."""
+    another checkout of eeveepy instead of this one (its ``PYTHONPATH`` and its default
+    configuration), to compare two versions in one run."""
     nick = "eevee" if loop == "auto" else f"eevee-{loop}"
     name = "eeveepy" if loop == "auto" else f"eeveepy ({loop})"
     if tree is not None:
@@ -252,7 +253,8 @@ def eeveepy(
     system.env[ENV_LOOP] = loop
     if tree is not None:
         system.env["PYTHONPATH"] = str(tree.resolve())
-    system.config.write_text(eeveepy_config(port, channel, nick), encoding="utf-8")
+    config = eeveepy_config(port, channel, nick, tree.resolve() if tree is not None else ROOT)
+    system.config.write_text(config, encoding="utf-8")
     try:
         system.up("router", "echo", "irc.bench", timeout=60)
         yield Running(name, nick, channel, [system.process]), system
