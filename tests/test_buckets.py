@@ -3,13 +3,16 @@ bucket (named under the default prefix) copied into it once on the embedded serv
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import NotFoundError
 from structlog.testing import capture_logs
 
-from eeveepy.bus.buckets import ensure_buckets
+from eeveepy.bus.buckets import BucketsUnderWay, ensure_buckets
 from eeveepy.bus.names import kv_bucket_name
 
 
@@ -46,3 +49,29 @@ async def test_no_copy_on_a_shared_bus(nc: NatsClient) -> None:
     assert (await new.status()).values == 0
     for bucket in (kv_bucket_name(op_id), kv_bucket_name(op_id, prefix)):
         await js.delete_key_value(bucket)
+
+
+async def test_a_start_waits_for_its_own_bucket_alone(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    ids = ["under" + uuid.uuid4().hex[:8] for _ in range(3)]
+    buckets = BucketsUnderWay()
+    buckets.make(js, ids, structlog.get_logger("test"))
+    await buckets.wait(ids[0])
+    assert (await (await js.key_value(kv_bucket_name(ids[0]))).status()).bucket == kv_bucket_name(
+        ids[0]
+    )
+    await buckets.wait("nobody")  # none under way: at once
+    await buckets.stop(timeout=5)
+    await buckets.wait(ids[1])  # given up: nothing to wait for
+    for op_id in ids:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_key_value(kv_bucket_name(op_id))
+
+
+async def test_buckets_under_way_stop_within_its_bound(nc: NatsClient) -> None:
+    buckets = BucketsUnderWay()
+    # Never answered: JetStream requests on a prefix nobody serves.
+    buckets.make(nc.jetstream(prefix="$NOBODY.API"), ["stuck"], structlog.get_logger("test"))
+    t0 = time.monotonic()
+    await buckets.stop(timeout=1.0)
+    assert time.monotonic() - t0 < 2.0

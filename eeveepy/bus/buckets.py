@@ -28,7 +28,7 @@ from eeveepy.bus.jetstream import explain
 from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.subjects import DEFAULT_PREFIX
 
-__all__ = ["ensure_bucket", "ensure_buckets"]
+__all__ = ["BucketsUnderWay", "ensure_bucket", "ensure_buckets"]
 
 
 async def ensure_buckets(
@@ -48,6 +48,47 @@ async def ensure_buckets(
     await asyncio.gather(
         *(_ensure(js, op_id, log, prefix, replicas, migrate) for op_id in operator_ids)
     )
+
+
+class BucketsUnderWay:
+    """Operators' buckets being made while the operators start, each start waiting for its own
+    bucket alone (:meth:`wait`): made all at once before the first start, 200 new buckets held
+    up every operator by 0.6 s. Failures are logged as :func:`ensure_buckets` does."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def make(
+        self,
+        js: JetStreamContext,
+        operator_ids: Iterable[str],
+        log: FilteringBoundLogger,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        replicas: int = 1,
+        migrate: bool = False,
+    ) -> None:
+        """Begin making the buckets of ``operator_ids`` (see :func:`ensure_buckets`)."""
+        loop = asyncio.get_running_loop()
+        for op_id in operator_ids:
+            if op_id not in self._tasks:
+                coro = _ensure(js, op_id, log, prefix, replicas, migrate)
+                self._tasks[op_id] = loop.create_task(coro)
+
+    async def wait(self, op_id: str) -> None:
+        """Return once ``op_id``'s bucket is made or failed (at once when none is under way)."""
+        task = self._tasks.get(op_id)
+        if task is not None:
+            await asyncio.shield(task)  # a start cancelled meanwhile leaves the others waiting
+            self._tasks.pop(op_id, None)
+
+    async def stop(self, timeout: float = 1.0) -> None:
+        """Give up the buckets still under way (bounded by ``timeout``). Idempotent."""
+        tasks, self._tasks = list(self._tasks.values()), {}
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
 
 
 async def _ensure(

@@ -169,8 +169,13 @@ class Lifecycle:
             return EXIT_UNAVAILABLE
         ipc.halt()  # deliveries wait for on_start; pings and control do not
         await ipc.attach(self.nc)
-        await barrier(self.nc)
-        await self._hooks.run(HookEvent.START, self._log(), timeout=None, raise_errors=True)
+        if self._hooks.registered[HookEvent.START]:
+            # The hooks may count on the subscriptions being in place on the server (a
+            # request whose answer comes to one of them). Without hooks Ready needs no such
+            # wait (two round trips of every start): the server takes one connection's
+            # commands in order, so the subscriptions are in place when Ready is routed.
+            await barrier(self.nc)
+            await self._hooks.run(HookEvent.START, self._log(), timeout=None, raise_errors=True)
         self._started = True
         if not self._ctl_halted:
             ipc.resume()

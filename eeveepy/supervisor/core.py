@@ -27,7 +27,6 @@ from typing import Any
 import structlog
 
 from eeveepy.aio import cancel_and_wait
-from eeveepy.bus.buckets import ensure_buckets
 from eeveepy.config import Config, OperatorConfig, load_config
 from eeveepy.config.verify import verify
 from eeveepy.errors import ConfigError, EeveeError, NatsServerError, SupervisorError
@@ -167,7 +166,7 @@ class Supervisor:
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
-        await self._ensure_buckets(self.config.operators)
+        await self._ensure_buckets(self.config.operators, wait=False)  # a start waits for its own
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
@@ -304,6 +303,7 @@ class Supervisor:
                 if isinstance(res, BaseException):
                     self._log.error("operator stop failed", error=repr(res))
         self._procs.clear()
+        await self._host.buckets.stop()
         await self._host.launcher.stop()
         for task in list(self._tasks):
             await cancel_and_wait(task)
@@ -331,16 +331,19 @@ class Supervisor:
             await self._bus.server.set_users(self._users.users(operators))
             self._synced = dict(operators)
 
-    async def _ensure_buckets(self, operator_ids: Iterable[str]) -> None:
+    async def _ensure_buckets(self, operator_ids: Iterable[str], *, wait: bool = True) -> None:
         if self._bus is not None:
-            await ensure_buckets(
+            ids, buckets = list(operator_ids), self._host.buckets
+            buckets.make(
                 self._bus.nc.jetstream(),
-                operator_ids,
+                ids,
                 self._log,
                 prefix=self.config.prefix,
                 replicas=self.config.bus.replicas,
                 migrate=self._bus.server is not None,
             )
+            if wait:
+                await asyncio.gather(*(buckets.wait(op_id) for op_id in ids))
 
     async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
         """A new bus secret for ``cfg``'s process about to start again (the first start uses

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.bus.buckets import BucketsUnderWay
 from eeveepy.bus.ipc import Ipc
 from eeveepy.config import OperatorConfig
 from eeveepy.logs import LogShipper
@@ -88,6 +89,8 @@ class SupervisorHost:
         self._shipper: LogShipper | None = None
         self._early: deque[LogRecord] = deque(maxlen=EARLY_LOGS)
         self._pings: PingRounds | None = None
+        self.buckets = BucketsUnderWay()
+        """The operators' key-value buckets being made: a start waits for its own."""
 
     @property
     def bus(self) -> BusHealth:
@@ -109,6 +112,7 @@ class SupervisorHost:
         self, cfg: OperatorConfig, env: dict[str, str], cache_dir: Path, log: FilteringBoundLogger
     ) -> Child:
         """Start ``cfg``'s process (see :meth:`Launcher.spawn`)."""
+        await self.buckets.wait(cfg.id)
         if self.credentials is not None:
             env = {**env, **await self.credentials(cfg)}
         return await self.launcher.spawn(cfg, env, cache_dir, log)

@@ -79,17 +79,20 @@ async def startup(count: int, forkserver: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         sup = Supervisor(_config(Path(tmp), count, forkserver), name="bench")
         me = psutil.Process()
-        cpu0 = sum(me.cpu_times()[:2])
+        cpu0 = _cpu_by_kind(me)
         t0 = time.perf_counter()
         try:
             await sup.start()
             await _wait(sup, _all_running, 120)
             elapsed = time.perf_counter() - t0
+            cpu = _cpu_by_kind(me)
+            by_kind = {kind: cpu[kind] - cpu0.get(kind, 0.0) for kind in cpu}
             result: dict[str, Any] = {
                 "operators": count,
                 "forkserver": forkserver,
                 "seconds": elapsed,
-                "cpu_seconds": _tree_cpu(me) - cpu0,
+                "cpu_seconds": sum(by_kind.values()),
+                "cpu_by_kind": by_kind,
             }
             if forkserver:
                 result.update(await _steady_state(sup))
@@ -98,13 +101,23 @@ async def startup(count: int, forkserver: bool) -> dict[str, Any]:
             await sup.shutdown()
 
 
-def _tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds (user and system) of ``proc`` and every live descendant of it."""
-    total = 0.0
+def _cpu_by_kind(proc: psutil.Process) -> dict[str, float]:
+    """CPU seconds (user and system) of ``proc`` (the supervisor) and every live descendant of
+    it, summed by kind: supervisor, nats-server, fork server, operators."""
+    total: dict[str, float] = {}
     for p in [proc, *proc.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            total += sum(p.cpu_times()[:2])
+            kind = _kind(p, proc.pid)
+            total[kind] = total.get(kind, 0.0) + sum(p.cpu_times()[:2])
     return total
+
+
+def _kind(proc: psutil.Process, supervisor: int) -> str:
+    if proc.pid == supervisor:
+        return "supervisor"
+    if proc.name() == "nats-server":
+        return "nats-server"
+    return "fork server" if "fork server" in " ".join(proc.cmdline()) else "operators"
 
 
 async def _steady_state(sup: Supervisor) -> dict[str, Any]:
@@ -331,6 +344,10 @@ def main() -> None:
         f" CPU of every process meanwhile {big['cpu_seconds']:.1f} s"
         f" ({big['cpu_seconds'] / fork['cpu_seconds']:.1f}x that of {count})"
     )
+    shares = ", ".join(
+        f"{kind} {cpu / big['cpu_seconds']:.0%}" for kind, cpu in big["cpu_by_kind"].items()
+    )
+    print(f"    that CPU by process: {shares}")
     print(
         f"  supervisor CPU pinging 200 operators every 2 s:"
         f" {big['supervisor_cpu_percent']:.2f} % (target <= 2 %)"
