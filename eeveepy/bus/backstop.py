@@ -27,6 +27,7 @@ delivered again and handled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from dataclasses import dataclass
@@ -154,18 +155,24 @@ class Backstop:
             if self.copies:
                 self._wake.set()
 
-    async def settle(self) -> None:
-        """One pass: handle what the fast path lost, acknowledge what is done (one write)."""
+    async def settle(self, *, last: bool = False) -> None:
+        """One pass: handle what the fast path lost, acknowledge what is done (one write).
+
+        ``last`` (the subscription is stopping): only acknowledge what is done, and flush.
+        """
         now = time.monotonic()
-        wall = time.time()
+        wall = time.time() if not last else 0.0
         for seq in sorted(self.copies):
             copy = self.copies[seq]
             if await self._settle(copy, wall):
                 del self.copies[seq]
                 await self._send(copy.reply, b"+ACK")
-            elif now - copy.progressed >= PROGRESS_EVERY:  # kept: not delivered again meanwhile
+            elif not last and now - copy.progressed >= PROGRESS_EVERY:  # not delivered again
                 copy.progressed = now
                 await self._send(copy.reply, b"+WPI")
+        if last:
+            with contextlib.suppress(Exception):  # bounded; what is lost is delivered again
+                await self.nc.flush(timeout=1)
 
     async def _send(self, reply: str, body: bytes) -> None:
         try:
@@ -176,11 +183,14 @@ class Backstop:
     async def _settle(self, copy: Copy, wall: float) -> bool:
         """True once ``copy`` needs nothing more (done on the fast path, or here)."""
         once = self.once
+        if not copy.msg_id and once is not None:  # published without Nats-Msg-Id: decode it
+            with contextlib.suppress(EnvelopeError):
+                copy.msg_id = self._decoder.decode(copy.data, copy.subject).id
         if copy.msg_id and once is not None:
             handling = once.peek(copy.msg_id)
             if handling is not None:
                 return handling.done
-        if wall - copy.stored < GRACE:
+        if wall - copy.stored < GRACE:  # (wall 0: never)
             return False  # the fast copy is still on its way
         return await self._recover(copy)
 
@@ -197,8 +207,6 @@ class Backstop:
                 env = self._decoder.decode(copy.data, copy.subject)
             except EnvelopeError as exc:
                 problem = exc.reason
-        if env is not None and once is not None and (seen := once.peek(env.id)) is not None:
-            return seen.done  # a copy without Nats-Msg-Id, seen on the fast path
         head = dispatch.ipc.subjects.prefix + "."
         if env is not None and copy.subject.startswith(head):
             problem = provenance_problem(
@@ -229,6 +237,8 @@ class Backstop:
         seen = once.peek(env.id) if once is not None else None
         return seen is None or seen.done
 
-    def close(self) -> None:
-        """Forget the copies kept (those not acknowledged are delivered again)."""
+    async def close(self) -> None:
+        """Acknowledge what is done, then forget the rest (it is delivered again)."""
+        if self.copies and not self.nc.is_closed:
+            await self.settle(last=True)
         self.copies.clear()

@@ -208,7 +208,7 @@ class Subscription:
         self._inbox = None
         backstop, self._backstop = self._backstop, None
         if backstop is not None:
-            backstop.close()
+            await backstop.close()
         self._busy = False
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)  # nothing is pending any more
