@@ -30,8 +30,9 @@ from .bots import Running
 
 __all__ = ["PATH", "Hop", "describe", "label", "tap"]
 
-SETTLE = 0.3
-"""Seconds the tap keeps listening after the answer reached IRC (the work that follows it)."""
+SETTLE = 1.2
+"""Seconds the tap keeps listening after the answer reached IRC (the work that follows it: the
+backstops settle the streams' copies in a pass half a second after they came)."""
 PATH = "path"
 
 
@@ -61,7 +62,8 @@ def label(hop: Hop, prefix: str) -> tuple[str, str]:
             return "guarantee", "chat.out, the stream's copy to the connector's backstop"
         return PATH, "chat.out: the reply, echo -> connector, stored"
     if s.startswith("$JS.ACK."):
-        return "guarantee", "acknowledgement of a stream's copy"
+        what = "progress acknowledgement" if hop.head.startswith(b"+WPI") else "acknowledgement"
+        return "guarantee", f"{what} of a stream's copy (a backstop's pass)"
     if s.startswith("_INBOX.") and hop.head.startswith(b'{"stream"'):
         return "guarantee", "stream receipt to the publisher"
     if s.startswith("_INBOX."):
