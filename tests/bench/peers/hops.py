@@ -3,7 +3,8 @@
 A client with the CLI's credentials (from the supervisor's state file) subscribes to every
 subject while one ``!echo`` goes through the system, idle otherwise; each message published
 from the IRC command's send until a little after its answer is listed with what it is. Health
-pings and their answers, which come on their own clock, are left out.
+pings, the log history's fetches and their answers, which come on their own clock, are left
+out.
 
 Three of them make the user-visible path (the line, the invocation, the reply); the others
 are the delivery guarantee (stream receipts, the streams' copies to the backstops, their
@@ -101,12 +102,18 @@ async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
         await client.close()
         with contextlib.suppress(Exception):
             await nc.close()
-    pings = {m.reply for _, m in seen if ".operator.ping." in m.subject}
+    periodic = {m.reply for _, m in seen if _periodic(m.subject)}
     return [
         Hop(t - t0, m.subject, m.reply, m.data[:16], len(m.data))
         for t, m in seen
-        if ".operator.ping." not in m.subject and m.subject not in pings
+        if not _periodic(m.subject) and m.subject not in periodic
     ], prefix
+
+
+def _periodic(subject: str) -> bool:
+    """Work on its own clock, not the command's: health pings, and the log history's fetches
+    (the logging operator's pull consumer asking for more)."""
+    return ".operator.ping." in subject or subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
 
 
 def describe(result: tuple[list[Hop], str]) -> str:
