@@ -43,7 +43,8 @@ from eeveepy.errors import EnvelopeError
 __all__ = ["GRACE", "TICK", "Backstop", "Copy", "copy_meta", "msg_id_of"]
 
 TICK = 0.5
-"""Seconds between passes over the copies received (and the most an acknowledgement waits)."""
+"""Seconds from the first copy kept to the pass that settles it (and between passes while
+copies are left)."""
 GRACE = 2.0
 """Seconds a copy never seen on the fast path waits for it before it is handled from the stream."""
 LIMIT = 8192
