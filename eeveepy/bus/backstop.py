@@ -13,10 +13,11 @@ by envelope id (the ``Nats-Msg-Id`` header) against the receiver's
 - seen on the fast path and done: acknowledged;
 - seen and still in progress (a command running): kept, and kept alive with progress
   acknowledgements, until done;
-- never seen and stored more than :data:`GRACE` seconds ago: lost on the fast path (or
-  published while the receiver was down), so handled here, from the stream's copy; the
-  dead-lettering of a copy delivered :data:`~eeveepy.bus.delivery.MAX_DELIVER` times (one
-  that took every receiver down) and of one whose handler keeps failing happens here too.
+- never seen and stored more than :data:`GRACE` seconds ago, or before the backstop started
+  (published while the receiver was down): lost on the fast path, so handled here, from the
+  stream's copy; the dead-lettering of a copy delivered
+  :data:`~eeveepy.bus.delivery.MAX_DELIVER` times (one that took every receiver down) and of
+  one whose handler keeps failing happens here too.
 
 The acknowledgements of one pass leave in one write. They stay one per message: the chat
 streams are work queues, whose consumers nats-server accepts with explicit acknowledgements
@@ -115,6 +116,7 @@ class Backstop:
         self._decoder, self._want_envelope = resolve_decoder(handler)
         self._tokens: dict[str, str] = {}
         self._wake = asyncio.Event()
+        self._started = time.time()
 
     # -- receiving (on the connection's reader: never blocks) -------------------------------
 
@@ -162,10 +164,10 @@ class Backstop:
         ``last`` (the subscription is stopping): only acknowledge what is done, and flush.
         """
         now = time.monotonic()
-        wall = time.time() if not last else 0.0
+        wall = time.time()
         for seq in sorted(self.copies):
             copy = self.copies[seq]
-            if await self._settle(copy, wall):
+            if await self._settle(copy, wall, recover=not last):
                 del self.copies[seq]
                 await self._send(copy.reply, b"+ACK")
             elif not last and now - copy.progressed >= PROGRESS_EVERY:  # not delivered again
@@ -181,7 +183,7 @@ class Backstop:
         except Exception as exc:  # the bus is away: delivered again, and settled then
             self.dispatch.ipc.log.warning("could not acknowledge", error=repr(exc))
 
-    async def _settle(self, copy: Copy, wall: float) -> bool:
+    async def _settle(self, copy: Copy, wall: float, *, recover: bool = True) -> bool:
         """True once ``copy`` needs nothing more (done on the fast path, or here)."""
         once = self.once
         if not copy.msg_id and once is not None:  # published without Nats-Msg-Id: decode it
@@ -191,8 +193,8 @@ class Backstop:
             handling = once.peek(copy.msg_id)
             if handling is not None:
                 return handling.done
-        if wall - copy.stored < GRACE:  # (wall 0: never)
-            return False  # the fast copy is still on its way
+        if not recover or (wall - copy.stored < GRACE and copy.stored >= self._started):
+            return False  # the fast copy is still on its way (or the backstop is stopping)
         return await self._recover(copy)
 
     async def _recover(self, copy: Copy) -> bool:
