@@ -3,8 +3,8 @@
 A client with the CLI's credentials (from the supervisor's state file) subscribes to every
 subject while one ``!echo`` goes through the system, idle otherwise; each message published
 from the IRC command's send until a little after its answer is listed with what it is. Health
-pings, the log history's fetches and their answers, which come on their own clock, are left
-out.
+pings, the log history's fetches, lease renewals and their answers, which come on their own
+clock, are left out.
 
 Three of them make the user-visible path (the line, the invocation, the reply); the others
 are the delivery guarantee (stream receipts, the streams' copies to the backstops, their
@@ -111,9 +111,13 @@ async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
 
 
 def _periodic(subject: str) -> bool:
-    """Work on its own clock, not the command's: health pings, and the log history's fetches
-    (the logging operator's pull consumer asking for more)."""
-    return ".operator.ping." in subject or subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
+    """Work on its own clock, not the command's: health pings, the log history's fetches (the
+    logging operator's pull consumer asking for more) and the supervisor's lease renewals."""
+    return (
+        ".operator.ping." in subject
+        or subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
+        or (subject.startswith("$KV.") and "_leases." in subject)
+    )
 
 
 def describe(result: tuple[list[Hop], str]) -> str:
