@@ -6,10 +6,9 @@ its own (the backstop, :mod:`eeveepy.bus.backstop`: what was published while the
 down or restarting, or lost on the way). Each message (by envelope id) is given to the platform
 once, whichever copy comes first, and the stream's copy is acknowledged (in a batch) only once
 the platform has really sent it; a connector that dies first gets it again when it is back.
-What was sent is also written down at once
-(:class:`~eeveepy.connector.sent.SentLog`, in the operator's data directory), so a connector
-killed before the stream's copies of what it sent were acknowledged does not send them again
-when it is back. See "Delivery" in docs/protocol.md.
+What was sent is also written down at once (:class:`~eeveepy.connector.sent.SentLog`, in the
+operator's data directory), so a connector killed before the stream's copies of what it sent
+were acknowledged does not send them again when it is back. See "Delivery" in docs/protocol.md.
 """
 
 from __future__ import annotations

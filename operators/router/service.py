@@ -4,11 +4,11 @@ Every chat line arrives twice (see "Delivery of chat input" in docs/protocol.md)
 plain subscription (:meth:`Router.on_chat`) and from the stream that keeps it until it has been
 answered (the backstop, :mod:`eeveepy.bus.backstop`): the stream's copies are acknowledged in
 batches once their lines were answered, and :meth:`Router.on_stored` gets only a line the fast
-path never saw (published while the router was down, or lost on the way).
-Handling a line: drop what is not for the router (notices,
-ignored users, lines that are not commands, lines too old), check scope, permissions and rate
-limits, parse the arguments, then request ``{p}.command.run.<name>`` (asking again while the
-command's operator restarts) and reply with what went wrong, if anything.
+path never saw (published while the router was down, or lost on the way). Handling a line:
+drop what is not for the router (notices, ignored users, lines that are not commands, lines
+too old), check scope, permissions and rate limits, parse the arguments, then request
+``{p}.command.run.<name>`` (asking again while the command's operator restarts) and reply with
+what went wrong, if anything.
 """
 
 from __future__ import annotations
