@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from eeveepy.bus.backstop import GRACE, copy_meta, msg_id_of
+from eeveepy.bus.backstop import GRACE, TICK, copy_meta, msg_id_of
 from eeveepy.bus.client import barrier
 from eeveepy.bus.delivery import Handling, Once
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.streams import ensure_chat_in_stream
-from eeveepy.protocol.models import ChatMessage, Envelope
+from eeveepy.protocol.models import ChatMessage, DeadLetter, Envelope
 from tests.test_delivery import _close, _ipc, _line
 from tests.test_router import system
 
@@ -54,6 +54,8 @@ class Receiver:
             self._take(env, "fast")
 
     async def on_stored(self, env: Envelope[ChatMessage]) -> None:
+        if env.body.text == "boom":
+            raise RuntimeError("a handler that keeps failing")
         self._take(env, "stream")
 
     def _take(self, env: Envelope[ChatMessage], path: str) -> None:
@@ -229,6 +231,35 @@ async def test_the_router_answers_a_line_said_while_it_was_down_once(
         counts = Counter(env.body.reply_to for env in unique.values())
         assert all(counts[mid] == 1 for mid in wanted), counts
         assert sorted(env.body.text for env in unique.values()) == sorted(map(str, range(10)))
+
+
+async def test_a_copy_whose_handler_keeps_failing_is_dead_lettered_once(
+    nats_url: str, prefix: str
+) -> None:
+    conn = await _ipc(nats_url, prefix, "irc.test")
+    rx = Receiver(await _ipc(nats_url, prefix, "router"))
+    try:
+        stream = await ensure_chat_in_stream(conn.nc.jetstream(), prefix)
+        dead: asyncio.Queue[DeadLetter] = asyncio.Queue()
+
+        async def on_dead(letter: DeadLetter) -> None:
+            await dead.put(letter)
+
+        await conn.subscribe("dlq.>", on_dead)
+        await rx.start()
+        subject = conn.subjects.chat_in("irc", "libera", "#a")
+        boom_id, payload = conn.encode(_line(Any, "boom", 7))  # type: ignore[arg-type]
+        rx.lose.add(boom_id)
+        await conn.store_raw(subject, payload, boom_id)
+        letter = await asyncio.wait_for(dead.get(), GRACE + 10 * TICK + 5)
+        assert letter.subject == subject
+        assert "handler failed" in letter.reason
+        await _settled(conn, stream, 5)
+        await asyncio.sleep(2 * TICK)
+        assert dead.empty()
+        assert rx.times(boom_id) == 0
+    finally:
+        await _close(conn, rx.ipc)
 
 
 def test_ack_subject_metadata_and_message_ids_are_read_without_decoding() -> None:
