@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.natsadapter import (
     EeveeClient,
     add_fast_path,
+    add_header_path,
     incompatibilities,
     nats_py_version,
     remove_fast_path,
@@ -68,3 +70,30 @@ async def test_fast_path_gets_raw_messages_and_keeps_the_stats(nats_url: str) ->
         assert len(fast) == 1
     finally:
         await nc.close()
+
+
+async def test_header_path_gets_the_raw_header_block(nc: NatsClient) -> None:
+    assert isinstance(nc, EeveeClient)
+    got: list[tuple[bytes, bytes, bytes, bytes]] = []
+
+    async def fallback(msg: Msg) -> None:
+        raise AssertionError(f"the header path was skipped: {msg}")
+
+    sub = await nc.subscribe("adapter.headers", cb=fallback)
+    assert add_header_path(nc, sub, lambda s, r, d, h: got.append((s, r, d, h)))
+    await barrier(nc)
+    await nc.publish("adapter.headers", b"one", headers={"Nats-Msg-Id": "id-1"})
+    await nc.publish("adapter.headers", b"two")
+    await nc.flush()
+    for _ in range(int(WAIT / 0.01)):
+        if len(got) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [(s, d) for s, _, d, _ in got] == [
+        (b"adapter.headers", b"one"),
+        (b"adapter.headers", b"two"),
+    ]
+    assert b"Nats-Msg-Id: id-1\r\n" in got[0][3]
+    assert got[1][3] == b""
+    remove_fast_path(nc, sub)
+    assert sub._id not in nc._header_paths

@@ -13,7 +13,8 @@ plain NATS, at most once, and says so):
   (:class:`Deliveries`), so only a dead receiver's messages are delivered again.
 
 :class:`Once` lets a receiver take a subject both on the fast path and from its stream and
-handle each message once; :class:`Handling` holds the stream's copies until the work is done.
+handle each message once; :class:`Handling` says when the work is done, for the backstop
+(:mod:`eeveepy.bus.backstop`) to acknowledge the stream's copy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -180,27 +181,19 @@ class Deliveries:
 
 @dataclass
 class Handling:
-    """One message being handled; its stream deliveries wait for :meth:`finish`."""
+    """One message being handled; its stream copy is acknowledged once :attr:`done`."""
 
     done: bool = True
-    held: list[Delivery] = field(default_factory=list)
 
     def start(self) -> Handling:
-        """Mark it in progress (deliveries that come meanwhile are held)."""
+        """Mark it in progress (its stream copy waits in the backstop)."""
         self.done = False
         return self
 
-    def keep(self, delivery: Delivery | None) -> None:
-        """Hold ``delivery`` (from ``ipc.hold()``) until :meth:`finish`."""
-        if delivery is not None:
-            self.held.append(delivery)
-
     async def finish(self) -> None:
-        """Done: acknowledge what was held (call it once the answer is stored or sent)."""
+        """Done (call it once the answer is stored or sent): the backstop acknowledges the
+        stream's copy at its next pass."""
         self.done = True
-        held, self.held = self.held, []
-        for delivery in held:
-            await delivery.ack()
 
 
 class Once:
@@ -224,6 +217,10 @@ class Once:
         if len(self._seen) > self._limit:
             self._seen.popitem(last=False)
         return handling, True
+
+    def peek(self, msg_id: str) -> Handling | None:
+        """The handling of ``msg_id`` if a copy of it was taken, else None (nothing taken)."""
+        return self._seen.get(msg_id)
 
 
 async def open_consumer(

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 
+from eeveepy.bus.delivery import Once
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
 from eeveepy.bus.request import Requester
 from eeveepy.bus.subscription import Subscription, Wants
@@ -142,7 +143,7 @@ class Ipc(Requester):
         *,
         queue: str | None = None,
         durable: str | None = None,
-        backstop: bool = False,
+        backstop: bool | Once = False,
         concurrency: int = 1,
         wants: Wants | None = None,
     ) -> Callable[[H], H]: ...
@@ -155,7 +156,7 @@ class Ipc(Requester):
         *,
         queue: str | None = None,
         durable: str | None = None,
-        backstop: bool = False,
+        backstop: bool | Once = False,
         concurrency: int = 1,
         wants: Wants | None = None,
     ) -> Subscription: ...
@@ -167,7 +168,7 @@ class Ipc(Requester):
         *,
         queue: str | None = None,
         durable: str | None = None,
-        backstop: bool = False,
+        backstop: bool | Once = False,
         concurrency: int = 1,
         wants: Wants | None = None,
     ) -> Callable[[H], H] | Subscription:
@@ -177,9 +178,16 @@ class Ipc(Requester):
         consumer ``name`` (shared by every subscriber of that name, like a queue group):
         each message is acknowledged once its handler returned (see :meth:`hold`), and
         delivered again if this process dies first. Without such a stream it is a plain
-        subscription in the queue group ``queue or name``, and a warning says so; with
-        ``backstop=True`` (it backs up a plain subscription of the same pattern, which has the
-        messages anyway) it is not made at all.
+        subscription in the queue group ``queue or name``, and a warning says so.
+
+        ``backstop=once`` (with ``durable``) backs up a plain subscription of the same pattern
+        whose handler takes each message's id in the :class:`~eeveepy.bus.delivery.Once`
+        ``once``: the stream's copies are then acknowledged in batches, without being decoded,
+        once the fast path has handled them, and ``handler`` gets only those the fast path
+        never saw (published while this process was down, or lost); see
+        :mod:`eeveepy.bus.backstop`. ``backstop=True``: the same without a ``Once`` (every copy
+        goes to ``handler`` after the grace; it drops repeats itself). Without a stream a
+        backstop is not made at all.
 
         Handlers get one message at a time, in order; ``concurrency=N`` (plain subscriptions)
         lets up to N run at once, started in arrival order (see :mod:`eeveepy.bus.concurrent`).
@@ -214,7 +222,7 @@ class Ipc(Requester):
         handler: Handler,
         queue: str | None,
         durable: str | None = None,
-        backstop: bool = False,
+        backstop: bool | Once = False,
         concurrency: int = 1,
         wants: Wants | None = None,
     ) -> Subscription:

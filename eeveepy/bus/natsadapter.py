@@ -41,6 +41,7 @@ __all__ = [
     "EeveeClient",
     "FastHandler",
     "add_fast_path",
+    "add_header_path",
     "bus_error",
     "incompatibilities",
     "nats_py_version",
@@ -49,6 +50,9 @@ __all__ = [
 
 FastHandler = Callable[[bytes, bytes, bytes], None]
 """Takes one received message as ``(subject, reply, payload)`` bytes; must not block."""
+
+HeaderHandler = Callable[[bytes, bytes, bytes, bytes], None]
+"""Takes one received message as ``(subject, reply, payload, raw headers)`` bytes."""
 
 _PROCESS_MSG_PARAMS = ["self", "sid", "subject", "reply", "data", "headers"]
 
@@ -66,13 +70,20 @@ class EeveeClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self._fast_paths: dict[int, FastHandler] = {}
+        self._header_paths: dict[int, HeaderHandler] = {}
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:
         fast = self._fast_paths.get(sid)
         if fast is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
+            with_headers = self._header_paths.get(sid)
+            if with_headers is None:
+                await super()._process_msg(sid, subject, reply, data, headers)
+                return
+            self.stats["in_msgs"] += 1
+            self.stats["in_bytes"] += len(data)
+            with_headers(subject, reply, data, headers or b"")
             return
         stats = self.stats
         stats["in_msgs"] += 1
@@ -91,10 +102,20 @@ def add_fast_path(nc: NatsClient, sub: NatsSubscription, handler: FastHandler) -
     return True
 
 
+def add_header_path(nc: NatsClient, sub: NatsSubscription, handler: HeaderHandler) -> bool:
+    """:func:`add_fast_path` for a handler that also needs the message's raw header block
+    (``NATS/1.0\\r\\nName: value\\r\\n...``, or empty); False when ``nc`` cannot."""
+    if not isinstance(nc, EeveeClient):
+        return False
+    nc._header_paths[sub._id] = handler
+    return True
+
+
 def remove_fast_path(nc: NatsClient, sub: NatsSubscription) -> None:
     """Forget the fast path of ``sub`` (before unsubscribing it)."""
     if isinstance(nc, EeveeClient):
         nc._fast_paths.pop(sub._id, None)
+        nc._header_paths.pop(sub._id, None)
 
 
 def bus_error(exc: nats.errors.Error, subject: str) -> BusError:

@@ -20,10 +20,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 
+from eeveepy.bus.backstop import Backstop
 from eeveepy.bus.concurrent import Concurrent
-from eeveepy.bus.delivery import Delivery, open_consumer
+from eeveepy.bus.delivery import Delivery, Once, open_consumer
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
-from eeveepy.bus.natsadapter import add_fast_path, remove_fast_path
+from eeveepy.bus.natsadapter import add_fast_path, add_header_path, remove_fast_path
 from eeveepy.bus.provenance import provenance_problem
 from eeveepy.errors import EnvelopeError
 from eeveepy.protocol.models import Body
@@ -83,7 +84,8 @@ class Subscription:
     ``pattern`` is the full subject pattern; ``gated`` False keeps it delivering while the
     ipc is halted (pings, control requests). ``discard`` is called with it when it is
     unsubscribed, so its ipc forgets it. ``concurrency`` above 1 runs that many handlers at
-    once (:class:`~eeveepy.bus.concurrent.Concurrent`; plain subscriptions only).
+    once (:class:`~eeveepy.bus.concurrent.Concurrent`; plain subscriptions only). A durable
+    one with ``backstop`` keeps its copies in a :class:`~eeveepy.bus.backstop.Backstop`.
     """
 
     def __init__(
@@ -94,7 +96,7 @@ class Subscription:
         handler: Handler,
         queue: str | None,
         durable: str | None = None,
-        backstop: bool = False,
+        backstop: bool | Once = False,
         concurrency: int = 1,
     ) -> None:
         self.pattern = pattern
@@ -116,6 +118,7 @@ class Subscription:
         self._busy = False
         self._idle: asyncio.Future[None] | None = None
         self._runner: Concurrent | None = None
+        self._backstop: Backstop | None = None
 
     @property
     def active(self) -> bool:
@@ -152,6 +155,8 @@ class Subscription:
                 if self.backstop:
                     return self
                 queue = queue or self.durable
+            elif self.backstop is not False:
+                return await self._start_backstop(nc, deliver)
             else:
                 subject, queue = deliver, self.durable
                 dispatch.track_deliveries(nc)
@@ -164,6 +169,30 @@ class Subscription:
             subject, queue=queue, cb=fallback, pending_msgs_limit=dispatch.pending_msgs_limit
         )
         add_fast_path(nc, self._nats_sub, inbox.push)
+        return self
+
+    async def _start_backstop(self, nc: NatsClient, deliver: str) -> Subscription:
+        """Receive the consumer's copies into a :class:`Backstop` (see its module)."""
+        dispatch = self._dispatch
+        once = self.backstop if isinstance(self.backstop, Once) else None
+        backstop = Backstop(dispatch, nc, self.handler, once, self.stats, self.gated)
+
+        async def fallback(msg: Msg) -> None:  # until the fast path is registered
+            msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+            backstop.push(msg.subject, msg.reply, msg.data, msg_id)
+
+        self._backstop = backstop
+        self._task = asyncio.get_running_loop().create_task(
+            backstop.run(), name=f"ipc:backstop:{self.pattern}"
+        )
+        self._nc = nc
+        self._nats_sub = await nc.subscribe(
+            deliver,
+            queue=self.durable or "",
+            cb=fallback,
+            pending_msgs_limit=dispatch.pending_msgs_limit,
+        )
+        add_header_path(nc, self._nats_sub, backstop.push_raw)
         return self
 
     async def stop_receiving(self) -> None:
@@ -195,6 +224,9 @@ class Subscription:
         await self.stop_receiving()
         task, self._task = self._task, None
         self._inbox = None
+        backstop, self._backstop = self._backstop, None
+        if backstop is not None:
+            await backstop.close()
         self._busy = False
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)  # nothing is pending any more

@@ -2,13 +2,13 @@
 
 A connector takes ``{p}.chat.out.<platform>.<network>`` twice: at once from a plain
 subscription (the fast path) and from the chat output stream through a durable consumer of
-its own (the backstop: what was published while the connector was down or restarting). Each
-message (by envelope id) is given to the platform once, whichever copy comes first, and the
-stream's copy is acknowledged only once the platform has really sent it; a connector that dies
-first gets it again when it is back. What was sent is also written down at once
-(:class:`~eeveepy.connector.sent.SentLog`, in the operator's data directory), so a connector
-killed before the stream's copies of what it sent were acknowledged does not send them again
-when it is back. See "Delivery" in docs/protocol.md.
+its own (the backstop, :mod:`eeveepy.bus.backstop`: what was published while the connector was
+down or restarting, or lost on the way). Each message (by envelope id) is given to the platform
+once, whichever copy comes first, and the stream's copy is acknowledged (in a batch) only once
+the platform has really sent it; a connector that dies first gets it again when it is back.
+What was sent is also written down at once (:class:`~eeveepy.connector.sent.SentLog`, in the
+operator's data directory), so a connector killed before the stream's copies of what it sent
+were acknowledged does not send them again when it is back. See "Delivery" in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ class Outbox:
         self._subs = [
             await ipc.subscribe(subject, self._on_fast),
             await ipc.subscribe(
-                subject, self._on_stored, durable=outbox_consumer_name(self._op.id), backstop=True
+                subject,
+                self._on_stored,
+                durable=outbox_consumer_name(self._op.id),
+                backstop=self._once,
             ),
         ]
 
@@ -84,9 +87,7 @@ class Outbox:
         self._take(env)
 
     async def _on_stored(self, env: Envelope[OutgoingMessage]) -> None:
-        handling = self._take(env)
-        if not handling.done:
-            handling.keep(self._op.ipc.hold())
+        self._take(env)  # one the fast path never saw
 
     def _take(self, env: Envelope[OutgoingMessage]) -> Handling:
         handling, first = self._once.take(env.id)

@@ -2,11 +2,13 @@
 
 Every chat line arrives twice (see "Delivery of chat input" in docs/protocol.md): at once on a
 plain subscription (:meth:`Router.on_chat`) and from the stream that keeps it until it has been
-answered (:meth:`Router.on_stored`); whichever comes first handles it, and the stream's copy is
-acknowledged once the answer is out. Handling a line: drop what is not for the router (notices,
-ignored users, lines that are not commands, lines too old), check scope, permissions and rate
-limits, parse the arguments, then request ``{p}.command.run.<name>`` (asking again while the
-command's operator restarts) and reply with what went wrong, if anything.
+answered (the backstop, :mod:`eeveepy.bus.backstop`): the stream's copies are acknowledged in
+batches once their lines were answered, and :meth:`Router.on_stored` gets only a line the fast
+path never saw (published while the router was down, or lost on the way). Handling a line:
+drop what is not for the router (notices, ignored users, lines that are not commands, lines
+too old), check scope, permissions and rate limits, parse the arguments, then request
+``{p}.command.run.<name>`` (asking again while the command's operator restarts) and reply with
+what went wrong, if anything.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class Router:
         self.permissions = Permissions()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
-        self._once = Once()
+        self.once = Once()
+        """The lines taken, by envelope id (shared with the backstop)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -83,14 +86,12 @@ class Router:
         self._take(env)
 
     async def on_stored(self, env: Envelope[ChatMessage]) -> None:
-        """The same line from the stream: acknowledged once the fast path has answered it,
-        handled here if the fast path never saw it (the router was down, the bus away)."""
-        handling = self._take(env)
-        if not handling.done:
-            handling.keep(self.op.ipc.hold())
+        """A line from the stream that the fast path never saw (the router was down, the bus
+        away): handled now; the backstop acknowledges it once answered."""
+        self._take(env)
 
     def _take(self, env: Envelope[ChatMessage]) -> Handling:
-        handling, first = self._once.take(env.id)
+        handling, first = self.once.take(env.id)
         if first:
             self._dispatch(env, handling)
         return handling
@@ -260,7 +261,7 @@ def create() -> Operator[RouterSettings]:
     # Every chat line comes twice: at once on the fast path, and from the stream that keeps it
     # until it is answered (see "Delivery of chat input" in docs/protocol.md).
     op.ipc.subscribe("chat.in.>", router.on_chat, queue="router")
-    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router", backstop=True)
+    op.ipc.subscribe("chat.in.>", router.on_stored, durable="router", backstop=router.once)
     op.on_start(router.start)
     op.on_reload(router.apply_settings)
     op.on_stop(router.stop)

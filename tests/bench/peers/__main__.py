@@ -138,8 +138,9 @@ def run(
                 )
         else:
             print(render(figures))
-        eevee, system = systems[0]
-        print(hops.describe(asyncio.run(hops.tap(system, ircd.port, eevee))))
+        for eevee, system in systems:
+            print(f"  {eevee.name}:")
+            print(hops.describe(asyncio.run(hops.tap(system, ircd.port, eevee))))
     return 0
 
 

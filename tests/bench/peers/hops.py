@@ -3,7 +3,8 @@
 A client with the CLI's credentials (from the supervisor's state file) subscribes to every
 subject while one ``!echo`` goes through the system, idle otherwise; each message published
 from the IRC command's send until a little after its answer is listed with what it is. Health
-pings and their answers, which come on their own clock, are left out.
+pings, the log history's fetches, lease renewals and their answers, which come on their own
+clock, are left out.
 
 Three of them make the user-visible path (the line, the invocation, the reply); the others
 are the delivery guarantee (stream receipts, the streams' copies to the backstops, their
@@ -30,8 +31,9 @@ from .bots import Running
 
 __all__ = ["PATH", "Hop", "describe", "label", "tap"]
 
-SETTLE = 0.3
-"""Seconds the tap keeps listening after the answer reached IRC (the work that follows it)."""
+SETTLE = 1.2
+"""Seconds the tap keeps listening after the answer reached IRC (the work that follows it: the
+backstops settle the streams' copies in a pass half a second after they came)."""
 PATH = "path"
 
 
@@ -61,7 +63,8 @@ def label(hop: Hop, prefix: str) -> tuple[str, str]:
             return "guarantee", "chat.out, the stream's copy to the connector's backstop"
         return PATH, "chat.out: the reply, echo -> connector, stored"
     if s.startswith("$JS.ACK."):
-        return "guarantee", "acknowledgement of a stream's copy"
+        what = "progress acknowledgement" if hop.head.startswith(b"+WPI") else "acknowledgement"
+        return "guarantee", f"{what} of a stream's copy (a backstop's pass)"
     if s.startswith("_INBOX.") and hop.head.startswith(b'{"stream"'):
         return "guarantee", "stream receipt to the publisher"
     if s.startswith("_INBOX."):
@@ -99,12 +102,22 @@ async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
         await client.close()
         with contextlib.suppress(Exception):
             await nc.close()
-    pings = {m.reply for _, m in seen if ".operator.ping." in m.subject}
+    periodic = {m.reply for _, m in seen if _periodic(m.subject)}
     return [
         Hop(t - t0, m.subject, m.reply, m.data[:16], len(m.data))
         for t, m in seen
-        if ".operator.ping." not in m.subject and m.subject not in pings
+        if not _periodic(m.subject) and m.subject not in periodic
     ], prefix
+
+
+def _periodic(subject: str) -> bool:
+    """Work on its own clock, not the command's: health pings, the log history's fetches (the
+    logging operator's pull consumer asking for more) and the supervisor's lease renewals."""
+    return (
+        ".operator.ping." in subject
+        or subject.startswith("$JS.API.CONSUMER.MSG.NEXT.")
+        or (subject.startswith("$KV.") and "_leases." in subject)
+    )
 
 
 def describe(result: tuple[list[Hop], str]) -> str:
