@@ -7,7 +7,11 @@ internals of nats-py 2.16:
   protocol parser calls for each received message: :class:`EeveeClient` overrides it to hand
   eeveepy's own subscriptions their raw bytes (the fast path);
 - ``Subscription._id``, the subscription id (sid) that call names;
-- ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too.
+- ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too;
+- ``Client._send_publish(subject, reply, payload, payload_size, headers)``, which
+  :class:`EeveeClient` overrides to encode headers cheaply, and what it uses for that:
+  ``Client._send_command`` (queues a command) and ``Client._flush_queue`` /
+  ``Client._flush_pending`` (kick nats-py's flusher).
 
 :func:`incompatibilities` checks them; ``tests/test_natsadapter.py`` runs it and the fast path
 against a real nats-server, so an upgrade of nats-py that changes them fails there, by name,
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import inspect
+import re
 from collections.abc import Callable
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -51,6 +57,12 @@ FastHandler = Callable[[bytes, bytes, bytes], None]
 """Takes one received message as ``(subject, reply, payload)`` bytes; must not block."""
 
 _PROCESS_MSG_PARAMS = ["self", "sid", "subject", "reply", "data", "headers"]
+_SEND_PUBLISH_PARAMS = ["self", "subject", "reply", "payload", "payload_size", "headers"]
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""What a header name may be (an RFC 7230 token), as nats-py checks it."""
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_KEYS_KEPT = 256
+"""Header names whose checked, encoded form a client remembers."""
 
 
 class EeveeClient(NatsClient):
@@ -66,6 +78,66 @@ class EeveeClient(NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self._fast_paths: dict[int, FastHandler] = {}
+        self._header_keys: dict[str, str] = {}
+
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        """nats-py's, with the header block made cheaply (:meth:`_header_block`)."""
+        if not subject:
+            raise nats.errors.BadSubjectError
+        if headers is None:
+            cmd = b"PUB %s %s %d\r\n%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                payload_size,
+                payload,
+            )
+        else:
+            head = self._header_block(headers)
+            cmd = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                len(head),
+                len(head) + payload_size,
+                head,
+                payload,
+            )
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += payload_size
+        await self._send_command(cmd)
+        if self._flush_queue is not None and self._flush_queue.empty():
+            await self._flush_pending()
+
+    def _header_block(self, headers: dict[str, Any]) -> bytes:
+        """The ``NATS/1.0`` header block, as nats-py makes it: names checked (a bad one
+        raises ``BadHeaderError``), values trimmed, CR and LF in them made spaces."""
+        keys = self._header_keys
+        lines = ["NATS/1.0\r\n"]
+        for k, v in headers.items():
+            key = keys.get(k)
+            if key is None:
+                key = k.strip()
+                if key and not _HEADER_KEY.fullmatch(key):
+                    raise nats.errors.BadHeaderError(key)
+                if len(keys) >= _KEYS_KEPT:
+                    keys.clear()
+                keys[k] = key
+            if not key:
+                continue  # nats-py leaves empty names out
+            value = v.strip()
+            if "\r" in value or "\n" in value:
+                value = value.translate(_NEWLINES)
+            lines.append(f"{key}: {value}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode()
+
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -136,7 +208,20 @@ def incompatibilities() -> list[str]:
             f"Client._process_msg{inspect.signature(process_msg)} no longer takes "
             f"({', '.join(_PROCESS_MSG_PARAMS[1:])})"
         )
+    send_publish = getattr(NatsClient, "_send_publish", None)
+    if send_publish is None or not inspect.iscoroutinefunction(send_publish):
+        found.append("Client._send_publish is gone or no longer a coroutine function")
+    elif list(inspect.signature(send_publish).parameters) != _SEND_PUBLISH_PARAMS:
+        found.append(
+            f"Client._send_publish{inspect.signature(send_publish)} no longer takes "
+            f"({', '.join(_SEND_PUBLISH_PARAMS[1:])})"
+        )
     nc = NatsClient()
+    for name in ("_pending", "_pending_data_size", "_flush_queue", "_transport"):
+        if not hasattr(nc, name):
+            found.append(f"Client has no {name}")
+    if not inspect.iscoroutinefunction(getattr(NatsClient, "_send_command", None)):
+        found.append("Client._send_command is gone or no longer a coroutine function")
     if getattr(NatsSubscription(nc, 7), "_id", None) != 7:
         found.append("Subscription(conn, id) no longer keeps its id as Subscription._id")
     stats = nc.stats
