@@ -11,8 +11,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from eeveepy.bus.replies import Replies
 from eeveepy.errors import NoRespondersError, RequestTimeoutError
-from eeveepy.supervisor.replies import Replies
 
 
 async def test_each_reply_reaches_its_request_and_the_silent_ones_time_out(
