@@ -320,8 +320,7 @@ async def publish_stored(
 
     headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
     replies = replies_of(nc)  # one reply subscription and one timer for every request
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
+    end = time.monotonic() + deadline
     delay = 0.05
     while True:
         try:
@@ -338,7 +337,7 @@ async def publish_stored(
             why = _pub_ack_problem(data)
             if not why:
                 return int(json.loads(data)["seq"])
-        if loop.time() + delay > end:
+        if time.monotonic() + delay > end:
             raise DeliveryError(subject, why)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)

@@ -83,6 +83,7 @@ class EeveeClient(NatsClient):
         self._fast_paths: dict[int, FastHandler] = {}
         self._header_keys: dict[str, str] = {}
         self._write_soon: asyncio.Handle | None = None
+        self._eevee_loop: asyncio.AbstractEventLoop | None = None
 
     async def _send_publish(
         self,
@@ -124,7 +125,10 @@ class EeveeClient(NatsClient):
         stats["out_bytes"] += payload_size
         await self._send_command(cmd)
         if self._write_soon is None:
-            self._write_soon = asyncio.get_running_loop().call_soon(self._write_pending)
+            loop = self._eevee_loop
+            if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+                loop = self._eevee_loop = asyncio.get_running_loop()
+            self._write_soon = loop.call_soon(self._write_pending)
 
     def _header_block(self, headers: dict[str, Any]) -> bytes:
         """The ``NATS/1.0`` header block, as nats-py makes it: names checked (a bad one

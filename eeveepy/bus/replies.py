@@ -57,6 +57,7 @@ class Replies:
         self._waiting: dict[bytes, tuple[asyncio.Future[bytes], str, float]] = {}
         self._deadlines: list[tuple[float, bytes]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(
         self,
@@ -81,7 +82,9 @@ class Replies:
                 add_fast_path(self._nc, sub, self._on_reply)
             else:  # a request sent meanwhile subscribed first: use its subscription
                 await sub.unsubscribe()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+            loop = self._loop = asyncio.get_running_loop()
         reply = f"{self._prefix}.{next(self._count)}"
         key = reply.encode()
         fut: asyncio.Future[bytes] = loop.create_future()
@@ -154,7 +157,8 @@ class Replies:
 
     def _expire(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # (armed by send)
         now = loop.time()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)

@@ -32,15 +32,18 @@ __all__ = ["Inbox", "Subscription"]
 
 
 class Inbox:
-    """Bounded FIFO between the connection's reader and one subscription's consumer task."""
+    """Bounded FIFO between the connection's reader and one subscription's consumer task
+    (made in the running event loop)."""
 
-    __slots__ = ("_waiter", "limit", "queue", "stats")
+    __slots__ = ("_loop", "_waiter", "limit", "queue", "stats")
 
     def __init__(self, limit: int, stats: SubscriptionStats) -> None:
         self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
         self.limit = limit
         self.stats = stats
         self._waiter: asyncio.Future[None] | None = None
+        # (asyncio.get_running_loop() is a getpid() system call on Python 3.11: once here)
+        self._loop = asyncio.get_running_loop()
 
     def push(self, subject: bytes, reply: bytes, data: bytes) -> None:
         """Take one message (dropped and counted when the inbox is full)."""
@@ -56,7 +59,7 @@ class Inbox:
 
     async def wait(self) -> None:
         """Return once a message was pushed."""
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         await self._waiter
 
 
