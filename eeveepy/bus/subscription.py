@@ -32,18 +32,15 @@ __all__ = ["Inbox", "Subscription"]
 
 
 class Inbox:
-    """Bounded FIFO between the connection's reader and one subscription's consumer task
-    (made in the running event loop)."""
+    """Bounded FIFO between the connection's reader and one subscription's consumer task."""
 
-    __slots__ = ("_loop", "_waiter", "limit", "queue", "stats")
+    __slots__ = ("_waiter", "limit", "queue", "stats")
 
     def __init__(self, limit: int, stats: SubscriptionStats) -> None:
         self.queue: deque[tuple[bytes, bytes, bytes]] = deque()
         self.limit = limit
         self.stats = stats
         self._waiter: asyncio.Future[None] | None = None
-        # (asyncio.get_running_loop() is a getpid() system call on Python 3.11: once here)
-        self._loop = asyncio.get_running_loop()
 
     def push(self, subject: bytes, reply: bytes, data: bytes) -> None:
         """Take one message (dropped and counted when the inbox is full)."""
@@ -57,9 +54,10 @@ class Inbox:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Return once a message was pushed."""
-        self._waiter = self._loop.create_future()
+    async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Return once a message was pushed (``loop``: the running one, if the caller has it:
+        looking it up is a getpid() system call on Python 3.11)."""
+        self._waiter = (loop or asyncio.get_running_loop()).create_future()
         await self._waiter
 
 
@@ -230,12 +228,13 @@ class Subscription:
         skip = len(head)
         durable = dispatch.deliveries if self.durable else None
         tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
+        loop = asyncio.get_running_loop()
         while True:
             if not queue:
                 idle = self._idle
                 if idle is not None and not idle.done() and not self._runner:
                     idle.set_result(None)
-                await inbox.wait()
+                await inbox.wait(loop)
                 continue
             raw_subject, raw_reply, data = queue.popleft()
             self._busy = True
