@@ -35,45 +35,6 @@ def test_nats_py_still_offers_what_the_adapter_relies_on() -> None:
     )
 
 
-async def test_fast_path_gets_raw_messages_and_keeps_the_stats(nats_url: str) -> None:
-    nc = await connect(BusConfig(url=nats_url), name="adapter-test")
-    try:
-        assert isinstance(nc, EeveeClient), f"connect() should give an EeveeClient, not {nc!r}"
-        fast: list[tuple[bytes, bytes, bytes]] = []
-        slow: list[bytes] = []
-
-        async def fallback(msg: Msg) -> None:
-            slow.append(msg.data)
-
-        sub = await nc.subscribe("adapter.test", cb=fallback)
-        assert add_fast_path(nc, sub, lambda s, r, d: fast.append((s, r, d)))
-        await barrier(nc)
-        before = nc.stats["in_msgs"]
-        await nc.publish("adapter.test", b"one", reply="adapter.reply")
-        await nc.flush()
-        for _ in range(int(WAIT / 0.01)):
-            if fast:
-                break
-            await asyncio.sleep(0.01)
-        assert fast == [(b"adapter.test", b"adapter.reply", b"one")], (
-            f"nats-py {nats_py_version()}: the fast path got nothing (slow path: {slow})"
-        )
-        assert slow == []
-        assert nc.stats["in_msgs"] == before + 1
-
-        remove_fast_path(nc, sub)
-        await nc.publish("adapter.test", b"two")
-        await nc.flush()
-        for _ in range(int(WAIT / 0.01)):
-            if slow:
-                break
-            await asyncio.sleep(0.01)
-        assert slow == [b"two"]
-        assert len(fast) == 1
-    finally:
-        await nc.close()
-
-
 async def _headers_received(nc: NatsClient, headers: dict[str, str]) -> dict[str, str]:
     subject = "adapter.headers." + uuid.uuid4().hex
     sub = await nc.subscribe(subject)
@@ -149,4 +110,43 @@ async def test_what_one_turn_publishes_goes_out_in_one_write(nats_url: str) -> N
     finally:
         transport.writelines = writelines  # type: ignore[method-assign]
         await sub.unsubscribe()
+        await nc.close()
+
+
+async def test_fast_path_gets_raw_messages_and_keeps_the_stats(nats_url: str) -> None:
+    nc = await connect(BusConfig(url=nats_url), name="adapter-test")
+    try:
+        assert isinstance(nc, EeveeClient), f"connect() should give an EeveeClient, not {nc!r}"
+        fast: list[tuple[bytes, bytes, bytes]] = []
+        slow: list[bytes] = []
+
+        async def fallback(msg: Msg) -> None:
+            slow.append(msg.data)
+
+        sub = await nc.subscribe("adapter.test", cb=fallback)
+        assert add_fast_path(nc, sub, lambda s, r, d: fast.append((s, r, d)))
+        await barrier(nc)
+        before = nc.stats["in_msgs"]
+        await nc.publish("adapter.test", b"one", reply="adapter.reply")
+        await nc.flush()
+        for _ in range(int(WAIT / 0.01)):
+            if fast:
+                break
+            await asyncio.sleep(0.01)
+        assert fast == [(b"adapter.test", b"adapter.reply", b"one")], (
+            f"nats-py {nats_py_version()}: the fast path got nothing (slow path: {slow})"
+        )
+        assert slow == []
+        assert nc.stats["in_msgs"] == before + 1
+
+        remove_fast_path(nc, sub)
+        await nc.publish("adapter.test", b"two")
+        await nc.flush()
+        for _ in range(int(WAIT / 0.01)):
+            if slow:
+                break
+            await asyncio.sleep(0.01)
+        assert slow == [b"two"]
+        assert len(fast) == 1
+    finally:
         await nc.close()

@@ -68,19 +68,11 @@ _KEYS_KEPT = 256
 """Header names whose checked, encoded form a client remembers."""
 
 
-class EeveeClient(NatsClient):
-    """nats-py's client with a lean delivery path for eeveepy's own subscriptions.
-
-    For a subscription given a fast path (:func:`add_fast_path`), a received message goes
-    straight from the protocol parser to its handler as ``(subject, reply, payload)`` bytes:
-    no ``Msg`` object, no header parsing, no ``asyncio.Queue``. That is most of nats-py's own
-    per-message cost, and what pays for validating every envelope. Everything else
-    (JetStream, requests, plain subscriptions) takes nats-py's usual path.
-    """
+class _Publishing(NatsClient):
+    """nats-py's client with a cheaper publishing path (see :meth:`_send_publish`)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._fast_paths: dict[int, FastHandler] = {}
         self._header_keys: dict[str, str] = {}
         self._write_soon: asyncio.Handle | None = None
         self._eevee_loop: asyncio.AbstractEventLoop | None = None
@@ -169,6 +161,22 @@ class EeveeClient(NatsClient):
             return
         self._pending = []
         self._pending_data_size = 0
+
+
+class EeveeClient(_Publishing):
+    """nats-py's client with a lean delivery path for eeveepy's own subscriptions.
+
+    For a subscription given a fast path (:func:`add_fast_path`), a received message goes
+    straight from the protocol parser to its handler as ``(subject, reply, payload)`` bytes:
+    no ``Msg`` object, no header parsing, no ``asyncio.Queue``. That is most of nats-py's own
+    per-message cost, and what pays for validating every envelope. Everything else
+    (JetStream, requests, plain subscriptions) takes nats-py's usual path. Publishing is
+    :class:`_Publishing`'s.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._fast_paths: dict[int, FastHandler] = {}
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
