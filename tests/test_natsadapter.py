@@ -8,7 +8,10 @@ changed ``_process_msg`` could deliver nothing at all.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+import nats.errors
+import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -31,6 +34,84 @@ def test_nats_py_still_offers_what_the_adapter_relies_on() -> None:
         f"nats-py {nats_py_version()} changed what eeveepy/bus/natsadapter.py relies on: "
         + "; ".join(found)
     )
+
+
+async def _headers_received(nc: NatsClient, headers: dict[str, str]) -> dict[str, str]:
+    subject = "adapter.headers." + uuid.uuid4().hex
+    sub = await nc.subscribe(subject)
+    try:
+        await nc.publish(subject, b"x", headers=headers)
+        msg = await sub.next_msg(timeout=WAIT)
+        return dict(msg.headers or {})
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_headers_on_the_wire_are_what_nats_py_sends(nats_url: str) -> None:
+    ours = await connect(BusConfig(url=nats_url), name="adapter-headers")
+    theirs = NatsClient()
+    await theirs.connect(servers=[nats_url])
+    hostile = {" X-Pad ": "  padded  ", "X-Lines": "a\r\nInjected: yes\r\n\r\nPUB x 1", "": "gone"}
+    try:
+        for headers in ({"Nats-Msg-Id": "01ABC", "X-Ünicode": "ü"}, hostile):
+            if "X-Ünicode" in headers:  # not a token: both refuse it
+                for client in (ours, theirs):
+                    with pytest.raises(nats.errors.BadHeaderError):
+                        await client.publish("adapter.x", b"", headers=headers)
+                headers = {"Nats-Msg-Id": "01ABC", "X-Unicode": "ü"}
+            got = await _headers_received(ours, headers)
+            assert got == await _headers_received(theirs, headers), headers
+        assert got == {"X-Pad": "padded", "X-Lines": "a  Injected: yes    PUB x 1"}
+    finally:
+        await ours.close()
+        await theirs.close()
+
+
+async def test_what_one_turn_publishes_goes_out_in_one_write(nats_url: str) -> None:
+    nc = await connect(BusConfig(url=nats_url), name="adapter-writes")
+    subject = "adapter.writes." + uuid.uuid4().hex
+    received: list[bytes] = []
+
+    async def receive(msg: Msg) -> None:
+        received.append(msg.data)
+
+    sub = await nc.subscribe(subject, cb=receive)
+    await barrier(nc)
+    transport = nc._transport
+    assert transport is not None
+    writes = 0
+    writelines = transport.writelines
+
+    def counting(data: list[bytes]) -> None:
+        nonlocal writes
+        writes += 1
+        writelines(data)
+
+    transport.writelines = counting  # type: ignore[method-assign]
+    try:
+
+        async def publisher(k: int) -> None:
+            for i in range(10):
+                await nc.publish(subject, f"{k}.{i}".encode())
+
+        await asyncio.gather(*(publisher(k) for k in range(5)))
+        await asyncio.sleep(0)  # the turn ends: its write is made
+        assert writes == 1, f"50 publishes of one turn took {writes} writes"
+        await nc.publish(subject, b"lone")
+        await asyncio.sleep(0)  # a lone publish waits for no more than the end of its turn
+        assert writes == 2
+        for _ in range(int(WAIT / 0.01)):
+            if len(received) == 51:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(received[:50]) == sorted(
+            f"{k}.{i}".encode() for k in range(5) for i in range(10)
+        )
+        assert received[50] == b"lone"
+    finally:
+        transport.writelines = writelines  # type: ignore[method-assign]
+        await sub.unsubscribe()
+        await nc.close()
 
 
 async def test_fast_path_gets_raw_messages_and_keeps_the_stats(nats_url: str) -> None:

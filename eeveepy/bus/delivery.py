@@ -28,9 +28,7 @@ from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from nats.errors import ConnectionClosedError, ConnectionDrainingError, OutboundBufferLimitError
-from nats.errors import NoRespondersError as NatsNoResponders
-from nats.errors import TimeoutError as NatsTimeout
+from nats.errors import ConnectionClosedError, ConnectionDrainingError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -309,26 +307,34 @@ async def publish_stored(
     after a timeout or while the bus is away, until ``deadline`` seconds have passed; then
     raises :class:`DeliveryError` with the last reason.
     """
+    from eeveepy.bus.replies import replies_of
+    from eeveepy.errors import (
+        BusClosedError,
+        NoRespondersError,
+        OutboundBufferFullError,
+        RequestTimeoutError,
+    )
+
     headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
+    replies = replies_of(nc)  # one reply subscription and one timer for every request
+    end = time.monotonic() + deadline
     delay = 0.05
     while True:
         try:
-            msg = await nc.request(subject, payload, timeout=timeout, headers=headers)
-        except NatsNoResponders:
+            data = await replies.request(subject, payload, timeout=timeout, headers=headers)
+        except NoRespondersError:
             why = f"no stream stores {subject}"
-        except NatsTimeout:
+        except RequestTimeoutError:
             why = f"no acknowledgement within {timeout:g} s"
-        except OutboundBufferLimitError:
+        except OutboundBufferFullError:
             why = "the bus is away and the outgoing buffer is full"
-        except ConnectionClosedError:
+        except BusClosedError:
             raise DeliveryError(subject, "the bus connection is closed") from None
         else:
-            why = _pub_ack_problem(msg.data)
+            why = _pub_ack_problem(data)
             if not why:
-                return int(json.loads(msg.data)["seq"])
-        if loop.time() + delay > end:
+                return int(json.loads(data)["seq"])
+        if time.monotonic() + delay > end:
             raise DeliveryError(subject, why)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)

@@ -7,7 +7,13 @@ internals of nats-py 2.16:
   protocol parser calls for each received message: :class:`EeveeClient` overrides it to hand
   eeveepy's own subscriptions their raw bytes (the fast path);
 - ``Subscription._id``, the subscription id (sid) that call names;
-- ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too.
+- ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too;
+- ``Client._send_publish(subject, reply, payload, payload_size, headers)``, which
+  :class:`EeveeClient` overrides to encode headers cheaply and to write what was published
+  once per turn of the event loop, and what it uses for that: ``Client._send_command``
+  (queues a command in ``Client._pending``, counted in ``Client._pending_data_size``),
+  ``Client._transport.writelines`` and ``Client._flush_queue`` (nats-py's own flusher, left
+  to the rest: subscriptions, pings, reconnects).
 
 :func:`incompatibilities` checks them; ``tests/test_natsadapter.py`` runs it and the fast path
 against a real nats-server, so an upgrade of nats-py that changes them fails there, by name,
@@ -20,9 +26,12 @@ closed connection, a full outgoing buffer, a refused subject...) as
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import inspect
+import re
 from collections.abc import Callable
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NatsClient
@@ -55,16 +64,118 @@ HeaderHandler = Callable[[bytes, bytes, bytes, bytes], None]
 """Takes one received message as ``(subject, reply, payload, raw headers)`` bytes."""
 
 _PROCESS_MSG_PARAMS = ["self", "sid", "subject", "reply", "data", "headers"]
+_SEND_PUBLISH_PARAMS = ["self", "subject", "reply", "payload", "payload_size", "headers"]
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""What a header name may be (an RFC 7230 token), as nats-py checks it."""
+_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_KEYS_KEPT = 256
+"""Header names whose checked, encoded form a client remembers."""
 
 
-class EeveeClient(NatsClient):
+class _Publishing(NatsClient):
+    """nats-py's client with a cheaper publishing path (see :meth:`_send_publish`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._header_keys: dict[str, str] = {}
+        self._write_soon: asyncio.Handle | None = None
+        self._eevee_loop: asyncio.AbstractEventLoop | None = None
+
+    async def _send_publish(
+        self,
+        subject: str,
+        reply: str,
+        payload: bytes,
+        payload_size: int,
+        headers: dict[str, Any] | None,
+    ) -> None:
+        """nats-py's, with cheaper headers and one socket write per turn of the loop.
+
+        nats-py kicks its flusher task for each publish that finds it idle, and the flusher
+        writes once per kick: publishes made by several tasks in one turn of the loop go out
+        as several writes (a system call each). Here a publish only queues its command; one
+        callback, scheduled by the first publish of the turn, writes all of them once the
+        loop's ready callbacks have run.
+        """
+        if not subject:
+            raise nats.errors.BadSubjectError
+        if headers is None:
+            cmd = b"PUB %s %s %d\r\n%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                payload_size,
+                payload,
+            )
+        else:
+            head = self._header_block(headers)
+            cmd = b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
+                subject.encode(),
+                reply.encode(),
+                len(head),
+                len(head) + payload_size,
+                head,
+                payload,
+            )
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += payload_size
+        await self._send_command(cmd)
+        if self._write_soon is None:
+            loop = self._eevee_loop
+            if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+                loop = self._eevee_loop = asyncio.get_running_loop()
+            self._write_soon = loop.call_soon(self._write_pending)
+
+    def _header_block(self, headers: dict[str, Any]) -> bytes:
+        """The ``NATS/1.0`` header block, as nats-py makes it: names checked (a bad one
+        raises ``BadHeaderError``), values trimmed, CR and LF in them made spaces."""
+        keys = self._header_keys
+        lines = ["NATS/1.0\r\n"]
+        for k, v in headers.items():
+            key = keys.get(k)
+            if key is None:
+                key = k.strip()
+                if key and not _HEADER_KEY.fullmatch(key):
+                    raise nats.errors.BadHeaderError(key)
+                if len(keys) >= _KEYS_KEPT:
+                    keys.clear()
+                keys[k] = key
+            if not key:
+                continue  # nats-py leaves empty names out
+            value = v.strip()
+            if "\r" in value or "\n" in value:
+                value = value.translate(_NEWLINES)
+            lines.append(f"{key}: {value}\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode()
+
+    def _write_pending(self) -> None:
+        """Write every command queued so far in one go (the callback of this turn)."""
+        self._write_soon = None
+        if not self._pending_data_size or not self.is_connected:
+            return  # written already, or kept for the reconnect (nats-py sends it then)
+        flush_queue, transport = self._flush_queue, self._transport
+        if flush_queue is None or transport is None or not flush_queue.empty():
+            return  # nats-py's flusher was kicked: it writes them
+        try:
+            transport.writelines(self._pending)
+        except Exception:
+            # Leave the commands to nats-py's flusher: it handles a broken connection.
+            flush_queue.put_nowait(asyncio.get_running_loop().create_future())
+            return
+        self._pending = []
+        self._pending_data_size = 0
+
+
+class EeveeClient(_Publishing):
     """nats-py's client with a lean delivery path for eeveepy's own subscriptions.
 
     For a subscription given a fast path (:func:`add_fast_path`), a received message goes
     straight from the protocol parser to its handler as ``(subject, reply, payload)`` bytes:
     no ``Msg`` object, no header parsing, no ``asyncio.Queue``. That is most of nats-py's own
     per-message cost, and what pays for validating every envelope. Everything else
-    (JetStream, requests, plain subscriptions) takes nats-py's usual path.
+    (JetStream, requests, plain subscriptions) takes nats-py's usual path. Publishing is
+    :class:`_Publishing`'s.
     """
 
     def __init__(self) -> None:
@@ -157,7 +268,20 @@ def incompatibilities() -> list[str]:
             f"Client._process_msg{inspect.signature(process_msg)} no longer takes "
             f"({', '.join(_PROCESS_MSG_PARAMS[1:])})"
         )
+    send_publish = getattr(NatsClient, "_send_publish", None)
+    if send_publish is None or not inspect.iscoroutinefunction(send_publish):
+        found.append("Client._send_publish is gone or no longer a coroutine function")
+    elif list(inspect.signature(send_publish).parameters) != _SEND_PUBLISH_PARAMS:
+        found.append(
+            f"Client._send_publish{inspect.signature(send_publish)} no longer takes "
+            f"({', '.join(_SEND_PUBLISH_PARAMS[1:])})"
+        )
     nc = NatsClient()
+    for name in ("_pending", "_pending_data_size", "_flush_queue", "_transport"):
+        if not hasattr(nc, name):
+            found.append(f"Client has no {name}")
+    if not inspect.iscoroutinefunction(getattr(NatsClient, "_send_command", None)):
+        found.append("Client._send_command is gone or no longer a coroutine function")
     if getattr(NatsSubscription(nc, 7), "_id", None) != 7:
         found.append("Subscription(conn, id) no longer keeps its id as Subscription._id")
     stats = nc.stats

@@ -24,12 +24,6 @@ _OWN_ID_BRANCHES = ("operator.ready.", "command.register.")
 """Branches whose subject ends with the publisher's operator id."""
 
 
-def _field(body: Any, name: str) -> Any:
-    if isinstance(body, dict):
-        return body.get(name)
-    return getattr(body, name, None)
-
-
 def provenance_problem(
     relative: str, source: str, body: Any, tokens: dict[str, str] | None = None
 ) -> str | None:
@@ -46,7 +40,11 @@ def provenance_problem(
             return None
         platform, _, rest = rest.partition(".")
         network = rest.partition(".")[0]
-        said_platform, said_network = _field(body, "platform"), _field(body, "network")
+        if isinstance(body, dict):  # (a receiver of Envelope[dict]: no model)
+            said_platform, said_network = body.get("platform"), body.get("network")
+        else:
+            said_platform = getattr(body, "platform", None)
+            said_network = getattr(body, "network", None)
         if said_platform != platform:
             return f"body.platform {said_platform!r} is not the subject's {platform!r}"
         if not isinstance(said_network, str):

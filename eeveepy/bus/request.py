@@ -17,13 +17,8 @@ from nats.aio.msg import Msg
 from eeveepy.bus.delivery import Delivery
 from eeveepy.bus.natsadapter import bus_error
 from eeveepy.bus.publish import Publisher
-from eeveepy.errors import (
-    EnvelopeError,
-    NoRespondersError,
-    PayloadTooLargeError,
-    RemoteError,
-    RequestTimeoutError,
-)
+from eeveepy.bus.replies import replies_of
+from eeveepy.errors import EnvelopeError, PayloadTooLargeError, RemoteError
 from eeveepy.protocol.codec import EnvelopeDecoder
 from eeveepy.protocol.models import Body, Envelope, ErrorReply
 from eeveepy.protocol.subjects import Subjects
@@ -60,21 +55,14 @@ class Requester(Publisher):
         subj = self.full(subject)
         if len(payload) > nc.max_payload:
             raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        # One reply subscription and one timer for every request of the connection: raises
+        # RequestTimeoutError, NoRespondersError or another BusError itself.
+        data = await replies_of(nc).request(subj, payload, timeout=timeout)
         try:
-            msg = await nc.request(subj, payload, timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise NoRespondersError(f"nobody answers on {subj}", subject=subj) from None
-        except nats.errors.TimeoutError:
-            raise RequestTimeoutError(
-                f"no reply on {subj} within {timeout:g} s", subject=subj
-            ) from None
-        except nats.errors.Error as exc:
-            raise bus_error(exc, subj) from None
-        try:
-            return self._decoder(reply_model).decode(msg.data, subj)
+            return self._decoder(reply_model).decode(data, subj)
         except EnvelopeError:
             try:
-                err = self._decoder(ErrorReply).decode(msg.data, subj)
+                err = self._decoder(ErrorReply).decode(data, subj)
             except EnvelopeError:
                 raise
             raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None

@@ -63,9 +63,10 @@ class Inbox:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Return once a message was pushed."""
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Return once a message was pushed (``loop``: the running one, if the caller has it:
+        looking it up is a getpid() system call on Python 3.11)."""
+        self._waiter = (loop or asyncio.get_running_loop()).create_future()
         await self._waiter
 
 
@@ -277,12 +278,13 @@ class Subscription:
         skip = len(head)
         durable = dispatch.deliveries if self.durable else None
         tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
+        loop = asyncio.get_running_loop()
         while True:
             if not queue:
                 idle = self._idle
                 if idle is not None and not idle.done() and not self._runner:
                     idle.set_result(None)
-                await inbox.wait()
+                await inbox.wait(loop)
                 continue
             raw_subject, raw_reply, data = queue.popleft()
             self._busy = True

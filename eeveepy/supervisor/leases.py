@@ -20,7 +20,7 @@ a round took the number of keys times a round trip: at start-up, with hundreds o
 starting and the event loop busy, a round outlasted the TTL, keys expired under a live
 supervisor and another one could take them (two supervisors then ran one operator).
 A renewal is a plain conditional put (``Nats-Expected-Last-Subject-Sequence``) whose
-acknowledgement comes back on a subscription shared by all (:mod:`~eeveepy.supervisor.replies`):
+acknowledgement comes back on a subscription shared by all (:mod:`~eeveepy.bus.replies`):
 through nats-py's key-value layer, renewing 200 leases every few seconds was half the
 supervisor's CPU.
 """
@@ -46,7 +46,7 @@ from structlog.typing import FilteringBoundLogger
 
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.names import leases_bucket_name
-from eeveepy.supervisor.replies import Replies
+from eeveepy.bus.replies import Replies
 
 __all__ = ["IN_FLIGHT", "Leases", "bucket_name"]
 

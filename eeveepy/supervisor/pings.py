@@ -4,7 +4,7 @@ The supervisor sends ``{p}.operator.ping.<id>`` every ``ping_interval`` to each 
 operator, from one task per interval (:class:`PingRounds`) on a grid shared by every operator
 with that interval (:func:`until_next_tick`): the pings of a round go out together, so the
 client writes them in one syscall, and their replies come back on one subscription
-(:mod:`~eeveepy.supervisor.replies`). An operator's own task is woken only when it hangs:
+(:mod:`~eeveepy.bus.replies`). An operator's own task is woken only when it hangs:
 ``max_missed_pings`` misses in a row. Misses while the supervisor's own connection is down or
 just back do not count. (One task per operator waking at every tick, each ping a nats-py
 request, was most of the supervisor's CPU at 200 operators.)
@@ -23,11 +23,11 @@ from structlog.typing import FilteringBoundLogger
 
 from eeveepy.aio import cancel_and_wait
 from eeveepy.bus.ipc import Ipc
+from eeveepy.bus.replies import Replies
 from eeveepy.config import OperatorConfig
 from eeveepy.errors import EeveeError
 from eeveepy.protocol.codec import EnvelopeDecoder
 from eeveepy.protocol.models import Health, Ping, Pong
-from eeveepy.supervisor.replies import Replies
 
 __all__ = ["PingRounds", "Pinger", "until_next_tick"]
 

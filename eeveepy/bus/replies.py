@@ -1,14 +1,17 @@
-"""Many requests in flight on one reply subscription: the supervisor's pings and lease renewals.
+"""Many requests in flight on one reply subscription: every request an operator makes.
 
-With hundreds of operators the supervisor sends hundreds of pings and lease renewals every few
-seconds. Through nats-py's ``request()`` each one cost an inbox token, a timer, a
-``wait_for`` and a ``Msg`` object for its reply: most of the supervisor's CPU while nothing
-happened. Here every reply comes to one wildcard subscription on the fast path
-(:func:`~eeveepy.bus.natsadapter.add_fast_path`), keyed by its subject, and one timer (the
-earliest deadline of those in flight) fails the ones not answered in time.
+Through nats-py's ``request()`` each request costs an inbox token (``secrets``), a future, an
+``asyncio.wait_for`` (a timer and a task switch) and a ``Msg`` object for its reply: with
+hundreds of operators the supervisor's pings and lease renewals spent most of its CPU there,
+and every stored publish (a request for the stream's acknowledgement) paid it on the hot path.
+Here every reply comes to one wildcard subscription on the fast path
+(:func:`~eeveepy.bus.natsadapter.add_fast_path`), keyed by its subject (the subscription's
+inbox and a counter), and one timer (the earliest deadline of those in flight) fails the ones
+not answered in time.
 
 :meth:`Replies.send` publishes and returns the future of the reply's payload at once, so one
-caller can send a whole round before waiting for any of it.
+caller can send a whole round before waiting for any of it. :func:`replies_of` is the one
+:class:`Replies` of a connection, made on its first request.
 """
 
 from __future__ import annotations
@@ -25,7 +28,22 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from eeveepy.bus.natsadapter import add_fast_path, bus_error, remove_fast_path
 from eeveepy.errors import NoRespondersError, RequestTimeoutError
 
-__all__ = ["Replies"]
+__all__ = ["Replies", "replies_of"]
+
+_ATTRIBUTE = "_eevee_replies"
+"""Where :func:`replies_of` keeps a connection's :class:`Replies` (on the client itself)."""
+
+
+def replies_of(nc: NatsClient) -> Replies:
+    """The :class:`Replies` of ``nc``, shared by everything that requests over it.
+
+    Its subscription ends with the connection; what still waits then times out.
+    """
+    replies: Replies | None = getattr(nc, _ATTRIBUTE, None)
+    if replies is None:
+        replies = Replies(nc)
+        setattr(nc, _ATTRIBUTE, replies)
+    return replies
 
 
 class Replies:
@@ -39,6 +57,7 @@ class Replies:
         self._waiting: dict[bytes, tuple[asyncio.Future[bytes], str, float]] = {}
         self._deadlines: list[tuple[float, bytes]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(
         self,
@@ -53,26 +72,34 @@ class Replies:
         :class:`~eeveepy.errors.BusError`. Cancel it to stop waiting. Raises a
         :class:`~eeveepy.errors.BusError` when the replies cannot be subscribed to."""
         if self._sub is None:
-            self._prefix = self._nc.new_inbox()
+            prefix = self._nc.new_inbox()
             try:
-                self._sub = await self._nc.subscribe(self._prefix + ".*", cb=self._on_msg)
+                sub = await self._nc.subscribe(prefix + ".*", cb=self._on_msg)
             except nats.errors.Error as exc:
-                raise bus_error(exc, self._prefix + ".*") from None
-            add_fast_path(self._nc, self._sub, self._on_reply)
-        loop = asyncio.get_running_loop()
+                raise bus_error(exc, subject) from None  # the sending, as the caller sees it
+            if self._sub is None:
+                self._prefix, self._sub = prefix, sub
+                add_fast_path(self._nc, sub, self._on_reply)
+            else:  # a request sent meanwhile subscribed first: use its subscription
+                await sub.unsubscribe()
+        loop = self._loop
+        if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+            loop = self._loop = asyncio.get_running_loop()
         reply = f"{self._prefix}.{next(self._count)}"
         key = reply.encode()
         fut: asyncio.Future[bytes] = loop.create_future()
+        waiting = self._waiting
+        waiting[key] = (fut, subject, timeout)  # before sending: the reply may come at once
+        fut.add_done_callback(lambda _: waiting.pop(key, None))
         try:
             await self._nc.publish(subject, payload, reply=reply, headers=headers)
         except nats.errors.Error as exc:
             fut.set_exception(bus_error(exc, subject))
             return fut
         deadline = loop.time() + timeout
-        self._waiting[key] = (fut, subject, timeout)
-        fut.add_done_callback(lambda _: self._waiting.pop(key, None))
         heapq.heappush(self._deadlines, (deadline, key))
-        if self._timer is None or deadline < self._timer.when():
+        timer = self._timer
+        if timer is None or deadline < timer.when():
             self._arm(loop, deadline)
         return fut
 
@@ -130,7 +157,8 @@ class Replies:
 
     def _expire(self) -> None:
         self._timer = None
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # (armed by send)
         now = loop.time()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, key = heapq.heappop(self._deadlines)
