@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import os
 import signal
 import socket
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from eeveepy.aio import die_with_parent
 from eeveepy.runtime.title import set_title
-from eeveepy.supervisor.forkserver import PRELOAD, serve
+from eeveepy.supervisor.forkserver import serve
+from eeveepy.supervisor.preload import PRELOAD, operator_imports, preload
 
 __all__ = ["ForkedProcess", "PreForked", "prefork"]
 
@@ -88,14 +89,15 @@ class PreForked:
         self.process.wait()
 
 
-def prefork(preload: tuple[str, ...] = PRELOAD) -> PreForked | None:
-    """Fork the fork server now, ``preload`` imported first; None when it cannot fork.
+def prefork(modules: Iterable[str] = ()) -> PreForked | None:
+    """Fork the fork server now, :data:`~.preload.PRELOAD` imported first; None when it
+    cannot fork. The server also imports what the first-party operator ``modules`` (those
+    configured) import (see :mod:`~.preload`); this process does not (nor looks them up).
 
     Call it before any thread, event loop or file the server must not hold is started or opened.
     """
-    for name in preload:
-        with contextlib.suppress(Exception):  # the children report import errors themselves
-            importlib.import_module(name)
+    preload(PRELOAD)
+    modules = tuple(modules)
     for stream in (sys.stdout, sys.stderr):  # or what they hold is written by every child
         with contextlib.suppress(Exception):
             stream.flush()
@@ -109,7 +111,7 @@ def prefork(preload: tuple[str, ...] = PRELOAD) -> PreForked | None:
         return None
     if pid == 0:  # pragma: no cover - child
         try:
-            _become_server(ours, theirs, tie, preload)
+            _become_server(ours, theirs, tie, modules)
         finally:
             os._exit(1)
     theirs.close()
@@ -120,7 +122,7 @@ def _become_server(
     ours: socket.socket,
     theirs: socket.socket,
     tie: object,
-    preload: tuple[str, ...],
+    modules: tuple[str, ...],
 ) -> None:  # pragma: no cover - child
     ours.close()
     keep = theirs.fileno()
@@ -139,4 +141,4 @@ def _become_server(
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - ours for the process's life
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
     set_title("eevee: fork server")
-    serve(theirs, preload)
+    serve(theirs, (*PRELOAD, *operator_imports(modules)))
