@@ -101,6 +101,11 @@ def prefork(modules: Iterable[str] = ()) -> PreForked | None:
     for stream in (sys.stdout, sys.stderr):  # or what they hold is written by every child
         with contextlib.suppress(Exception):
             stream.flush()
+    # Collected now, while no page is shared yet, then out of the collector's sight: a full
+    # collection later (the supervisor makes one as it starts) would write to the header of
+    # every object it walks, and so copy every page shared with the server and operators.
+    gc.collect()
+    gc.freeze()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     tie = die_with_parent()  # built here: the child's parent is this process
     try:
