@@ -38,7 +38,7 @@ from eeveepy.errors import ForkServerError
 from eeveepy.runtime.title import set_title
 from eeveepy.supervisor import forkchild
 from eeveepy.supervisor.forkchild import MAX_FDS
-from eeveepy.supervisor.preload import PRELOAD
+from eeveepy.supervisor.preload import PRELOAD, prebuild
 from eeveepy.supervisor.preload import preload as load
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ integrations no operator needs from the server left out (:mod:`~eeveepy.supervis
 def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
     """Be the fork server on ``sock`` (never returns): preload, then fork on request."""
     load(preload)
-    built = _prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
@@ -97,19 +97,6 @@ def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no co
                 _spawn(sock, rfd, wfd, request, child_fds)
             for fd in pending:
                 os.close(fd)
-
-
-def _prebuild() -> list[object]:  # pragma: no cover - child
-    """Build what each child would build again on its first subscriptions: the validator of
-    every envelope kind (pydantic makes ``Envelope[Body]`` on first use, ~15 ms each, and
-    keeps it only while it is used: hence the list)."""
-    try:
-        from eeveepy.protocol.codec import EnvelopeDecoder
-        from eeveepy.protocol.models import BODY_MODELS
-
-        return [EnvelopeDecoder(model) for model in BODY_MODELS]
-    except Exception:  # the children build them (and say what is wrong) themselves
-        return []
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
@@ -203,6 +190,7 @@ class ForkServer:
         self._log = structlog.get_logger("eeveepy.forkserver")
         self.path: list[str] = []
         """The server's ``sys.path`` (once started)."""
+        self._shared: list[object] = []  # built before a pre-fork: freed, they would be copied
 
     @property
     def running(self) -> bool:
@@ -219,6 +207,7 @@ class ForkServer:
         (bounded) until its preloading is done."""
         if forked is not None:
             self._proc, ours = forked.process, forked.sock
+            self._shared = forked.shared
         else:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

@@ -21,12 +21,12 @@ import signal
 import socket
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eeveepy.aio import die_with_parent
 from eeveepy.runtime.title import set_title
 from eeveepy.supervisor.forkserver import serve
-from eeveepy.supervisor.preload import PRELOAD, operator_imports, preload
+from eeveepy.supervisor.preload import PRELOAD, operator_imports, prebuild, preload
 
 __all__ = ["ForkedProcess", "PreForked", "prefork"]
 
@@ -81,6 +81,9 @@ class PreForked:
 
     process: ForkedProcess
     sock: socket.socket
+    shared: list[object] = field(default_factory=list)
+    """What was built for the server before the fork: held while the server lives (freed,
+    its pages would be written to, and copied)."""
 
     def close(self) -> None:
         """Close our end (the server exits) and reap it."""
@@ -97,6 +100,9 @@ def prefork(modules: Iterable[str] = ()) -> PreForked | None:
     Call it before any thread, event loop or file the server must not hold is started or opened.
     """
     preload(PRELOAD)
+    # Built here, where the supervisor uses some of them too, instead of in the server after
+    # the fork, where each allocation would write to a page the two share.
+    shared = prebuild()
     modules = tuple(modules)
     for stream in (sys.stdout, sys.stderr):  # or what they hold is written by every child
         with contextlib.suppress(Exception):
@@ -120,7 +126,7 @@ def prefork(modules: Iterable[str] = ()) -> PreForked | None:
         finally:
             os._exit(1)
     theirs.close()
-    return PreForked(ForkedProcess(pid), ours)
+    return PreForked(ForkedProcess(pid), ours, shared)
 
 
 def _become_server(

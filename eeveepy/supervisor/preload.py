@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-__all__ = ["FIRST_PARTY", "PRELOAD", "operator_imports", "preload"]
+__all__ = ["FIRST_PARTY", "PRELOAD", "operator_imports", "prebuild", "preload"]
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -88,3 +88,16 @@ def _top_imports(module: str) -> list[str]:
                 # that import fails, and is undone).
                 names.extend(f"{base}.{a.name}" for a in node.names if a.name != "*")
     return names
+
+
+def prebuild() -> list[object]:
+    """Build what each child would build again on its first subscriptions: the validator of
+    every envelope kind (pydantic makes ``Envelope[Body]`` on first use, ~15 ms each, and
+    keeps it only while it is used: hence the list, to be held as long as they are shared)."""
+    try:
+        from eeveepy.protocol.codec import EnvelopeDecoder
+        from eeveepy.protocol.models import BODY_MODELS
+
+        return [EnvelopeDecoder(model) for model in BODY_MODELS]
+    except Exception:  # the children build them (and say what is wrong) themselves
+        return []
