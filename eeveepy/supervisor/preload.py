@@ -32,6 +32,8 @@ PRELOAD = (
     "eeveepy.protocol.models",
     "runpy",  # the child runs its module with it
     "importlib.util",  # and looks the module up with it first
+    "encodings.idna",  # the supervisor's bus connection (asyncio encodes the host name)
+    "concurrent.futures.thread",  # asyncio.to_thread (the supervisor's, the logging operator's)
 )
 """What every Python operator imports."""
 
