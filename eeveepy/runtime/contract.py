@@ -11,6 +11,7 @@ the same for authors in other languages.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,10 @@ def environ_with_options(
     variables; ``argv`` None reads ``sys.argv``. A bad option exits with argparse's usage
     message (status 2), as a command line should.
     """
+    if not (sys.argv[1:] if argv is None else argv):
+        # Under `eevee up`: no options, so argparse's code is not run (a forked operator
+        # copies every page of the fork server that the code it runs touches).
+        return dict(environ)
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run this eevee operator. Under `eevee up` everything comes from the "
