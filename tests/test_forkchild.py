@@ -61,7 +61,8 @@ async def test_a_pre_forked_server_holds_the_configured_operators_imports(
 ) -> None:
     """The router's package and the IRC connector's are imported in the server (shared with
     the children instead of imported by each), not in this process, and the server did not
-    run the connector whose ``__main__`` starts it as it is imported."""
+    run the connector whose ``__main__`` starts it as it is imported; so are the event loop
+    (uvloop, a dependency) and runpy, which every child uses."""
     before = set(sys.modules)
     forked = prefork(["operators.router", "operators.irc"])
     assert forked is not None
@@ -72,13 +73,13 @@ async def test_a_pre_forked_server_holds_the_configured_operators_imports(
         (tmp_path / "fc_probe.py").write_text(
             "import sys\n"
             "print(*(m in sys.modules for m in ('operators.router.service',"
-            " 'operators.irc.platform', 'operators.logging.service')))\n"
+            " 'operators.irc.platform', 'operators.logging.service', 'uvloop', 'runpy')))\n"
         )
         child = await server.spawn("fc_probe", [], {}, cwd=str(tmp_path))
         assert child.stdout is not None
         out = await asyncio.wait_for(child.stdout.read(), 10)
         assert await asyncio.wait_for(child.wait(), 10) == 0
-        assert out.decode() == "True True False\n"
+        assert out.decode() == "True True False True True\n"
         assert server.running
     finally:
         await server.stop()

@@ -30,6 +30,7 @@ PRELOAD = (
     "eeveepy.bus.ipc",
     "eeveepy.bus.client",
     "eeveepy.protocol.models",
+    "uvloop",  # the operators' event loop (see eeveepy.aio.loop_factory), when installed
     "runpy",  # the child runs its module with it
     "importlib.util",  # and looks the module up with it first
     "encodings.idna",  # the supervisor's bus connection (asyncio encodes the host name)
