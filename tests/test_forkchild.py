@@ -59,14 +59,14 @@ def test_the_environment_becomes_exactly_the_one_given() -> None:
 async def test_a_pre_forked_server_holds_the_configured_operators_imports(
     tmp_path: Path,
 ) -> None:
-    """The router's package and the IRC connector's are imported in the server (shared with
-    the children instead of imported by each), not in this process, and the server did not
-    run the connector whose ``__main__`` starts it as it is imported; so are the event loop
-    (uvloop, a dependency) and runpy, which every child uses."""
+    """The router's package and the IRC connector's are imported before the fork (shared with
+    the server and the children instead of imported by each), and the connector whose
+    ``__main__`` starts it as it is imported did not start; so are the event loop (uvloop, a
+    dependency) and runpy, which every child uses."""
     before = set(sys.modules)
     forked = prefork(["operators.router", "operators.irc"])
     assert forked is not None
-    assert "operators.router.service" not in set(sys.modules) - before
+    assert {"operators.router.service", "operators.irc.platform"} <= set(sys.modules) - before
     server = ForkServer()
     await server.start(forked=forked)
     try:

@@ -2,10 +2,12 @@
 
 A module a forked operator imports itself is wholly its own memory; one the server imported
 is shared with every child, which copies only the pages it writes to. The server imports the
-operator runtime (:data:`PRELOAD`), what the child's own start runs (``runpy``), and what the
-configured first-party operators (``operators.*``) import: the router's, logging's and the
-console connector's packages, which each of these operators held privately: ≈2 MB of its USS
-(same run, beside the code before: router 14.6 → 12.8 MB, logging 13.9 → 11.8, console 13.3 → 11.3).
+operator runtime and its event loop (:data:`PRELOAD`; uvloop: minimal operator USS x0.87),
+what the child's own start runs (``runpy``), and what the configured first-party operators
+(``operators.*``) import: the router's, logging's and the console connector's packages, which
+each of these operators held privately: ≈2 MB of its USS (same run, beside the code before:
+router 14.6 → 12.8 MB, logging 13.9 → 11.8, console 13.3 → 11.3). ``eevee up`` imports them
+before it forks the server (:mod:`~eeveepy.supervisor.prefork`).
 
 An operator module is not imported itself (a package's ``__main__`` may run the operator as
 it is imported, and the module runs again as ``__main__`` in the child anyway): its source
