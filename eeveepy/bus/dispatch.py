@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -183,15 +184,19 @@ class Dispatch:
 
 def resolve_decoder(handler: Handler) -> tuple[Decoder, bool]:
     """From the handler's first parameter annotation: (decoder, handler wants the envelope)."""
-    func = getattr(handler, "__func__", handler)
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception as exc:
-        raise OperatorError(f"cannot read the type hints of handler {handler!r}: {exc}") from None
-    params = list(inspect.signature(handler).parameters.values())
-    if not params:
-        raise OperatorError(f"handler {handler!r} must take one parameter (the message)")
-    ann = hints.get(params[0].name)
+    ann = _plain_annotation(handler)
+    if ann is None:  # not a plain function or method: the general (and slower) way
+        func = getattr(handler, "__func__", handler)
+        try:
+            hints = typing.get_type_hints(func)
+        except Exception as exc:
+            raise OperatorError(
+                f"cannot read the type hints of handler {handler!r}: {exc}"
+            ) from None
+        params = list(inspect.signature(handler).parameters.values())
+        if not params:
+            raise OperatorError(f"handler {handler!r} must take one parameter (the message)")
+        ann = hints.get(params[0].name)
     if ann is None:
         raise OperatorError(
             f"annotate the parameter of {handler!r} with a body model (e.g. ChatMessage) "
@@ -211,3 +216,28 @@ def resolve_decoder(handler: Handler) -> tuple[Decoder, bool]:
         f"cannot subscribe {handler!r}: its parameter is annotated {ann!r}; "
         "use a body model or Envelope[...]"
     )
+
+
+def _plain_annotation(handler: Handler) -> Any:
+    """The first parameter's annotation of a plain function or bound method, evaluated as
+    :func:`typing.get_type_hints` would; None for anything else, or when it is missing or
+    does not evaluate (the general way then says why).
+
+    Without :mod:`inspect` and :func:`typing.get_type_hints`: in an operator forked by the fork
+    server, running their code for the first subscriptions copied ≈0.45 MB of the server's
+    pages (a minimal operator's whole USS is ≈7.5 MB)."""
+    bound = isinstance(handler, types.MethodType)
+    func = handler.__func__ if isinstance(handler, types.MethodType) else handler
+    if not isinstance(func, types.FunctionType) or hasattr(func, "__wrapped__"):
+        return None
+    code = func.__code__
+    skip = 1 if bound else 0
+    if code.co_argcount <= skip:
+        return None
+    ann = func.__annotations__.get(code.co_varnames[skip])
+    if isinstance(ann, str):
+        try:
+            ann = eval(ann, func.__globals__)  # what get_type_hints does with it
+        except Exception:
+            return None
+    return ann

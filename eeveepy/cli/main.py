@@ -72,12 +72,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from eeveepy.cli.live import LiveStatus
 
     forked = None
-    if config.supervisor.forkserver and any(
-        o.module and o.enabled for o in config.operators.values()
-    ):
+    modules = [o.module for o in config.operators.values() if o.module and o.enabled]
+    if config.supervisor.forkserver and modules:
         from eeveepy.supervisor.prefork import prefork
 
-        forked = prefork()  # before any thread or event loop: it shares our pages
+        forked = prefork(modules)  # before any thread or event loop: it shares our pages
     supervisor = Supervisor(config, forked=forked)
     live = None
     if sys.stderr.isatty() and not args.json_logs and not args.no_status:

@@ -11,6 +11,7 @@ the same for authors in other languages.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,9 +185,14 @@ class Launch:
                 problems.append((ENV_CONNECT_TIMEOUT, f"not a positive number: {raw_timeout!r}"))
         if problems:
             raise ConfigError("invalid operator environment", problems)
-        defaults = Paths.default()  # platformdirs only computes paths: cheap
         cache = env.get(ENV_CACHE_DIR)
         data = env.get(ENV_DATA_DIR)
+        if cache and data:  # under `eevee up`: platformdirs' code not run (fewer pages copied)
+            cache_dir, data_dir = Path(cache), Path(data)
+        else:
+            defaults = Paths.default()  # platformdirs only computes paths: cheap
+            cache_dir = Path(cache) if cache else defaults.operator_cache_dir(op_id)
+            data_dir = Path(data) if data else defaults.operator_data_dir(op_id)
         settings_file = env.get(ENV_SETTINGS_FILE)
         return cls(
             operator_id=op_id,
@@ -197,8 +203,8 @@ class Launch:
             inbox_prefix=env.get(ENV_INBOX_PREFIX) or None,
             settings_json=env.get(ENV_SETTINGS) or "{}",
             settings_file=Path(settings_file) if settings_file else None,
-            cache_dir=Path(cache) if cache else defaults.operator_cache_dir(op_id),
-            data_dir=Path(data) if data else defaults.operator_data_dir(op_id),
+            cache_dir=cache_dir,
+            data_dir=data_dir,
             supervisor=env.get(ENV_SUPERVISOR) or None,
             connect_timeout=timeout,
             settings_origin=env.get(ENV_SETTINGS_ORIGIN) or None,
@@ -215,6 +221,10 @@ def environ_with_options(
     variables; ``argv`` None reads ``sys.argv``. A bad option exits with argparse's usage
     message (status 2), as a command line should.
     """
+    if not (sys.argv[1:] if argv is None else argv):
+        # Under `eevee up`: no options, so argparse's code is not run (a forked operator
+        # copies every page of the fork server that the code it runs touches).
+        return dict(environ)
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run this eevee operator. Under `eevee up` everything comes from the "

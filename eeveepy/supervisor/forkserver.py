@@ -19,40 +19,31 @@ server; each child leads its own process group so the supervisor can signal it d
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import gc
-import importlib
 import json
 import os
-import random
 import select
 import signal
 import socket
 import subprocess
 import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from eeveepy.aio import die_with_parent
 from eeveepy.errors import ForkServerError
-from eeveepy.runtime.contract import ENV_OPERATOR_ID
-from eeveepy.runtime.title import operator_title, set_title
-from eeveepy.supervisor.unused import allow_unused
+from eeveepy.runtime.title import set_title
+from eeveepy.supervisor import forkchild
+from eeveepy.supervisor.forkchild import MAX_FDS
+from eeveepy.supervisor.preload import PRELOAD, prebuild
+from eeveepy.supervisor.preload import preload as load
 
 if TYPE_CHECKING:
     from eeveepy.supervisor.prefork import ForkedProcess, PreForked
 
-PRELOAD = (
-    "eeveepy.runtime.operator",
-    "eeveepy.bus.ipc",
-    "eeveepy.bus.client",
-    "eeveepy.protocol.models",
-)
-MAX_FDS = 2
 _BOOT = (
     "import gc; gc.disable(); from eeveepy.supervisor.unused import skip_unused; skip_unused();"
     " from eeveepy.supervisor.forkserver import main; main()"
@@ -67,10 +58,8 @@ integrations no operator needs from the server left out (:mod:`~eeveepy.supervis
 
 def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
     """Be the fork server on ``sock`` (never returns): preload, then fork on request."""
-    for name in preload:
-        with contextlib.suppress(Exception):  # the child reports import errors itself
-            importlib.import_module(name)
-    built = _prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    load(preload)
+    built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
@@ -110,17 +99,10 @@ def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no co
                 os.close(fd)
 
 
-def _prebuild() -> list[object]:  # pragma: no cover - child
-    """Build what each child would build again on its first subscriptions: the validator of
-    every envelope kind (pydantic makes ``Envelope[Body]`` on first use, ~15 ms each, and
-    keeps it only while it is used: hence the list)."""
-    try:
-        from eeveepy.protocol.codec import EnvelopeDecoder
-        from eeveepy.protocol.models import BODY_MODELS
-
-        return [EnvelopeDecoder(model) for model in BODY_MODELS]
-    except Exception:  # the children build them (and say what is wrong) themselves
-        return []
+def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
+    sock.close()
+    os.close(rfd)
+    os.close(wfd)
 
 
 def _reap(sock: socket.socket) -> None:  # pragma: no cover - child
@@ -148,89 +130,10 @@ def _spawn(
         sock.sendall(json.dumps({"spawned": n, "error": str(exc)}).encode() + b"\n")
         return
     if pid == 0:
-        _child(sock, rfd, wfd, request, fds, tie)
+        forkchild.child(lambda: _close(sock, rfd, wfd), request, fds, tie)
     for fd in fds:
         os.close(fd)
     sock.sendall(json.dumps({"spawned": n, "pid": pid}).encode() + b"\n")
-
-
-def _child(
-    sock: socket.socket,
-    rfd: int,
-    wfd: int,
-    request: dict[str, Any],
-    fds: list[int],
-    tie: Callable[[], None] | None,
-) -> None:  # pragma: no cover - child
-    code = 1
-    try:
-        gc.enable()
-        allow_unused()  # the operator may import them itself
-        os.setsid()
-        if tie is not None:
-            tie()
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        sock.close()
-        os.close(rfd)
-        os.close(wfd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        if len(fds) == MAX_FDS:
-            os.dup2(fds[0], 1)
-            os.dup2(fds[1], 2)
-        for fd in fds:
-            os.close(fd)
-        os.environ.clear()
-        os.environ.update(request.get("env") or {})
-        # What a fresh interpreter would take from PYTHONPATH (an operator's own `env`).
-        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[0:0] = [p for p in extra if p not in sys.path]
-        if request.get("cwd"):
-            os.chdir(request["cwd"])
-        random.seed()
-        set_title(operator_title(os.environ.get(ENV_OPERATOR_ID) or request["module"]))
-        sys.argv = [request["module"], *request.get("argv", [])]
-        if not _findable(request["module"]):
-            # What `python -m` says, on one line (not a traceback of the fork server's).
-            print(f"{sys.executable}: No module named {request['module']}", file=sys.stderr)
-            os._exit(1)
-        import runpy
-
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    finally:
-        # What `python -m` does at exit: the atexit handlers (an operator's log writer flushes
-        # its last lines there: "cannot start: invalid settings" would be lost), then flush.
-        with contextlib.suppress(BaseException):
-            atexit._run_exitfuncs()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
-
-
-def _findable(module: str) -> bool:  # pragma: no cover - child
-    """Whether ``module`` can be found (its parent packages are imported to tell)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError as exc:
-        parts = module.split(".")
-        parents = {".".join(parts[:i]) for i in range(1, len(parts))}
-        # A parent package missing: not findable. A parent importing something missing is
-        # another matter: runpy shows where.
-        return exc.name not in parents
 
 
 def main() -> None:  # pragma: no cover - child
@@ -287,6 +190,7 @@ class ForkServer:
         self._log = structlog.get_logger("eeveepy.forkserver")
         self.path: list[str] = []
         """The server's ``sys.path`` (once started)."""
+        self._shared: list[object] = []  # built before a pre-fork: freed, they would be copied
 
     @property
     def running(self) -> bool:
@@ -303,6 +207,7 @@ class ForkServer:
         (bounded) until its preloading is done."""
         if forked is not None:
             self._proc, ours = forked.process, forked.sock
+            self._shared = forked.shared
         else:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

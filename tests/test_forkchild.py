@@ -1,0 +1,84 @@
+"""What the fork server preloads for its children, and the environment a child starts with."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from eeveepy.supervisor.forkchild import replace_environ
+from eeveepy.supervisor.forkserver import ForkServer
+from eeveepy.supervisor.prefork import prefork
+from eeveepy.supervisor.preload import operator_imports, preload
+
+
+def test_an_operators_imports_are_read_from_the_code_that_runs_as_main() -> None:
+    """A package's ``__main__`` (run, not imported: the IRC connector's starts the operator
+    as it is imported), a single module's top level; relative imports resolved; only the
+    first-party operators, and nothing for a module that is not there."""
+    before = set(sys.modules)
+    names = operator_imports(
+        ["operators.router", "operators.irc", "operators.echo", "operators.nothere", "json"]
+    )
+    assert not [m for m in set(sys.modules) - before if m.startswith("operators.")]
+    assert "operators.router.service" in names
+    assert "operators.irc.platform" in names
+    assert {"pydantic", "eeveepy"} <= set(names)
+    assert len(names) == len(set(names))
+    assert not [n for n in names if n.startswith(("operators.nothere", "json"))]
+
+
+def test_an_import_that_fails_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its child imports it again and reports the error itself: nothing half-imported stays
+    (a module it imported before failing included)."""
+    pkg = tmp_path / "pl_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text("VALUE = 1\n")
+    (pkg / "bad.py").write_text("from pl_pkg import good\nraise RuntimeError('broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        preload(["pl_pkg.bad", "pl_pkg.good.VALUE", "pl_pkg.good"])
+        assert [m for m in sys.modules if m.startswith("pl_pkg")] == ["pl_pkg", "pl_pkg.good"]
+    finally:
+        for name in [m for m in sys.modules if m.startswith("pl_pkg")]:
+            del sys.modules[name]
+
+
+def test_the_environment_becomes_exactly_the_one_given() -> None:
+    environ = {"SAME": "1", "CHANGED": "old", "GONE": "x"}
+    wanted = {"SAME": "1", "CHANGED": "new", "NEW": "é"}
+    replace_environ(environ, wanted)
+    assert environ == wanted
+    replace_environ(environ, {})
+    assert environ == {}
+
+
+async def test_a_pre_forked_server_holds_the_configured_operators_imports(
+    tmp_path: Path,
+) -> None:
+    """The router's package and the IRC connector's are imported before the fork (shared with
+    the server and the children instead of imported by each), and the connector whose
+    ``__main__`` starts it as it is imported did not start; so are the event loop (uvloop, a
+    dependency) and runpy, which every child uses."""
+    forked = prefork(["operators.router", "operators.irc"])
+    assert forked is not None
+    assert {"operators.router.service", "operators.irc.platform"} <= set(sys.modules)
+    server = ForkServer()
+    await server.start(forked=forked)
+    try:
+        (tmp_path / "fc_probe.py").write_text(
+            "import sys\n"
+            "print(*(m in sys.modules for m in ('operators.router.service',"
+            " 'operators.irc.platform', 'operators.logging.service', 'uvloop', 'runpy')))\n"
+        )
+        child = await server.spawn("fc_probe", [], {}, cwd=str(tmp_path))
+        assert child.stdout is not None
+        out = await asyncio.wait_for(child.stdout.read(), 10)
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+        assert out.decode() == "True True False True True\n"
+        assert server.running
+    finally:
+        await server.stop()
