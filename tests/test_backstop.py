@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from eeveepy.bus.backstop import GRACE, TICK, copy_meta, msg_id_of
+from eeveepy.bus.backstop import BUSY, GRACE, TICK, copy_meta, msg_id_of, pause
 from eeveepy.bus.client import barrier
 from eeveepy.bus.delivery import Handling, Once
 from eeveepy.bus.ipc import Ipc
@@ -272,3 +272,10 @@ def test_ack_subject_metadata_and_message_ids_are_read_without_decoding() -> Non
     assert msg_id_of(headers) == "abc-1"
     assert msg_id_of(b"NATS/1.0\r\nOther: x\r\n\r\n") == ""
     assert msg_id_of(b"") == ""
+
+
+def test_passes_come_ten_times_as_often_while_many_copies_wait() -> None:
+    """With the server's 1,024 unacknowledged copies at most, a pass each TICK would bound how
+    fast the stream's copies keep up with the fast path; many waiting copies shorten it."""
+    assert pause(0) == pause(BUSY - 1) == TICK
+    assert pause(BUSY) == pause(1024) == TICK / 10

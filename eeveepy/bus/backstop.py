@@ -41,13 +41,18 @@ from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_d
 from eeveepy.bus.provenance import provenance_problem
 from eeveepy.errors import EnvelopeError
 
-__all__ = ["GRACE", "TICK", "Backstop", "Copy", "copy_meta", "msg_id_of"]
+__all__ = ["BUSY", "GRACE", "TICK", "Backstop", "Copy", "copy_meta", "msg_id_of", "pause"]
 
 TICK = 0.5
 """Seconds from the first copy kept to the pass that settles it (and between passes while
 copies are left)."""
 GRACE = 2.0
 """Seconds a copy never seen on the fast path waits for it before it is handled from the stream."""
+BUSY = 256
+"""Copies waiting from which passes come ten times as often: the server delivers at most
+``MAX_ACK_PENDING`` unacknowledged copies, so a pass every :data:`TICK` would let the stream's
+copies fall ever further behind a fast path busier than ~2,000 lines a second, until the
+receiver's ``Once`` had forgotten the lines they copy and they were handled again."""
 LIMIT = 8192
 """Copies kept at once; more are dropped (and delivered again after the ack wait)."""
 
@@ -65,6 +70,11 @@ class Copy:
     attempt: int
     progressed: float
     failures: int = 0
+
+
+def pause(waiting: int) -> float:
+    """Seconds before the next pass, with ``waiting`` copies kept."""
+    return TICK if waiting < BUSY else TICK / 10
 
 
 def copy_meta(reply: str) -> tuple[int, int, float] | None:
@@ -149,7 +159,7 @@ class Backstop:
         log = self.dispatch.ipc.log
         while True:
             await self._wake.wait()
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(pause(len(self.copies)))
             self._wake.clear()
             try:
                 await self.settle()
