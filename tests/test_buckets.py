@@ -3,17 +3,30 @@ bucket (named under the default prefix) copied into it once on the embedded serv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from structlog.testing import capture_logs
+from structlog.typing import FilteringBoundLogger
 
-from eeveepy.bus.buckets import BucketsUnderWay, ensure_buckets
+from eeveepy.bus.buckets import BucketsUnderWay
 from eeveepy.bus.names import kv_bucket_name
+
+
+async def _made(
+    js: JetStreamContext, ids: list[str], log: FilteringBoundLogger, **how: Any
+) -> None:
+    """Make the buckets of ``ids`` as the supervisor does, and wait for every one."""
+    buckets = BucketsUnderWay()
+    buckets.make(js, ids, log, **how)
+    await asyncio.gather(*(buckets.wait(op_id) for op_id in ids))
 
 
 async def test_an_old_bucket_is_copied_under_the_prefix_once(nc: NatsClient) -> None:
@@ -25,7 +38,7 @@ async def test_an_old_bucket_is_copied_under_the_prefix_once(nc: NatsClient) -> 
     await old.delete("gone")
     log = structlog.get_logger("test")
     with capture_logs() as logs:
-        await ensure_buckets(js, [op_id], log, prefix=prefix, migrate=True)
+        await _made(js, [op_id], log, prefix=prefix, migrate=True)
     new = await js.key_value(kv_bucket_name(op_id, prefix))
     assert (await new.get("score.python")).value == b"3"
     assert await new.keys() == ["score.python"]
@@ -33,7 +46,7 @@ async def test_an_old_bucket_is_copied_under_the_prefix_once(nc: NatsClient) -> 
         "key-value bucket copied to its prefixed name; delete the old one when done"
     ]
     await new.put("score.python", b"4")
-    await ensure_buckets(js, [op_id], log, prefix=prefix, migrate=True)  # exists: not again
+    await _made(js, [op_id], log, prefix=prefix, migrate=True)  # exists: not again
     assert (await new.get("score.python")).value == b"4"
     for bucket in (kv_bucket_name(op_id), kv_bucket_name(op_id, prefix)):
         await js.delete_key_value(bucket)
@@ -44,7 +57,7 @@ async def test_no_copy_on_a_shared_bus(nc: NatsClient) -> None:
     op_id, prefix = "mig" + uuid.uuid4().hex[:8], "other"
     old = await js.create_key_value(bucket=kv_bucket_name(op_id))  # another system's
     await old.put("k", b"v")
-    await ensure_buckets(js, [op_id], structlog.get_logger("test"), prefix=prefix)
+    await _made(js, [op_id], structlog.get_logger("test"), prefix=prefix)
     new = await js.key_value(kv_bucket_name(op_id, prefix))
     assert (await new.status()).values == 0
     for bucket in (kv_bucket_name(op_id), kv_bucket_name(op_id, prefix)):

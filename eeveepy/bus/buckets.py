@@ -3,14 +3,14 @@
 Making a bucket is making a JetStream stream, and whoever may make a stream chooses the
 subjects it captures: an operator allowed to create its own bucket could capture other
 parties' subjects in it (replies, logs) and read them back. So, with bus permissions, only
-the supervisor creates buckets (:func:`ensure_buckets`, the same configuration the runtime
+the supervisor creates buckets (:class:`BucketsUnderWay`, the same configuration the runtime
 would use, with ``[bus] replicas`` copies), and an operator may only use its own (see
 :mod:`eeveepy.bus.permissions`).
 
 Bucket names carry the subject prefix (:func:`~eeveepy.bus.names.kv_bucket_name`). Under the
 default prefix they are the names eeveepy always used; under another prefix an installation
 made before had its buckets under the default one (``eevee_<id>``): on the embedded server
-(this installation's alone) :func:`ensure_buckets` copies such a bucket's keys into the new
+(this installation's alone) :class:`BucketsUnderWay` copies such a bucket's keys into the new
 one once, and leaves the old bucket for its owner to delete.
 """
 
@@ -28,32 +28,14 @@ from eeveepy.bus.jetstream import explain
 from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.subjects import DEFAULT_PREFIX
 
-__all__ = ["BucketsUnderWay", "ensure_bucket", "ensure_buckets"]
-
-
-async def ensure_buckets(
-    js: JetStreamContext,
-    operator_ids: Iterable[str],
-    log: FilteringBoundLogger,
-    *,
-    prefix: str = DEFAULT_PREFIX,
-    replicas: int = 1,
-    migrate: bool = False,
-) -> None:
-    """Make sure each operator of ``operator_ids`` has its bucket, all at once (hundreds of
-    operators, one after the other, held up the start by a round trip or two each); failures
-    are logged (the operator then says so itself when it needs the bucket). ``migrate``: copy
-    a bucket left under the default prefix's name into a new one (see the module's
-    docstring)."""
-    await asyncio.gather(
-        *(_ensure(js, op_id, log, prefix, replicas, migrate) for op_id in operator_ids)
-    )
+__all__ = ["BucketsUnderWay", "ensure_bucket"]
 
 
 class BucketsUnderWay:
     """Operators' buckets being made while the operators start, each start waiting for its own
     bucket alone (:meth:`wait`): made all at once before the first start, 200 new buckets held
-    up every operator by 0.6 s. Failures are logged as :func:`ensure_buckets` does."""
+    up every operator by 0.6 s. Failures are logged (the operator then says so itself when it
+    needs the bucket)."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -68,7 +50,8 @@ class BucketsUnderWay:
         replicas: int = 1,
         migrate: bool = False,
     ) -> None:
-        """Begin making the buckets of ``operator_ids`` (see :func:`ensure_buckets`)."""
+        """Begin making the buckets of ``operator_ids``, all at once. ``migrate``: copy a bucket
+        left under the default prefix's name into a new one (see the module's docstring)."""
         loop = asyncio.get_running_loop()
         for op_id in operator_ids:
             if op_id not in self._tasks:
