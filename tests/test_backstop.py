@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from eeveepy.bus.backstop import BUSY, GRACE, TICK, copy_meta, msg_id_of, pause
+from eeveepy.bus.backstop import BUSY, GRACE, TICK, msg_id_of, pause
 from eeveepy.bus.client import barrier
 from eeveepy.bus.delivery import Handling, Once
 from eeveepy.bus.ipc import Ipc
@@ -262,12 +262,8 @@ async def test_a_copy_whose_handler_keeps_failing_is_dead_lettered_once(
         await _close(conn, rx.ipc)
 
 
-def test_ack_subject_metadata_and_message_ids_are_read_without_decoding() -> None:
-    assert copy_meta("$JS.ACK.S.c.3.17.9.1700000000000000000.0") == (3, 17, 1.7e9)
-    v2 = "$JS.ACK._.ACCHASH.S.c.2.42.7.1700000000500000000.5.xyz"
-    assert copy_meta(v2) == (2, 42, 1700000000.5)
-    assert copy_meta("_INBOX.a.b.c.d.e.f.g.h") is None
-    assert copy_meta("$JS.ACK.S.c.x.1.2.3.4") is None
+def test_message_ids_are_read_without_decoding() -> None:
+    """(The ack subject's metadata: tests/test_delivery.py.)"""
     headers = b"NATS/1.0\r\nNats-Expected-Stream: S\r\nNats-Msg-Id: abc-1\r\n\r\n"
     assert msg_id_of(headers) == "abc-1"
     assert msg_id_of(b"NATS/1.0\r\nOther: x\r\n\r\n") == ""

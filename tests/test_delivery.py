@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eeveepy.bus.client import BusConfig, barrier, connect
-from eeveepy.bus.delivery import Deliveries, parse_ack_subject
+from eeveepy.bus.delivery import Deliveries, ack_meta
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.streams import chat_in_stream_name, ensure_chat_in_stream
 from eeveepy.errors import DeliveryError
@@ -246,11 +246,12 @@ async def test_durable_subscription_acks_holds_and_redelivers(nats_url: str, pre
 
 
 def test_ack_subjects_are_parsed_in_both_forms() -> None:
-    assert parse_ack_subject("$JS.ACK.S.c.3.17.9.1700000000000000000.0") == ("c", 3, 17)
-    v2 = "$JS.ACK._.ACCHASH.S.c.2.42.7.1700000000000000000.5.xyz"
-    assert parse_ack_subject(v2) == ("c", 2, 42)
-    assert parse_ack_subject("_INBOX.abc.def") is None
-    assert parse_ack_subject("$JS.ACK.S.c.x.1.2.3.4") is None
+    assert ack_meta("$JS.ACK.S.c.3.17.9.1700000000000000000.0") == ("c", 3, 17, 1.7e9)
+    v2 = "$JS.ACK._.ACCHASH.S.c.2.42.7.1700000000500000000.5.xyz"
+    assert ack_meta(v2) == ("c", 2, 42, 1700000000.5)
+    assert ack_meta("_INBOX.abc.def") is None
+    assert ack_meta("_INBOX.a.b.c.d.e.f.g.h") is None
+    assert ack_meta("$JS.ACK.S.c.x.1.2.3.4") is None
 
 
 async def test_a_repeat_of_a_done_delivery_is_acknowledged_again(nats_url: str) -> None:

@@ -36,12 +36,12 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
-from eeveepy.bus.delivery import MAX_DELIVER, PROGRESS_EVERY, Once
+from eeveepy.bus.delivery import MAX_DELIVER, PROGRESS_EVERY, Once, ack_meta
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
 from eeveepy.bus.provenance import provenance_problem
 from eeveepy.errors import EnvelopeError
 
-__all__ = ["BUSY", "GRACE", "TICK", "Backstop", "Copy", "copy_meta", "msg_id_of", "pause"]
+__all__ = ["BUSY", "GRACE", "TICK", "Backstop", "Copy", "msg_id_of", "pause"]
 
 TICK = 0.5
 """Seconds from the first copy kept to the pass that settles it (and between passes while
@@ -75,19 +75,6 @@ class Copy:
 def pause(waiting: int) -> float:
     """Seconds before the next pass, with ``waiting`` copies kept."""
     return TICK if waiting < BUSY else TICK / 10
-
-
-def copy_meta(reply: str) -> tuple[int, int, float] | None:
-    """``(delivery count, stream sequence, stored at (epoch s))`` of a delivery's ack subject,
-    in both forms (see :func:`~eeveepy.bus.delivery.parse_ack_subject`); None for another."""
-    tokens = reply.split(".")
-    at = 4 if len(tokens) == 9 else 6 if len(tokens) >= 11 else 0
-    if not at or tokens[0] != "$JS" or tokens[1] != "ACK":
-        return None
-    try:
-        return int(tokens[at]), int(tokens[at + 1]), int(tokens[at + 3]) / 1e9
-    except ValueError:
-        return None
 
 
 def msg_id_of(headers: bytes) -> str:
@@ -136,10 +123,10 @@ class Backstop:
 
     def push(self, subject: str, reply: str, data: bytes, msg_id: str) -> None:
         """Keep one delivered copy; a redelivery replaces the copy of the same sequence."""
-        meta = copy_meta(reply)
+        meta = ack_meta(reply)
         if meta is None:
             return
-        attempt, seq, stored = meta
+        _, attempt, seq, stored = meta
         self.stats.received += 1
         kept = self.copies.get(seq)
         if kept is not None:

@@ -24,7 +24,7 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -48,21 +48,34 @@ RECENT = 4096
 """Acknowledged stream sequences remembered per consumer, to drop late redeliveries."""
 
 
-def parse_ack_subject(reply: str) -> tuple[str, int, int] | None:
-    """``(consumer, delivery count, stream sequence)`` of a JetStream delivery's reply subject.
+class AckMeta(NamedTuple):
+    """What a JetStream delivery's reply subject says of it."""
 
-    Both forms are understood: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>...`` (9
-    tokens) and the one with domain and account hash (11 or 12 tokens). None for anything else.
+    consumer: str
+    attempt: int
+    """Deliveries of the message so far (1 for the first)."""
+    seq: int
+    """Its stream sequence."""
+    stored: float
+    """When the stream stored it (epoch seconds)."""
+
+
+def ack_meta(reply: str) -> AckMeta | None:
+    """The :class:`AckMeta` of a JetStream delivery's reply subject; None for anything else.
+
+    Both forms are understood: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>...``
+    (9 tokens) and the one with domain and account hash (11 or 12 tokens).
     """
     tokens = reply.split(".")
+    at = 4 if len(tokens) == 9 else 6 if len(tokens) >= 11 else 0
+    if not at or tokens[0] != "$JS" or tokens[1] != "ACK":
+        return None
     try:
-        if len(tokens) == 9:
-            return tokens[3], int(tokens[4]), int(tokens[5])
-        if len(tokens) >= 11:
-            return tokens[5], int(tokens[6]), int(tokens[7])
+        return AckMeta(
+            tokens[at - 1], int(tokens[at]), int(tokens[at + 1]), int(tokens[at + 3]) / 1e9
+        )
     except ValueError:
         return None
-    return None
 
 
 class Delivery:
@@ -126,14 +139,13 @@ class Deliveries:
     def begin(self, reply: str) -> Delivery | None:
         """Track the delivery whose reply subject is ``reply``; None for a duplicate of one
         being handled or just acknowledged (a redelivery that crossed our acknowledgement)."""
-        meta = parse_ack_subject(reply)
+        meta = ack_meta(reply)
         if meta is None:
             return None
-        consumer, attempt, seq = meta
-        key = (consumer, seq)
+        key = (meta.consumer, meta.seq)
         if key in self.inflight or key in self._recent:
             return None
-        delivery = self.inflight[key] = Delivery(self, reply, key, attempt)
+        delivery = self.inflight[key] = Delivery(self, reply, key, meta.attempt)
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="ipc:acks")
         return delivery
@@ -142,8 +154,8 @@ class Deliveries:
         """A delivery :meth:`begin` refused: acknowledge it again when it was already done
         (the first acknowledgement was lost, e.g. with the bus), else leave it to the copy
         being handled."""
-        meta = parse_ack_subject(reply)
-        if meta is None or (meta[0], meta[2]) not in self._recent:
+        meta = ack_meta(reply)
+        if meta is None or (meta.consumer, meta.seq) not in self._recent:
             return
         try:
             await self.nc.publish(reply, b"+ACK")
