@@ -32,13 +32,11 @@ import contextlib
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.delivery import MAX_DELIVER, PROGRESS_EVERY, Once, ack_meta
-from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
-from eeveepy.bus.provenance import provenance_problem
+from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, received, resolve_decoder
 from eeveepy.errors import EnvelopeError
 
 __all__ = ["BUSY", "GRACE", "TICK", "Backstop", "Copy", "msg_id_of", "pause"]
@@ -197,21 +195,10 @@ class Backstop:
     async def _recover(self, copy: Copy) -> bool:
         """Handle ``copy`` from the stream; True once done (handled, or dead-lettered)."""
         dispatch, once = self.dispatch, self.once
-        problem = None
-        env: Any = None
-        size, limit = len(copy.data), dispatch.max_inbound
-        if size > limit:
-            problem = f"payload of {size} bytes is over the limit of {limit}"
-        else:
-            try:
-                env = self._decoder.decode(copy.data, copy.subject)
-            except EnvelopeError as exc:
-                problem = exc.reason
         head = dispatch.ipc.subjects.prefix + "."
-        if env is not None and copy.subject.startswith(head):
-            problem = provenance_problem(
-                copy.subject[len(head) :], env.source, env.body, self._tokens
-            )
+        env, problem = received(
+            copy.data, copy.subject, self._decoder.decode, dispatch.max_inbound, head, self._tokens
+        )
         if problem is None and copy.attempt >= MAX_DELIVER:
             problem = f"delivered {copy.attempt} times and never acknowledged"
         if problem is None and copy.failures >= MAX_DELIVER:

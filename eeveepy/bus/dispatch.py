@@ -22,8 +22,9 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.delivery import Deliveries, Delivery
+from eeveepy.bus.provenance import provenance_problem
 from eeveepy.bus.request import Requester
-from eeveepy.errors import OperatorError
+from eeveepy.errors import EnvelopeError, OperatorError
 from eeveepy.protocol.codec import AnyEnvelopeDecoder, EnvelopeDecoder, dead_letter
 from eeveepy.protocol.models import Body, Envelope, ErrorReply
 
@@ -34,6 +35,7 @@ __all__ = [
     "Gate",
     "Handler",
     "SubscriptionStats",
+    "received",
     "resolve_decoder",
 ]
 
@@ -180,6 +182,29 @@ class Dispatch:
             await ipc.publish(ipc.subjects.dlq(subject), letter)
         except Exception as exc:  # never let the DLQ take the subscription down
             ipc.log.error("could not publish dead letter", subject=subject, error=repr(exc))
+
+
+def received(
+    data: bytes,
+    subject: str,
+    decode: Callable[[bytes, str], Any],
+    limit: int,
+    head: str,
+    tokens: dict[str, str],
+) -> tuple[Any, str | None]:
+    """``(envelope, None)`` for a payload received on ``subject`` that a handler may have, else
+    ``(envelope or None, why not)``: over ``limit`` bytes, not a valid envelope, or (under the
+    prefix ``head``) not from where its subject says (``tokens``: the caller's cache of
+    network tokens, see :func:`~eeveepy.bus.provenance.provenance_problem`)."""
+    if len(data) > limit:
+        return None, f"payload of {len(data)} bytes is over the limit of {limit}"
+    try:
+        env = decode(data, subject)
+    except EnvelopeError as exc:
+        return None, exc.reason
+    if subject.startswith(head):
+        return env, provenance_problem(subject[len(head) :], env.source, env.body, tokens)
+    return env, None
 
 
 def resolve_decoder(handler: Handler) -> tuple[Decoder, bool]:

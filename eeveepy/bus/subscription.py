@@ -23,10 +23,8 @@ from nats.aio.subscription import Subscription as NatsSubscription
 from eeveepy.bus.backstop import Backstop
 from eeveepy.bus.concurrent import Concurrent
 from eeveepy.bus.delivery import Delivery, Once, open_consumer
-from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, resolve_decoder
+from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, received, resolve_decoder
 from eeveepy.bus.natsadapter import add_fast_path, add_header_path, remove_fast_path
-from eeveepy.bus.provenance import provenance_problem
-from eeveepy.errors import EnvelopeError
 from eeveepy.protocol.models import Body
 
 __all__ = ["Inbox", "Subscription", "Wants"]
@@ -275,7 +273,6 @@ class Subscription:
         decode = decoder.decode
         no_reply = dispatch.no_reply
         head = dispatch.ipc.subjects.prefix + "."
-        skip = len(head)
         durable = dispatch.deliveries if self.durable else None
         tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
         loop = asyncio.get_running_loop()
@@ -301,20 +298,10 @@ class Subscription:
                         continue
                 reply = ""
             try:
-                if len(data) > max_inbound:
-                    reason = f"payload of {len(data)} bytes is over the limit of {max_inbound}"
-                    await dispatch.reject(stats, subject, reply, data, reason, delivery)
+                env, problem = received(data, subject, decode, max_inbound, head, tokens)
+                if problem is not None:
+                    await dispatch.reject(stats, subject, reply, data, problem, delivery)
                     continue
-                try:
-                    env = decode(data, subject)
-                except EnvelopeError as exc:
-                    await dispatch.reject(stats, subject, reply, data, exc.reason, delivery)
-                    continue
-                if subject.startswith(head):
-                    problem = provenance_problem(subject[skip:], env.source, env.body, tokens)
-                    if problem is not None:
-                        await dispatch.reject(stats, subject, reply, data, problem, delivery)
-                        continue
                 if delivery is not None and delivery.last:  # it took every receiver down
                     reason = f"delivered {delivery.attempt} times and never acknowledged"
                     await dispatch.reject(stats, subject, "", data, reason, delivery)
