@@ -257,25 +257,27 @@ def nats_py_version() -> str:
     return importlib.metadata.version("nats-py")
 
 
+def _coroutine_problem(name: str, params: list[str]) -> str:
+    """What is wrong with ``Client.<name>``, a coroutine function taking ``params`` ("" if
+    nothing)."""
+    method = getattr(NatsClient, name, None)
+    if method is None or not inspect.iscoroutinefunction(method):
+        return f"Client.{name} is gone or no longer a coroutine function"
+    if list(inspect.signature(method).parameters) != params:
+        return f"Client.{name}{inspect.signature(method)} no longer takes ({', '.join(params[1:])})"
+    return ""
+
+
 def incompatibilities() -> list[str]:
     """What this module relies on and the installed nats-py no longer offers; empty if all."""
-    found: list[str] = []
-    process_msg = getattr(NatsClient, "_process_msg", None)
-    if process_msg is None or not inspect.iscoroutinefunction(process_msg):
-        found.append("Client._process_msg is gone or no longer a coroutine function")
-    elif list(inspect.signature(process_msg).parameters) != _PROCESS_MSG_PARAMS:
-        found.append(
-            f"Client._process_msg{inspect.signature(process_msg)} no longer takes "
-            f"({', '.join(_PROCESS_MSG_PARAMS[1:])})"
+    found = [
+        problem
+        for name, params in (
+            ("_process_msg", _PROCESS_MSG_PARAMS),
+            ("_send_publish", _SEND_PUBLISH_PARAMS),
         )
-    send_publish = getattr(NatsClient, "_send_publish", None)
-    if send_publish is None or not inspect.iscoroutinefunction(send_publish):
-        found.append("Client._send_publish is gone or no longer a coroutine function")
-    elif list(inspect.signature(send_publish).parameters) != _SEND_PUBLISH_PARAMS:
-        found.append(
-            f"Client._send_publish{inspect.signature(send_publish)} no longer takes "
-            f"({', '.join(_SEND_PUBLISH_PARAMS[1:])})"
-        )
+        if (problem := _coroutine_problem(name, params))
+    ]
     nc = NatsClient()
     for name in ("_pending", "_pending_data_size", "_flush_queue", "_transport"):
         if not hasattr(nc, name):
