@@ -5,6 +5,7 @@ request, and the unanswered ones fail in time."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import time
 import uuid
@@ -13,6 +14,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from eeveepy.bus.client import BusConfig, connect
 from eeveepy.bus.delivery import publish_stored
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.replies import Replies, replies_of
@@ -92,3 +94,33 @@ async def test_requests_and_stored_publishes_share_the_connections_replies(
         await ipc.detach()
         for sub in subs:
             await sub.unsubscribe()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_deadlines_under_a_millisecond_away_on_uvloop(nats_url: str) -> None:
+    """uvloop schedules a deadline less than a millisecond away as a plain callback (no
+    ``when()``): a request sent while such a timer is armed still times out, as does the one
+    after it (operators run on uvloop: the router's requests failed here under load)."""
+    from eeveepy.aio import loop_factory, run  # uvloop's factory, as operators use it
+
+    async def main() -> None:
+        nc = await connect(BusConfig(url=nats_url), name="tests")
+        replies = Replies(nc)
+        subject = "replies." + uuid.uuid4().hex
+
+        async def silent(msg: Msg) -> None:
+            pass  # never answers
+
+        sub = await nc.subscribe(subject, cb=silent)
+        try:
+            first = await replies.send(subject, b"a", timeout=0.0002)
+            second = await replies.send(subject, b"b", timeout=0.0001)
+            for fut in (first, second):
+                with pytest.raises(RequestTimeoutError):
+                    await fut
+        finally:
+            await replies.close()
+            await sub.unsubscribe()
+            await nc.close()
+
+    run(main(), loop_factory("uvloop"))

@@ -56,7 +56,10 @@ class Replies:
         self._count = itertools.count()
         self._waiting: dict[bytes, tuple[asyncio.Future[bytes], str, float]] = {}
         self._deadlines: list[tuple[float, bytes]] = []
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._armed_at = 0.0
+        """The deadline the timer is armed for (uvloop's timer for a deadline less than a
+        millisecond away is a plain ``Handle``, without ``when()``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def send(
@@ -98,8 +101,7 @@ class Replies:
             return fut
         deadline = loop.time() + timeout
         heapq.heappush(self._deadlines, (deadline, key))
-        timer = self._timer
-        if timer is None or deadline < timer.when():
+        if self._timer is None or deadline < self._armed_at:
             self._arm(loop, deadline)
         return fut
 
@@ -154,6 +156,7 @@ class Replies:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = loop.call_at(when, self._expire)
+        self._armed_at = when
 
     def _expire(self) -> None:
         self._timer = None
