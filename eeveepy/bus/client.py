@@ -28,8 +28,11 @@ class BusConfig(BaseModel):
         default_factory=list, description="More seed URLs of the same cluster, tried in turn."
     )
     user: str | None = None
+    """User name to log in with (with ``password``)."""
     password: str | None = None
+    """Password of ``user``."""
     token: str | None = None
+    """A token to log in with, instead of a user and password."""
     creds_file: Path | None = Field(default=None, description="NATS .creds file (JWT + nkey).")
     nkey_seed: Path | None = Field(
         default=None, description="File holding an nkey seed (SU...) to log in with."
@@ -40,10 +43,15 @@ class BusConfig(BaseModel):
         "nats-permissions`: then each operator logs in as its own user.",
     )
     tls_ca: Path | None = None
+    """CA certificate (PEM) to verify the server with; default: the system's."""
     tls_cert: Path | None = None
+    """Client certificate (PEM), for servers that require mutual TLS."""
     tls_key: Path | None = None
+    """The client certificate's key (PEM)."""
     tls_verify: bool = True
+    """Verify the server's certificate; false is for testing only."""
     connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to wait for the first connection to the bus."""
     max_payload: int | None = Field(
         default=None, gt=0, description="Embedded server's max_payload in bytes (default 1 MiB)."
     )

@@ -162,7 +162,9 @@ class RateLimit(BaseModel):
     model_config = _MODEL_CONFIG
 
     count: int = Field(ge=1)
+    """Invocations allowed in one period."""
     period: float = Field(gt=0)
+    """The period, in seconds."""
 
 
 class CommandScope(BaseModel):

@@ -21,6 +21,7 @@ class ClientSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
+    """Offer the commands that call ChatOps RPC servers."""
     private_key_file: str | None = None
     """PEM file of the RSA key requests are signed with (wins over ``private_key_env``)."""
     private_key_env: str = "RPC_PRIVATE_KEY"

@@ -23,7 +23,9 @@ class Channel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
+    """The channel (``#chan``)."""
     key: str | None = None
+    """Its key, if it has one."""
 
     @model_validator(mode="before")
     @classmethod
@@ -53,32 +55,47 @@ class IrcSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = Field(min_length=1)
+    """The IRC server's host name or address."""
     port: int = Field(default=6667, ge=1, le=65535)
+    """Its port (6697 is the usual one for TLS)."""
     tls: bool = False
+    """Connect with TLS."""
     tls_verify: bool = True
+    """Verify the server's certificate; false is for testing only."""
     ca_file: str | None = Field(default=None, description="CA bundle to verify the server with.")
     nick: str = Field(default="eevee", min_length=1, pattern=r"^[^\s,:*?!@#$\x00]+$")
+    """The bot's nick."""
     alt_nicks: list[str] = Field(default_factory=list)
+    """Nicks to try, in order, when ``nick`` is taken (then ``nick`` with a number)."""
     username: str | None = Field(default=None, description="Ident; default: the nick.")
     realname: str = "eevee bot"
+    """The real name (gecos) shown in WHOIS."""
     password: str | None = Field(default=None, description="Server password (PASS).")
     sasl_mechanism: Literal["PLAIN", "EXTERNAL"] | None = Field(
         default=None, description="Default: PLAIN when sasl_username/sasl_password are set."
     )
     sasl_username: str | None = None
+    """SASL PLAIN account name."""
     sasl_password: str | None = None
+    """SASL PLAIN password."""
     client_cert: str | None = Field(default=None, description="PEM client certificate (TLS).")
     client_key: str | None = Field(default=None, description="Its key, if not in client_cert.")
     channels: list[Channel] = Field(default_factory=list)
+    """Channels to join: ``"#chan"`` or ``{name = "#chan", key = "..."}``."""
     network: str | None = Field(
         default=None, description="Network name on the bus; default: the id after 'irc.'."
     )
     egress_lines: int = Field(default=4, ge=0, description="Lines per egress_period; 0: no limit.")
     egress_period: float = Field(default=2.0, gt=0)
+    """Seconds over which ``egress_lines`` lines may be sent (flood control)."""
     egress_burst: int = Field(default=5, ge=1)
+    """Lines that may be sent at once before flood control paces them."""
     reconnect_min: float = Field(default=1.0, gt=0)
+    """Seconds before the first reconnection; doubled on each failure."""
     reconnect_max: float = Field(default=60.0, gt=0)
+    """Longest wait between reconnections."""
     reclaim_nick_interval: float = Field(default=30.0, gt=0)
+    """Seconds between attempts to take ``nick`` back while using another."""
     command_prefixes: list[str] = Field(
         default_factory=lambda: ["!"], description="Informational; the router decides."
     )

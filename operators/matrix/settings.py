@@ -49,6 +49,7 @@ class MatrixSettings(BaseModel):
     homeserver: str = Field(description="Client-server API base URL: https://matrix.example.org")
     user_id: str = Field(description="The bot's Matrix id: @eevee:example.org")
     password: SecretStr | None = None
+    """The account's password (or give ``password_file`` or an access token)."""
     password_file: str | None = Field(default=None, description="A file holding the password.")
     access_token: SecretStr | None = Field(
         default=None, description="Use this token instead of logging in (needs device_id)."
@@ -58,6 +59,7 @@ class MatrixSettings(BaseModel):
         default=None, description="Device to log in as; default: the one stored, else a new one."
     )
     device_name: str = "eevee"
+    """The name of the bot's device, shown to other users' clients."""
     rooms: list[str] = Field(default_factory=list, description="Room ids or aliases to join.")
     invite_allow: list[str] = Field(
         default_factory=list,
@@ -71,9 +73,13 @@ class MatrixSettings(BaseModel):
         default=10, ge=0, description="Messages per egress_period; 0: no limit."
     )
     egress_period: float = Field(default=1.0, gt=0)
+    """Seconds over which ``egress_messages`` messages may be sent (flood control)."""
     egress_burst: int = Field(default=10, ge=1)
+    """Messages that may be sent at once before flood control paces them."""
     reconnect_min: float = Field(default=1.0, gt=0)
+    """Seconds before the first reconnection; doubled on each failure."""
     reconnect_max: float = Field(default=60.0, gt=0)
+    """Longest wait between reconnections."""
     sync_timeout: float = Field(
         default=30.0,
         gt=0,

@@ -17,7 +17,9 @@ class CommandRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     allow: list[str] = Field(default_factory=list)
+    """Who may run it: identity patterns, ``group:<name>``, ``room:<...>``, ``network:<...>``."""
     deny: list[str] = Field(default_factory=list)
+    """Who may not, even if allowed (same entries as ``allow``); deny wins."""
 
 
 class RouterSettings(BaseModel):
@@ -55,6 +57,7 @@ class RouterSettings(BaseModel):
     rate_mode: Literal["drop", "queue"] = "drop"
     """Over a limit: drop, or delay up to ``queue_max_delay`` seconds (then drop)."""
     queue_max_delay: float = Field(default=5.0, ge=0)
+    """Seconds a command may wait in the queue (``rate_mode = "queue"``) before it is dropped."""
     timeout: float = Field(default=10.0, gt=0)
     """Seconds a command operator gets to answer."""
     max_in_flight: int = Field(default=256, ge=1)

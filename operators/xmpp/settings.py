@@ -34,8 +34,11 @@ class MucRoom(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     jid: str
+    """The room's address, ``room@conference.example.org``."""
     nick: str | None = Field(default=None, min_length=1, max_length=1023)
+    """The bot's nick in this room; default: the account's ``nick``."""
     password: SecretStr | None = None
+    """The room's password, if it has one."""
 
     @property
     def key(self) -> str | None:
@@ -83,12 +86,17 @@ class XmppSettings(BaseModel):
     )
     ca_file: Path | None = Field(default=None, description="CA bundle to verify the server.")
     tls_verify: bool = True
+    """Verify the server's certificate; false is for testing only."""
     resource: str = Field(default="eevee", min_length=1, max_length=1023)
+    """The resource the bot's session binds."""
     nick: str = Field(default="eevee", min_length=1, max_length=1023)
+    """The bot's nick in rooms."""
     alt_nicks: list[str] = Field(
         default_factory=list, description="Nicks to try when a room has ours taken."
     )
     rooms: list[MucRoom] = Field(default_factory=list)
+    """Rooms to join: ``"room@conference.example.org"`` or a table with ``jid`` (and ``nick``,
+    ``password``)."""
     invite_from: list[str] = Field(
         default_factory=list,
         description="JIDs or domains whose room invitations are accepted (joined).",
@@ -98,9 +106,13 @@ class XmppSettings(BaseModel):
     )
     egress_messages: int = Field(default=5, ge=0, description="Messages per period; 0: no limit.")
     egress_period: float = Field(default=1.0, gt=0)
+    """Seconds over which ``egress_messages`` messages may be sent (flood control)."""
     egress_burst: int = Field(default=10, ge=1)
+    """Messages that may be sent at once before flood control paces them."""
     reconnect_min: float = Field(default=1.0, gt=0)
+    """Seconds before the first reconnection; doubled on each failure."""
     reconnect_max: float = Field(default=60.0, gt=0)
+    """Longest wait between reconnections."""
     connect_timeout: float = Field(default=20.0, gt=0, description="Seconds to log in.")
     ping_interval: float = Field(default=60.0, gt=0, description="Seconds between XEP-0199 pings.")
     ping_timeout: float = Field(default=20.0, gt=0, description="Seconds to wait for a pong.")

@@ -41,6 +41,7 @@ class ServerSettings(BaseModel):
         default=None, description="A second accepted public key, while keys are rolled."
     )
     alt_public_key_env: str | None = None
+    """Environment variable holding that second key (PEM)."""
     tls_cert: Path | None = Field(default=None, description="Serve HTTPS with this certificate.")
     tls_key: Path | None = Field(default=None, description="The certificate's private key.")
     network: str = Field(
