@@ -13,7 +13,7 @@ help:
 	@echo "make test     lint (ruff, mypy --strict) and run the whole test suite"
 	@echo "make bench    run the benchmarks and print figures"
 	@echo "make bench-peers  eeveepy beside Sopel and errbot on one ngircd (installs them in $(PEERS))"
-	@echo "make schemas  regenerate the JSON Schemas in schemas/"
+	@echo "make schemas  regenerate the JSON Schemas in schemas/ and docs/configuration.md"
 	@echo "make lint     ruff and mypy only"
 	@echo "make js       install the JavaScript operators' npm dependencies (npm ci)"
 	@echo "make chat-servers  apt-install ngircd, inspircd, anope, prosody for the connector tests (if missing)"
@@ -79,6 +79,7 @@ bench-peers: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/eevee schema --out schemas
+	$(BIN)/eevee config reference --out docs/configuration.md
 
 clean:
 	rm -rf $(VENV) .bench .pytest_cache .mypy_cache .ruff_cache $(JS)/node_modules

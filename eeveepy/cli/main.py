@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eeveepy import __version__
-from eeveepy.cli import natsperms
+from eeveepy.cli import natsperms, reference
 from eeveepy.cli.args import Parser, concrete_subject, count, positive_float, subject_pattern
 from eeveepy.cli.logs import add_logs_parser, run_logs
 from eeveepy.cli.scaffold import add_new_parser
@@ -370,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_config_check)
     natsperms.add_parser(config_sub, common)
+    reference.add_parser(config_sub, common)
 
     schema = sub.add_parser(
         "schema", parents=[common], help="write the JSON Schemas of every envelope kind"
