@@ -31,7 +31,7 @@ from supervisor_fixtures import (
 
 MakeSystem = Callable[..., System]
 
-PS_KEYS = {"id", "state", "pid", "restarts", "uptime_s", "rss_bytes", "ping_ms"}
+PS_KEYS = {"id", "state", "pid", "restarts", "uptime_s", "rss_bytes", "nice", "ping_ms"}
 
 
 @pytest.fixture
@@ -251,7 +251,17 @@ def test_ps_table(running: System) -> None:
     result = running.cli("ps")
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()
-    assert header.split() == ["ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING"]
+    assert header.split() == [
+        "ID",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "RSS",
+        "CPU%",
+        "NICE",
+        "PING",
+    ]
     assert row.split()[:2] == ["bash", "RUNNING"]
     assert "\033[" not in result.stdout  # no colours when not a terminal
 

@@ -36,6 +36,8 @@ def test_operators_run_at_their_configured_niceness(tmp_path: Path) -> None:
         assert niceness(forked) == {7}
         assert niceness(fresh) == {max(5, supervisor_nice)}
         assert niceness(plain) == {supervisor_nice}
+        # eevee ps --json shows the niceness each runs at
+        assert (system.op("forked")["nice"], system.op("plain")["nice"]) == (7, supervisor_nice)
         assert psutil.Process(system.pid).nice() == supervisor_nice  # the supervisor's own
 
 

@@ -37,7 +37,7 @@ def ps_table(operators: Sequence[OperatorStatus], color: bool, *, hosts: bool = 
     """The ``eevee ps`` table: aligned columns, the state coloured on a terminal; with
     ``hosts``, a HOST column (the supervisor) after the id, and standbys as ``STANDBY``."""
     rows: list[tuple[str, ...]] = [
-        ("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "PING", "")
+        ("ID", "STATE", "PID", "UPTIME", "RESTARTS", "RSS", "CPU%", "NICE", "PING", "")
     ]
     for op in operators:
         rows.append(
@@ -49,6 +49,7 @@ def ps_table(operators: Sequence[OperatorStatus], color: bool, *, hosts: bool = 
                 str(op.restarts),
                 _bytes(op.rss_bytes),
                 "-" if op.cpu_percent is None else f"{op.cpu_percent:.1f}",
+                "-" if op.nice is None else str(op.nice),
                 "-" if op.ping_ms is None else f"{op.ping_ms:.1f}ms",
                 _note(op),
             )

@@ -32,6 +32,9 @@ class OperatorStatus(BaseModel):
     uptime_s: float | None = None
     rss_bytes: int | None = None
     cpu_percent: float | None = None
+    nice: int | None = Field(
+        default=None, description="The niceness the process runs at ([operators.<id>] nice)."
+    )
     ping_ms: float | None = None
     message: str = ""
     health: Health | None = Field(

@@ -196,7 +196,7 @@ class OperatorProcess:
 
     def status(self) -> OperatorStatus:
         """A snapshot for ``eevee ps``."""
-        rss, cpu = usage(self._ps)
+        rss, cpu, nice = usage(self._ps)
         uptime = time.monotonic() - self.started_at if self.started_at and self.pid else None
         ping_ms = self._pings.ping_ms
         return OperatorStatus(
@@ -207,6 +207,7 @@ class OperatorProcess:
             uptime_s=round(uptime, 3) if uptime is not None else None,
             rss_bytes=rss,
             cpu_percent=cpu,
+            nice=nice,
             ping_ms=round(ping_ms, 3) if ping_ms is not None else None,
             message=self.message,
             health=self._pings.health,

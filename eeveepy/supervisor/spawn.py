@@ -288,12 +288,13 @@ def track(pid: int) -> psutil.Process | None:
     return ps
 
 
-def usage(ps: psutil.Process | None) -> tuple[int | None, float | None]:
-    """Resident memory (bytes) and CPU (percent since the last call) of ``ps``, if known."""
+def usage(ps: psutil.Process | None) -> tuple[int | None, float | None, int | None]:
+    """Resident memory (bytes), CPU (percent since the last call) and niceness of ``ps``, if
+    known."""
     if ps is None:
-        return None, None
+        return None, None, None
     try:
         with ps.oneshot():
-            return ps.memory_info().rss, ps.cpu_percent(interval=None)
+            return ps.memory_info().rss, ps.cpu_percent(interval=None), ps.nice()
     except psutil.Error:
-        return None, None
+        return None, None, None
