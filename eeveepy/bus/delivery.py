@@ -327,7 +327,7 @@ async def publish_stored(
         RequestTimeoutError,
     )
 
-    headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
+    headers = stored_headers(msg_id, stream)
     replies = replies_of(nc)  # one reply subscription and one timer for every request
     end = time.monotonic() + deadline
     delay = 0.05
@@ -343,7 +343,7 @@ async def publish_stored(
         except BusClosedError:
             raise DeliveryError(subject, "the bus connection is closed") from None
         else:
-            why = _pub_ack_problem(data)
+            why = receipt_problem(data)
             if not why:
                 return int(json.loads(data)["seq"])
         if time.monotonic() + delay > end:
@@ -352,7 +352,12 @@ async def publish_stored(
         delay = min(delay * 2, 1.0)
 
 
-def _pub_ack_problem(data: bytes) -> str:
+def stored_headers(msg_id: str, stream: str) -> dict[str, str]:
+    """The headers of a stored publish of the envelope ``msg_id`` into ``stream``."""
+    return {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
+
+
+def receipt_problem(data: bytes) -> str:
     """What is wrong with a JetStream publish answer; "" for a good acknowledgement."""
     try:
         resp = json.loads(data)
