@@ -217,18 +217,18 @@ class Publisher:
         subj = self.full(subject)
         if len(payload) > nc.max_payload:
             raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         try:
             stream = await self._streams.lookup(nc, subj)
             if stream is None:
                 await nc.publish(subj, payload)
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 done.set_result(None)
                 return done
             headers = stored_headers(msg_id, stream)
             receipt = await replies_of(nc).send(subj, payload, timeout=timeout, headers=headers)
         except nats.errors.Error as exc:
             raise bus_error(exc, subj) from None
+        done = receipt.get_loop().create_future()  # (get_running_loop() is a getpid() call)
         again = partial(self.store_raw, subj, payload, msg_id, timeout=timeout, deadline=deadline)
         receipt.add_done_callback(partial(_received, done, again))
         done.add_done_callback(lambda _: receipt.cancel())
