@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eeveepy.aio import cancel_and_wait
+from eeveepy.aio import cancel_and_wait, running_loop
 from eeveepy.connector.flood import FairQueue, TokenBucket
 from eeveepy.errors import ConnectorError, RefusedError
 
@@ -94,6 +94,7 @@ class Egress:
     ) -> None:
         self._send = send
         self._send_now = send_now
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sending = False
         """True while the pump has an item out of the queue (sending it, or about to)."""
         self._ready = ready
@@ -132,7 +133,8 @@ class Egress:
         """Queue the items of one message; the future completes once the last is sent (or
         dropped). ``on_sent`` is called right then, before the pump sends anything else (the
         future's waiters only run later)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = loop = running_loop(self._loop)
+        done: asyncio.Future[None] = loop.create_future()
         if on_sent is not None:
             self._on_settle[done] = on_sent
         sent = self._send_at_once(items) if self._send_now is not None else 0

@@ -23,6 +23,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Final
 
+from eeveepy.aio import running_loop
+
 __all__ = ["KEEP", "SentLog"]
 
 KEEP: Final = 2048
@@ -41,6 +43,7 @@ class SentLog:
         self._lines = 0
         self._unwritten: list[str] = []
         self._write_soon: asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> None:
         """Read what an earlier process sent, and start appending (a file that cannot be
@@ -71,7 +74,7 @@ class SentLog:
         self._unwritten.append(msg_id)
         if self._write_soon is None:
             try:
-                loop = asyncio.get_running_loop()
+                self._loop = loop = running_loop(self._loop)
             except RuntimeError:
                 self.flush()
                 return

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eeveepy import Operator
+from eeveepy.aio import running_loop
 from eeveepy.bus.delivery import Handling, Once
 from eeveepy.bus.request import Asked
 from eeveepy.errors import EeveeError, NoRespondersError, RemoteError, RequestTimeoutError
@@ -61,6 +62,7 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self.once = Once()
+        self._loop: asyncio.AbstractEventLoop | None = None
         """The lines taken, by envelope id (shared with the backstop)."""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,7 +157,8 @@ class Router:
         self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track.start(), sent, slots))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        self._loop = loop = running_loop(self._loop)
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -290,7 +293,7 @@ class Router:
         elsewhere, carry the same ids."""
         s = self.op.settings
         subject = self.op.subjects.command_run(inv.command)
-        loop = asyncio.get_running_loop()
+        loop = running_loop(self._loop)
         give_up = loop.time() + s.retry_for
         delay, timed_out = 0.1, False
         while True:
