@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import nats.errors
@@ -48,9 +49,15 @@ class Asked(Generic[B]):
     async def reply(self) -> Envelope[B]:
         """Wait for the reply (once); raises what :meth:`Requester.request` raises."""
         try:
-            data = await self._future
+            await self._future
         finally:
             self._future.cancel()  # (no-op once answered) stop waiting when cancelled
+        return self.result()
+
+    def result(self) -> Envelope[B]:
+        """The reply, once :meth:`done`; raises what :meth:`Requester.request` raises (and
+        ``CancelledError`` when it was cancelled)."""
+        data = self._future.result()
         try:
             return self._decoder.decode(data, self._subject)
         except EnvelopeError:
@@ -59,6 +66,15 @@ class Asked(Generic[B]):
             except EnvelopeError:
                 raise
             raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None
+
+    def done(self) -> bool:
+        """True once the reply came, or the request failed or was cancelled."""
+        return self._future.done()
+
+    def when_done(self, callback: Callable[[Asked[B]], object]) -> None:
+        """Call ``callback(self)`` once :meth:`done` (from the event loop): a caller that has
+        nothing else to do with the reply than look at it needs no task to wait for it."""
+        self._future.add_done_callback(lambda _: callback(self))
 
     def cancel(self) -> None:
         """Stop waiting for the reply (a late one is dropped)."""

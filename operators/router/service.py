@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from eeveepy import Operator
@@ -63,6 +64,8 @@ class Router:
         self._slots: asyncio.Semaphore | None = None
         self.once = Once()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._asked: set[Asked[CommandResult]] = set()
+        """Commands whose result is awaited without a task (see :meth:`_answered`)."""
         """The lines taken, by envelope id (shared with the backstop)."""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -81,6 +84,8 @@ class Router:
 
     async def stop(self) -> None:
         """Cancel the commands still running (bounded)."""
+        for asked in list(self._asked):
+            asked.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -144,8 +149,8 @@ class Router:
             track.start()
             self._spawn(self._answer(env, line, prefixes, reg, allowed, booking.delay, track))
             return
-        # The common case: the command's request leaves in this turn of the event loop, before
-        # a task is made to wait for its result (one turn less on the way to the answer).
+        # The common case: the command's request leaves in this turn of the event loop, and
+        # its result is looked at when it comes, without a task (see _answered).
         await slots.acquire()  # (free: no wait)
         sent: Sent | None = None
         try:
@@ -154,7 +159,42 @@ class Router:
                 sent = (what, await self._ask(what, env.trace))
         except Exception:
             sent = None  # the task does it again, and says what went wrong
-        self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track.start(), sent, slots))
+        track.start()
+        if sent is None or sent[1] is None:
+            self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track, sent, slots))
+            return
+        asked = sent[1]
+        self._asked.add(asked)
+        asked.when_done(partial(self._answered, env, line, prefixes, reg, sent, slots, track))
+
+    def _answered(
+        self,
+        env: Envelope[ChatMessage],
+        line: CommandLine,
+        prefixes: list[str],
+        reg: CommandRegistration,
+        sent: Sent,
+        slots: asyncio.Semaphore,
+        track: Handling,
+        asked: Asked[CommandResult],
+    ) -> None:
+        """The result of a command sent by :meth:`_dispatch` came, or its request failed:
+        ``ok`` ends the line here (the command operator replied itself); anything else
+        (a failure to tell, no responders, a timeout: asking again) is :meth:`_answer`'s."""
+        self._asked.discard(asked)
+        try:
+            ok = asked.result().body.ok
+        except asyncio.CancelledError:  # the router stopping
+            slots.release()
+            return
+        except Exception:
+            ok = False
+        if not ok:
+            self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track, sent, slots))
+            return
+        slots.release()
+        self.op.log.debug("command ran", command=reg.name, ok=True)
+        track.done = True  # (what ``await track.finish()`` does, from a callback)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._loop = loop = running_loop(self._loop)
