@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -52,18 +51,3 @@ def test_an_unwritable_place_is_said_and_done_without(tmp_path: Path) -> None:
     log.add("x")
     assert "x" in log  # still remembered in memory
     assert logger.named("cannot keep the ids of sent messages")
-
-
-async def test_the_ids_of_one_turn_are_appended_in_one_write_at_its_end(tmp_path: Path) -> None:
-    path = tmp_path / "sent"
-    log = SentLog(path)
-    log.open()
-    log.add("a")
-    log.add("b")
-    assert "a" in log
-    assert path.read_text() == "", "written at the end of the turn, not one write per id"
-    await asyncio.sleep(0)
-    assert path.read_text().splitlines() == ["a", "b"]
-    log.add("c")
-    log.close()  # what was added is written before the file is closed
-    assert path.read_text().splitlines() == ["a", "b", "c"]

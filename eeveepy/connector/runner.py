@@ -61,7 +61,7 @@ class Connector(Generic[S]):
             self.link.tracker.up,
             op.log,
             fold=platform.fold,
-            send_now=platform.send_now,
+            send_now=getattr(platform, "send_now", None),  # (a platform that only matches)
         )
         self.link.put = self.egress.put
         self.outbox = Outbox(op, self._out)

@@ -4,11 +4,9 @@ A message's stored copy is acknowledged once it was sent (see
 :mod:`eeveepy.connector.outbox`), but that copy reaches the connector a little after the fast
 one, and the faster the connector answers, the more messages are sent and not acknowledged
 yet at any moment. A connector killed then would get them all again and send them twice. So
-the outbox writes each id here as soon as the message is sent (appended, no fsync: it
-survives the process, which is what dies), and a restarted connector skips, and acknowledges,
-the redeliveries of what it had sent. The ids sent in one turn of the event loop are appended
-in one write at the end of that turn (a burst of replies costs one system call per turn, not
-one per reply); each after its message was handed to the platform's socket, never before.
+the outbox writes each id here as soon as the message is sent (an append of one line, no
+fsync: it survives the process, which is what dies), and a restarted connector skips, and
+acknowledges, the redeliveries of what it had sent.
 
 The file keeps the last :data:`KEEP` ids: it is rewritten with them once it holds twice as
 many lines.
@@ -16,14 +14,11 @@ many lines.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections import deque
 from pathlib import Path
 from typing import Any, Final
-
-from eeveepy.aio import running_loop
 
 __all__ = ["KEEP", "SentLog"]
 
@@ -41,9 +36,6 @@ class SentLog:
         self._known: set[str] = set()
         self._fd: int | None = None
         self._lines = 0
-        self._unwritten: list[str] = []
-        self._write_soon: asyncio.Handle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def open(self) -> None:
         """Read what an earlier process sent, and start appending (a file that cannot be
@@ -66,31 +58,13 @@ class SentLog:
         return msg_id in self._known
 
     def add(self, msg_id: str) -> None:
-        """``msg_id`` was sent: known at once, appended to the file at the end of this turn
-        of the event loop (at once without a running loop)."""
+        """``msg_id`` was sent."""
         self._remember(msg_id)
         if self._fd is None:
             return
-        self._unwritten.append(msg_id)
-        if self._write_soon is None:
-            try:
-                self._loop = loop = running_loop(self._loop)
-            except RuntimeError:
-                self.flush()
-                return
-            self._write_soon = loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Append the ids added and not written yet, in one write."""
-        if self._write_soon is not None:
-            self._write_soon.cancel()
-            self._write_soon = None
-        ids, self._unwritten = self._unwritten, []
-        if not ids or self._fd is None:
-            return
         try:
-            os.write(self._fd, "".join(i + "\n" for i in ids).encode())
-            self._lines += len(ids)
+            os.write(self._fd, msg_id.encode() + b"\n")
+            self._lines += 1
             if self._lines >= 2 * KEEP:
                 self._compact()
         except OSError as exc:
@@ -99,11 +73,7 @@ class SentLog:
                 self._log.warning("cannot keep the ids of sent messages", error=str(exc))
 
     def close(self) -> None:
-        """Write what was added, and stop appending (what is in memory stays)."""
-        self.flush()
-        self._close_file()
-
-    def _close_file(self) -> None:
+        """Stop appending (what is in memory stays)."""
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -120,7 +90,7 @@ class SentLog:
     def _compact(self) -> None:
         """Rewrite the file with the ids remembered (atomically) and append to it."""
         assert self._path is not None
-        self._close_file()
+        self.close()
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text("".join(i + "\n" for i in self._ids), encoding="utf-8")
