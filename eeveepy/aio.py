@@ -4,6 +4,7 @@
 - :class:`Backoff`: exponential backoff with jitter, reset after a healthy period.
 - :func:`die_with_parent`: a ``preexec_fn`` tying a child's life to its parent's (Linux).
 - :func:`run`: ``asyncio.run`` on uvloop where it is installed (``EEVEE_LOOP`` chooses).
+- :func:`running_loop`: the running event loop, without a system call when it is known.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ else asyncio's own), ``uvloop`` (an error without it) or ``asyncio``."""
 LOOPS: Final = ("auto", "uvloop", "asyncio")
 
 _PR_SET_PDEATHSIG = 1
+
+
+def running_loop(known: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    """The running event loop: ``known`` when it is the one running, else looked up.
+
+    For the per-message paths: ``asyncio.get_running_loop()`` makes a ``getpid()`` system
+    call each time on Python 3.11. Call it from a coroutine or a callback of the loop only.
+    """
+    if known is not None and known.is_running():
+        return known
+    return asyncio.get_running_loop()
 
 
 async def cancel_and_wait(task: asyncio.Future[Any], timeout: float = 5.0) -> None:

@@ -301,3 +301,49 @@ async def test_a_confirmed_send_settles_its_message_only_when_confirmed() -> Non
         assert not second.done()
     finally:
         await egress.stop()
+
+
+async def test_items_are_sent_at_once_while_nothing_waits_and_never_ahead_of_the_queue() -> None:
+    """``send_now`` (a platform that can write without waiting) sends an item in the call
+    that queued it while nothing is queued and flood control allows; otherwise the pump
+    sends it, in order, and nothing overtakes what waits."""
+    sink = Sink()
+    now: list[tuple[str, str]] = []
+    refuse_now = {"later"}
+
+    def send_now(item: Outbound) -> bool:
+        if item.text in refuse_now:
+            return False
+        now.append((item.target, item.text))
+        return True
+
+    ready = asyncio.Event()
+    egress = Egress(
+        sink, ready, LOG, limits=EgressLimits(rate=2, period=0.2, burst=2), send_now=send_now
+    )
+    egress.start()
+    down = egress.put_message([Outbound("#a", "down")])
+    assert now == [], "nothing leaves while the session is down"
+    assert not down.done()
+    ready.set()
+    await asyncio.wait_for(down, 2)
+    assert sink.sent == [("#a", "down")]
+    await asyncio.sleep(0.25)  # the bucket full again: two tokens
+    sent: list[str] = []
+    first = egress.put_message([Outbound("#a", "1")], on_sent=lambda: sent.append("1"))
+    assert now == [("#a", "1")], "sent in the call"
+    assert first.done()
+    assert sent == ["1"]
+    pair = egress.put_message([Outbound("#a", "2"), Outbound("#a", "3")])
+    assert now[-1] == ("#a", "2")
+    assert not pair.done(), "3 waits for a token"
+    behind = egress.put_message([Outbound("#b", "4")])
+    assert now[-1] == ("#a", "2"), "4 does not overtake 3"
+    await asyncio.wait_for(asyncio.gather(pair, behind), 2)
+    assert sink.sent[1:] == [("#a", "3"), ("#b", "4")]
+    await asyncio.sleep(0.25)
+    later = egress.put_message([Outbound("#a", "later")])
+    assert not later.done(), "a platform that cannot send it now leaves it to the pump"
+    await asyncio.wait_for(later, 2)
+    assert sink.sent[-1] == ("#a", "later")
+    await egress.stop()

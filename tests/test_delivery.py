@@ -285,3 +285,45 @@ async def test_a_repeat_of_a_done_delivery_is_acknowledged_again(nats_url: str) 
         await deliveries.close()
     finally:
         await nc.close()
+
+
+async def test_store_soon_completes_once_stored_and_sends_again_like_publish_stored(
+    nats_url: str, prefix: str
+) -> None:
+    """``store_soon`` sends at once and completes when the stream has the message; a first try
+    the stream refuses is sent again (in a task) until the deadline, then fails as
+    ``publish_stored`` does; cancelling the result ends the sending again."""
+    conn = await _ipc(nats_url, prefix, "irc.test")
+
+    def retrying() -> list[asyncio.Task[Any]]:
+        return [
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "Publisher.store_raw"
+        ]
+
+    try:
+        js = conn.nc.jetstream()
+        stream = await ensure_chat_in_stream(js, prefix)
+        subject = conn.subjects.chat_in("irc", "libera", "#a")
+        stored = await conn.store_soon(subject, _line(Any, "one", 5))  # type: ignore[arg-type]
+        await asyncio.wait_for(stored, 5)
+        info = await js.stream_info(stream)
+        assert info.state.messages == 1
+        assert not retrying()  # the receipt came: no task was needed
+        await js.update_stream(info.config.evolve(max_msgs=1, discard="new"))
+        refused = await conn.store_soon(subject, _line(Any, "two", 6), deadline=0.5)  # type: ignore[arg-type]
+        with pytest.raises(DeliveryError, match="not stored"):
+            await asyncio.wait_for(refused, 5)
+        given_up = await conn.store_soon(subject, _line(Any, "three", 7))  # type: ignore[arg-type]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not retrying():
+            assert loop.time() < deadline, "the refused message was not sent again"
+            await asyncio.sleep(0.01)
+        given_up.cancel()
+        await asyncio.sleep(0.05)
+        assert not retrying()
+        assert (await js.stream_info(stream)).state.messages == 1
+    finally:
+        await _close(conn)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eeveepy.aio import loop_factory
+from eeveepy.aio import loop_factory, running_loop
 from eeveepy.errors import OperatorError
 from eeveepy.protocol.models import ChatMessage, ChatUser, OutgoingMessage
 from tests.chat_system import ChatSystem
@@ -30,6 +30,17 @@ def test_auto_and_uvloop_pick_uvloop_where_it_is_installed() -> None:
     assert loop_factory("auto") is uvloop.new_event_loop
     assert loop_factory("") is uvloop.new_event_loop  # unset: auto
     assert loop_factory("uvloop") is uvloop.new_event_loop
+
+
+async def test_the_known_loop_is_taken_only_while_it_runs() -> None:
+    loop = asyncio.get_running_loop()
+    assert running_loop(None) is loop
+    assert running_loop(loop) is loop
+    other = asyncio.new_event_loop()
+    try:
+        assert running_loop(other) is loop, "a loop that does not run is not the running one"
+    finally:
+        other.close()
 
 
 def test_an_unknown_loop_is_refused_with_the_choices() -> None:

@@ -45,6 +45,7 @@ class Concurrent:
         self._subject = subject
         self._on_done = on_done
         self.tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, message: Any) -> None:
         """Start the handler on ``message`` once a slot is free (the caller's context, with
@@ -53,7 +54,10 @@ class Concurrent:
         current = self._dispatch.ipc.handling.get()
         reply = current[0] if current is not None else ""
         env = current[1] if current is not None else None
-        task = asyncio.get_running_loop().create_task(self._run(message, reply, env))
+        loop = self._loop
+        if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(self._run(message, reply, env))
         self.tasks.add(task)
         task.add_done_callback(self._finished)
 

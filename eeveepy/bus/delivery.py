@@ -327,7 +327,7 @@ async def publish_stored(
         RequestTimeoutError,
     )
 
-    headers = {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
+    headers = stored_headers(msg_id, stream)
     replies = replies_of(nc)  # one reply subscription and one timer for every request
     end = time.monotonic() + deadline
     delay = 0.05
@@ -343,26 +343,38 @@ async def publish_stored(
         except BusClosedError:
             raise DeliveryError(subject, "the bus connection is closed") from None
         else:
-            why = _pub_ack_problem(data)
+            seq, why = read_receipt(data)
             if not why:
-                return int(json.loads(data)["seq"])
+                return seq
         if time.monotonic() + delay > end:
             raise DeliveryError(subject, why)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
 
 
-def _pub_ack_problem(data: bytes) -> str:
+def stored_headers(msg_id: str, stream: str) -> dict[str, str]:
+    """The headers of a stored publish of the envelope ``msg_id`` into ``stream``."""
+    return {"Nats-Msg-Id": msg_id, "Nats-Expected-Stream": stream}
+
+
+def receipt_problem(data: bytes) -> str:
     """What is wrong with a JetStream publish answer; "" for a good acknowledgement."""
+    return read_receipt(data)[1]
+
+
+def read_receipt(data: bytes) -> tuple[int, str]:
+    """A JetStream publish answer read once: ``(stream sequence, "")`` for a good
+    acknowledgement, ``(0, what is wrong)`` for anything else."""
     try:
         resp = json.loads(data)
     except ValueError:
-        return "the answer is not JSON"
+        return 0, "the answer is not JSON"
     if not isinstance(resp, dict):
-        return "the answer is not an object"
+        return 0, "the answer is not an object"
     error = resp.get("error")
     if isinstance(error, dict):
-        return str(error.get("description") or error)
-    if isinstance(resp.get("seq"), int) and "stream" in resp:
-        return ""
-    return "the answer is not a stream acknowledgement"
+        return 0, str(error.get("description") or error)
+    seq = resp.get("seq")
+    if isinstance(seq, int) and "stream" in resp:
+        return seq, ""
+    return 0, "the answer is not a stream acknowledgement"

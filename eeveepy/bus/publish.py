@@ -8,16 +8,26 @@ is a :class:`~eeveepy.errors.BusError`, never a nats-py exception.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 
-from eeveepy.bus.delivery import Delivery, StreamFinder, publish_stored
+from eeveepy.bus.delivery import (
+    Delivery,
+    StreamFinder,
+    publish_stored,
+    receipt_problem,
+    stored_headers,
+)
 from eeveepy.bus.natsadapter import bus_error
+from eeveepy.bus.replies import replies_of
 from eeveepy.errors import BusError, OperatorError, PayloadTooLargeError
 from eeveepy.protocol.codec import EnvelopeEncoder
 from eeveepy.protocol.models import Body, Envelope
@@ -184,6 +194,46 @@ class Publisher:
         await self.store_raw(subject, payload, msg_id, timeout=timeout, deadline=deadline)
         return msg_id
 
+    async def store_soon(
+        self,
+        subject: str,
+        body: Body,
+        *,
+        msg_id: str | None = None,
+        timeout: float = 2.0,
+        deadline: float = 30.0,
+    ) -> asyncio.Future[None]:
+        """:meth:`publish_stored` without waiting for the stream: the message leaves with this
+        turn of the event loop, and the result completes once the stream has it (or fails
+        with what :meth:`publish_stored` raises).
+
+        The stream's receipt is awaited without a task of its own: only a message that must
+        be sent again (no receipt in ``timeout``, the bus away) gets one, which re-sends it
+        as :meth:`publish_stored` does for ``deadline`` seconds from then. Cancelling the
+        result stops it. Raises on sending what :meth:`publish_stored` raises.
+        """
+        msg_id, payload = self.encode(body, None, None, msg_id)
+        nc = self.nc
+        subj = self.full(subject)
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        try:
+            stream = await self._streams.lookup(nc, subj)
+            if stream is None:
+                await nc.publish(subj, payload)
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                done.set_result(None)
+                return done
+            headers = stored_headers(msg_id, stream)
+            receipt = await replies_of(nc).send(subj, payload, timeout=timeout, headers=headers)
+        except nats.errors.Error as exc:
+            raise bus_error(exc, subj) from None
+        done = receipt.get_loop().create_future()  # (get_running_loop() is a getpid() call)
+        again = partial(self.store_raw, subj, payload, msg_id, timeout=timeout, deadline=deadline)
+        receipt.add_done_callback(partial(_received, done, again))
+        done.add_done_callback(lambda _: receipt.cancel())
+        return done
+
     async def store_raw(
         self,
         subject: str,
@@ -212,3 +262,33 @@ class Publisher:
                 raise
         except nats.errors.Error as exc:
             raise bus_error(exc, subj) from None
+
+
+def _received(
+    done: asyncio.Future[None],
+    again: Callable[[], Coroutine[Any, Any, None]],
+    receipt: asyncio.Future[bytes],
+) -> None:
+    """The stream's receipt of :meth:`Publisher.store_soon`'s first try came (or did not):
+    ``done`` completes, or a task sends the message ``again``."""
+    if done.done():
+        return  # cancelled: nobody waits for it any more
+    good = not receipt.cancelled() and receipt.exception() is None
+    if good and not receipt_problem(receipt.result()):
+        done.set_result(None)
+        return
+    retry = asyncio.get_running_loop().create_task(again())
+    retry.add_done_callback(partial(_settle, done))
+    done.add_done_callback(lambda _: retry.cancel())
+
+
+def _settle(done: asyncio.Future[None], retry: asyncio.Task[None]) -> None:
+    """``done`` as ``retry`` ended."""
+    if done.done():
+        return
+    if retry.cancelled():
+        done.cancel()
+    elif (exc := retry.exception()) is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(None)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -23,9 +24,61 @@ from eeveepy.protocol.codec import EnvelopeDecoder
 from eeveepy.protocol.models import Body, Envelope, ErrorReply
 from eeveepy.protocol.subjects import Subjects
 
-__all__ = ["Requester"]
+__all__ = ["Asked", "Requester"]
 
 B = TypeVar("B", bound=Body)
+
+
+class Asked(Generic[B]):
+    """A request sent (:meth:`Requester.ask`), its reply still to come."""
+
+    __slots__ = ("_decoder", "_errors", "_future", "_subject")
+
+    def __init__(
+        self,
+        future: asyncio.Future[bytes],
+        subject: str,
+        decoder: EnvelopeDecoder[B],
+        errors: EnvelopeDecoder[ErrorReply],
+    ) -> None:
+        self._future = future
+        self._subject = subject
+        self._decoder = decoder
+        self._errors = errors
+
+    async def reply(self) -> Envelope[B]:
+        """Wait for the reply (once); raises what :meth:`Requester.request` raises."""
+        try:
+            await self._future
+        finally:
+            self._future.cancel()  # (no-op once answered) stop waiting when cancelled
+        return self.result()
+
+    def result(self) -> Envelope[B]:
+        """The reply, once :meth:`done`; raises what :meth:`Requester.request` raises (and
+        ``CancelledError`` when it was cancelled)."""
+        data = self._future.result()
+        try:
+            return self._decoder.decode(data, self._subject)
+        except EnvelopeError:
+            try:
+                err = self._errors.decode(data, self._subject)
+            except EnvelopeError:
+                raise
+            raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None
+
+    def done(self) -> bool:
+        """True once the reply came, or the request failed or was cancelled."""
+        return self._future.done()
+
+    def when_done(self, callback: Callable[[Asked[B]], object]) -> None:
+        """Call ``callback(self)`` once :meth:`done` (from the event loop): a caller that has
+        nothing else to do with the reply than look at it needs no task to wait for it."""
+        self._future.add_done_callback(lambda _: callback(self))
+
+    def cancel(self) -> None:
+        """Stop waiting for the reply (a late one is dropped)."""
+        self._future.cancel()
 
 
 class Requester(Publisher):
@@ -50,22 +103,32 @@ class Requester(Publisher):
         (the responder answered with an error), :class:`EnvelopeError` (a malformed reply) or
         another :class:`~eeveepy.errors.BusError` (the bus client could not send it).
         """
+        asked = await self.ask(subject, body, reply_model, timeout=timeout, headers=headers)
+        return await asked.reply()
+
+    async def ask(
+        self,
+        subject: str,
+        body: Body,
+        reply_model: type[B],
+        *,
+        timeout: float = 2.0,
+        headers: dict[str, str] | None = None,
+    ) -> Asked[B]:
+        """:meth:`request` in two steps: send it now (without waiting for anything: it leaves
+        with this turn of the event loop), and wait for its reply later with
+        :meth:`Asked.reply`. A caller that has more to do in this turn (the router, the next
+        chat line) sends first and waits elsewhere. Raises what :meth:`request` raises on
+        sending (:class:`PayloadTooLargeError`, a :class:`~eeveepy.errors.BusError`)."""
         nc = self.nc
         _, payload = self.encode(body, headers)
         subj = self.full(subject)
         if len(payload) > nc.max_payload:
             raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
-        # One reply subscription and one timer for every request of the connection: raises
-        # RequestTimeoutError, NoRespondersError or another BusError itself.
-        data = await replies_of(nc).request(subj, payload, timeout=timeout)
-        try:
-            return self._decoder(reply_model).decode(data, subj)
-        except EnvelopeError:
-            try:
-                err = self._decoder(ErrorReply).decode(data, subj)
-            except EnvelopeError:
-                raise
-            raise RemoteError(f"{err.source}: {err.body.message}", err.body.error) from None
+        # One reply subscription and one timer for every request of the connection: fails
+        # with RequestTimeoutError, NoRespondersError or another BusError itself.
+        future = await replies_of(nc).send(subj, payload, timeout=timeout)
+        return Asked(future, subj, self._decoder(reply_model), self._decoder(ErrorReply))
 
     async def gather(
         self,

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eeveepy.aio import cancel_and_wait
+from eeveepy.aio import cancel_and_wait, running_loop
 from eeveepy.connector.flood import FairQueue, TokenBucket
 from eeveepy.errors import ConnectorError, RefusedError
 
@@ -63,6 +63,9 @@ class EgressLimits:
 Confirmation = Awaitable[None]
 """Completes once the platform's server confirmed an item (see :meth:`Platform.send`)."""
 Send = Callable[[Outbound], Awaitable[Confirmation | None]]
+SendNow = Callable[[Outbound], bool]
+"""Sends an item at once if that needs no waiting (True), else nothing (False): see
+:meth:`Platform.send_now`."""
 
 
 def settle(done: asyncio.Future[None] | None) -> None:
@@ -87,8 +90,13 @@ class Egress:
         limits: EgressLimits | None = None,
         fold: Callable[[str], str] = str,
         clock: Callable[[], float] = time.monotonic,
+        send_now: SendNow | None = None,
     ) -> None:
         self._send = send
+        self._send_now = send_now
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sending = False
+        """True while the pump has an item out of the queue (sending it, or about to)."""
         self._ready = ready
         self._log = log
         self._clock = clock
@@ -125,14 +133,37 @@ class Egress:
         """Queue the items of one message; the future completes once the last is sent (or
         dropped). ``on_sent`` is called right then, before the pump sends anything else (the
         future's waiters only run later)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = loop = running_loop(self._loop)
+        done: asyncio.Future[None] = loop.create_future()
         if on_sent is not None:
             self._on_settle[done] = on_sent
-        if not items:
+        sent = self._send_at_once(items) if self._send_now is not None else 0
+        if sent == len(items):
             self._settle(done)
-        for n, item in enumerate(items, 1):
+        for n, item in enumerate(items[sent:], sent + 1):
             self.put(item, done if n == len(items) else None)
         return done
+
+    def _send_at_once(self, items: list[Outbound]) -> int:
+        """Send the first of ``items`` now, as the pump would, while nothing is queued or
+        being sent, the session is up and flood control lets them go (no turn of the event
+        loop waiting for the pump to wake); how many were sent."""
+        send_now = self._send_now
+        assert send_now is not None
+        sent = 0
+        for item in items:
+            if self._sending or self._queue or not self._ready.is_set() or self._task is None:
+                break
+            if self._bucket.delay() > 0:
+                break
+            try:
+                if not send_now(item):
+                    break
+            except Exception:  # the pump sends it and says what went wrong
+                break
+            self._bucket.try_take()
+            sent += 1
+        return sent
 
     def clear(self) -> None:
         """Drop everything queued (the network changed); the messages count as handled."""
@@ -183,14 +214,19 @@ class Egress:
                 continue
             target, (item, done) = entry
             self._bucket.try_take()
-            sent, confirmation = await self._send_one(item)
+            self._sending = True
+            try:
+                sent, confirmation = await self._send_one(item)
+                if not sent:
+                    self._queue.put_front(target, (item, done))
+                elif confirmation is None:
+                    self._settle(done)
+                else:
+                    self._confirm(confirmation, done)
+            finally:
+                self._sending = False
             if not sent:
-                self._queue.put_front(target, (item, done))
                 await asyncio.sleep(RETRY_DELAY)
-            elif confirmation is None:
-                self._settle(done)
-            else:
-                self._confirm(confirmation, done)
 
     def _confirm(self, confirmation: Confirmation, done: asyncio.Future[None] | None) -> None:
         """Settle ``done`` once ``confirmation`` completes (with a result or an error: a

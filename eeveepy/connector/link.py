@@ -15,6 +15,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from eeveepy.aio import cancel_and_wait
@@ -106,7 +107,8 @@ class Link:
         self._fold = fold
         self._queue: asyncio.Queue[_Publish] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._storing: deque[asyncio.Task[None]] = deque()
+        self._storing: deque[asyncio.Future[None]] = deque()
+        """The messages sent and not yet stored (``wait=False``), oldest first."""
 
     @property
     def ipc(self) -> Ipc:
@@ -148,8 +150,8 @@ class Link:
         storing, self._storing = self._storing, deque()
         if storing:
             await asyncio.wait(storing, timeout=STORE_CLOSE_WAIT)
-            for task in storing:
-                await cancel_and_wait(task, timeout=0.5)
+            for stored in storing:
+                stored.cancel()  # (and with it the sending again, if it was sent again)
         while not self._queue.empty():
             self._queue.get_nowait()[2].cancel()
 
@@ -180,8 +182,20 @@ class Link:
         while storing and storing[0].done():
             storing.popleft()
         while len(storing) >= STORE_WINDOW:
-            await storing.popleft()
-        storing.append(asyncio.get_running_loop().create_task(self._store(msg, msg_id)))
+            await asyncio.wait((storing.popleft(),))
+        # Sent in this turn of the event loop; its receipt is awaited without a task.
+        try:
+            subject = self.subjects.chat_in(self.platform, self.network, msg.room)
+            stored = await self.ipc.store_soon(subject, msg, msg_id=msg_id)
+        except EeveeError as exc:
+            self.log.warning("cannot publish chat message", room=msg.room, error=str(exc))
+            return
+        stored.add_done_callback(partial(self._stored, msg.room))
+        storing.append(stored)
+
+    def _stored(self, room: str, stored: asyncio.Future[None]) -> None:
+        if not stored.cancelled() and (exc := stored.exception()) is not None:
+            self.log.warning("cannot publish chat message", room=room, error=str(exc))
 
     async def _store(self, msg: ChatMessage, msg_id: str | None) -> None:
         try:

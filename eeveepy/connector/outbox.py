@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 Send = Callable[[Envelope[OutgoingMessage], Callable[[], None]], Awaitable[None] | None]
 """Hands one message to the platform, and a function to call the moment it was sent (before
-anything else is); an awaitable result completes once it was sent."""
+anything else is); an awaitable result completes once it was sent (a future is waited for
+without a task)."""
 
 
 def _nothing() -> None:
@@ -100,13 +101,22 @@ class Outbox:
         except Exception as exc:
             self._op.log.error("could not send", target=env.body.target, error=repr(exc))
             return handling
-        if inspect.isawaitable(result):
+        if isinstance(result, asyncio.Future):
+            result.add_done_callback(partial(self._finished, handling.start(), env))
+        elif inspect.isawaitable(result):
             task = asyncio.ensure_future(self._wait_sent(result, handling.start(), env))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
             on_sent()
         return handling
+
+    def _finished(
+        self, handling: Handling, env: Envelope[OutgoingMessage], result: asyncio.Future[None]
+    ) -> None:
+        if not result.cancelled() and (exc := result.exception()) is not None:
+            self._op.log.error("could not send", target=env.body.target, error=repr(exc))
+        handling.done = True  # (what ``await handling.finish()`` does, from a callback)
 
     async def _wait_sent(
         self, result: Awaitable[None], handling: Handling, env: Envelope[OutgoingMessage]

@@ -114,6 +114,14 @@ class Platform(Protocol[S_contra]):
         then counts as sent, and its stored copy is acknowledged, only when it completes."""
         ...
 
+    def send_now(self, item: Outbound) -> bool:
+        """Send one item at once if that needs no waiting (the connection takes it without
+        blocking) and return True; else send nothing and return False, and the kit
+        :meth:`send` s it from its pump. Optional: this default always says False. Only for
+        a platform without confirmations; the kit calls it only while nothing else is
+        queued, so the order holds."""
+        return False
+
     async def control(self, req: ControlRequest, link: Link) -> ConnectorControlResult:
         """Serve a valid request while connected (the kit checked both); the kit answers a
         ``TimeoutError`` as "no answer" and a ``ConnectorError`` with its text."""

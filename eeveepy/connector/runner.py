@@ -56,7 +56,13 @@ class Connector(Generic[S]):
         check_actions(platform.name, platform.actions)  # fail at build time, not at a request
         self.link = Link(op, platform.name, platform.fold)
         self.link.on_change = self._on_change
-        self.egress = Egress(platform.send, self.link.tracker.up, op.log, fold=platform.fold)
+        self.egress = Egress(
+            platform.send,
+            self.link.tracker.up,
+            op.log,
+            fold=platform.fold,
+            send_now=getattr(platform, "send_now", None),  # (a platform that only matches)
+        )
         self.link.put = self.egress.put
         self.outbox = Outbox(op, self._out)
         self.desk = ControlDesk(platform, self.link)
@@ -197,18 +203,20 @@ class Connector(Generic[S]):
 
     # -- outgoing ----------------------------------------------------------------------------
 
-    async def _out(self, env: Envelope[OutgoingMessage], on_sent: Callable[[], None]) -> None:
-        """Render and queue a message; return once its last piece was sent (or dropped).
-        ``on_sent`` is called as soon as it is (see :class:`Outbox`)."""
+    def _out(
+        self, env: Envelope[OutgoingMessage], on_sent: Callable[[], None]
+    ) -> asyncio.Future[None]:
+        """Render and queue a message (or send it at once: :meth:`Egress.put_message`); the
+        result completes once its last piece was sent (or dropped). ``on_sent`` is called as
+        soon as it is (see :class:`Outbox`)."""
         try:
             items = self.platform.render(env.body)
         except RefusedError as exc:
             on_sent()  # done with: never to be tried again
-            await self._refuse_out(env, str(exc))
-            return
+            return asyncio.ensure_future(self._refuse_out(env, str(exc)))
         if not items:
             self.op.log.debug("nothing to send", target=env.body.target)
-        await self.egress.put_message(items, on_sent)
+        return self.egress.put_message(items, on_sent)
 
     async def _refuse_out(self, env: Envelope[OutgoingMessage], reason: str) -> None:
         """Log a ``chat.out`` that must not be sent and dead-letter it for its sender to see."""

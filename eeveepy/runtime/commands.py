@@ -37,6 +37,7 @@ from typing import Final, Protocol, TypedDict, TypeVar, Unpack
 from pydantic import ValidationError
 from structlog.typing import FilteringBoundLogger
 
+from eeveepy.aio import running_loop
 from eeveepy.bus.ipc import Ipc
 from eeveepy.bus.subscription import Subscription
 from eeveepy.errors import OperatorError
@@ -144,6 +145,7 @@ class Commands:
         self._served: dict[str, _Served] = {}
         self._sync: Subscription | None = None
         self._runs: OrderedDict[tuple[str, str], asyncio.Future[CommandResult]] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def add(
         self,
@@ -267,7 +269,8 @@ class Commands:
         if earlier is not None:
             self._op.log.info("invocation answered again, not run", command=name, trace=env.trace)
             return await asyncio.shield(earlier)
-        future: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._loop = loop = running_loop(self._loop)
+        future: asyncio.Future[CommandResult] = loop.create_future()
         self._runs[key] = future
         if len(self._runs) > RECENT_RUNS:
             self._runs.popitem(last=False)

@@ -10,15 +10,17 @@ nothing for :data:`SEND_TIMEOUT` seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Final, TypeVar
 
 from structlog.typing import FilteringBoundLogger
 
 from eeveepy.tls import client_context
 from operators.irc.settings import IrcSettings
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "Silence"]
+
+T = TypeVar("T")
 
 SEND_TIMEOUT: Final = 15.0
 """Seconds a write may wait for the server to take what is buffered."""
@@ -42,6 +44,7 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._log = log
+        self._silence = Silence()
 
     @classmethod
     async def open(cls, s: IrcSettings, log: Callable[[], FilteringBoundLogger]) -> Connection:
@@ -64,9 +67,7 @@ class Connection:
         (skipped), None at the end of the stream. Raises :class:`TimeoutError` after
         ``timeout`` seconds without a line."""
         try:
-            # asyncio.timeout, not wait_for: no task per line on the hot path.
-            async with asyncio.timeout(timeout):
-                data = await self._reader.readline()
+            data = await self._silence.bound(self._reader.readline(), timeout)
         except ValueError:  # over the stream limit: readline skipped it
             self._log().warning("irc line too long: skipped")
             return ""
@@ -117,8 +118,77 @@ class Connection:
 
     async def close(self) -> None:
         """Close the connection, waiting at most a second for it to be closed."""
+        self._silence.stop()
         self._writer.close()
         try:
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
         except (OSError, TimeoutError):
             pass  # closing anyway: a reset or a slow TLS goodbye changes nothing
+
+
+class Silence:
+    """The bound on the wait for each line, on one timer for the whole connection.
+
+    ``asyncio.timeout`` per line makes a timer, looks the task up and cancels the timer again
+    for every line read (microseconds each, on every chat line). Here a line only moves the
+    deadline; the timer, when it fires before the deadline, is set again for it, and only a
+    deadline passed while a read waits cancels that read (into :class:`TimeoutError`, as
+    ``asyncio.timeout`` does, never swallowing a cancellation of its own).
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
+        self._deadline = 0.0
+        self._waiting = False
+        self._expired = False
+
+    async def bound(self, read: Coroutine[object, object, T], timeout: float) -> T:
+        """Await ``read``; :class:`TimeoutError` once ``timeout`` seconds passed."""
+        loop = self._loop
+        if loop is None:  # (the first read: the connection's loop and its reading task)
+            loop = self._loop = asyncio.get_running_loop()
+        task = self._task
+        if task is None:
+            task = self._task = asyncio.current_task()
+            assert task is not None
+        self._deadline = deadline = loop.time() + timeout
+        if self._timer is None or deadline < self._armed_at:
+            self._arm(loop, deadline)
+        cancelling = task.cancelling()
+        self._waiting = True
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if task.uncancel() <= cancelling:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._waiting = False
+
+    def stop(self) -> None:
+        """No more reads: the timer goes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._fire)
+        self._armed_at = when
+
+    def _fire(self) -> None:
+        self._timer = None
+        loop, task = self._loop, self._task
+        if loop is None or task is None:
+            return
+        if loop.time() < self._deadline:
+            self._arm(loop, self._deadline)  # a line came meanwhile: the bound moved on
+        elif self._waiting and not self._expired:
+            self._expired = True
+            task.cancel()

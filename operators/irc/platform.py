@@ -133,6 +133,10 @@ class IrcPlatform(Platform[IrcSettings]):
     async def send(self, item: Outbound) -> None:
         await self._current().send(item)
 
+    def send_now(self, item: Outbound) -> bool:
+        session = self._session
+        return session is not None and session.send_now(item)
+
     async def goodbye(self) -> None:
         await self._current().write("QUIT", "shutting down")
 

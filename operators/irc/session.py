@@ -138,6 +138,14 @@ class IrcSession:
         if conn.backlogged and not await conn.drain():
             raise IrcConnectionError("write failed")
 
+    def send_now(self, item: Outbound) -> bool:
+        """Write one line at once when the socket takes it without waiting (nothing
+        backlogged); False to leave it to the egress pump (:meth:`send`)."""
+        conn = self._conn
+        if conn is None or conn.backlogged:
+            return False
+        return conn.put(format_line(item.kind, item.target, item.text))
+
     async def flush(self) -> None:
         """Write what the protocol client queued (registration, joins, a nick...)."""
         for text in self.proto.data_to_send():

@@ -18,10 +18,13 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from eeveepy import Operator
+from eeveepy.aio import running_loop
 from eeveepy.bus.delivery import Handling, Once
+from eeveepy.bus.request import Asked
 from eeveepy.errors import EeveeError, NoRespondersError, RemoteError, RequestTimeoutError
 from eeveepy.protocol.commands import HELP
 from eeveepy.protocol.models import (
@@ -43,6 +46,10 @@ from .settings import RouterSettings
 
 __all__ = ["Router", "create", "main"]
 
+Sent = tuple[CommandInvocation, Asked[CommandResult] | None]
+"""A command's invocation and its request, sent as the line was handled (None: it could not
+be, and is asked again)."""
+
 
 class Router:
     """The router's state and handlers, bound to its :class:`Operator`."""
@@ -56,6 +63,9 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots: asyncio.Semaphore | None = None
         self.once = Once()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._asked: set[Asked[CommandResult]] = set()
+        """Commands whose result is awaited without a task (see :meth:`_answered`)."""
         """The lines taken, by envelope id (shared with the backstop)."""
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -74,6 +84,8 @@ class Router:
 
     async def stop(self) -> None:
         """Cancel the commands still running (bounded)."""
+        for asked in list(self._asked):
+            asked.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -83,20 +95,20 @@ class Router:
 
     async def on_chat(self, env: Envelope[ChatMessage]) -> None:
         """A chat line on the fast path (plain subscription): handled at once."""
-        self._take(env)
+        await self._take(env)
 
     async def on_stored(self, env: Envelope[ChatMessage]) -> None:
         """A line from the stream that the fast path never saw (the router was down, the bus
         away): handled now; the backstop acknowledges it once answered."""
-        self._take(env)
+        await self._take(env)
 
-    def _take(self, env: Envelope[ChatMessage]) -> Handling:
+    async def _take(self, env: Envelope[ChatMessage]) -> Handling:
         handling, first = self.once.take(env.id)
         if first:
-            self._dispatch(env, handling)
+            await self._dispatch(env, handling)
         return handling
 
-    def _dispatch(self, env: Envelope[ChatMessage], track: Handling) -> None:
+    async def _dispatch(self, env: Envelope[ChatMessage], track: Handling) -> None:
         msg = env.body
         if msg.style is not MessageStyle.MESSAGE:  # never answer notices (nor actions)
             return
@@ -132,10 +144,61 @@ class Router:
             if booking.notice:
                 self._spawn(self._notice(env, booking.notice, track.start()))
             return
-        self._spawn(self._answer(env, line, prefixes, reg, allowed, booking.delay, track.start()))
+        slots = self._slots
+        if booking.delay > 0 or reg is None or not allowed or slots is None or slots.locked():
+            track.start()
+            self._spawn(self._answer(env, line, prefixes, reg, allowed, booking.delay, track))
+            return
+        # The common case: the command's request leaves in this turn of the event loop, and
+        # its result is looked at when it comes, without a task (see _answered).
+        await slots.acquire()  # (free: no wait)
+        sent: Sent | None = None
+        try:
+            what = self._invocation(env, line, prefixes, reg)
+            if isinstance(what, CommandInvocation):
+                sent = (what, await self._ask(what, env.trace))
+        except Exception:
+            sent = None  # the task does it again, and says what went wrong
+        track.start()
+        if sent is None or sent[1] is None:
+            self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track, sent, slots))
+            return
+        asked = sent[1]
+        self._asked.add(asked)
+        asked.when_done(partial(self._answered, env, line, prefixes, reg, sent, slots, track))
+
+    def _answered(
+        self,
+        env: Envelope[ChatMessage],
+        line: CommandLine,
+        prefixes: list[str],
+        reg: CommandRegistration,
+        sent: Sent,
+        slots: asyncio.Semaphore,
+        track: Handling,
+        asked: Asked[CommandResult],
+    ) -> None:
+        """The result of a command sent by :meth:`_dispatch` came, or its request failed:
+        ``ok`` ends the line here (the command operator replied itself); anything else
+        (a failure to tell, no responders, a timeout: asking again) is :meth:`_answer`'s."""
+        self._asked.discard(asked)
+        try:
+            ok = asked.result().body.ok
+        except asyncio.CancelledError:  # the router stopping
+            slots.release()
+            return
+        except Exception:
+            ok = False
+        if not ok:
+            self._spawn(self._answer(env, line, prefixes, reg, True, 0.0, track, sent, slots))
+            return
+        slots.release()
+        self.op.log.debug("command ran", command=reg.name, ok=True)
+        track.done = True  # (what ``await track.finish()`` does, from a callback)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        self._loop = loop = running_loop(self._loop)
+        task = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -161,13 +224,19 @@ class Router:
         allowed: bool,
         delay: float,
         track: Handling,
+        sent: Sent | None = None,
+        held: asyncio.Semaphore | None = None,
     ) -> None:
+        """Run the command (or say why not) and reply what went wrong, if anything; ``sent``
+        is its invocation and request when already sent, ``held`` the slot it holds."""
         if delay > 0:
             await asyncio.sleep(delay)
-        slots = self._slots or asyncio.Semaphore(1)
-        async with slots:
+        slots = held or self._slots or asyncio.Semaphore(1)
+        if held is None:
+            await slots.acquire()
+        try:
             try:
-                text = await self._run(env, line, prefixes, reg, allowed)
+                text = await self._run(env, line, prefixes, reg, allowed, sent)
                 # Stored before the line is acknowledged; a router killed in between handles
                 # the line again and replies under the same id, which is kept once.
                 if text:
@@ -177,6 +246,10 @@ class Router:
                 with contextlib.suppress(Exception):
                     await self.op.reply(env, f"`{line.name}` failed: internal error in the router")
             await track.finish()
+        finally:
+            slots.release()
+            if sent is not None and sent[1] is not None:
+                sent[1].cancel()
 
     async def _run(
         self,
@@ -185,6 +258,7 @@ class Router:
         prefixes: list[str],
         reg: CommandRegistration | None,
         allowed: bool,
+        sent: Sent | None = None,
     ) -> str:
         msg = env.body
         how = lead(msg, prefixes, self.op.settings.names)
@@ -196,15 +270,12 @@ class Router:
             return f"unknown command `{line.name}`; try `{how}{HELP}`"
         if not allowed:
             return f"you are not allowed to run `{reg.name}`"
-        parsed = parse_arguments(self.registry.pattern(reg.name), line.text)
-        if parsed is None:
-            return f"usage: {reg.usage or how + reg.name}"
-        args, text = parsed
-        inv = CommandInvocation(command=reg.name, args=args, text=text, message=msg)
-        subject = self.op.subjects.command_run(reg.name)
+        inv, asked = sent or (self._invocation(env, line, prefixes, reg), None)
+        if not isinstance(inv, CommandInvocation):
+            return inv
         started = time.monotonic()
         try:
-            result = await self._request(subject, inv, env.trace)
+            result = await self._request(inv, env.trace, asked)
         except NoRespondersError:
             return f"`{reg.name}` is unavailable right now (its operator is not running)"
         except RequestTimeoutError:
@@ -224,19 +295,52 @@ class Router:
             return f"`{reg.name}` failed: {result.body.message or 'no reason given'}"
         return ""
 
-    async def _request(
-        self, subject: str, inv: CommandInvocation, trace: str
-    ) -> Envelope[CommandResult]:
-        """Ask the command's operators, again while nobody answers for ``retry_for`` seconds
-        (an operator being restarted) and once more after a timeout (its operator may have
-        died while running it). Asking again is safe: a command runs once per chat line in
-        an operator, and its replies, run again elsewhere, carry the same ids."""
+    def _invocation(
+        self,
+        env: Envelope[ChatMessage],
+        line: CommandLine,
+        prefixes: list[str],
+        reg: CommandRegistration,
+    ) -> CommandInvocation | str:
+        """The request of a command line, or the usage to answer when its arguments do not
+        parse."""
+        parsed = parse_arguments(self.registry.pattern(reg.name), line.text)
+        if parsed is None:
+            how = lead(env.body, prefixes, self.op.settings.names)
+            return f"usage: {reg.usage or how + reg.name}"
+        args, text = parsed
+        return CommandInvocation(command=reg.name, args=args, text=text, message=env.body)
+
+    async def _ask(self, inv: CommandInvocation, trace: str) -> Asked[CommandResult] | None:
+        """Send the request of ``inv`` now; None when it could not be (:meth:`_request`
+        then tries again and says why)."""
         s = self.op.settings
-        loop = asyncio.get_running_loop()
+        subject = self.op.subjects.command_run(inv.command)
+        try:
+            return await self.op.ipc.ask(
+                subject, inv, CommandResult, timeout=s.timeout, headers={"trace": trace}
+            )
+        except EeveeError:
+            return None
+
+    async def _request(
+        self, inv: CommandInvocation, trace: str, asked: Asked[CommandResult] | None = None
+    ) -> Envelope[CommandResult]:
+        """Ask the command's operators (``asked``: the request already sent), again while
+        nobody answers for ``retry_for`` seconds (an operator being restarted) and once more
+        after a timeout (its operator may have died while running it). Asking again is safe:
+        a command runs once per chat line in an operator, and its replies, run again
+        elsewhere, carry the same ids."""
+        s = self.op.settings
+        subject = self.op.subjects.command_run(inv.command)
+        loop = running_loop(self._loop)
         give_up = loop.time() + s.retry_for
         delay, timed_out = 0.1, False
         while True:
             try:
+                if asked is not None:
+                    first, asked = asked, None
+                    return await first.reply()
                 return await self.op.ipc.request(
                     subject, inv, CommandResult, timeout=s.timeout, headers={"trace": trace}
                 )
