@@ -5,8 +5,10 @@ operator's own memory, its USS): CPython writes an object's reference count when
 it, so whatever code runs here, and every object it touches, costs the child the pages they
 lie on. What runs between the fork and the operator is therefore kept short: the environment
 is changed where it differs instead of emptied and filled again (≈0.3 MB less), the signals are
-reset without :mod:`signal`'s enum conversions (≈0.15 MB), and what it imports is imported by
-the server already (:data:`~eeveepy.supervisor.preload.PRELOAD`).
+reset without :mod:`signal`'s enum conversions (≈0.15 MB), what it imports is imported by
+the server already (:data:`~eeveepy.supervisor.preload.PRELOAD`), and an operator under a
+supervisor takes over the server's structlog configuration, naming itself in it, instead of
+building its own (:func:`~eeveepy.supervisor.preload.preconfigure`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import traceback
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
-from eeveepy.runtime.contract import ENV_OPERATOR_ID
+import structlog
+
+from eeveepy.logs.setup import adopt_operator_logging
+from eeveepy.runtime.contract import ENV_OPERATOR_ID, ENV_SUPERVISOR
 from eeveepy.runtime.title import operator_title, set_title
 from eeveepy.supervisor.unused import allow_unused
 
@@ -69,7 +74,14 @@ def child(
         if request.get("cwd"):
             os.chdir(request["cwd"])
         random.seed()
-        set_title(operator_title(os.environ.get(ENV_OPERATOR_ID) or request["module"]))
+        operator_id = os.environ.get(ENV_OPERATOR_ID)
+        set_title(operator_title(operator_id or request["module"]))
+        # The server's configuration of an operator's logging, if it is one under a
+        # supervisor; anything else configures structlog (or not) as it would unforked.
+        if not (operator_id and os.environ.get(ENV_SUPERVISOR)) or not adopt_operator_logging(
+            operator_id
+        ):
+            structlog.reset_defaults()
         sys.argv = [request["module"], *request.get("argv", [])]
         if not findable(request["module"]):
             # What `python -m` says, on one line (not a traceback of the fork server's).

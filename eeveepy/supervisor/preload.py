@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Iterable
 
-__all__ = ["FIRST_PARTY", "PRELOAD", "operator_imports", "prebuild", "preload"]
+__all__ = ["FIRST_PARTY", "PRELOAD", "operator_imports", "prebuild", "preconfigure", "preload"]
 
 PRELOAD = (
     "eeveepy.runtime.operator",
@@ -106,3 +106,16 @@ def prebuild() -> list[object]:
         return [EnvelopeDecoder(model) for model in BODY_MODELS]
     except Exception:  # the children build them (and say what is wrong) themselves
         return []
+
+
+def preconfigure() -> None:
+    """Configure structlog as every operator under a supervisor does (JSON lines on stderr,
+    written by a thread that starts on the first line, in the child), for an operator to be
+    named by each child (:func:`~eeveepy.logs.setup.adopt_operator_logging`): the children
+    share the configuration instead of each building it again."""
+    try:
+        from eeveepy.logs.setup import configure_operator_logging
+
+        configure_operator_logging("", json_lines=True)
+    except Exception:  # the children configure it (and say what is wrong) themselves
+        return
