@@ -18,7 +18,6 @@ import atexit
 import contextlib
 import gc
 import os
-import random
 import sys
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
@@ -73,7 +72,7 @@ def child(
         sys.path[0:0] = [p for p in extra if p not in sys.path]
         if request.get("cwd"):
             os.chdir(request["cwd"])
-        random.seed()
+        # (random reseeds itself: its own after-fork handler)
         operator_id = os.environ.get(ENV_OPERATOR_ID)
         set_title(operator_title(operator_id or request["module"]))
         # The server's configuration of an operator's logging, if it is one under a
