@@ -108,14 +108,26 @@ def prebuild() -> list[object]:
         return []
 
 
+REHEARSALS = 10
+"""Events logged into nothing before the fork: more than the interpreter's warm-up (8 calls)
+before it specialises the code they run."""
+
+
 def preconfigure() -> None:
     """Configure structlog as every operator under a supervisor does (JSON lines on stderr,
     written by a thread that starts on the first line, in the child), for an operator to be
     named by each child (:func:`~eeveepy.logs.setup.adopt_operator_logging`): the children
-    share the configuration instead of each building it again."""
+    share the configuration instead of each building it again. Then log a few events through
+    its processors into nothing, so that what a first event builds (structlog's bound logger,
+    the code specialised) is built here once (minimal operator USS x0.99)."""
     try:
+        import structlog
+
         from eeveepy.logs.setup import configure_operator_logging
 
         configure_operator_logging("", json_lines=True)
+        log = structlog.wrap_logger(structlog.ReturnLogger())
+        for n in range(REHEARSALS):
+            log.info("rehearsal", n=n)
     except Exception:  # the children configure it (and say what is wrong) themselves
         return
