@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from eeveepy.protocol.models import BODY_MODELS
 from eeveepy.supervisor.forkchild import replace_environ
 from eeveepy.supervisor.forkserver import ForkServer
 from eeveepy.supervisor.prefork import prefork
-from eeveepy.supervisor.preload import operator_imports, preload
+from eeveepy.supervisor.preload import operator_imports, prebuild, preload, rehearse_envelopes
 
 
 def test_an_operators_imports_are_read_from_the_code_that_runs_as_main() -> None:
@@ -85,3 +86,10 @@ async def test_a_pre_forked_server_holds_the_configured_operators_imports(
         assert server.running
     finally:
         await server.stop()
+
+
+def test_the_envelopes_every_operator_uses_are_rehearsed_before_the_fork() -> None:
+    # prebuild() keeps going when the rehearsal fails (the children then build what it would
+    # have): here it must run through, or it would silently share nothing.
+    rehearse_envelopes()
+    assert [d.model for d in prebuild()] == list(BODY_MODELS)  # type: ignore[attr-defined]
