@@ -242,3 +242,29 @@ async def test_a_child_under_a_supervisor_logs_as_its_operator_through_the_serve
         assert child.stdout is not None
         assert await asyncio.wait_for(child.stdout.read(), 10) == b"False\n"
         assert await asyncio.wait_for(child.wait(), 10) == 0
+
+
+async def test_a_child_runs_its_own_event_loop_after_the_servers_rehearsal(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    # The server ran a loop of the operators' kind before it forked (rehearse_loop): nothing
+    # of it is left to a child, which runs a loop of its own, signals and all.
+    write_module(
+        tmp_path / "mods",
+        "fs_loop",
+        "import asyncio, os, signal, threading\n"
+        "from eeveepy.aio import loop_factory, run\n"
+        "print(asyncio._get_running_loop(), threading.active_count(), flush=True)\n"
+        "async def main():\n"
+        "    got = asyncio.Event()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, got.set)\n"
+        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    await asyncio.wait_for(got.wait(), 5)\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+        "print(run(main(), loop_factory()), flush=True)\n",
+    )
+    child = await server.spawn("fs_loop", [], {"PYTHONPATH": str(tmp_path / "mods")})
+    assert child.stdout is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert out.decode().splitlines() == ["None 1", "uvloop"]

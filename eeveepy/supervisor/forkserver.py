@@ -38,7 +38,7 @@ from eeveepy.errors import ForkServerError
 from eeveepy.runtime.title import set_title
 from eeveepy.supervisor import forkchild
 from eeveepy.supervisor.forkchild import MAX_FDS
-from eeveepy.supervisor.preload import PRELOAD, prebuild, preconfigure
+from eeveepy.supervisor.preload import PRELOAD, prebuild, preconfigure, rehearse_loop
 from eeveepy.supervisor.preload import preload as load
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no co
     load(preload)
     built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
     preconfigure()
+    rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
