@@ -7,8 +7,9 @@ process differ in a few choices only:
 process                           lines                        also
 ================================  ===========================  ==============================
 operator under a supervisor       JSON, at most 16 KiB each,   ``operator`` key on each event
-                                  written by a thread into
-                                  the supervisor's pipe
+                                  into the supervisor's pipe
+                                  (a thread writes those it
+                                  cannot take at once)
 operator run by hand              console text on stderr       ``operator`` key on each event
 supervisor (``eevee up``)         console text or JSON on      each event shipped to the bus
                                   stderr or the live status
