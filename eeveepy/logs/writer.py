@@ -106,15 +106,15 @@ class StderrJsonWriter:
     """A structlog logger factory whose loggers never block.
 
     Rendering happens in the caller (the processor chain). When ``stream`` (``sys.stderr`` by
-    default) is a pipe, nothing is queued and the pipe has room, the rendered line is written
-    at once, without waiting (through a descriptor of its own opened non-blocking, so that
-    other writers of the stream still wait as before). Otherwise it goes into a bounded
-    :class:`queue.Queue` (``capacity`` lines) and a daemon thread writes it, and the lines
-    after it too until the queue is empty. When the queue is full the line is dropped and
-    counted; once the thread has caught up (the queue at half its capacity or less) it writes
-    one JSON warning event ``"log lines dropped"`` with ``"dropped": n``. So a log call costs
-    the rendering and a write or a queue put, even when whoever reads the stream is slow or
-    stuck.
+    default) is a pipe and has room, the rendered line is written at once, without waiting
+    (through a descriptor of its own opened non-blocking, so that other writers of the stream
+    still wait as before). The first line the pipe cannot take goes into a bounded
+    :class:`queue.Queue` (``capacity`` lines) and a daemon thread writes it, and every line
+    after it too, in batches (a process that fills the pipe once may well do so again). When
+    the queue is full the line is dropped and counted; once the thread has caught up (the
+    queue at half its capacity or less) it writes one JSON warning event ``"log lines
+    dropped"`` with ``"dropped": n``. So a log call costs the rendering and a write or a queue
+    put, even when whoever reads the stream is slow or stuck.
 
     The thread starts on the first line queued (and again in a forked child): an operator
     whose supervisor keeps up with its lines never starts it (a thread's start is ≈2 % of a
@@ -188,7 +188,9 @@ class StderrJsonWriter:
         with self._lock:
             if self._fd is None:
                 self._fd = self._open_direct()
-            if self._fd < 0 or self._closed or self._queue.unfinished_tasks:
+            # Once the pipe was full, the thread writes everything (in batches: a flood of
+            # lines costs the reader one wake-up per batch, not per line).
+            if self._fd < 0 or self._closed or self._thread is not None:
                 return False
             try:
                 # Up to PIPE_BUF bytes: written whole, or not at all (no room: queued).
