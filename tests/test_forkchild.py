@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import runpy
 import sys
 from pathlib import Path
 
 import pytest
 
-from eeveepy.supervisor.forkchild import replace_environ
+from eeveepy.protocol.models import BODY_MODELS
+from eeveepy.supervisor.forkchild import CompiledFinder, replace_environ
 from eeveepy.supervisor.forkserver import ForkServer
 from eeveepy.supervisor.prefork import prefork
-from eeveepy.supervisor.preload import operator_imports, preload
+from eeveepy.supervisor.preload import (
+    Compiled,
+    compile_mains,
+    operator_imports,
+    prebuild,
+    preload,
+    rehearse_envelopes,
+    source_stamp,
+)
 
 
 def test_an_operators_imports_are_read_from_the_code_that_runs_as_main() -> None:
@@ -85,3 +95,44 @@ async def test_a_pre_forked_server_holds_the_configured_operators_imports(
         assert server.running
     finally:
         await server.stop()
+
+
+def test_the_envelopes_every_operator_uses_are_rehearsed_before_the_fork() -> None:
+    # prebuild() keeps going when the rehearsal fails (the children then build what it would
+    # have): here it must run through, or it would silently share nothing.
+    rehearse_envelopes()
+    assert [d.model for d in prebuild()] == list(BODY_MODELS)  # type: ignore[attr-defined]
+
+
+def test_an_operators_main_is_compiled_before_the_fork_as_the_interpreter_would() -> None:
+    table = compile_mains(["operators.echo", "operators.router", "tests.operators.null_operator"])
+    assert sorted(table) == ["operators.echo", "operators.router"]  # first-party ones only
+    router = table["operators.router"]
+    assert router.name == "operators.router.__main__"
+    assert router.path.endswith("operators/router/__main__.py")
+    with open(router.path, "rb") as f:
+        source = f.read()
+    assert router.code.co_code == compile(source, router.path, "exec", dont_inherit=True).co_code
+    assert router.stamp == source_stamp(router.path)
+
+
+def test_a_child_runs_the_code_compiled_before_the_fork_while_the_source_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "cf_probe.py"
+    module.write_text("WHERE = 'source'\n")
+    path = str(module)
+    code = compile("WHERE = 'compiled'\n", path, "exec")
+    compiled = Compiled("cf_probe", path, source_stamp(path), code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    sys.meta_path.insert(0, CompiledFinder(compiled))
+    assert runpy.run_module("cf_probe")["WHERE"] == "compiled"
+    assert not [f for f in sys.meta_path if isinstance(f, CompiledFinder)]  # once only
+    # Found elsewhere than where it was compiled from: the file found runs.
+    sys.meta_path.insert(0, CompiledFinder(Compiled("cf_probe", "/elsewhere.py", (0, 0), code)))
+    assert runpy.run_module("cf_probe")["WHERE"] == "source"
+    # Changed since it was compiled: the new source runs.
+    module.write_text("WHERE = 'changed source'\n")
+    sys.meta_path.insert(0, CompiledFinder(compiled))
+    assert runpy.run_module("cf_probe")["WHERE"] == "changed source"

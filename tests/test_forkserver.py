@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -208,3 +209,62 @@ async def test_a_server_forked_from_the_supervisor_is_taken_over(tmp_path: Path)
     assert unused is not None
     unused.close()
     assert unused.process.returncode is not None
+
+
+async def test_a_child_under_a_supervisor_logs_as_its_operator_through_the_servers_setup(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    # The server configured structlog as an operator's before it forked: the child names its
+    # operator in every event; a child that is no operator under a supervisor finds structlog
+    # unconfigured, as a fresh interpreter would.
+    write_module(
+        tmp_path / "mods",
+        "fs_log",
+        "import structlog\n"
+        "print(structlog.is_configured(), flush=True)\n"
+        "if structlog.is_configured():\n"
+        "    structlog.get_logger('probe').info('hello', n=1)\n",
+    )
+    mods = {"PYTHONPATH": str(tmp_path / "mods")}
+    env = {**mods, "EEVEE_OPERATOR_ID": "echo.one", "EEVEE_SUPERVISOR": "sup"}
+    child = await server.spawn("fs_log", [], env)
+    assert child.stdout is not None
+    assert child.stderr is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    err = await asyncio.wait_for(child.stderr.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert out == b"True\n"
+    event = json.loads(err)
+    assert (event["event"], event["n"], event["logger"]) == ("hello", 1, "probe")
+    assert (event["operator"], event["level"]) == ("echo.one", "info")
+    for other in (mods, {**mods, "EEVEE_OPERATOR_ID": "echo.one"}):
+        child = await server.spawn("fs_log", [], other)
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.read(), 10) == b"False\n"
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+
+
+async def test_a_child_runs_its_own_event_loop_after_the_servers_rehearsal(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    # The server ran a loop of the operators' kind before it forked (rehearse_loop): nothing
+    # of it is left to a child, which runs a loop of its own, signals and all.
+    write_module(
+        tmp_path / "mods",
+        "fs_loop",
+        "import asyncio, os, signal, threading\n"
+        "from eeveepy.aio import loop_factory, run\n"
+        "print(asyncio._get_running_loop(), threading.active_count(), flush=True)\n"
+        "async def main():\n"
+        "    got = asyncio.Event()\n"
+        "    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, got.set)\n"
+        "    os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    await asyncio.wait_for(got.wait(), 5)\n"
+        "    return type(asyncio.get_running_loop()).__module__\n"
+        "print(run(main(), loop_factory()), flush=True)\n",
+    )
+    child = await server.spawn("fs_loop", [], {"PYTHONPATH": str(tmp_path / "mods")})
+    assert child.stdout is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    assert out.decode().splitlines() == ["None 1", "uvloop"]

@@ -73,6 +73,28 @@ def test_writer_never_blocks_on_a_stuck_pipe(restore_structlog: None) -> None:
     assert [t["i"] for t in ticks] == sorted(t["i"] for t in ticks)
 
 
+def test_writer_writes_at_once_while_the_pipe_has_room(restore_structlog: None) -> None:
+    # No thread while the supervisor keeps up: each line is in the pipe when the call returns.
+    r, w = os.pipe()
+    out = os.fdopen(w, "w", encoding="utf-8")
+    threads = set(threading.enumerate())
+    try:
+        writer = configure_operator_logging("echo", json_lines=True, stream=out)
+        assert writer is not None
+        log = structlog.get_logger("test")
+        for i in range(3):
+            log.info("tick", i=i)
+            line = json.loads(os.read(r, 65536))
+            assert (line["event"], line["i"], line["operator"]) == ("tick", i, "echo")
+        assert set(threading.enumerate()) == threads
+        writer.close(WAIT)
+        log.info("after close")
+        assert writer.dropped == 1
+    finally:
+        out.close()
+        os.close(r)
+
+
 def test_operator_json_lines_round_trip_through_record_from_line(
     restore_structlog: None,
 ) -> None:

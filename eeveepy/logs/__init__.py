@@ -2,7 +2,7 @@
 
 The path of one log event, one module per step::
 
-    operator: structlog (setup), one JSON line on stderr written by a thread (writer, render)
+    operator: structlog (setup), one JSON line on stderr, never blocking (writer, render)
       -> supervisor reads the pipe; the line becomes a LogRecord (records)
       -> LogShipper publishes it on {p}.log.{level}.{operator_id} (shipper)
       -> the JetStream stream <PREFIX>_LOGS keeps recent history (stream)

@@ -7,8 +7,9 @@ process differ in a few choices only:
 process                           lines                        also
 ================================  ===========================  ==============================
 operator under a supervisor       JSON, at most 16 KiB each,   ``operator`` key on each event
-                                  written by a thread into
-                                  the supervisor's pipe
+                                  into the supervisor's pipe
+                                  (a thread writes those it
+                                  cannot take at once)
 operator run by hand              console text on stderr       ``operator`` key on each event
 supervisor (``eevee up``)         console text or JSON on      each event shipped to the bus
                                   stderr or the live status
@@ -36,7 +37,12 @@ from eeveepy.logs.render import BoundedJSONRenderer
 from eeveepy.logs.writer import ConsoleLoggerFactory, SafeStream, StderrJsonWriter
 from eeveepy.protocol.models import LogRecord
 
-__all__ = ["configure_logging", "configure_operator_logging", "configure_supervisor_logging"]
+__all__ = [
+    "adopt_operator_logging",
+    "configure_logging",
+    "configure_operator_logging",
+    "configure_supervisor_logging",
+]
 
 Processor = Callable[[Any, str, MutableMapping[str, Any]], Any]
 EventDict = MutableMapping[str, Any]
@@ -49,12 +55,19 @@ def _add_logger_name(logger: Any, method_name: str, event_dict: EventDict) -> Ev
     return event_dict
 
 
-def _add_operator(operator_id: str) -> Processor:
-    def processor(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
-        event_dict.setdefault("operator", operator_id)
-        return event_dict
+class _AddOperator:
+    """The processor adding ``"operator": <id>`` to each event; the id can be set later (a
+    forked child takes over the configuration its fork server made, see
+    :func:`adopt_operator_logging`)."""
 
-    return processor
+    __slots__ = ("operator_id",)
+
+    def __init__(self, operator_id: str) -> None:
+        self.operator_id = operator_id
+
+    def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("operator", self.operator_id)
+        return event_dict
 
 
 def _shipper(submit: Callable[[LogRecord], None] | None, source: str) -> Processor:
@@ -132,7 +145,7 @@ def configure_logging(
         _add_logger_name,
     ]
     if operator is not None:
-        processors.append(_add_operator(operator))
+        processors.append(_AddOperator(operator))
     processors += [
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
@@ -187,6 +200,25 @@ def configure_operator_logging(
         piped=json_lines,
         capacity=capacity,
     )
+
+
+def adopt_operator_logging(operator_id: str) -> bool:
+    """Make the operator configuration of a fork server this child's: every event names
+    ``operator_id`` from now on. True when there was one (the fork server made it with
+    :func:`configure_operator_logging` before it forked, so that its children share it instead
+    of each building it again); False leaves structlog as it was."""
+    try:
+        config = structlog.get_config()
+    except Exception:  # pragma: no cover - structlog's API
+        return False
+    writer = config.get("logger_factory")
+    fields = [p for p in config.get("processors", ()) if isinstance(p, _AddOperator)]
+    if not (isinstance(writer, StderrJsonWriter) and fields):
+        return False
+    writer.operator = operator_id
+    for field in fields:
+        field.operator_id = operator_id
+    return True
 
 
 def configure_supervisor_logging(

@@ -3,7 +3,8 @@
 structlog hands each rendered line to a logger made by a logger factory. On a console (the
 supervisor, an operator run by hand, the CLI) that is :class:`ConsoleLoggerFactory` over a
 :class:`SafeStream`. An operator under a supervisor writes into the pipe the supervisor reads,
-which can be slow or stuck: :class:`StderrJsonWriter` queues the line and a thread writes it.
+which can be slow or stuck: :class:`StderrJsonWriter` writes the line at once when the pipe
+takes it without waiting, else queues it and a thread writes it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import contextlib
 import json
 import os
 import queue
+import select
+import stat
 import sys
 import threading
 from typing import Any, TextIO
@@ -49,6 +52,10 @@ class SafeStream:
                 self._stream.flush()
             except (OSError, ValueError):
                 self.broken = True
+
+    def fileno(self) -> int:
+        """The stream's file descriptor (raises as the stream's own ``fileno`` does)."""
+        return self._stream.fileno()
 
     def isatty(self) -> bool:
         """Whether the stream is a terminal (False when it cannot tell)."""
@@ -96,16 +103,22 @@ class _QueueLogger:
 
 
 class StderrJsonWriter:
-    """A structlog logger factory whose loggers never block: a thread does the writing.
+    """A structlog logger factory whose loggers never block.
 
-    Rendering happens in the caller (the processor chain); the rendered line goes into a
-    bounded :class:`queue.Queue` (``capacity`` lines) and a daemon thread writes it to
-    ``stream`` (``sys.stderr`` by default). When the queue is full the line is dropped and
-    counted; once the thread has caught up (the queue at half its capacity or less) it writes
-    one JSON warning event ``"log lines dropped"`` with ``"dropped": n``. So a log call costs
-    the rendering and a queue put, even when whoever reads the stream is slow or stuck.
+    Rendering happens in the caller (the processor chain). When ``stream`` (``sys.stderr`` by
+    default) is a pipe and has room, the rendered line is written at once, without waiting
+    (through a descriptor of its own opened non-blocking, so that other writers of the stream
+    still wait as before). The first line the pipe cannot take goes into a bounded
+    :class:`queue.Queue` (``capacity`` lines) and a daemon thread writes it, and every line
+    after it too, in batches (a process that fills the pipe once may well do so again). When
+    the queue is full the line is dropped and counted; once the thread has caught up (the
+    queue at half its capacity or less) it writes one JSON warning event ``"log lines
+    dropped"`` with ``"dropped": n``. So a log call costs the rendering and a write or a queue
+    put, even when whoever reads the stream is slow or stuck.
 
-    The thread starts on the first write (and again in a forked child).
+    The thread starts on the first line queued (and again in a forked child): an operator
+    whose supervisor keeps up with its lines never starts it (a thread's start is ≈2 % of a
+    minimal forked operator's own memory).
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class StderrJsonWriter:
         self._reported = 0
         self._errors = 0
         self._closed = False
+        self._fd: int | None = None  # the direct descriptor: None not opened yet, -1 none
 
     def __call__(self, *args: Any) -> _QueueLogger:
         """The logger factory: ``structlog.get_logger(name)`` ends here."""
@@ -154,24 +168,66 @@ class StderrJsonWriter:
         if self._closed:
             self._count_drop()
             return
-        if self._thread is None or self._pid != os.getpid():
+        if self._pid != os.getpid():
+            self._forked()
+        if self._direct(line):
+            return
+        if self._thread is None:
             self._start_thread()
         try:
             self._queue.put_nowait(line)
         except queue.Full:
             self._count_drop()
 
+    def _direct(self, line: str) -> bool:
+        """Write ``line`` now if nothing is queued and the pipe takes it whole without
+        waiting; False when it must be queued."""
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        if len(data) > select.PIPE_BUF:  # a longer write to a pipe may be cut short
+            return False
+        with self._lock:
+            if self._fd is None:
+                self._fd = self._open_direct()
+            # Once the pipe was full, the thread writes everything (in batches: a flood of
+            # lines costs the reader one wake-up per batch, not per line).
+            if self._fd < 0 or self._closed or self._thread is not None:
+                return False
+            try:
+                # Up to PIPE_BUF bytes: written whole, or not at all (no room: queued).
+                os.write(self._fd, data)
+            except BlockingIOError:
+                return False
+            except OSError:  # the reader is gone
+                self._errors += 1
+        return True
+
+    def _open_direct(self) -> int:
+        """A non-blocking descriptor of the stream's pipe, -1 if it is none. Opened anew
+        (not duplicated), so that it is non-blocking alone."""
+        try:
+            fd = self._stream.fileno()
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return -1
+            return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, ValueError, AttributeError):  # no descriptor, or no /proc
+            return -1
+
     def _count_drop(self) -> None:
         with self._lock:
             self._dropped += 1
 
+    def _forked(self) -> None:
+        """In a forked child: the parent's thread, lock, queue and descriptor are not ours."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._queue = queue.Queue(self.capacity)
+        self._thread = None
+        if self._fd is not None and self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+
     def _start_thread(self) -> None:
-        pid = os.getpid()
-        if self._pid != pid:  # forked: the parent's thread, lock and queue are not ours
-            self._pid = pid
-            self._lock = threading.Lock()
-            self._queue = queue.Queue(self.capacity)
-            self._thread = None
         with self._lock:
             if self._thread is not None:
                 return
@@ -233,7 +289,12 @@ class StderrJsonWriter:
     def close(self, timeout: float = 1.0) -> None:
         """Write what is queued (bounded) and stop the thread; later lines are dropped."""
         self.flush(timeout)
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            if self._fd is not None and self._fd >= 0 and self._pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+                self._fd = -1
         if self._thread is not None and self._pid == os.getpid():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)

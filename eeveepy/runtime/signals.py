@@ -8,6 +8,7 @@ level. Whatever was installed before is put back when the serve ends.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # no stub: signal's C half, without the enums
 import asyncio
 import contextlib
 import signal
@@ -37,7 +38,9 @@ def capture_signals(
     installed: list[tuple[int, Any]] = []
     try:
         for sig, callback in handlers:
-            previous = signal.getsignal(sig)
+            # signal.getsignal converts to its enum, which fails for a function and formats
+            # the handler's repr (asyncio's: its loop, task and all) into an error first.
+            previous = _signal.getsignal(sig)
             try:
                 loop.add_signal_handler(sig, callback)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread

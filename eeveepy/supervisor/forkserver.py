@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -38,7 +38,13 @@ from eeveepy.errors import ForkServerError
 from eeveepy.runtime.title import set_title
 from eeveepy.supervisor import forkchild
 from eeveepy.supervisor.forkchild import MAX_FDS
-from eeveepy.supervisor.preload import PRELOAD, prebuild
+from eeveepy.supervisor.preload import (
+    PRELOAD,
+    Compiled,
+    prebuild,
+    preconfigure,
+    rehearse_loop,
+)
 from eeveepy.supervisor.preload import preload as load
 
 if TYPE_CHECKING:
@@ -56,10 +62,16 @@ integrations no operator needs from the server left out (:mod:`~eeveepy.supervis
 # The server process
 
 
-def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no cover - child
-    """Be the fork server on ``sock`` (never returns): preload, then fork on request."""
+def serve(
+    sock: socket.socket, preload: Sequence[str], compiled: Mapping[str, Compiled] | None = None
+) -> None:  # pragma: no cover - child
+    """Be the fork server on ``sock`` (never returns): preload, then fork on request; each
+    child of a module in ``compiled`` runs the code compiled there (see
+    :func:`~eeveepy.supervisor.preload.compile_mains`)."""
     load(preload)
     built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    preconfigure()
+    rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
@@ -94,7 +106,7 @@ def serve(sock: socket.socket, preload: Sequence[str]) -> None:  # pragma: no co
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
-                _spawn(sock, rfd, wfd, request, child_fds)
+                _spawn(sock, rfd, wfd, request, child_fds, compiled)
             for fd in pending:
                 os.close(fd)
 
@@ -118,7 +130,12 @@ def _reap(sock: socket.socket) -> None:  # pragma: no cover - child
 
 
 def _spawn(
-    sock: socket.socket, rfd: int, wfd: int, request: dict[str, Any], fds: list[int]
+    sock: socket.socket,
+    rfd: int,
+    wfd: int,
+    request: dict[str, Any],
+    fds: list[int],
+    compiled: Mapping[str, Compiled] | None,
 ) -> None:  # pragma: no cover - child
     n = request.get("spawn")
     tie = die_with_parent()  # built here: the child's parent is this server
@@ -130,7 +147,7 @@ def _spawn(
         sock.sendall(json.dumps({"spawned": n, "error": str(exc)}).encode() + b"\n")
         return
     if pid == 0:
-        forkchild.child(lambda: _close(sock, rfd, wfd), request, fds, tie)
+        forkchild.child(lambda: _close(sock, rfd, wfd), request, fds, tie, compiled)
     for fd in fds:
         os.close(fd)
     sock.sendall(json.dumps({"spawned": n, "pid": pid}).encode() + b"\n")

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from eeveepy.aio import die_with_parent
 from eeveepy.runtime.title import set_title
 from eeveepy.supervisor.forkserver import serve
-from eeveepy.supervisor.preload import PRELOAD, operator_imports, prebuild, preload
+from eeveepy.supervisor.preload import (
+    PRELOAD,
+    Compiled,
+    compile_mains,
+    operator_imports,
+    prebuild,
+    preload,
+)
 
 __all__ = ["ForkedProcess", "PreForked", "prefork"]
 
@@ -101,11 +108,18 @@ def prefork(modules: Iterable[str] = ()) -> PreForked | None:
 
     Call it before any thread, event loop or file the server must not hold is started or opened.
     """
+    modules = list(modules)
     names = (*PRELOAD, *operator_imports(modules))
     preload(names)
     # Built here, where the supervisor uses some of them too, instead of in the server after
     # the fork, where each allocation would write to a page the two share.
     shared = prebuild()
+    # The code of what runs as each first-party operator's __main__, compiled once here:
+    # each child would compile its source again (a module such as seen or karma: ≈0.8 MB of
+    # the compiler's garbage left in it). Held by the supervisor too: freed, it would be
+    # written to.
+    compiled = compile_mains(modules)
+    shared.append(compiled)
     for stream in (sys.stdout, sys.stderr):  # or what they hold is written by every child
         with contextlib.suppress(Exception):
             stream.flush()
@@ -124,7 +138,7 @@ def prefork(modules: Iterable[str] = ()) -> PreForked | None:
         return None
     if pid == 0:  # pragma: no cover - child
         try:
-            _become_server(ours, theirs, tie, names)
+            _become_server(ours, theirs, tie, names, compiled)
         finally:
             os._exit(1)
     theirs.close()
@@ -136,6 +150,7 @@ def _become_server(
     theirs: socket.socket,
     tie: object,
     names: tuple[str, ...],
+    compiled: dict[str, Compiled],
 ) -> None:  # pragma: no cover - child
     ours.close()
     keep = theirs.fileno()
@@ -154,4 +169,4 @@ def _become_server(
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - ours for the process's life
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
     set_title("eevee: fork server")
-    serve(theirs, names)  # imported already: frozen and shared
+    serve(theirs, names, compiled)  # imported already: frozen and shared

@@ -266,8 +266,9 @@ def default_system_memory(settle: float = 3.0) -> dict[str, Any]:
             time.sleep(settle)
             supervisor = psutil.Process(up.pid)
             kinds: dict[str, list[tuple[float, float]]] = {}
+            titled: dict[str, float] = {}
             for proc in [supervisor, *supervisor.children(recursive=True)]:
-                name = " ".join(proc.cmdline())
+                name = " ".join(proc.cmdline()).strip()
                 kind = (
                     "supervisor"
                     if proc.pid == up.pid
@@ -278,6 +279,8 @@ def default_system_memory(settle: float = 3.0) -> dict[str, Any]:
                     else "operator"
                 )
                 kinds.setdefault(kind, []).append(_memory(proc))
+                if kind == "operator":  # titled "eevee: <id>"
+                    titled[name.removeprefix("eevee: ")] = kinds[kind][-1][0]
         finally:
             up.terminate()
             up.wait(30)
@@ -289,6 +292,7 @@ def default_system_memory(settle: float = 3.0) -> dict[str, Any]:
         "python_pss_mb": sum(pss for k, v in kinds.items() if k != "nats-server" for _, pss in v),
         "uss_mb": {k: statistics.median(uss for uss, _ in v) for k, v in kinds.items()},
         "operators": len(kinds.get("operator", [])),
+        "operator_uss_mb": dict(sorted(titled.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -313,6 +317,8 @@ def print_memory(minimal_uss: float) -> None:
                 f"    {kind + (' (median)' if kind == 'operator' else '')}: USS"
                 f" {uss[kind]:.1f} MB = {uss[kind] / base_uss:.2f}x the baseline's USS"
             )
+    each = ", ".join(f"{op} {mb:.1f}" for op, mb in system["operator_uss_mb"].items())
+    print(f"    each operator's USS (MB): {each}")
     print(
         f"  minimal forked operator: USS {minimal_uss:.1f} MB ="
         f" {minimal_uss / base_uss:.2f}x the baseline's USS (target <= 6 MB)"
