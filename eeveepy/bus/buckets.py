@@ -1,4 +1,5 @@
-"""Operators' key-value buckets, made by the supervisor before the operators start.
+"""Operators' key-value buckets, made by the supervisor (before the operators start, or when
+first looked up).
 
 Making a bucket is making a JetStream stream, and whoever may make a stream chooses the
 subjects it captures: an operator allowed to create its own bucket could capture other
@@ -7,13 +8,13 @@ the supervisor creates buckets (:class:`BucketsUnderWay`, the same configuration
 would use, with ``[bus] replicas`` copies), and an operator may only use its own (see
 :mod:`eeveepy.bus.permissions`).
 
-On the embedded server, the bucket of an operator run by the eeveepy runtime (a ``module``) is
-made when it is first looked up instead (:meth:`BucketsUnderWay.on_lookup`): nats-server tells
-of every JetStream API request in an audit advisory, and the runtime keeps looking its bucket
-up until it is there (:func:`~eeveepy.runtime.kv.open_bucket`). Most operators never use
-theirs, and a new bucket is a stream of its own (files, goroutines): made for each of 200 new
-operators, they were two thirds of nats-server's CPU while they started, and each start waited
-for its bucket.
+On the embedded server under the default prefix, the bucket of an operator run by the eeveepy
+runtime (a ``module``) is made when it is first looked up instead
+(:meth:`BucketsUnderWay.on_lookup`): nats-server tells of every JetStream API request in an
+audit advisory, and the runtime keeps looking its bucket up until it is there
+(:func:`~eeveepy.runtime.kv.open_bucket`). Most operators never use theirs, and a new bucket
+is a stream of its own (files, goroutines): made for each of 200 new operators, they were two
+thirds of nats-server's CPU while they started, and each start waited for its bucket.
 
 Bucket names carry the subject prefix (:func:`~eeveepy.bus.names.kv_bucket_name`). Under the
 default prefix they are the names eeveepy always used; under another prefix an installation
@@ -90,7 +91,10 @@ class BucketsUnderWay:
         migrate: bool = False,
     ) -> None:
         """Begin making the buckets of ``operator_ids`` now (:meth:`make`), those of ``lazy``
-        when first looked up (:meth:`on_lookup`)."""
+        when first looked up (:meth:`on_lookup`), unless a bucket may be copied from its old
+        name: its operator must not start before the copy is whole."""
+        if migrate and prefix != DEFAULT_PREFIX:
+            lazy = ()
         now = [op_id for op_id in operator_ids if op_id not in lazy]
         how: dict[str, Any] = {"prefix": prefix, "replicas": replicas, "migrate": migrate}
         self.make(nc.jetstream(), now, log, **how)
