@@ -125,3 +125,19 @@ async def test_without_a_maker_the_lookups_end_and_the_runtime_makes_it(nc: Nats
     assert 0.5 <= loop.time() - started < 5
     assert (await kv.status()).bucket == bucket
     await nc.jetstream().delete_key_value(bucket)
+
+
+async def test_no_lazy_bucket_where_one_may_be_copied_first(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    op_id, prefix = "eager" + uuid.uuid4().hex[:8], "acme.lazy"
+    buckets = BucketsUnderWay()
+    log = structlog.get_logger("test")
+    await buckets.begin(nc, [op_id], {op_id}, log, prefix=prefix, migrate=True)
+    try:
+        await buckets.wait(op_id)  # made now, not when looked up: a start waits for it
+        names = {info.config.name for info in await js.streams_info()}
+        assert f"KV_{kv_bucket_name(op_id, prefix)}" in names
+    finally:
+        await buckets.stop(timeout=5)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_key_value(kv_bucket_name(op_id, prefix))
