@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 
 from eeveepy.bus.buckets import BucketsUnderWay
 from eeveepy.bus.names import kv_bucket_name
+from eeveepy.runtime.kv import open_bucket
 
 
 async def _made(
@@ -88,3 +89,55 @@ async def test_buckets_under_way_stop_within_its_bound(nc: NatsClient) -> None:
     t0 = time.monotonic()
     await buckets.stop(timeout=1.0)
     assert time.monotonic() - t0 < 2.0
+
+
+async def streams(js: JetStreamContext, *op_ids: str) -> set[str]:
+    """Which of the buckets of ``op_ids`` exist, by their streams' names (listed: a lookup
+    would make a lazy one)."""
+    wanted = {f"KV_{kv_bucket_name(op_id)}" for op_id in op_ids}
+    return {info.config.name for info in await js.streams_info()} & wanted  # type: ignore[misc]
+
+
+async def test_a_lazy_bucket_is_made_when_first_looked_up_and_only_then(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    used, unused = ("lazy" + uuid.uuid4().hex[:8] for _ in range(2))
+    buckets = BucketsUnderWay()
+    await buckets.begin(nc, [used, unused], {used, unused}, structlog.get_logger("test"))
+    try:
+        await asyncio.sleep(0.3)
+        assert not await streams(js, used, unused)  # nothing made until looked up
+        # The runtime's way: look up, and again, until the supervisor has made it.
+        kv = await open_bucket(nc, kv_bucket_name(used), wait=10)
+        assert (await kv.status()).bucket == kv_bucket_name(used)
+        await asyncio.sleep(0.3)
+        assert await streams(js, used, unused) == {f"KV_{kv_bucket_name(used)}"}
+    finally:
+        await buckets.stop(timeout=5)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_key_value(kv_bucket_name(used))
+
+
+async def test_without_a_maker_the_lookups_end_and_the_runtime_makes_it(nc: NatsClient) -> None:
+    bucket = kv_bucket_name("alone" + uuid.uuid4().hex[:8])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    kv = await open_bucket(nc, bucket, wait=0.5)  # (this user may make streams)
+    assert 0.5 <= loop.time() - started < 5
+    assert (await kv.status()).bucket == bucket
+    await nc.jetstream().delete_key_value(bucket)
+
+
+async def test_no_lazy_bucket_where_one_may_be_copied_first(nc: NatsClient) -> None:
+    js = nc.jetstream()
+    op_id, prefix = "eager" + uuid.uuid4().hex[:8], "acme.lazy"
+    buckets = BucketsUnderWay()
+    log = structlog.get_logger("test")
+    await buckets.begin(nc, [op_id], {op_id}, log, prefix=prefix, migrate=True)
+    try:
+        await buckets.wait(op_id)  # made now, not when looked up: a start waits for it
+        names = {info.config.name for info in await js.streams_info()}
+        assert f"KV_{kv_bucket_name(op_id, prefix)}" in names
+    finally:
+        await buckets.stop(timeout=5)
+        with contextlib.suppress(NotFoundError):
+            await js.delete_key_value(kv_bucket_name(op_id, prefix))

@@ -1,4 +1,5 @@
-"""Operators' key-value buckets, made by the supervisor before the operators start.
+"""Operators' key-value buckets, made by the supervisor (before the operators start, or when
+first looked up).
 
 Making a bucket is making a JetStream stream, and whoever may make a stream chooses the
 subjects it captures: an operator allowed to create its own bucket could capture other
@@ -6,6 +7,14 @@ parties' subjects in it (replies, logs) and read them back. So, with bus permiss
 the supervisor creates buckets (:class:`BucketsUnderWay`, the same configuration the runtime
 would use, with ``[bus] replicas`` copies), and an operator may only use its own (see
 :mod:`eeveepy.bus.permissions`).
+
+On the embedded server under the default prefix, the bucket of an operator run by the eeveepy
+runtime (a ``module``) is made when it is first looked up instead
+(:meth:`BucketsUnderWay.on_lookup`): nats-server tells of every JetStream API request in an
+audit advisory, and the runtime keeps looking its bucket up until it is there
+(:func:`~eeveepy.runtime.kv.open_bucket`). Most operators never use theirs, and a new bucket
+is a stream of its own (files, goroutines): made for each of 200 new operators, they were two
+thirds of nats-server's CPU while they started, and each start waited for its bucket.
 
 Bucket names carry the subject prefix (:func:`~eeveepy.bus.names.kv_bucket_name`). Under the
 default prefix they are the names eeveepy always used; under another prefix an installation
@@ -17,8 +26,14 @@ one once, and leaves the old bucket for its owner to delete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import json
+from collections.abc import Collection, Iterable
+from typing import Any
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import KeyValueConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NoKeysError, NotFoundError
@@ -28,7 +43,11 @@ from eeveepy.bus.jetstream import explain
 from eeveepy.bus.names import kv_bucket_name
 from eeveepy.protocol.subjects import DEFAULT_PREFIX
 
-__all__ = ["BucketsUnderWay", "ensure_bucket"]
+__all__ = ["AUDIT_SUBJECT", "BucketsUnderWay", "ensure_bucket"]
+
+AUDIT_SUBJECT = "$JS.EVENT.ADVISORY.API"
+"""Where nats-server tells of each JetStream API request it answered."""
+_LOOKUP = "$JS.API.STREAM.INFO.KV_"
 
 
 class BucketsUnderWay:
@@ -38,7 +57,9 @@ class BucketsUnderWay:
     needs the bucket)."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[bool]] = {}
+        self._lazy: dict[str, tuple[str, dict[str, Any]]] = {}  # bucket -> operator id, how
+        self._audit: Subscription | None = None
 
     def make(
         self,
@@ -58,6 +79,75 @@ class BucketsUnderWay:
                 coro = _ensure(js, op_id, log, prefix, replicas, migrate)
                 self._tasks[op_id] = loop.create_task(coro)
 
+    async def begin(
+        self,
+        nc: NatsClient,
+        operator_ids: Iterable[str],
+        lazy: Collection[str],
+        log: FilteringBoundLogger,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        replicas: int = 1,
+        migrate: bool = False,
+    ) -> None:
+        """Begin making the buckets of ``operator_ids`` now (:meth:`make`), those of ``lazy``
+        when first looked up (:meth:`on_lookup`), unless a bucket may be copied from its old
+        name: its operator must not start before the copy is whole."""
+        if migrate and prefix != DEFAULT_PREFIX:
+            lazy = ()
+        now = [op_id for op_id in operator_ids if op_id not in lazy]
+        how: dict[str, Any] = {"prefix": prefix, "replicas": replicas, "migrate": migrate}
+        self.make(nc.jetstream(), now, log, **how)
+        await self.on_lookup(nc, lazy, log, **how)
+
+    async def on_lookup(
+        self,
+        nc: NatsClient,
+        operator_ids: Iterable[str],
+        log: FilteringBoundLogger,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        replicas: int = 1,
+        migrate: bool = False,
+    ) -> None:
+        """Make the buckets of ``operator_ids`` when they are first looked up (a lookup that
+        finds none is enough): ``nc`` must receive the server's audit advisories."""
+        how = {"prefix": prefix, "replicas": replicas, "migrate": migrate}
+        for op_id in operator_ids:
+            self._lazy[kv_bucket_name(op_id, prefix)] = (op_id, how)
+        if self._audit is None and self._lazy:
+            js = nc.jetstream()
+
+            async def looked_up(msg: Msg) -> None:
+                if _LOOKUP.encode() in msg.data:  # (most API requests are not lookups)
+                    self._looked_up(js, msg.data, log)
+
+            self._audit = await nc.subscribe(AUDIT_SUBJECT, cb=looked_up)
+
+    def _looked_up(self, js: JetStreamContext, data: bytes, log: FilteringBoundLogger) -> None:
+        try:
+            subject = json.loads(data).get("subject", "")
+        except ValueError:
+            return
+        if not subject.startswith(_LOOKUP):
+            return
+        lazy = self._lazy.get(subject.removeprefix(_LOOKUP))
+        if lazy is None or lazy[0] in self._tasks:
+            return  # not one of ours, or under way already
+        op_id, how = lazy
+        task = self._tasks[op_id] = asyncio.get_running_loop().create_task(
+            _ensure(js, op_id, log, how["prefix"], how["replicas"], how["migrate"])
+        )
+
+        def done(task: asyncio.Task[bool]) -> None:
+            if self._tasks.get(op_id) is task:
+                del self._tasks[op_id]
+            if not task.cancelled() and task.result():
+                self._lazy.pop(kv_bucket_name(op_id, how["prefix"]), None)
+            # else: still to be made (the next lookup tries again)
+
+        task.add_done_callback(done)
+
     async def wait(self, op_id: str) -> None:
         """Return once ``op_id``'s bucket is made or failed (at once when none is under way)."""
         task = self._tasks.get(op_id)
@@ -67,6 +157,11 @@ class BucketsUnderWay:
 
     async def stop(self, timeout: float = 1.0) -> None:
         """Give up the buckets still under way (bounded by ``timeout``). Idempotent."""
+        audit, self._audit = self._audit, None
+        if audit is not None:
+            with contextlib.suppress(Exception):  # (the connection may be closed already)
+                await audit.unsubscribe()
+        self._lazy.clear()
         tasks, self._tasks = list(self._tasks.values()), {}
         for task in tasks:
             task.cancel()
@@ -81,7 +176,8 @@ async def _ensure(
     prefix: str,
     replicas: int,
     migrate: bool,
-) -> None:
+) -> bool:
+    """Make ``op_id``'s bucket unless it exists; False (logged) when it could not be."""
     bucket = kv_bucket_name(op_id, prefix)
     try:
         made = await ensure_bucket(js, KeyValueConfig(bucket=bucket, replicas=replicas))
@@ -93,6 +189,8 @@ async def _ensure(
             bucket=bucket,
             error=explain(exc, replicas),
         )
+        return False
+    return True
 
 
 async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> bool:

@@ -1,15 +1,23 @@
 """The embedded bus's users: who may log in, with which secret, and what each may do.
 
 One user per party: the supervisor and the CLI (no limits) and each operator (``op:<id>``,
-limited by :mod:`eeveepy.bus.permissions`). Secrets are random, made for this run, and only
-their bcrypt hashes go into the server's configuration file: the plaintext lives in the
-supervisor's memory, the operator's environment and (the CLI's) the 0600 state file.
-A new secret can be made for one operator (:meth:`BusUsers.rotate`) before it starts again.
+limited by :mod:`eeveepy.bus.permissions`). Secrets are random, made for this run, and live in
+the supervisor's memory, the operator's environment, (the CLI's) the 0600 state file and the
+server's configuration file (0600, in a 0700 directory). A new secret can be made for one
+operator (:meth:`BusUsers.rotate`) before it starts again.
+
+The configuration holds the secrets themselves, not bcrypt hashes: whoever can read it (our own
+Unix user, or root) can read the state file beside it, whose CLI secret may do everything on
+the bus, and every operator's environment in ``/proc`` as well, so a hash kept nothing from
+anyone. It cost a bcrypt hash per user in the supervisor and a bcrypt check per connection in
+nats-server (≈1.2 ms each at bcrypt's least cost: 0.5 s of CPU for 200 operators' start); the
+server compares a plain password in constant time. The block printed for an external server
+(:mod:`eeveepy.bus.external`), which its administrator keeps in a configuration of their own,
+still holds hashes (:func:`hash_secret`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -27,9 +35,9 @@ __all__ = ["CLI_USER", "SUPERVISOR_USER", "BusUsers", "hash_secret", "operator_u
 SUPERVISOR_USER = "eevee-supervisor"
 CLI_USER = "eevee-cli"
 
-# Secrets are 192 random bits: nothing to guess, so the hash needs no work factor beyond
-# bcrypt's least (cost 4 keeps each connect and each rendering fast). nats-server takes a
-# password starting with "$2a$" as a bcrypt hash.
+# Secrets are 192 random bits: nothing to guess, so a hash needs no work factor beyond
+# bcrypt's least (cost 4 keeps each connect fast). nats-server takes a password starting with
+# "$2a$" as a bcrypt hash; a plain secret never starts so (token_urlsafe has no "$").
 _COST = 4
 
 
@@ -67,7 +75,6 @@ class BusUsers:
         self.prefix = prefix
         self.supervisor_password = _secret()
         self.cli_password = _secret()
-        self._hashes: dict[str, str] = {}
         self._operators: dict[str, str] = {}
         # Each operator's permissions, by its configuration table: a user rotated or added
         # re-renders every user, and most tables have not changed since.
@@ -93,32 +100,8 @@ class BusUsers:
         self._operators.pop(op_id, None)
         self._perms.pop(op_id, None)
 
-    def _hash(self, secret: str) -> str:
-        known = self._hashes.get(secret)
-        if known is None:
-            if len(self._hashes) > 4096:  # rotated secrets: keep the cache bounded
-                self._hashes.clear()
-            known = self._hashes[secret] = hash_secret(secret)
-        return known
-
-    async def prepare(self, operators: Mapping[str, OperatorConfig], threads: int = 4) -> None:
-        """Hash ahead, in ``threads`` threads (bcrypt lets go of the GIL), the secrets
-        :meth:`users` needs: one after the other on the event loop, 200 operators' took 0.6 s
-        of the supervisor's start."""
-        todo = [self.supervisor_password, self.cli_password]
-        todo += [self.password(op_id) for op_id in operators]
-        todo = [secret for secret in dict.fromkeys(todo) if secret not in self._hashes]
-
-        def hash_all(batch: list[str]) -> list[str]:
-            return [hash_secret(secret) for secret in batch]
-
-        batches = [todo[i::threads] for i in range(threads)]
-        done = await asyncio.gather(*(asyncio.to_thread(hash_all, b) for b in batches if b))
-        for batch, hashes in zip((b for b in batches if b), done, strict=True):
-            self._hashes.update(zip(batch, hashes, strict=True))
-
     def _user(self, name: str, secret: str, perms: Permissions) -> NatsUser:
-        return NatsUser(name, self._hash(secret), publish=perms.publish, subscribe=perms.subscribe)
+        return NatsUser(name, secret, publish=perms.publish, subscribe=perms.subscribe)
 
     def users(self, operators: Mapping[str, OperatorConfig]) -> list[NatsUser]:
         """The supervisor, the CLI and ``operators``: all the server should know."""

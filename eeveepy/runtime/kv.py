@@ -18,20 +18,36 @@ from eeveepy.bus.names import kv_bucket_name
 from eeveepy.errors import BusError, EeveeError, OperatorError
 from eeveepy.runtime.kvstore import Bucket
 
-__all__ = ["KvAccess", "open_bucket"]
+__all__ = ["BUCKET_WAIT", "KvAccess", "open_bucket"]
 
 
-async def open_bucket(nc: NatsClient, bucket: str) -> KeyValue:
-    """The KV bucket ``bucket``, created when missing; :class:`BusError` when impossible."""
+BUCKET_WAIT = 15.0
+"""Seconds an operator with a bus user of its own (which may not make streams) keeps looking its
+bucket up before it tries to make it itself: the embedded server's supervisor makes it when it
+is first looked up (see :mod:`eeveepy.bus.buckets`), after those of other operators starting
+too; on other buses it made it before the operator started."""
+
+
+async def open_bucket(nc: NatsClient, bucket: str, wait: float = 0.0) -> KeyValue:
+    """The KV bucket ``bucket``, created when missing (after looking it up again for ``wait``
+    seconds, while someone else makes it); :class:`BusError` when impossible."""
     js = nc.jetstream()
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + wait, 0.02
     try:
-        try:
-            return await js.key_value(bucket)
-        except BucketNotFoundError:
+        while True:
             try:
-                return await js.create_key_value(bucket=bucket)
-            except BadRequestError:  # created meanwhile by another replica
                 return await js.key_value(bucket)
+            except BucketNotFoundError:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
+        try:
+            return await js.create_key_value(bucket=bucket)
+        except BadRequestError:  # created meanwhile by another replica
+            return await js.key_value(bucket)
     except EeveeError:
         raise
     except Exception as exc:
@@ -42,8 +58,10 @@ class KvAccess:
     """The bucket of one operator over its current connection.
 
     ``connection`` gives the connection (None before connecting or after closing),
-    ``operator_id`` the id and ``prefix`` the subject prefix; they are asked at each use, as
-    they are known only once the operator serves.
+    ``operator_id`` the id and ``prefix`` the subject prefix, ``supervised`` whether the
+    operator has a bus user of its own, so that its supervisor makes the bucket (then it is
+    waited for, :data:`BUCKET_WAIT`); they are asked at each use, as they are known only once
+    the operator serves.
     """
 
     def __init__(
@@ -51,10 +69,12 @@ class KvAccess:
         connection: Callable[[], NatsClient | None],
         operator_id: Callable[[], str],
         prefix: Callable[[], str],
+        supervised: Callable[[], bool] = lambda: False,
     ) -> None:
         self._connection = connection
         self._operator_id = operator_id
         self._prefix = prefix
+        self._supervised = supervised
         self._opened: tuple[NatsClient, KeyValue] | None = None
         self._lock = asyncio.Lock()
 
@@ -74,7 +94,8 @@ class KvAccess:
         async with self._lock:
             opened = self._opened
             if opened is None or opened[0] is not nc:
-                opened = self._opened = (nc, await open_bucket(nc, self.bucket_name))
+                wait = BUCKET_WAIT if self._supervised() else 0.0
+                opened = self._opened = (nc, await open_bucket(nc, self.bucket_name, wait))
         return opened[1]
 
     async def bucket(self) -> Bucket:

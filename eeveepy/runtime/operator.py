@@ -135,7 +135,10 @@ class Operator(Generic[S]):
         self._settings: S | None = None
         self._serving = False
         self._kv = KvAccess(  # (called once serving)
-            lambda: self._life.nc, lambda: self.id, lambda: self.ipc.subjects.prefix
+            lambda: self._life.nc,
+            lambda: self.id,
+            lambda: self.ipc.subjects.prefix,
+            lambda: self._require_launch().inbox_prefix is not None,
         )
         self.store = KvStore(self._kv.bucket, self.health, lambda: self.log)
         """Writes to the KV bucket that are retried until stored (see :mod:`eeveepy.kvstore`)."""

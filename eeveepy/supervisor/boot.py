@@ -63,7 +63,6 @@ async def start_bus(
     server: EmbeddedNats | None = None
     external: UsersFile | None = None
     if config.bus.url is None:
-        await users.prepare(config.operators)
         server = EmbeddedNats(
             store_dir=store_dir,
             users=users.users(config.operators),

@@ -166,7 +166,7 @@ class Supervisor:
             bus.ipc, self.name, status=self.status, control=self.control, ready=self._ready
         )
         self._write_state(bus)
-        await self._ensure_buckets(self.config.operators, wait=False)  # a start waits for its own
+        await self._ensure_buckets(self.config.operators.values(), wait=False)  # (see spawn)
         for cfg in self.config.operators.values():
             self._add(cfg)
         self._log.info("up", bus=bus.url, operators=len(self._procs))
@@ -234,7 +234,7 @@ class Supervisor:
                     "removed operators' bus users are still valid (the next reload retries)",
                     error=str(exc),
                 )
-        await self._ensure_buckets(plan.added)
+        await self._ensure_buckets([new.operators[op_id] for op_id in plan.added])
         for cfg, step in plan.steps:
             if step is Step.ADD:
                 self._add(cfg)
@@ -331,19 +331,24 @@ class Supervisor:
             await self._bus.server.set_users(self._users.users(operators))
             self._synced = dict(operators)
 
-    async def _ensure_buckets(self, operator_ids: Iterable[str], *, wait: bool = True) -> None:
+    async def _ensure_buckets(self, ops: Iterable[OperatorConfig], *, wait: bool = True) -> None:
+        """Make the operators' buckets: on the embedded server a runtime's when first looked up
+        (see :mod:`eeveepy.bus.buckets`), the others now; ``wait`` until those are made."""
         if self._bus is not None:
-            ids, buckets = list(operator_ids), self._host.buckets
-            buckets.make(
-                self._bus.nc.jetstream(),
-                ids,
+            embedded, buckets = self._bus.server is not None, self._host.buckets
+            ops = list(ops)
+            lazy = {c.id for c in ops if embedded and c.module}
+            await buckets.begin(
+                self._bus.nc,
+                [c.id for c in ops],
+                lazy,
                 self._log,
                 prefix=self.config.prefix,
                 replicas=self.config.bus.replicas,
-                migrate=self._bus.server is not None,
+                migrate=embedded,
             )
             if wait:
-                await asyncio.gather(*(buckets.wait(op_id) for op_id in ids))
+                await asyncio.gather(*(buckets.wait(c.id) for c in ops if c.id not in lazy))
 
     async def _fresh_secret(self, cfg: OperatorConfig) -> dict[str, str]:
         """A new bus secret for ``cfg``'s process about to start again (the first start uses
