@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -268,3 +269,61 @@ async def test_a_child_runs_its_own_event_loop_after_the_servers_rehearsal(
     out = await asyncio.wait_for(child.stdout.read(), 10)
     assert await asyncio.wait_for(child.wait(), 10) == 0
     assert out.decode().splitlines() == ["None 1", "uvloop"]
+
+
+BIG = "x" * (4 * 1024 * 1024)  # more than the socket between supervisor and server holds
+
+
+async def test_a_request_the_socket_cannot_hold_waits_without_blocking_the_event_loop(
+    server: ForkServer, tmp_path: Path
+) -> None:
+    """200 starts at once fill the socket faster than the server forks: a blocking send would
+    stop the supervisor's pings and control requests until the server read on."""
+    import threading
+
+    write_module(tmp_path / "mods", "fs_big", "import os\nprint(len(os.environ['BIG']))\n")
+    assert server._proc is not None
+    pid = server._proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    resumed = threading.Event()
+
+    def resume() -> None:  # a blocked event loop cannot do this: a thread does, later
+        resumed.set()
+        os.kill(pid, signal.SIGCONT)
+
+    timer = threading.Timer(3.0, resume)
+    timer.start()
+    try:
+        env = {"BIG": BIG, "PYTHONPATH": str(tmp_path / "mods")}
+        spawning = asyncio.ensure_future(server.spawn("fs_big", [], env))
+        await asyncio.sleep(0.2)
+        assert not resumed.is_set(), "the event loop was blocked until the server read"
+        assert not spawning.done()
+        resume()
+        child = await asyncio.wait_for(spawning, 20)
+        assert child.stdout is not None
+        out = await asyncio.wait_for(child.stdout.read(), 10)
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+        assert out.decode() == f"{len(BIG)}\n"
+    finally:
+        timer.cancel()
+        os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_server_that_stops_reading_mid_request_is_given_up_on(
+    server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("eeveepy.supervisor.forkserver.SEND_TIMEOUT", 0.5)
+    assert server._proc is not None
+    os.kill(server._proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ForkServerError, match="cannot reach the fork server"):
+            await server.spawn("fs_none", [], {"BIG": BIG})
+        for _ in range(100):  # killed: half a request on the socket cannot be taken back
+            if not server.running:
+                break
+            await asyncio.sleep(0.05)
+        assert not server.running
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(server._proc.pid, signal.SIGCONT)

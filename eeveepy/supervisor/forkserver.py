@@ -56,6 +56,8 @@ _BOOT = (
 )
 """The server's command: the collector off before the first import (see :func:`serve`),
 integrations no operator needs from the server left out (:mod:`~eeveepy.supervisor.unused`)."""
+SEND_TIMEOUT = 10.0
+"""Seconds a spawn request waits for the server to read (as long as it waits for the pid)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,6 +87,9 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     sock.setblocking(True)
     buf = b""
+    # Each request's stdout and stderr come with its first byte; a request may take several
+    # reads (a big environment, or one sent in parts), so they wait, in order, for its end.
+    pending: list[int] = []
     # Where it imports from: the supervisor renews it when one of these changes (a package
     # installed since, whose .pth file only a new interpreter would read).
     sock.sendall(json.dumps({"ready": True, "path": sys.path}).encode() + b"\n")
@@ -101,14 +106,12 @@ def serve(
             if not msg:
                 os._exit(0)  # the supervisor is gone
             buf += msg
-            pending = list(fds)
+            pending.extend(fds)
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
                 _spawn(sock, rfd, wfd, request, child_fds, compiled)
-            for fd in pending:
-                os.close(fd)
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
@@ -208,6 +211,8 @@ class ForkServer:
         self.path: list[str] = []
         """The server's ``sys.path`` (once started)."""
         self._shared: list[object] = []  # built before a pre-fork: freed, they would be copied
+        self._sending = asyncio.Lock()
+        """One request at a time on the socket (a request may take several sends)."""
 
     @property
     def running(self) -> bool:
@@ -264,17 +269,13 @@ class ForkServer:
         self._pending[n] = fut
         request = {"spawn": n, "module": module, "argv": list(argv), "env": env, "cwd": cwd}
         try:
-            data = json.dumps(request).encode() + b"\n"
-            sock.setblocking(True)
-            try:
-                socket.send_fds(sock, [data], [out_w, err_w])
-            finally:
-                sock.setblocking(False)
-        except OSError as exc:
+            async with self._sending:
+                await self._send(sock, json.dumps(request).encode() + b"\n", [out_w, err_w])
+        except (OSError, TimeoutError) as exc:
             self._pending.pop(n, None)
             for fd in (out_r, err_r):
                 os.close(fd)
-            raise ForkServerError(f"cannot reach the fork server: {exc}") from None
+            raise ForkServerError(f"cannot reach the fork server: {exc!r}") from None
         finally:
             os.close(out_w)
             os.close(err_w)
@@ -291,6 +292,38 @@ class ForkServer:
         if pid in self._early_exits:
             child._exited(self._early_exits.pop(pid))
         return child
+
+    async def _send(self, sock: socket.socket, data: bytes, fds: list[int]) -> None:
+        """Send one request without blocking the event loop: a start of many operators fills
+        the socket faster than the server forks, and a blocking send would stop every ping and
+        control request meanwhile (or deadlock with a server blocked on its own answers).
+        The descriptors go with the first byte. A server that reads nothing for
+        :data:`SEND_TIMEOUT` seconds is given up on (stopped, if half a request was sent)."""
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view:
+            try:
+                sent = socket.send_fds(sock, [view], fds) if fds else sock.send(view)
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(sock, _resolve, writable)
+                try:
+                    await asyncio.wait_for(writable, SEND_TIMEOUT)
+                except TimeoutError:
+                    if len(view) < len(data):  # the stream is cut mid-request
+                        self._lost("the fork server stopped reading mid-request")
+                        self._proc_kill()
+                    raise
+                finally:
+                    loop.remove_writer(sock)
+                continue
+            view, fds = view[sent:], []
+
+    def _proc_kill(self) -> None:
+        """Kill the server now (its children die with it); :meth:`stop` still cleans up."""
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
 
     async def stop(self) -> None:
         """Stop the server (its children die with it). Idempotent, bounded."""
@@ -361,6 +394,11 @@ class ForkServer:
                 child._exited(code)
             else:  # exited before spawn() returned
                 self._early_exits[pid] = code
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def _reader(fd: int) -> asyncio.StreamReader:
