@@ -234,9 +234,10 @@ def test_encoded_bytes_are_the_reference(body: Body, headers: dict[str, str] | N
     when = datetime(2026, 11, 22, 4, 4, 5, 120, tzinfo=timezone(timedelta(hours=1)))
     msg_id, payload = encoder.encode(body, headers, msg_id="my-id", timestamp=when)
     assert payload == _reference("sourcé", body, "my-id", when, headers)
-    # With the id and the time it makes itself, read back from what it wrote.
-    for _ in range(3):
-        msg_id, payload = encoder.encode(body, headers)
+    # With the id or the time it makes itself (or both), read back from what it wrote.
+    for given in (None, None, None, "given-id"):
+        msg_id, payload = encoder.encode(body, headers, msg_id=given)
+        assert given is None or msg_id == given
         stamp = datetime.strptime(json.loads(payload)["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
         assert payload == _reference("sourcé", body, msg_id, stamp.replace(tzinfo=UTC), headers)
 
