@@ -336,6 +336,9 @@ def run(count: int, rounds: int, base: Path | None = None) -> dict[str, Any]:
         "publisher_ratio": statistics.median(
             r.pub_us / e.pub_us for e, r in zip(env, raw, strict=True)
         ),
+        # Steadier than the delivered rate on a shared machine, and what that rate comes to
+        # when the processes compete for the cores.
+        "cpu_ratio": _cpu_ratio(env, raw),
         "raw_subscriber_us": raw_us,
         "envelope_subscriber_us": env_us,
         "subscriber_ratio": raw_us / env_us,
@@ -350,12 +353,20 @@ def run(count: int, rounds: int, base: Path | None = None) -> dict[str, Any]:
         figures["base_ratio"] = statistics.median(
             e.per_s / r.per_s for e, r in zip(env_base, raw, strict=True)
         )
+        figures["base_cpu_ratio"] = _cpu_ratio(env_base, raw)
         figures["base_publisher_ratio"] = statistics.median(
             r.pub_us / e.pub_us for e, r in zip(env_base, raw, strict=True)
         )
         figures["base_subscriber_us"] = base_us
         figures["base_subscriber_ratio"] = raw_us / base_us
     return figures
+
+
+def _cpu_ratio(env: list[Throughput], raw: list[Throughput]) -> float:
+    """Median of the rounds' publisher + subscriber CPU per message, raw / envelope."""
+    return statistics.median(
+        (r.pub_us + r.sub_us) / (e.pub_us + e.sub_us) for e, r in zip(env, raw, strict=True)
+    )
 
 
 def _print(figures: dict[str, Any]) -> None:
@@ -369,12 +380,14 @@ def _print(figures: dict[str, Any]) -> None:
         f" ratio {figures['subscriber_ratio']:.2f}"
     )
     print(f"publisher CPU per message, raw / envelope: {figures['publisher_ratio']:.2f}")
+    print(f"publisher + subscriber CPU per message, raw / envelope: {figures['cpu_ratio']:.2f}")
     if "base" in figures:
         print(
             f"base ({figures['base']}): ratio {figures['base_ratio']:.2f},"
             f" subscriber {figures['base_subscriber_us']:.2f} us,"
             f" ratio {figures['base_subscriber_ratio']:.2f},"
-            f" publisher ratio {figures['base_publisher_ratio']:.2f}"
+            f" publisher ratio {figures['base_publisher_ratio']:.2f},"
+            f" publisher + subscriber ratio {figures['base_cpu_ratio']:.2f}"
         )
     print(
         f"request/reply raw:      p50 {figures['raw_request_p50_us']:.0f} us"
