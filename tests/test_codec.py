@@ -210,6 +210,47 @@ def test_explicit_id_and_timestamp() -> None:
     assert env.timestamp.utcoffset() == timedelta(0)
 
 
+def _reference(source: str, body: Body, msg_id: str, when: datetime, headers: Any) -> bytes:
+    """An envelope as the protocol writes it, built the slow way: compact JSON, these keys in
+    this order, the source ASCII-escaped, the timestamp in UTC with microseconds and Z, the
+    headers in UTF-8, the body as pydantic dumps it."""
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    parts = [
+        ("v", "1"),
+        ("source", json.dumps(source)),
+        ("kind", json.dumps(body.KIND)),
+        ("id", json.dumps(msg_id)),
+        ("timestamp", json.dumps(stamp)),
+        ("headers", json.dumps(headers or {}, ensure_ascii=False, separators=(",", ":"))),
+        ("body", body.model_dump_json()),
+    ]
+    return ("{" + ",".join(f'"{key}":{value}' for key, value in parts) + "}").encode()
+
+
+@pytest.mark.parametrize("headers", [None, {}, {"trace": "t-1", "note": "é ☃"}])
+@pytest.mark.parametrize("body", samples(), ids=lambda b: type(b).__name__)
+def test_encoded_bytes_are_the_reference(body: Body, headers: dict[str, str] | None) -> None:
+    encoder = EnvelopeEncoder("sourcé")
+    when = datetime(2026, 11, 22, 4, 4, 5, 120, tzinfo=timezone(timedelta(hours=1)))
+    msg_id, payload = encoder.encode(body, headers, msg_id="my-id", timestamp=when)
+    assert payload == _reference("sourcé", body, "my-id", when, headers)
+    # With the id or the time it makes itself (or both), read back from what it wrote.
+    for given in (None, None, None, "given-id"):
+        msg_id, payload = encoder.encode(body, headers, msg_id=given)
+        assert given is None or msg_id == given
+        stamp = datetime.strptime(json.loads(payload)["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert payload == _reference("sourcé", body, msg_id, stamp.replace(tzinfo=UTC), headers)
+
+
+def test_an_id_and_its_timestamp_are_of_one_reading_of_the_clock() -> None:
+    encoder = EnvelopeEncoder(SOURCE)
+    for _ in range(2000):
+        msg_id, payload = encoder.encode(Ping())
+        stamp = datetime.fromisoformat(json.loads(payload)["timestamp"])
+        ms = int(stamp.timestamp() * 1000)
+        assert msg_id[:10] == IdFactory().at(ms)[:10]
+
+
 def test_trace_defaults_to_the_envelope_id() -> None:
     msg_id, payload = EnvelopeEncoder(SOURCE).encode(Ping())
     assert EnvelopeDecoder(Ping).decode(payload).trace == msg_id

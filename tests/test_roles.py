@@ -1,7 +1,8 @@
-"""Roles, their defaults and the subject allow-lists derived from them; envelope provenance.
+"""Roles, their defaults and the subject allow-lists derived from them.
 
 Pure functions: what the bus will be told each user may do (the attacks against a real server
-are in test_permissions.py), and which envelopes disagree with their subjects.
+are in test_permissions.py; which envelopes disagree with their subjects, in
+test_provenance.py).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from typing import Any
 import pytest
 
 from eeveepy.bus.permissions import inbox_prefix, operator_permissions
-from eeveepy.bus.provenance import TOKENS_KEPT, provenance_problem
 from eeveepy.config import Config
 from eeveepy.config.roles import Role, connector_network, default_role
-from eeveepy.protocol.models import ChatMessage, ChatUser
 
 
 def config(**operators: dict[str, Any]) -> Config:
@@ -158,52 +157,3 @@ def test_an_explicit_role_drops_the_modules_extras() -> None:
     cfg = config(admin={"module": "operators.admin", "role": "command"})
     pub, _ = perms(cfg, "admin")
     assert "eevee.supervisor.ctl" not in pub
-
-
-def _msg(platform: str, network: str) -> ChatMessage:
-    user = ChatUser(id="a", name="a", account="root")
-    return ChatMessage(platform=platform, network=network, room="#r", user=user, text="x")
-
-
-@pytest.mark.parametrize(
-    ("subject", "source", "body", "problem"),
-    [
-        ("chat.in.irc.libera.#r", "irc.libera", _msg("irc", "libera"), None),
-        ("chat.in.irc.Libera%2EChat.#r", "x", _msg("irc", "Libera.Chat"), None),
-        ("chat.in.irc.libera.#r", "x", _msg("irc", "oftc"), "body.network 'oftc'"),
-        ("chat.in.irc.libera.#r", "x", _msg("xmpp", "libera"), "body.platform 'xmpp'"),
-        ("chat.event.irc.libera.join", "x", {"platform": "irc"}, "body.network None"),
-        ("chat.out.irc.libera", "router", {"platform": "xmpp"}, None),
-        ("operator.ready.irc.libera", "irc.libera", {}, None),
-        ("operator.ready.irc.libera", "irc", {}, "source 'irc' is not 'irc.libera'"),
-        ("command.register.echo", "echo", {}, None),
-        ("command.register.echo", "mallory", {}, "source 'mallory' is not 'echo'"),
-        ("command.register", "anyone", {}, None),
-        ("log.info.echo", "supervisor", {}, None),
-    ],
-)
-def test_provenance(subject: str, source: str, body: Any, problem: str | None) -> None:
-    tokens: dict[str, str] = {}
-    for _ in range(2):  # without the tokens' memory, then with it, twice (learnt, then used)
-        for said in (
-            provenance_problem(subject, source, body),
-            provenance_problem(subject, source, body, tokens),
-        ):
-            if problem is None:
-                assert said is None
-            else:
-                assert said is not None
-                assert said.startswith(problem)
-
-
-def test_provenance_remembers_tokens_within_bounds() -> None:
-    tokens: dict[str, str] = {}
-    assert provenance_problem("chat.in.irc.a%2Eb.#r", "x", _msg("irc", "a.b"), tokens) is None
-    assert tokens == {"a.b": "a%2Eb"}
-    # the literal token is another network's name: still refused once remembered
-    said = provenance_problem("chat.in.irc.a%2Eb.#r", "x", _msg("irc", "a%2Eb"), tokens)
-    assert said is not None
-    assert said.startswith("body.network 'a%2Eb'")
-    for n in range(TOKENS_KEPT + 10):
-        provenance_problem(f"chat.in.irc.n{n}.#r", "x", _msg("irc", f"n{n}"), tokens)
-    assert len(tokens) <= TOKENS_KEPT

@@ -37,6 +37,7 @@ from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.delivery import MAX_DELIVER, PROGRESS_EVERY, Once, ack_meta
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, received, resolve_decoder
+from eeveepy.bus.provenance import Provenance
 from eeveepy.errors import EnvelopeError
 
 __all__ = ["BUSY", "GRACE", "TICK", "Backstop", "Copy", "msg_id_of", "pause"]
@@ -109,7 +110,7 @@ class Backstop:
         self.gated = gated
         self.copies: dict[int, Copy] = {}
         self._decoder, self._want_envelope = resolve_decoder(handler)
-        self._tokens: dict[str, str] = {}
+        self._provenance = Provenance(dispatch.ipc.subjects.prefix + ".")
         self._wake = asyncio.Event()
         self._started = time.time()
 
@@ -195,9 +196,8 @@ class Backstop:
     async def _recover(self, copy: Copy) -> bool:
         """Handle ``copy`` from the stream; True once done (handled, or dead-lettered)."""
         dispatch, once = self.dispatch, self.once
-        head = dispatch.ipc.subjects.prefix + "."
         env, problem = received(
-            copy.data, copy.subject, self._decoder.decode, dispatch.max_inbound, head, self._tokens
+            copy.data, copy.subject, self._decoder.decode, dispatch.max_inbound, self._provenance
         )
         if problem is None and copy.attempt >= MAX_DELIVER:
             problem = f"delivered {copy.attempt} times and never acknowledged"

@@ -22,7 +22,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.delivery import Deliveries, Delivery
-from eeveepy.bus.provenance import provenance_problem
+from eeveepy.bus.provenance import Provenance
 from eeveepy.bus.request import Requester
 from eeveepy.errors import EnvelopeError, OperatorError
 from eeveepy.protocol.codec import AnyEnvelopeDecoder, EnvelopeDecoder, dead_letter
@@ -189,22 +189,19 @@ def received(
     subject: str,
     decode: Callable[[bytes, str], Any],
     limit: int,
-    head: str,
-    tokens: dict[str, str],
+    provenance: Provenance,
 ) -> tuple[Any, str | None]:
     """``(envelope, None)`` for a payload received on ``subject`` that a handler may have, else
-    ``(envelope or None, why not)``: over ``limit`` bytes, not a valid envelope, or (under the
-    prefix ``head``) not from where its subject says (``tokens``: the caller's cache of
-    network tokens, see :func:`~eeveepy.bus.provenance.provenance_problem`)."""
+    ``(envelope or None, why not)``: over ``limit`` bytes, not a valid envelope, or not from
+    where its subject says (``provenance``: the caller's, see
+    :class:`~eeveepy.bus.provenance.Provenance`)."""
     if len(data) > limit:
         return None, f"payload of {len(data)} bytes is over the limit of {limit}"
     try:
         env = decode(data, subject)
     except EnvelopeError as exc:
         return None, exc.reason
-    if subject.startswith(head):
-        return env, provenance_problem(subject[len(head) :], env.source, env.body, tokens)
-    return env, None
+    return env, provenance.problem(subject, env.source, env.body)
 
 
 def resolve_decoder(handler: Handler) -> tuple[Decoder, bool]:

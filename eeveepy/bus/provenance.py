@@ -7,6 +7,11 @@ the publisher, so a receiver trusts them only where they agree with the subject:
 :func:`provenance_problem` says where they do not, and the ipc layer dead-letters such an
 envelope with that reason instead of handling it. Identity fields a connector sets
 (``user.account``...) are thereby trusted only from that connector's subjects.
+
+A subscription asks its :class:`Provenance` instead: the verdict depends on nothing but the
+subject, the source and the body's ``platform`` and ``network``, and one subscription sees
+few combinations of them, so it remembers each verdict rather than parsing the subject again
+for every message.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from typing import Any
 
 from eeveepy.protocol.tokens import encode_token
 
-__all__ = ["provenance_problem"]
+__all__ = ["Provenance", "provenance_problem"]
 
 TOKENS_KEPT = 256
 """Network names whose subject token a subscription remembers."""
+
+VERDICTS_KEPT = 256
+"""Verdicts (subject, source, platform, network) a :class:`Provenance` remembers."""
 
 _OWN_ID_BRANCHES = ("operator.ready.", "command.register.")
 """Branches whose subject ends with the publisher's operator id."""
@@ -65,3 +73,45 @@ def provenance_problem(
             if source != owner:
                 return f"source {source!r} is not {owner!r}, whose subject this is"
     return None
+
+
+class Provenance:
+    """:func:`provenance_problem` for the envelopes one subscription receives, each verdict
+    remembered (at most :data:`VERDICTS_KEPT`; all forgotten when that many are kept).
+
+    ``head`` is the subject prefix with its dot (``"eevee."``): subjects outside it are not
+    checked. A body that is a plain dict (a receiver of ``Envelope[dict]``), or whose
+    ``platform`` or ``network`` cannot be a dict key, is checked afresh each time.
+    """
+
+    __slots__ = ("_head", "_tokens", "_verdicts")
+
+    def __init__(self, head: str) -> None:
+        self._head = head
+        self._tokens: dict[str, str] = {}
+        self._verdicts: dict[tuple[str, str, Any, Any], str | None] = {}
+
+    def problem(self, subject: str, source: str, body: Any) -> str | None:
+        """Why an envelope from ``source`` with ``body`` cannot have been published on the
+        (full) ``subject`` by whom it names; None when it can (or is outside the prefix)."""
+        if isinstance(body, dict):
+            return self._check(subject, source, body)
+        key = (subject, source, getattr(body, "platform", None), getattr(body, "network", None))
+        try:
+            return self._verdicts[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable platform or network: never remembered
+            return self._check(subject, source, body)
+        verdict = self._check(subject, source, body)
+        verdicts = self._verdicts
+        if len(verdicts) >= VERDICTS_KEPT:
+            verdicts.clear()
+        verdicts[key] = verdict
+        return verdict
+
+    def _check(self, subject: str, source: str, body: Any) -> str | None:
+        head = self._head
+        if not subject.startswith(head):
+            return None
+        return provenance_problem(subject[len(head) :], source, body, self._tokens)

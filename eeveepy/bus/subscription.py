@@ -25,6 +25,7 @@ from eeveepy.bus.concurrent import Concurrent
 from eeveepy.bus.delivery import Delivery, Once, open_consumer
 from eeveepy.bus.dispatch import Dispatch, Handler, SubscriptionStats, received, resolve_decoder
 from eeveepy.bus.natsadapter import add_fast_path, add_header_path, remove_fast_path
+from eeveepy.bus.provenance import Provenance
 from eeveepy.protocol.models import Body
 
 __all__ = ["Inbox", "Subscription", "Wants"]
@@ -272,9 +273,8 @@ class Subscription:
         queue = inbox.queue
         decode = decoder.decode
         no_reply = dispatch.no_reply
-        head = dispatch.ipc.subjects.prefix + "."
         durable = dispatch.deliveries if self.durable else None
-        tokens: dict[str, str] = {}  # network name -> subject token, for provenance checks
+        provenance = Provenance(dispatch.ipc.subjects.prefix + ".")
         loop = asyncio.get_running_loop()
         while True:
             if not queue:
@@ -298,7 +298,7 @@ class Subscription:
                         continue
                 reply = ""
             try:
-                env, problem = received(data, subject, decode, max_inbound, head, tokens)
+                env, problem = received(data, subject, decode, max_inbound, provenance)
                 if problem is not None:
                     await dispatch.reject(stats, subject, reply, data, problem, delivery)
                     continue

@@ -43,29 +43,15 @@ class IdFactory:
         self._count = 0
 
     def __call__(self, now: float | None = None) -> str:
-        ms = int((time.time() if now is None else now) * 1000)
+        return self.at(int((time.time() if now is None else now) * 1000))
+
+    def at(self, ms: int) -> str:
+        """The next id, made in the millisecond ``ms`` (since the epoch)."""
         if ms != self._last_ms:
             self._last_ms = ms
             self._prefix = _b32(ms, 10) + self._rand
-        self._count = (self._count + 1) & 0xFFFFFF
-        return f"{self._prefix}{self._count:06X}"
-
-
-class _Clock:
-    """RFC 3339 timestamps with microseconds and ``Z``; the seconds part is cached."""
-
-    __slots__ = ("_last", "_text")
-
-    def __init__(self) -> None:
-        self._last = -1
-        self._text = ""
-
-    def format(self, now: float) -> str:
-        secs = int(now)
-        if secs != self._last:
-            self._last = secs
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        return f"{self._text}.{int((now - secs) * 1_000_000):06d}Z"
+        self._count = count = (self._count + 1) & 0xFFFFFF
+        return f"{self._prefix}{count:06X}"
 
 
 def _b32(value: int, width: int) -> str:
@@ -82,14 +68,25 @@ def format_timestamp(when: datetime) -> str:
 
 
 class EnvelopeEncoder:
-    """Encodes bodies into envelope JSON for one publisher (its ``source`` is fixed)."""
+    """Encodes bodies into envelope JSON for one publisher (its ``source`` is fixed).
 
-    __slots__ = ("_clock", "_head", "_ids")
+    Only what changes is formatted per message: the envelope's start up to the id
+    (``{"v":1,"source":...,"kind":...,"id":"``) is made once per kind, the id's time part and
+    the timestamp's date and seconds once per millisecond; per message, the id's counter, the
+    timestamp's microseconds (one reading of the clock for both), the headers and the body.
+    """
+
+    __slots__ = ("_head", "_ids", "_kinds", "_ms", "_ms_id", "_ms_stamp")
 
     def __init__(self, source: str) -> None:
         self._ids = IdFactory()
-        self._clock = _Clock()
         self._head = b'{"v":1,"source":' + json.dumps(source).encode()
+        self._kinds: dict[str, bytes] = {}
+        self._ms = -1
+        self._ms_id = b""
+        """The id's first 20 characters in millisecond ``_ms``: its time, then the randomness."""
+        self._ms_stamp = b""
+        """The timestamp's date and seconds in millisecond ``_ms``."""
 
     def new_id(self) -> str:
         """A fresh message id."""
@@ -104,26 +101,72 @@ class EnvelopeEncoder:
         timestamp: datetime | None = None,
     ) -> tuple[str, bytes]:
         """Return ``(id, payload)`` for ``body`` wrapped in an envelope."""
+        start = self._kinds.get(body.KIND) or self._start(body)
+        ns = time.time_ns()
+        ms = ns // 1_000_000
+        if msg_id or timestamp:
+            return self._encode_given(
+                start, body, headers, msg_id or self._ids.at(ms), timestamp, ns
+            )
+        if ms != self._ms:
+            self._ms = ms
+            self._ms_id = (_b32(ms, 10) + self._ids._rand).encode()
+            self._ms_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)).encode()
+        ids = self._ids  # (its counter, shared with new_id(): every id of the process differs)
+        ids._count = count = (ids._count + 1) & 0xFFFFFF
+        try:
+            payload = b'%s%s%06X","timestamp":"%s.%06dZ","headers":%s,"body":%s}' % (
+                start,
+                self._ms_id,
+                count,
+                self._ms_stamp,
+                ns // 1000 % 1_000_000,
+                to_json(headers) if headers else b"{}",  # (17x json.dumps's speed)
+                body.__pydantic_serializer__.to_json(body),
+            )
+        except PydanticSerializationError as exc:
+            # A lone surrogate (text decoded with errors="surrogateescape"...) has no UTF-8.
+            raise EnvelopeError(f"{body.KIND} cannot be encoded as JSON: {exc}") from None
+        at = len(start)
+        return payload[at : at + 26].decode(), payload
+
+    def _start(self, body: Body) -> bytes:
+        """The start of an envelope of ``body``'s kind, up to its id (made once per kind)."""
         kind = body.KIND
         if not kind:
             raise EnvelopeError(f"{type(body).__name__} has no KIND; subclass a protocol body")
-        now = time.time()
-        mid = msg_id or self._ids(now)
-        ts = format_timestamp(timestamp) if timestamp else self._clock.format(now)
         try:
-            head = to_json(headers) if headers else b"{}"  # (17x json.dumps's speed)
-            payload = b'%s,"kind":"%s","id":"%s","timestamp":"%s","headers":%s,"body":%s}' % (
-                self._head,
-                kind.encode(),
-                mid.encode(),
-                ts.encode(),
-                head,
+            start = b'%s,"kind":"%s","id":"' % (self._head, kind.encode())
+        except UnicodeEncodeError as exc:
+            raise EnvelopeError(f"{kind} cannot be encoded as JSON: {exc}") from None
+        self._kinds[kind] = start
+        return start
+
+    def _encode_given(
+        self,
+        start: bytes,
+        body: Body,
+        headers: dict[str, str] | None,
+        msg_id: str,
+        timestamp: datetime | None,
+        ns: int,
+    ) -> tuple[str, bytes]:
+        """:meth:`encode` with the id or the timestamp given (else the time ``ns``)."""
+        if timestamp is None:
+            micros = ns // 1000 % 1_000_000
+            timestamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=micros)
+        stamp = format_timestamp(timestamp)
+        try:
+            payload = b'%s%s","timestamp":"%s","headers":%s,"body":%s}' % (
+                start,
+                msg_id.encode(),
+                stamp.encode(),
+                to_json(headers) if headers else b"{}",
                 body.__pydantic_serializer__.to_json(body),
             )
         except (PydanticSerializationError, UnicodeEncodeError) as exc:
-            # A lone surrogate (text decoded with errors="surrogateescape"...) has no UTF-8.
-            raise EnvelopeError(f"{kind} cannot be encoded as JSON: {exc}") from None
-        return mid, payload
+            raise EnvelopeError(f"{body.KIND} cannot be encoded as JSON: {exc}") from None
+        return msg_id, payload
 
 
 class EnvelopeDecoder(Generic[B]):
