@@ -72,11 +72,11 @@ class EnvelopeEncoder:
 
     Only what changes is formatted per message: the envelope's start up to the id
     (``{"v":1,"source":...,"kind":...,"id":"``) is made once per kind, the id's time part and
-    the timestamp's date and seconds once per millisecond; per message, the id's counter, the
+    the timestamp's date and seconds once per second; per message, the id's counter, the
     timestamp's microseconds (one reading of the clock for both), the headers and the body.
     """
 
-    __slots__ = ("_head", "_ids", "_kinds", "_ms", "_ms_id", "_ms_stamp")
+    __slots__ = ("_head", "_ids", "_kinds", "_ms", "_ms_id", "_ms_stamp", "_second")
 
     def __init__(self, source: str) -> None:
         self._ids = IdFactory()
@@ -86,7 +86,8 @@ class EnvelopeEncoder:
         self._ms_id = b""
         """The id's first 20 characters in millisecond ``_ms``: its time, then the randomness."""
         self._ms_stamp = b""
-        """The timestamp's date and seconds in millisecond ``_ms``."""
+        """The timestamp's date and seconds in second ``_second``."""
+        self._second = -1
 
     def new_id(self) -> str:
         """A fresh message id."""
@@ -111,7 +112,7 @@ class EnvelopeEncoder:
         if ms != self._ms:
             self._ms = ms
             self._ms_id = (_b32(ms, 10) + self._ids._rand).encode()
-            self._ms_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)).encode()
+            self._seconds(ms // 1000)  # (most messages of a chat bot are alone in their ms)
         ids = self._ids  # (its counter, shared with new_id(): every id of the process differs)
         ids._count = count = (ids._count + 1) & 0xFFFFFF
         try:
@@ -129,6 +130,13 @@ class EnvelopeEncoder:
             raise EnvelopeError(f"{body.KIND} cannot be encoded as JSON: {exc}") from None
         at = len(start)
         return payload[at : at + 26].decode(), payload
+
+    def _seconds(self, second: int) -> bytes:
+        """The timestamp's date and seconds for ``second`` (formatted once per second)."""
+        if second != self._second:
+            self._second = second
+            self._ms_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        return self._ms_stamp
 
     def _start(self, body: Body) -> bytes:
         """The start of an envelope of ``body``'s kind, up to its id (made once per kind)."""
@@ -152,15 +160,15 @@ class EnvelopeEncoder:
         ns: int,
     ) -> tuple[str, bytes]:
         """:meth:`encode` with the id or the timestamp given (else the time ``ns``)."""
-        if timestamp is None:
-            micros = ns // 1000 % 1_000_000
-            timestamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC).replace(microsecond=micros)
-        stamp = format_timestamp(timestamp)
+        if timestamp is None:  # (the ids of replies and stored lines are given: a hot path)
+            stamp = b"%s.%06dZ" % (self._seconds(ns // 1_000_000_000), ns // 1000 % 1_000_000)
+        else:
+            stamp = format_timestamp(timestamp).encode()
         try:
             payload = b'%s%s","timestamp":"%s","headers":%s,"body":%s}' % (
                 start,
                 msg_id.encode(),
-                stamp.encode(),
+                stamp,
                 to_json(headers) if headers else b"{}",
                 body.__pydantic_serializer__.to_json(body),
             )
