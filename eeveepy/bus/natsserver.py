@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import time
@@ -40,6 +39,15 @@ from eeveepy.bus.natsconf import (
     render_config,
     write_private,
 )
+from eeveepy.bus.natslog import (
+    LISTEN_RE,
+    MONITOR_RE,
+    READY_MARKER,
+    RELOAD_FAILED_RE,
+    ServerLog,
+    Setting,
+    failure,
+)
 from eeveepy.errors import NatsServerError
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "EmbeddedNats", "NatsUser", "find_nats_server"]
@@ -49,14 +57,6 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
 _POLL_INTERVAL = 0.02
 _KILL_WAIT = 5.0
-_LOG_TAIL_LINES = 10
-_READY_MARKER = "Server is ready"
-_LISTEN_RE = re.compile(r"Listening for client connections on \S+:(\d+)\s*$", re.MULTILINE)
-_MONITOR_RE = re.compile(r"Starting http monitor on \S+:(\d+)\s*$", re.MULTILINE)
-# The server's own refusal, at the start of a log line (a client cannot forge that position).
-_RELOAD_FAILED_RE = re.compile(
-    r"^\[\d+\] \S+ \S+ \[ERR\] Failed to reload server configuration: (.*)$", re.MULTILINE
-)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -95,7 +95,7 @@ class EmbeddedNats:
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._monitor_port: int | None = None
-        self._log_start = 0  # where the current run's lines begin in the log
+        self._log = ServerLog(self._store_dir / "nats-server.log")
         self._reloading = asyncio.Lock()  # one reload at a time: each confirms its own
 
     # -- properties -------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class EmbeddedNats:
     @property
     def log_path(self) -> Path:
         """The file the server's stdout and stderr go to."""
-        return self._store_dir / "nats-server.log"
+        return self._log.path
 
     @property
     def config_path(self) -> Path:
@@ -175,7 +175,8 @@ class EmbeddedNats:
         try:
             self._store_dir.mkdir(parents=True, exist_ok=True)
             self._write_config(self._render(self._users))
-            self._log_start = self.log_path.stat().st_size if restart else 0
+            # where the current run's lines begin in the log
+            self._log.start = self.log_path.stat().st_size if restart else 0
         except OSError as exc:
             raise NatsServerError(
                 f"cannot write the nats-server configuration under {self._store_dir}: {exc}"
@@ -211,13 +212,13 @@ class EmbeddedNats:
     async def _wait_ready(self, proc: subprocess.Popen[bytes], seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
-            text = self._read_log()
-            if _READY_MARKER in text:
-                ports = _LISTEN_RE.findall(text)
+            text = self._log.read()
+            if READY_MARKER in text:
+                ports = LISTEN_RE.findall(text)
                 if not ports:
                     raise self._failure("nats-server is ready but its log names no client port")
                 self._port = int(ports[-1])
-                monitor = _MONITOR_RE.findall(text)
+                monitor = MONITOR_RE.findall(text)
                 self._monitor_port = int(monitor[-1]) if monitor else None
                 return
             code = proc.poll()
@@ -392,7 +393,7 @@ class EmbeddedNats:
     ) -> None:
         """Write ``text``, SIGHUP, and wait for ``/varz`` to show it loaded (or a refusal)."""
         deadline = time.monotonic() + timeout
-        log_mark = self._log_size()
+        log_mark = self._log.size()
         try:
             self._write_config(text)
         except OSError as exc:
@@ -410,7 +411,7 @@ class EmbeddedNats:
                     return
                 # Loaded, but not what was written: someone else's file (or a rollback race).
                 raise NatsServerError(f"nats-server loaded another configuration ({digest})")
-            refused = _RELOAD_FAILED_RE.findall(self._read_log(log_mark))
+            refused = RELOAD_FAILED_RE.findall(self._log.read(log_mark))
             if refused:
                 raise NatsServerError(f"nats-server refused the reload: {refused[-1]}")
             if proc.poll() is not None:
@@ -430,21 +431,6 @@ class EmbeddedNats:
         write_private(tmp, text)
         tmp.replace(self.config_path)
 
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _read_log(self, offset: int | None = None) -> str:
-        """The log of the current run (from ``offset`` when given)."""
-        try:
-            with self.log_path.open("rb") as f:
-                f.seek(self._log_start if offset is None else offset)
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def _kill_now(self) -> None:
         """SIGKILL the process and reap it, without awaiting (usable while cancelled)."""
         proc = self._proc
@@ -456,33 +442,10 @@ class EmbeddedNats:
         self._proc = None
 
     def _failure(self, what: str, hint: str | None = None) -> NatsServerError:
-        lines = self._read_log().splitlines()[-_LOG_TAIL_LINES:]
-        parts = [f"{what}.", f"Hint: {hint or self._hint(lines)}"]
-        if lines:
-            parts.append(f"Last lines of {self.log_path}:")
-            parts.extend(f"  {line}" for line in lines)
-        return NatsServerError("\n".join(parts))
-
-    def _hint(self, lines: list[str]) -> str:
-        errors = [ln for ln in lines if "[FTL]" in ln or "[ERR]" in ln or "nats-server:" in ln]
-        log = "\n".join(errors).lower()
-        if "address already in use" in log:
-            return (
-                f"port {self._requested_port} on {self._host} is already in use; "
-                "choose another port, or use port 0 to let the server pick a free one"
-            )
-        if "permission denied" in log and "listen" in log:
-            return (
-                f"not allowed to listen on {self._host}:{self._requested_port}; "
-                "use a port above 1023, or port 0"
-            )
-        if "cannot assign requested address" in log or "no such host" in log:
-            return f"{self._host!r} is not an address of this machine; use 127.0.0.1"
-        if "jetstream" in log or "storage" in log:
-            return f"JetStream could not use {self._store_dir}; check it is writable and not in use"
-        if "parse error" in log or "config" in log:
-            return f"the generated configuration {self.config_path} was rejected"
-        return f"see the full log in {self.log_path}"
+        setting = Setting(
+            self._host, self._requested_port, self._store_dir, self.config_path, self.log_path
+        )
+        return failure(what, self._log, setting, hint)
 
 
 async def _wait_exit(
