@@ -215,12 +215,9 @@ class Publisher:
         msg_id, payload = self.encode(body, None, None, msg_id)
         nc = self.nc
         subj = self.full(subject)
-        if len(payload) > nc.max_payload:
-            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
         try:
-            stream = await self._streams.lookup(nc, subj)
+            stream = await self._stream_or_publish(subj, payload)
             if stream is None:
-                await nc.publish(subj, payload)
                 done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 done.set_result(None)
                 return done
@@ -234,6 +231,17 @@ class Publisher:
         done.add_done_callback(lambda _: receipt.cancel())
         return done
 
+    async def _stream_or_publish(self, subj: str, payload: bytes) -> str | None:
+        """The stream that stores ``subj``, or None once ``payload`` was published plainly (no
+        stream stores it). Raises :class:`PayloadTooLargeError`; nats-py's errors pass."""
+        nc = self.nc
+        if len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
+        stream = await self._streams.lookup(nc, subj)
+        if stream is None:
+            await nc.publish(subj, payload)
+        return stream
+
     async def store_raw(
         self,
         subject: str,
@@ -246,12 +254,9 @@ class Publisher:
         """:meth:`publish_stored` of an encoded envelope whose id is ``msg_id``."""
         nc = self.nc
         subj = self.full(subject)
-        if len(payload) > nc.max_payload:
-            raise PayloadTooLargeError(subj, len(payload), nc.max_payload)
         try:
-            stream = await self._streams.lookup(nc, subj)
+            stream = await self._stream_or_publish(subj, payload)
             if stream is None:
-                await nc.publish(subj, payload)
                 return
             try:
                 await publish_stored(
