@@ -10,7 +10,7 @@ would use, with ``[bus] replicas`` copies), and an operator may only use its own
 
 On the embedded server under the default prefix, the bucket of an operator run by the eeveepy
 runtime (a ``module``) is made when it is first looked up instead
-(:meth:`BucketsUnderWay.on_lookup`): nats-server tells of every JetStream API request in an
+(:meth:`BucketsUnderWay.begin`): nats-server tells of every JetStream API request in an
 audit advisory, and the runtime keeps looking its bucket up until it is there
 (:func:`~eeveepy.runtime.kv.open_bucket`). Most operators never use theirs, and a new bucket
 is a stream of its own (files, goroutines): made for each of 200 new operators, they were two
@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Collection, Iterable
-from typing import Any
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -50,6 +50,16 @@ AUDIT_SUBJECT = "$JS.EVENT.ADVISORY.API"
 _LOOKUP = "$JS.API.STREAM.INFO.KV_"
 
 
+@dataclass(frozen=True, slots=True)
+class _Making:
+    """How a bucket is made: under which prefix, with how many copies, and whether one left
+    under the default prefix's name is copied into it."""
+
+    prefix: str
+    replicas: int
+    migrate: bool
+
+
 class BucketsUnderWay:
     """Operators' buckets being made while the operators start, each start waiting for its own
     bucket alone (:meth:`wait`): made all at once before the first start, 200 new buckets held
@@ -58,7 +68,7 @@ class BucketsUnderWay:
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[bool]] = {}
-        self._lazy: dict[str, tuple[str, dict[str, Any]]] = {}  # bucket -> operator id, how
+        self._lazy: dict[str, tuple[str, _Making]] = {}  # bucket -> operator id, how
         self._audit: Subscription | None = None
 
     def make(
@@ -73,11 +83,11 @@ class BucketsUnderWay:
     ) -> None:
         """Begin making the buckets of ``operator_ids``, all at once. ``migrate``: copy a bucket
         left under the default prefix's name into a new one (see the module's docstring)."""
+        making = _Making(prefix, replicas, migrate)
         loop = asyncio.get_running_loop()
         for op_id in operator_ids:
             if op_id not in self._tasks:
-                coro = _ensure(js, op_id, log, prefix, replicas, migrate)
-                self._tasks[op_id] = loop.create_task(coro)
+                self._tasks[op_id] = loop.create_task(_ensure(js, op_id, log, making))
 
     async def begin(
         self,
@@ -91,30 +101,25 @@ class BucketsUnderWay:
         migrate: bool = False,
     ) -> None:
         """Begin making the buckets of ``operator_ids`` now (:meth:`make`), those of ``lazy``
-        when first looked up (:meth:`on_lookup`), unless a bucket may be copied from its old
+        when first looked up (:meth:`_on_lookup`), unless a bucket may be copied from its old
         name: its operator must not start before the copy is whole."""
         if migrate and prefix != DEFAULT_PREFIX:
             lazy = ()
         now = [op_id for op_id in operator_ids if op_id not in lazy]
-        how: dict[str, Any] = {"prefix": prefix, "replicas": replicas, "migrate": migrate}
-        self.make(nc.jetstream(), now, log, **how)
-        await self.on_lookup(nc, lazy, log, **how)
+        self.make(nc.jetstream(), now, log, prefix=prefix, replicas=replicas, migrate=migrate)
+        await self._on_lookup(nc, lazy, log, _Making(prefix, replicas, migrate))
 
-    async def on_lookup(
+    async def _on_lookup(
         self,
         nc: NatsClient,
         operator_ids: Iterable[str],
         log: FilteringBoundLogger,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        replicas: int = 1,
-        migrate: bool = False,
+        making: _Making,
     ) -> None:
         """Make the buckets of ``operator_ids`` when they are first looked up (a lookup that
         finds none is enough): ``nc`` must receive the server's audit advisories."""
-        how = {"prefix": prefix, "replicas": replicas, "migrate": migrate}
         for op_id in operator_ids:
-            self._lazy[kv_bucket_name(op_id, prefix)] = (op_id, how)
+            self._lazy[kv_bucket_name(op_id, making.prefix)] = (op_id, making)
         if self._audit is None and self._lazy:
             js = nc.jetstream()
 
@@ -134,16 +139,16 @@ class BucketsUnderWay:
         lazy = self._lazy.get(subject.removeprefix(_LOOKUP))
         if lazy is None or lazy[0] in self._tasks:
             return  # not one of ours, or under way already
-        op_id, how = lazy
+        op_id, making = lazy
         task = self._tasks[op_id] = asyncio.get_running_loop().create_task(
-            _ensure(js, op_id, log, how["prefix"], how["replicas"], how["migrate"])
+            _ensure(js, op_id, log, making)
         )
 
         def done(task: asyncio.Task[bool]) -> None:
             if self._tasks.get(op_id) is task:
                 del self._tasks[op_id]
             if not task.cancelled() and task.result():
-                self._lazy.pop(kv_bucket_name(op_id, how["prefix"]), None)
+                self._lazy.pop(kv_bucket_name(op_id, making.prefix), None)
             # else: still to be made (the next lookup tries again)
 
         task.add_done_callback(done)
@@ -170,18 +175,14 @@ class BucketsUnderWay:
 
 
 async def _ensure(
-    js: JetStreamContext,
-    op_id: str,
-    log: FilteringBoundLogger,
-    prefix: str,
-    replicas: int,
-    migrate: bool,
+    js: JetStreamContext, op_id: str, log: FilteringBoundLogger, making: _Making
 ) -> bool:
     """Make ``op_id``'s bucket unless it exists; False (logged) when it could not be."""
+    prefix, replicas = making.prefix, making.replicas
     bucket = kv_bucket_name(op_id, prefix)
     try:
         made = await ensure_bucket(js, KeyValueConfig(bucket=bucket, replicas=replicas))
-        if made and migrate and prefix != DEFAULT_PREFIX:
+        if made and making.migrate and prefix != DEFAULT_PREFIX:
             await _migrate(js, kv_bucket_name(op_id), bucket, log)
     except Exception as exc:  # JetStream off or unreachable: nothing to do about it now
         log.warning(
