@@ -31,27 +31,37 @@ class IdFactory:
 
     26 characters: 10 of millisecond time (Crockford base32), 10 of per-process randomness
     (50 bits, so processes do not collide), 6 of a per-process counter (hex digits, a subset of
-    the same alphabet). The time part is formatted once per millisecond.
+    the same alphabet). The time part is formatted once per millisecond (:meth:`advance`);
+    :class:`EnvelopeEncoder` writes ids from :attr:`prefix_bytes` and :attr:`count` itself.
     """
 
-    __slots__ = ("_count", "_last_ms", "_prefix", "_rand")
+    __slots__ = ("_prefix", "_rand", "count", "last_ms", "prefix_bytes")
 
     def __init__(self) -> None:
-        self._last_ms = -1
+        self.last_ms = -1
+        """The millisecond of the last id."""
         self._prefix = ""
+        self.prefix_bytes = b""
+        """The first 20 characters of ids in ``last_ms``: its time, then the randomness."""
         self._rand = _b32(int.from_bytes(os.urandom(7), "big") >> 6, 10)
-        self._count = 0
+        self.count = 0
+        """The counter of the last id (the next is one more, modulo 2**24)."""
 
     def __call__(self, now: float | None = None) -> str:
         return self.at(int((time.time() if now is None else now) * 1000))
 
     def at(self, ms: int) -> str:
         """The next id, made in the millisecond ``ms`` (since the epoch)."""
-        if ms != self._last_ms:
-            self._last_ms = ms
-            self._prefix = _b32(ms, 10) + self._rand
-        self._count = count = (self._count + 1) & 0xFFFFFF
+        if ms != self.last_ms:
+            self.advance(ms)
+        self.count = count = (self.count + 1) & 0xFFFFFF
         return f"{self._prefix}{count:06X}"
+
+    def advance(self, ms: int) -> None:
+        """Make the time part of the ids of millisecond ``ms``."""
+        self.last_ms = ms
+        self._prefix = _b32(ms, 10) + self._rand
+        self.prefix_bytes = self._prefix.encode()
 
 
 def _b32(value: int, width: int) -> str:
@@ -71,21 +81,19 @@ class EnvelopeEncoder:
     """Encodes bodies into envelope JSON for one publisher (its ``source`` is fixed).
 
     Only what changes is formatted per message: the envelope's start up to the id
-    (``{"v":1,"source":...,"kind":...,"id":"``) is made once per kind, the id's time part and
-    the timestamp's date and seconds once per second; per message, the id's counter, the
-    timestamp's microseconds (one reading of the clock for both), the headers and the body.
+    (``{"v":1,"source":...,"kind":...,"id":"``) is made once per kind, the id's time part once
+    per millisecond (:meth:`IdFactory.advance`), the timestamp's date and seconds once per
+    second; per message, the id's counter, the timestamp's microseconds (one reading of the
+    clock for both), the headers and the body.
     """
 
-    __slots__ = ("_head", "_ids", "_kinds", "_ms", "_ms_id", "_ms_stamp", "_second")
+    __slots__ = ("_head", "_ids", "_kinds", "_second", "_stamp")
 
     def __init__(self, source: str) -> None:
         self._ids = IdFactory()
         self._head = b'{"v":1,"source":' + json.dumps(source).encode()
         self._kinds: dict[str, bytes] = {}
-        self._ms = -1
-        self._ms_id = b""
-        """The id's first 20 characters in millisecond ``_ms``: its time, then the randomness."""
-        self._ms_stamp = b""
+        self._stamp = b""
         """The timestamp's date and seconds in second ``_second``."""
         self._second = -1
 
@@ -109,18 +117,16 @@ class EnvelopeEncoder:
             return self._encode_given(
                 start, body, headers, msg_id or self._ids.at(ms), timestamp, ns
             )
-        if ms != self._ms:
-            self._ms = ms
-            self._ms_id = (_b32(ms, 10) + self._ids._rand).encode()
-            self._seconds(ms // 1000)  # (most messages of a chat bot are alone in their ms)
-        ids = self._ids  # (its counter, shared with new_id(): every id of the process differs)
-        ids._count = count = (ids._count + 1) & 0xFFFFFF
+        ids = self._ids  # (written inline: the hot path; the counter new_id() shares)
+        if ms != ids.last_ms:
+            ids.advance(ms)
+        ids.count = count = (ids.count + 1) & 0xFFFFFF
         try:
             payload = b'%s%s%06X","timestamp":"%s.%06dZ","headers":%s,"body":%s}' % (
                 start,
-                self._ms_id,
+                ids.prefix_bytes,
                 count,
-                self._ms_stamp,
+                self._stamp if ms // 1000 == self._second else self._seconds(ms // 1000),
                 ns // 1000 % 1_000_000,
                 to_json(headers) if headers else b"{}",  # (17x json.dumps's speed)
                 body.__pydantic_serializer__.to_json(body),
@@ -135,8 +141,8 @@ class EnvelopeEncoder:
         """The timestamp's date and seconds for ``second`` (formatted once per second)."""
         if second != self._second:
             self._second = second
-            self._ms_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-        return self._ms_stamp
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        return self._stamp
 
     def _start(self, body: Body) -> bytes:
         """The start of an envelope of ``body``'s kind, up to its id (made once per kind)."""
