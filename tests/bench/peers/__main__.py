@@ -30,6 +30,7 @@ from tests.supervisor_fixtures import ROOT
 
 from . import bots, cpu, hops
 from .floor import floor
+from .relays import TIERS
 from .table import Figures, render
 
 START_TIMEOUT = 60.0
@@ -93,8 +94,9 @@ def run(
     rounds: int,
     count: int,
     burst_of: int,
+    floors: list[str],
 ) -> int:
-    """Start every bot, measure, print; the exit code."""
+    """Start every bot (``floors``: the floor's tiers to run), measure, print; the exit code."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp,
         running_ngircd() as ircd,
@@ -107,7 +109,8 @@ def run(
             running.append(stack.enter_context(bots.errbot(python, ircd.port, "#errbot", workdir)))
             running.append(stack.enter_context(bots.sopel(python, ircd.port, "#sopel", workdir)))
         peers = {bot.name for bot in running}
-        running.append(stack.enter_context(floor(ircd.port, "#floor", workdir)))
+        for tier in floors:
+            running.append(stack.enter_context(floor(ircd.port, workdir, TIERS[tier])))
         systems = []
         for loop, tree in [(loop, None) for loop in loops] + ([("auto", base)] if base else []):
             channel = f"#eevee-{loop}" + ("-base" if tree else "")
@@ -172,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="another checkout of eeveepy (e.g. a worktree of main) measured in the same run",
     )
+    parser.add_argument(
+        "--floor-tiers",
+        action="store_true",
+        help="run the floor in every tier (each adding one of eeveepy's required parts:"
+        f" {', '.join(TIERS)}), not the floor alone",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--burst", type=int, default=300)
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     python = _peers_python(args.peers_python.absolute())  # (not resolve(): keep the venv)
     try:
         loops = args.loops.split(",")
-        return run(python, loops, args.base, args.rounds, args.count, args.burst)
+        floors = list(TIERS) if args.floor_tiers else ["floor"]
+        return run(python, loops, args.base, args.rounds, args.count, args.burst, floors)
     except ServerUnavailable as e:
         print(f"  skipped: {e}")
         return 0

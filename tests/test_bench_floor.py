@@ -1,0 +1,88 @@
+"""The floor's tiers of ``make bench-peers``: every tier's relays answer ``!echo`` on a real
+ngircd, each answer right, complete and in order; and the tiers stay configured as eeveepy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from pathlib import Path
+
+import nats
+import pytest
+
+pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before its own tests
+
+from eeveepy.bus import backstop, delivery  # noqa: E402
+from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
+from tests.bench.peers import tiers  # noqa: E402
+from tests.bench.peers.bots import Running  # noqa: E402
+from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
+from tests.bench.peers.relays import TIERS  # noqa: E402
+from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM  # noqa: E402
+from tests.irc_servers import IrcClient, Ngircd  # noqa: E402
+
+pytest_plugins = ["tests.irc_servers"]
+
+
+async def _answers(port: int, bots: list[Running]) -> dict[str, tuple[int, bool]]:
+    """Each bot answers one ``!echo`` of spaced, non-ASCII text with that text (else
+    AssertionError), then a burst of 30: (answers missing, in order)."""
+    client = await IrcClient.connect(port, "tierprobe")
+    try:
+        out = {}
+        for bot in bots:
+            await client.join(bot.channel)
+            await ready(client, bot.nick, bot.channel, 20.0)
+            await round_trip(client, bot.nick, bot.channel, "héllo  wörld", 5.0)
+            _, missing, in_order = await burst(client, bot.nick, bot.channel, 30, timeout=10.0)
+            out[bot.name] = (missing, in_order)
+        return out
+    finally:
+        await client.close()
+
+
+async def _stored(bot: FloorBot) -> list[tuple[int, int]]:
+    """(messages stored in all, messages left) of each chat stream, once its backstop's pass
+    acknowledged them all (or 5 s passed)."""
+    nc = await nats.connect(bot.url)
+    try:
+        js = nc.jetstream()
+        for _ in range(50):
+            states = [(await js.stream_info(s)).state for s in (CHAT_IN_STREAM, CHAT_OUT_STREAM)]
+            if not any(state.messages for state in states):
+                break
+            await asyncio.sleep(0.1)
+        return [(state.last_seq, state.messages) for state in states]
+    finally:
+        await nc.close()
+
+
+def test_every_tier_answers_echo_completely_and_in_order(ngircd: Ngircd, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        bots = [stack.enter_context(floor(ngircd.port, tmp_path, tier)) for tier in TIERS.values()]
+        answers = asyncio.run(_answers(ngircd.port, bots))
+        stored = {bot.name: asyncio.run(_stored(bot)) for bot in bots if bot.tier.streams}
+    assert len(answers) == len(TIERS) == 4
+    assert answers == dict.fromkeys(answers, (0, True))
+    # Every line and every reply went through its stream, and each backstop acknowledged them.
+    assert len(stored) == 2
+    for name, [(lines, lines_left), (replies, replies_left)] in stored.items():
+        assert lines == replies >= 32, name
+        assert (lines_left, replies_left) == (0, 0), name
+
+
+def test_the_tiers_use_eeveepys_delivery_settings() -> None:
+    assert (tiers.TICK, tiers.BUSY, tiers.GRACE) == (backstop.TICK, backstop.BUSY, backstop.GRACE)
+    assert tiers.ONCE_LIMIT == delivery.Once()._limit
+    assert (tiers.ACK_WAIT, tiers.MAX_DELIVER, tiers.MAX_ACK_PENDING) == (
+        delivery.ACK_WAIT,
+        delivery.MAX_DELIVER,
+        delivery.MAX_ACK_PENDING,
+    )
+
+
+def test_each_tier_adds_one_part_to_the_one_below() -> None:
+    parts = [(t.envelopes, t.streams, t.result) for t in TIERS.values()]
+    assert [sum(p) for p in parts] == [0, 1, 2, 3]
+    assert all(all(b[i] >= a[i] for i in range(3)) for a, b in itertools.pairwise(parts))
