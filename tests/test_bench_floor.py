@@ -16,7 +16,6 @@ pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before it
 from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
 from tests.bench.peers import tiers  # noqa: E402
-from tests.bench.peers.bots import Running  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
 from tests.bench.peers.relays import TIERS  # noqa: E402
 from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM  # noqa: E402
@@ -25,7 +24,7 @@ from tests.irc_servers import IrcClient, Ngircd  # noqa: E402
 pytest_plugins = ["tests.irc_servers"]
 
 
-async def _answers(port: int, bots: list[Running]) -> dict[str, tuple[int, bool]]:
+async def _answers(port: int, bots: list[FloorBot]) -> dict[str, tuple[int, bool]]:
     """Each bot answers one ``!echo`` of spaced, non-ASCII text with that text (else
     AssertionError), then a burst of 30: (answers missing, in order)."""
     client = await IrcClient.connect(port, "tierprobe")

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nats
 import structlog
 
 from tests.bench.ircload import Load, load, ready
@@ -29,9 +30,10 @@ from tests.irc_servers import IrcClient, ServerUnavailable, find_binary, running
 from tests.supervisor_fixtures import ROOT
 
 from . import bots, cpu, hops
-from .floor import floor
+from .floor import FloorBot, floor
 from .relays import TIERS
 from .table import Figures, render
+from .tiers import PREFIX
 
 START_TIMEOUT = 60.0
 """Seconds a bot gets from its start to answering ``!echo``."""
@@ -144,7 +146,15 @@ def run(
         for eevee, system in systems:
             print(f"  {eevee.name}:")
             print(hops.describe(asyncio.run(hops.tap(system, ircd.port, eevee))))
+        top = [bot for bot in running if isinstance(bot, FloorBot) and bot.tier.streams][-1:]
+        for bot in top:
+            print(f"  {bot.name}:")
+            print(hops.describe(asyncio.run(_tap_floor(bot, ircd.port))))
     return 0
+
+
+async def _tap_floor(bot: FloorBot, port: int) -> tuple[list[hops.Hop], str]:
+    return await hops.tap_bus(await nats.connect(bot.url), PREFIX, port, bot)
 
 
 def _peers_python(python: Path) -> Path | None:

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from tests.bench.ircload import round_trip
@@ -77,12 +78,18 @@ def label(hop: Hop, prefix: str) -> tuple[str, str]:
 
 
 async def tap(system: System, port: int, bot: Running) -> tuple[list[Hop], str]:
-    """One ``!echo`` through ``bot`` with every bus message recorded; (hops, prefix)."""
+    """One ``!echo`` through eeveepy's ``bot`` with every bus message recorded; (hops, prefix)."""
     state = json.loads(system.state_file.read_text(encoding="utf-8"))
     prefix = state.get("prefix") or "eevee"
     nc = await nats.connect(
         state["url"], user=state.get("user"), password=state.get("password"), name="bench-tap"
     )
+    return await tap_bus(nc, prefix, port, bot)
+
+
+async def tap_bus(nc: Client, prefix: str, port: int, bot: Running) -> tuple[list[Hop], str]:
+    """One ``!echo`` through ``bot`` with every message on ``nc``'s bus recorded (``nc`` is
+    closed after); (hops, prefix)."""
     seen: list[tuple[float, Msg]] = []
 
     async def record(msg: Msg) -> None:
