@@ -6,8 +6,10 @@ turns): ``--count`` sequential round trips (p50, p99), then a burst of ``--burst
 write (commands per second, every answer present and in order). Then the memory of each bot's
 whole process tree (PSS). The table gives each figure as a ratio to the best peer's of the
 same run, with that run's absolute figures beside it; then the bus hops of one eeveepy round
-trip. Without the peers (no venv, no network to make one) it measures eeveepy alone, and
-says so.
+trip (eeveepy's, and the top tier's of the floor). Beside the peers run the floor's tiers
+(:mod:`tests.bench.peers.floor`): eeveepy's path as raw relays, then with each of its required
+parts added in turn, so each part's cost is measured in the same run. Without the peers (no
+venv, no network to make one) it measures eeveepy alone, and says so.
 """
 
 from __future__ import annotations
@@ -186,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout of eeveepy (e.g. a worktree of main) measured in the same run",
     )
     parser.add_argument(
-        "--floor-tiers",
+        "--floor-only",
         action="store_true",
-        help="run the floor in every tier (each adding one of eeveepy's required parts:"
-        f" {', '.join(TIERS)}), not the floor alone",
+        help="run the floor alone, not its tiers (each adding one of eeveepy's required parts:"
+        f" {', '.join(TIERS)})",
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=300)
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     python = _peers_python(args.peers_python.absolute())  # (not resolve(): keep the venv)
     try:
         loops = args.loops.split(",")
-        floors = list(TIERS) if args.floor_tiers else ["floor"]
+        floors = ["floor"] if args.floor_only else list(TIERS)
         return run(python, loops, args.base, args.rounds, args.count, args.burst, floors)
     except ServerUnavailable as e:
         print(f"  skipped: {e}")
