@@ -11,6 +11,7 @@ pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before it
 
 from tests.bench.ircload import plain  # noqa: E402
 from tests.bench.peers.bots import eeveepy_config  # noqa: E402
+from tests.bench.peers.cpu import _title  # noqa: E402
 from tests.bench.peers.hops import PATH, Hop, label  # noqa: E402
 from tests.bench.peers.table import Figures, best_peers, ratios, render  # noqa: E402
 
@@ -90,3 +91,12 @@ def test_hops_are_told_apart_by_subject_and_reply() -> None:
     assert label(hop("_INBOX.e.1", head=b'{"stream":"X"'), "eevee")[0] == "guarantee"
     assert label(hop("_INBOX.router.1", head=b'{"v":1,'), "eevee")[0] == "result"
     assert label(hop("$KV.eevee_seen.x"), "eevee")[0] == "other"
+
+
+def test_processes_are_named_for_the_cpu_table() -> None:
+    py = "/venv/bin/python3.11"
+    assert _title(["eevee: router", ""]) == "eevee: router"
+    assert _title([py, "-m", "tests.bench.peers.relays", "floor", "echo", "nats://x"]) == "echo"
+    assert _title([py, "-m", "operators.echo"]) == "python3.11 echo"
+    assert _title([py, "/v/bin/errbot", "-c", "x"]) == "python3.11 errbot"
+    assert _title(["/usr/bin/nats-server", "-p", "1"]) == "nats-server"

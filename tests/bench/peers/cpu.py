@@ -13,14 +13,18 @@ Sample = dict[int, tuple[str, float]]
 
 
 def _title(argv: list[str]) -> str:
-    """A short name: an operator's title (``eevee: router``), else the program's name and,
-    for an interpreter, what it runs."""
+    """A short name: an operator's title (``eevee: router``), a floor relay's role, else the
+    program's name and, for an interpreter, what it runs."""
     if not argv:
         return ""
     if argv[0].startswith("eevee:"):
         return " ".join(argv).strip()
     name = argv[0].rsplit("/", 1)[-1]
-    if name.startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
+    if name.startswith("python") and len(argv) > 2 and argv[1] == "-m":
+        if argv[2].endswith(".relays"):  # the floor's: its role (the tier is the bot's name)
+            return " ".join(argv[4:5]) or name
+        name += " " + argv[2].rsplit(".", 1)[-1]
+    elif name.startswith("python") and len(argv) > 1 and not argv[1].startswith("-"):
         name += " " + argv[1].rsplit("/", 1)[-1]
     return name
 
