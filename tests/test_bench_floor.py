@@ -15,7 +15,7 @@ pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before it
 
 from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
-from tests.bench.peers import tiers  # noqa: E402
+from tests.bench.peers import guarantee  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
 from tests.bench.peers.relays import TIERS  # noqa: E402
 from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM  # noqa: E402
@@ -72,9 +72,9 @@ def test_every_tier_answers_echo_completely_and_in_order(ngircd: Ngircd, tmp_pat
 
 
 def test_the_tiers_use_eeveepys_delivery_settings() -> None:
-    assert (tiers.TICK, tiers.BUSY, tiers.GRACE) == (backstop.TICK, backstop.BUSY, backstop.GRACE)
-    assert tiers.ONCE_LIMIT == delivery.Once()._limit
-    assert (tiers.ACK_WAIT, tiers.MAX_DELIVER, tiers.MAX_ACK_PENDING) == (
+    assert (guarantee.TICK, guarantee.BUSY, guarantee.GRACE) == (backstop.TICK, backstop.BUSY, backstop.GRACE)
+    assert guarantee.ONCE_LIMIT == delivery.Once()._limit
+    assert (guarantee.ACK_WAIT, guarantee.MAX_DELIVER, guarantee.MAX_ACK_PENDING) == (
         delivery.ACK_WAIT,
         delivery.MAX_DELIVER,
         delivery.MAX_ACK_PENDING,
