@@ -72,7 +72,11 @@ def test_every_tier_answers_echo_completely_and_in_order(ngircd: Ngircd, tmp_pat
 
 
 def test_the_tiers_use_eeveepys_delivery_settings() -> None:
-    assert (guarantee.TICK, guarantee.BUSY, guarantee.GRACE) == (backstop.TICK, backstop.BUSY, backstop.GRACE)
+    assert (guarantee.TICK, guarantee.BUSY, guarantee.GRACE) == (
+        backstop.TICK,
+        backstop.BUSY,
+        backstop.GRACE,
+    )
     assert guarantee.ONCE_LIMIT == delivery.Once()._limit
     assert (guarantee.ACK_WAIT, guarantee.MAX_DELIVER, guarantee.MAX_ACK_PENDING) == (
         delivery.ACK_WAIT,
