@@ -17,7 +17,7 @@ from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
 from tests.bench.peers import guarantee  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
-from tests.bench.peers.relays import TIERS  # noqa: E402
+from tests.bench.peers.relays import STORES_ONLY, TIERS  # noqa: E402
 from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM  # noqa: E402
 from tests.irc_servers import IrcClient, Ngircd  # noqa: E402
 
@@ -43,13 +43,13 @@ async def _answers(port: int, bots: list[FloorBot]) -> dict[str, tuple[int, bool
 
 async def _stored(bot: FloorBot) -> list[tuple[int, int]]:
     """(messages stored in all, messages left) of each chat stream, once its backstop's pass
-    acknowledged them all (or 5 s passed)."""
+    acknowledged them all (or 5 s passed; at once without backstops)."""
     nc = await nats.connect(bot.url)
     try:
         js = nc.jetstream()
         for _ in range(50):
             states = [(await js.stream_info(s)).state for s in (CHAT_IN_STREAM, CHAT_OUT_STREAM)]
-            if not any(state.messages for state in states):
+            if not bot.tier.backstops or not any(state.messages for state in states):
                 break
             await asyncio.sleep(0.1)
         return [(state.last_seq, state.messages) for state in states]
@@ -59,16 +59,19 @@ async def _stored(bot: FloorBot) -> list[tuple[int, int]]:
 
 def test_every_tier_answers_echo_completely_and_in_order(ngircd: Ngircd, tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack:
-        bots = [stack.enter_context(floor(ngircd.port, tmp_path, tier)) for tier in TIERS.values()]
+        tiers = [*TIERS.values(), STORES_ONLY]
+        bots = [stack.enter_context(floor(ngircd.port, tmp_path, tier)) for tier in tiers]
         answers = asyncio.run(_answers(ngircd.port, bots))
-        stored = {bot.name: asyncio.run(_stored(bot)) for bot in bots if bot.tier.streams}
-    assert len(answers) == len(TIERS) == 4
+        stored = {bot.tier: asyncio.run(_stored(bot)) for bot in bots if bot.tier.streams}
+    assert len(answers) == len(TIERS) + 1 == 5
     assert answers == dict.fromkeys(answers, (0, True))
-    # Every line and every reply went through its stream, and each backstop acknowledged them.
-    assert len(stored) == 2
-    for name, [(lines, lines_left), (replies, replies_left)] in stored.items():
-        assert lines == replies >= 32, name
-        assert (lines_left, replies_left) == (0, 0), name
+    # Every line and every reply went through its stream, and each backstop acknowledged them
+    # (without backstops, the streams keep them all).
+    assert len(stored) == 3
+    for tier, [(lines, lines_left), (replies, replies_left)] in stored.items():
+        assert lines == replies >= 32, tier.name
+        left = (0, 0) if tier.backstops else (lines, replies)
+        assert (lines_left, replies_left) == left, tier.name
 
 
 def test_the_tiers_use_eeveepys_delivery_settings() -> None:
@@ -89,3 +92,4 @@ def test_each_tier_adds_one_part_to_the_one_below() -> None:
     parts = [(t.envelopes, t.streams, t.result) for t in TIERS.values()]
     assert [sum(p) for p in parts] == [0, 1, 2, 3]
     assert all(all(b[i] >= a[i] for i in range(3)) for a, b in itertools.pairwise(parts))
+    assert all(t.backstops for t in TIERS.values())

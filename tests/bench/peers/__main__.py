@@ -33,7 +33,7 @@ from tests.supervisor_fixtures import ROOT
 
 from . import bots, cpu, hops
 from .floor import FloorBot, floor
-from .relays import TIERS
+from .relays import STORES_ONLY, TIERS
 from .table import Figures, render
 from .tiers import PREFIX
 
@@ -114,7 +114,8 @@ def run(
             running.append(stack.enter_context(bots.sopel(python, ircd.port, "#sopel", workdir)))
         peers = {bot.name for bot in running}
         for tier in floors:
-            running.append(stack.enter_context(floor(ircd.port, workdir, TIERS[tier])))
+            part = TIERS.get(tier, STORES_ONLY)
+            running.append(stack.enter_context(floor(ircd.port, workdir, part)))
         systems = []
         for loop, tree in [(loop, None) for loop in loops] + ([("auto", base)] if base else []):
             channel = f"#eevee-{loop}" + ("-base" if tree else "")
@@ -193,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the floor alone, not its tiers (each adding one of eeveepy's required parts:"
         f" {', '.join(TIERS)})",
     )
+    parser.add_argument(
+        "--floor-split",
+        action="store_true",
+        help=f"also run {STORES_ONLY.name}: the stored publishes of the streams' tier without"
+        " its backstops, to tell storing from consuming",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--burst", type=int, default=300)
@@ -205,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loops = args.loops.split(",")
         floors = ["floor"] if args.floor_only else list(TIERS)
+        if args.floor_split:
+            floors.insert(2, STORES_ONLY.name)  # (after floor+envelopes)
         return run(python, loops, args.base, args.rounds, args.count, args.burst, floors)
     except ServerUnavailable as e:
         print(f"  skipped: {e}")

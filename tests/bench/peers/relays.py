@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from eeveepy.aio import loop_factory, run
 
-__all__ = ["TIERS", "Tier", "main"]
+__all__ = ["STORES_ONLY", "TIERS", "Tier", "main"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Tier:
     """The line and the reply are stored publishes, each stream with a backstop consumer."""
     result: bool
     """Echo answers the router's invocation with the command result once its reply is stored."""
+    backstops: bool = True
+    """With ``streams``: each stream's receiver takes its copies (False: nobody consumes them)."""
 
 
 TIERS = {
@@ -49,6 +51,12 @@ TIERS = {
     )
 }
 """Every tier, each adding one part to the one before."""
+
+STORES_ONLY = Tier(
+    "floor+envelopes+stores", "floor3s", envelopes=True, streams=True, result=False, backstops=False
+)
+"""Not a tier of the design: its streams half, the stored publishes without the backstops
+(``--floor-split``), to tell the cost of storing from that of consuming and acknowledging."""
 
 _IN, _RUN, _OUT = "floor.in", "floor.run", "floor.out"
 
@@ -89,7 +97,7 @@ async def _connector(url: str, port: int, channel: str, nick: str) -> None:
 
 def main(argv: list[str]) -> None:  # pragma: no cover - a benchmark process
     """One relay of one tier."""
-    tier, role, url = TIERS[argv[0]], argv[1], argv[2]
+    tier, role, url = {**TIERS, STORES_ONLY.name: STORES_ONLY}[argv[0]], argv[1], argv[2]
     if tier.envelopes:
         from tests.bench.peers import tiers
 

@@ -70,8 +70,10 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
         writer.write(f"PRIVMSG {body.target} :{body.text}\r\n".encode())
 
     await nc.subscribe(f"{PREFIX}.chat.out.irc.{NETWORK}", cb=out)
+    backstop = None
     if tier.streams:
         await stored.start()
+    if tier.streams and tier.backstops:
         backstop = await Backstop(nc, PREFIX, CHAT_OUT_STREAM, "out_irc_bench", seen).start()
     while line := await reader.readline():
         parts = line.rstrip(b"\r\n").split(b" ", 3)
@@ -92,7 +94,7 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
                 await stored.publish(subject, payload, msg_id)
             else:
                 await nc.publish(subject, payload)
-    if tier.streams:
+    if backstop is not None:
         backstop.cancel()
 
 
@@ -127,7 +129,7 @@ async def router(tier: Tier, url: str) -> None:
     await nc.subscribe(f"{PREFIX}.chat.in.>", cb=line)
     if tier.result:
         await nc.subscribe(inbox + ".*", cb=result)
-    if tier.streams:
+    if tier.streams and tier.backstops:
         await Backstop(nc, PREFIX, CHAT_IN_STREAM, "router", seen).start()
     await asyncio.Event().wait()
 
