@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import nats
@@ -21,7 +22,7 @@ from nats.aio.msg import Msg
 
 from eeveepy.aio import loop_factory, run
 
-__all__ = ["STORES_ONLY", "TIERS", "Tier", "main"]
+__all__ = ["STORES_ONLY", "TIERS", "Tier", "echo_lines", "irc", "main"]
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,18 @@ async def _relay(url: str, take: str, give: str, transform: bool) -> None:
     await asyncio.Event().wait()
 
 
-async def _connector(url: str, port: int, channel: str, nick: str) -> None:
-    nc = await nats.connect(url)
+async def irc(port: int, nick: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the IRC server on ``port``, registering as ``nick``."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+    return reader, writer
 
-    async def out(msg: Msg) -> None:
-        target, _, text = msg.data.partition(b"\0")
-        writer.write(b"PRIVMSG " + target + b" :" + text + b"\r\n")
 
-    await nc.subscribe(_OUT, cb=out)
+async def echo_lines(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, channel: str
+) -> AsyncIterator[list[bytes]]:
+    """Each ``!echo`` PRIVMSG the connection reads, split as (prefix, PRIVMSG, target,
+    :text), until the server closes it; PINGs are answered and ``channel`` joined on the way."""
     while line := await reader.readline():
         parts = line.rstrip(b"\r\n").split(b" ", 3)
         if parts[0] == b"PING":
@@ -92,7 +95,20 @@ async def _connector(url: str, port: int, channel: str, nick: str) -> None:
         elif len(parts) > 1 and parts[1] == b"001":
             writer.write(f"JOIN {channel}\r\n".encode())
         elif len(parts) == 4 and parts[1] == b"PRIVMSG" and parts[3].startswith(b":!echo "):
-            await nc.publish(_IN, parts[2] + b"\0" + parts[3][1:])
+            yield parts
+
+
+async def _connector(url: str, port: int, channel: str, nick: str) -> None:
+    nc = await nats.connect(url)
+    reader, writer = await irc(port, nick)
+
+    async def out(msg: Msg) -> None:
+        target, _, text = msg.data.partition(b"\0")
+        writer.write(b"PRIVMSG " + target + b" :" + text + b"\r\n")
+
+    await nc.subscribe(_OUT, cb=out)
+    async for parts in echo_lines(reader, writer, channel):
+        await nc.publish(_IN, parts[2] + b"\0" + parts[3][1:])
 
 
 def main(argv: list[str]) -> None:  # pragma: no cover - a benchmark process

@@ -39,7 +39,7 @@ from eeveepy.protocol.models import (
 )
 
 from .guarantee import Backstop, Seen, Stored
-from .relays import Tier
+from .relays import Tier, echo_lines, irc
 
 __all__ = ["CHAT_IN_STREAM", "CHAT_OUT_STREAM", "PREFIX", "job"]
 
@@ -59,8 +59,7 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
     nc = await _connect(url)
     encoder, decoder = EnvelopeEncoder(f"irc.{NETWORK}"), EnvelopeDecoder(OutgoingMessage)
     seen, stored = Seen(), Stored(nc, CHAT_IN_STREAM)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+    reader, writer = await irc(port, nick)
 
     async def out(msg: Msg) -> None:
         env = decoder.decode(msg.data, msg.subject)
@@ -75,25 +74,19 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
         await stored.start()
     if tier.streams and tier.backstops:
         backstop = await Backstop(nc, PREFIX, CHAT_OUT_STREAM, "out_irc_bench", seen).start()
-    while line := await reader.readline():
-        parts = line.rstrip(b"\r\n").split(b" ", 3)
-        if parts[0] == b"PING":
-            writer.write(b"PONG " + line[5:])
-        elif len(parts) > 1 and parts[1] == b"001":
-            writer.write(f"JOIN {channel}\r\n".encode())
-        elif len(parts) == 4 and parts[1] == b"PRIVMSG" and parts[3].startswith(b":!echo "):
-            who, _, host = parts[0][1:].decode().partition("!")
-            room, text = parts[2].decode(), parts[3][1:].decode()
-            user = ChatUser(id=who, name=who, host=host)
-            body = ChatMessage(
-                platform="irc", network=NETWORK, room=room, user=user, text=text, raw=text
-            )
-            msg_id, payload = encoder.encode(body)
-            subject = f"{PREFIX}.chat.in.irc.{NETWORK}.{room}"
-            if tier.streams:
-                await stored.publish(subject, payload, msg_id)
-            else:
-                await nc.publish(subject, payload)
+    async for parts in echo_lines(reader, writer, channel):
+        who, _, host = parts[0][1:].decode().partition("!")
+        room, text = parts[2].decode(), parts[3][1:].decode()
+        user = ChatUser(id=who, name=who, host=host)
+        body = ChatMessage(
+            platform="irc", network=NETWORK, room=room, user=user, text=text, raw=text
+        )
+        msg_id, payload = encoder.encode(body)
+        subject = f"{PREFIX}.chat.in.irc.{NETWORK}.{room}"
+        if tier.streams:
+            await stored.publish(subject, payload, msg_id)
+        else:
+            await nc.publish(subject, payload)
     if backstop is not None:
         backstop.cancel()
 
