@@ -16,14 +16,16 @@ from tests.bench.peers.hops import PATH, Hop, label  # noqa: E402
 from tests.bench.peers.table import Figures, best_peers, ratios, render  # noqa: E402
 
 
-def fig(bot: str, p50: float, p99: float, burst: float, mb: int, *, peer: bool = True) -> Figures:
-    return Figures(bot, peer, p50, p99, burst, 0, True, mb * 2**20, 1)
+def fig(
+    bot: str, p50: float, p99: float, burst: float, mb: int, cpu: float, *, peer: bool = True
+) -> Figures:
+    return Figures(bot, peer, p50, p99, burst, 0, True, mb * 2**20, 1, cpu)
 
 
 FIGURES = [
-    fig("errbot", 800, 1500, 1800, 50),
-    fig("Sopel", 1400, 3000, 800, 40),
-    fig("eeveepy", 1200, 4500, 3600, 120, peer=False),
+    fig("errbot", 800, 1500, 1800, 50, 700),
+    fig("Sopel", 1400, 3000, 800, 40, 1100),
+    fig("eeveepy", 1200, 4500, 3600, 120, 2800, peer=False),
 ]
 
 
@@ -34,11 +36,12 @@ def test_each_column_takes_its_own_best_peer() -> None:
         "p99": "errbot",
         "burst": "errbot",
         "memory": "Sopel",
+        "cpu": "errbot",
     }
 
 
 def test_the_system_under_test_is_never_the_baseline() -> None:
-    faster = [*FIGURES[:2], fig("eeveepy", 100, 100, 99999, 1, peer=False)]
+    faster = [*FIGURES[:2], fig("eeveepy", 100, 100, 99999, 1, 1, peer=False)]
     assert {v.bot for v in best_peers(faster).values()} <= {"errbot", "Sopel"}
 
 
@@ -48,6 +51,7 @@ def test_ratios_to_the_best_peer() -> None:
     assert eevee.p99 == pytest.approx(3.0)
     assert eevee.burst == pytest.approx(2.0)
     assert eevee.memory == pytest.approx(3.0)
+    assert eevee.cpu == pytest.approx(4.0)
     assert ratios(FIGURES)[0].p50 == 1.0
 
 
@@ -57,12 +61,14 @@ def test_no_peer_no_ratio() -> None:
 
 
 def test_the_table_names_its_baselines_and_flags_disorder() -> None:
-    late = Figures("Sopel", True, 1400, 3000, 800, 3, False, 40 * 2**20, 1)
+    late = Figures("Sopel", True, 1400, 3000, 800, 3, False, 40 * 2**20, 1, 1100)
     table = render([FIGURES[0], late, FIGURES[2]])
     assert "| eeveepy | \N{MULTIPLICATION SIGN}1.50 | \N{MULTIPLICATION SIGN}3.00 |" in table
     assert "3 missing, OUT OF ORDER" in table
     assert "baselines (best peer of this run): p50 errbot" in table
-    assert "memory Sopel" in table
+    assert "memory Sopel, cpu errbot" in table
+    assert "| all, in order | \N{MULTIPLICATION SIGN}4.00 | \N{MULTIPLICATION SIGN}3.00 |" in table
+    assert "2800 µs CPU per command" in table
 
 
 def test_irc_formatting_is_stripped_before_comparing() -> None:

@@ -41,7 +41,7 @@ START_TIMEOUT = 60.0
 """Seconds a bot gets from its start to answering ``!echo``."""
 
 
-def _median(loads: list[Load], bot: bots.Running, peer: bool) -> Figures:
+def _median(loads: list[Load], bot: bots.Running, peer: bool, cpu_us: float) -> Figures:
     pss, processes = bot.pss()
     return Figures(
         bot=bot.name,
@@ -53,12 +53,14 @@ def _median(loads: list[Load], bot: bots.Running, peer: bool) -> Figures:
         in_order=all(x.in_order for x in loads),
         pss_bytes=pss,
         processes=processes,
+        cpu_us=cpu_us,
     )
 
 
 async def _measure(
     port: int, running: list[bots.Running], rounds: int, count: int, burst_of: int
-) -> dict[str, list[Load]]:
+) -> tuple[dict[str, list[Load]], dict[str, float]]:
+    """Each bot's loads, and its tree's CPU µs per command over them all."""
     client = await IrcClient.connect(port, "bencher")
     try:
         for bot in running:
@@ -75,18 +77,20 @@ async def _measure(
                 )
                 used[bot.name] += cpu.spent(before, cpu.take(bot.tree()))
         commands = rounds * (count + burst_of)
+        per_command: dict[str, float] = {}
         for name, rows in used.items():
             by_title: dict[str, float] = {}
             for title, seconds in rows:
                 by_title[title] = by_title.get(title, 0.0) + seconds
             total = sum(by_title.values())
+            per_command[name] = total / commands * 1e6
             top = sorted(by_title.items(), key=lambda kv: -kv[1])[:6]
             print(
                 f"  {name}: CPU {total / commands * 1e6:.0f} µs per command ("
                 + ", ".join(f"{t}: {s / commands * 1e6:.0f}" for t, s in top)
                 + ")"
             )
-        return loads
+        return loads, per_command
     finally:
         await client.close()
 
@@ -125,7 +129,7 @@ def run(
             running.append(eevee)
             systems.append((eevee, system))
         try:
-            loads = asyncio.run(_measure(ircd.port, running, rounds, count, burst_of))
+            loads, cpu_us = asyncio.run(_measure(ircd.port, running, rounds, count, burst_of))
         except AssertionError as e:
             for name in ("errbot", "sopel"):
                 print(f"--- {name} output:\n{bots.output(workdir, name)}")
@@ -133,7 +137,7 @@ def run(
                 print(f"--- eevee up output:\n{system.log()[-2000:]}")
             print(f"  failed: {e}")
             return 1
-        figures = [_median(loads[b.name], b, b.name in peers) for b in running]
+        figures = [_median(loads[b.name], b, b.name in peers, cpu_us[b.name]) for b in running]
         print(f"  {rounds} round(s) of {count} sequential + a burst of {burst_of}, bots in turn;")
         print(f"  started, measured in {time.monotonic() - t0:.0f} s")
         if python is None:

@@ -1,8 +1,9 @@
 """The peers table: each bot's figures as ratios to the best peer's, pure (no I/O).
 
 Each column has its own baseline: the best *peer* (not eeveepy) for that figure in the same
-run: the lowest p50, the lowest p99, the highest burst rate, the least memory. A ratio above
-1 is slower or bigger for the latencies and memory, faster for the burst.
+run: the lowest p50, the lowest p99, the highest burst rate, the least memory, the least CPU
+time per command. A ratio above
+1 is slower or bigger for the latencies, memory and CPU, faster for the burst.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Figures:
     in_order: bool
     pss_bytes: int
     processes: int
+    cpu_us: float = 0.0
+    """CPU time of the whole process tree per command."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Ratios:
     p99: float
     burst: float
     memory: float
+    cpu: float
 
 
 _COLUMNS: dict[str, tuple[Callable[[Figures], float], bool]] = {
@@ -47,6 +51,7 @@ _COLUMNS: dict[str, tuple[Callable[[Figures], float], bool]] = {
     "p99": (lambda f: f.p99_us, False),
     "burst": (lambda f: f.burst_per_s, True),
     "memory": (lambda f: float(f.pss_bytes), False),
+    "cpu": (lambda f: f.cpu_us, False),
 }
 """Each column: the figure, and whether higher is better."""
 
@@ -72,10 +77,7 @@ def ratios(figures: Sequence[Figures]) -> list[Ratios]:
         base = value(best[column])
         return value(f) / base if base else float("inf")
 
-    return [
-        Ratios(f.bot, over(f, "p50"), over(f, "p99"), over(f, "burst"), over(f, "memory"))
-        for f in figures
-    ]
+    return [Ratios(f.bot, *(over(f, column) for column in _COLUMNS)) for f in figures]
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -86,8 +88,19 @@ def render(figures: Sequence[Figures]) -> str:
     """A markdown table: ratios to the best peer of each column, the absolute figures beside."""
     best = best_peers(figures)
     lines = [
-        _row(["bot", "p50", "p99", "burst", "replies", "memory (PSS)", "absolute (this run)"]),
-        _row(["---"] * 7),
+        _row(
+            [
+                "bot",
+                "p50",
+                "p99",
+                "burst",
+                "replies",
+                "CPU per command",
+                "memory (PSS)",
+                "absolute (this run)",
+            ]
+        ),
+        _row(["---"] * 8),
     ]
     for f, r in zip(figures, ratios(figures), strict=True):
         replies = ("all" if not f.missing else f"{f.missing} missing") + (
@@ -95,6 +108,7 @@ def render(figures: Sequence[Figures]) -> str:
         )
         absolute = (
             f"{f.p50_us / 1000:.2f} / {f.p99_us / 1000:.2f} ms, {f.burst_per_s:,.0f} cmd/s,"
+            f" {f.cpu_us:.0f} µs CPU per command,"
             f" {f.pss_bytes / 2**20:.1f} MB in {f.processes} process"
             + ("es" if f.processes != 1 else "")
         )
@@ -106,6 +120,7 @@ def render(figures: Sequence[Figures]) -> str:
                     f"{TIMES}{r.p99:.2f}",
                     f"{TIMES}{r.burst:.2f}",
                     replies,
+                    f"{TIMES}{r.cpu:.2f}",
                     f"{TIMES}{r.memory:.2f}",
                     absolute,
                 ]
