@@ -17,8 +17,9 @@ from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
 from tests.bench.peers import guarantee  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
+from tests.bench.peers.journal import undone  # noqa: E402
 from tests.bench.peers.relays import STORES_ONLY, TIERS  # noqa: E402
-from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM  # noqa: E402
+from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM, JOURNAL  # noqa: E402
 from tests.irc_servers import IrcClient, Ngircd  # noqa: E402
 
 pytest_plugins = ["tests.irc_servers"]
@@ -43,16 +44,19 @@ async def _answers(port: int, bots: list[FloorBot]) -> dict[str, tuple[int, bool
 
 async def _stored(bot: FloorBot) -> list[tuple[int, int]]:
     """(messages stored in all, messages left) of each chat stream, once its backstop's pass
-    acknowledged them all (or 5 s passed; at once without backstops)."""
+    acknowledged them all (or 5 s passed; at once without backstops); the journal tier has no
+    input stream (0, 0)."""
     nc = await nats.connect(bot.url)
     try:
         js = nc.jetstream()
         for _ in range(50):
-            states = [(await js.stream_info(s)).state for s in (CHAT_IN_STREAM, CHAT_OUT_STREAM)]
+            streams = (CHAT_OUT_STREAM,) if bot.tier.journal else (CHAT_IN_STREAM, CHAT_OUT_STREAM)
+            states = [(await js.stream_info(s)).state for s in streams]
             if not bot.tier.backstops or not any(state.messages for state in states):
                 break
             await asyncio.sleep(0.1)
-        return [(state.last_seq, state.messages) for state in states]
+        figures = [(state.last_seq, state.messages) for state in states]
+        return [(0, 0), *figures] if bot.tier.journal else figures
     finally:
         await nc.close()
 
@@ -63,12 +67,23 @@ def test_every_tier_answers_echo_completely_and_in_order(ngircd: Ngircd, tmp_pat
         bots = [stack.enter_context(floor(ngircd.port, tmp_path, tier)) for tier in tiers]
         answers = asyncio.run(_answers(ngircd.port, bots))
         stored = {bot.tier: asyncio.run(_stored(bot)) for bot in bots if bot.tier.streams}
-    assert len(answers) == len(TIERS) + 1 == 5
+    assert len(answers) == len(TIERS) + 1 == 6
     assert answers == dict.fromkeys(answers, (0, True))
     # Every line and every reply went through its stream, and each backstop acknowledged them
-    # (without backstops, the streams keep them all).
-    assert len(stored) == 3
+    # (without backstops, the streams keep them all); the journal tier's lines went through
+    # its journal instead, each marked done there.
+    assert len(stored) == 4
     for tier, [(lines, lines_left), (replies, replies_left)] in stored.items():
+        if tier.journal:
+            journal = tmp_path / f"{tier.nick}-{JOURNAL}"
+            records = journal.read_bytes().splitlines()
+            sent = [r for r in records if r.startswith(b"+ ")]
+            done = {r[2:] for r in records if r.startswith(b"- ")}
+            assert len(sent) == replies >= 32, tier.name
+            assert {r[2:].split(b" ", 1)[0] for r in sent} == done, tier.name
+            assert undone(journal) == {}, tier.name
+            assert replies_left == 0, tier.name
+            continue
         assert lines == replies >= 32, tier.name
         left = (0, 0) if tier.backstops else (lines, replies)
         assert (lines_left, replies_left) == left, tier.name
@@ -89,7 +104,22 @@ def test_the_tiers_use_eeveepys_delivery_settings() -> None:
 
 
 def test_each_tier_adds_one_part_to_the_one_below() -> None:
-    parts = [(t.envelopes, t.streams, t.result) for t in TIERS.values()]
+    design = [t for t in TIERS.values() if not t.journal]
+    parts = [(t.envelopes, t.streams, t.result) for t in design]
     assert [sum(p) for p in parts] == [0, 1, 2, 3]
     assert all(all(b[i] >= a[i] for i in range(3)) for a, b in itertools.pairwise(parts))
     assert all(t.backstops for t in TIERS.values())
+    # The journal tier: the top tier's parts, chat input kept by the journal instead.
+    [journal] = [t for t in TIERS.values() if t.journal]
+    top = design[-1]
+    assert (
+        (journal.envelopes, journal.streams, journal.result)
+        == (True, True, True)
+        == (
+            top.envelopes,
+            top.streams,
+            top.result,
+        )
+    )
+    names = list(TIERS)
+    assert names.index("floor+envelopes") < names.index(journal.name) < names.index(top.name)

@@ -26,7 +26,7 @@ import nats
 import psutil
 
 from eeveepy.bus.natsconf import find_nats_server
-from eeveepy.bus.streams import ensure_chat_streams
+from eeveepy.bus.streams import ensure_chat_out_stream, ensure_chat_streams
 from tests.irc_servers import free_port, port_open
 from tests.operator_procs import stop_all
 from tests.supervisor_fixtures import ROOT
@@ -49,11 +49,15 @@ class FloorBot(Running):
         self.tier, self.url = tier, url
 
 
-async def _streams(url: str) -> None:
-    """The chat streams of the floor's prefix, configured as eeveepy's."""
+async def _streams(url: str, tier: Tier) -> None:
+    """The chat streams of the floor's prefix, configured as eeveepy's (the journal tier: the
+    output's alone, else its stream would store every plain publish of a line too)."""
     nc = await nats.connect(url)
     try:
-        await ensure_chat_streams(nc.jetstream(), PREFIX)
+        if tier.journal:
+            await ensure_chat_out_stream(nc.jetstream(), PREFIX)
+        else:
+            await ensure_chat_streams(nc.jetstream(), PREFIX)
     finally:
         await nc.close()
 
@@ -78,7 +82,7 @@ def floor(port: int, workdir: Path, tier: Tier = FLOOR) -> Iterator[FloorBot]:
                 )
             time.sleep(0.02)
         if tier.streams:
-            asyncio.run(asyncio.wait_for(_streams(url), 10))
+            asyncio.run(asyncio.wait_for(_streams(url, tier), 10))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for role in ("router", "echo"):
             procs.append(

@@ -40,6 +40,10 @@ class Tier:
     """Echo answers the router's invocation with the command result once its reply is stored."""
     backstops: bool = True
     """With ``streams``: each stream's receiver takes its copies (False: nobody consumes them)."""
+    journal: bool = False
+    """With ``streams`` and ``result``: the line is no stored publish but kept by the connector
+    in a journal (:mod:`tests.bench.peers.journal`), a plain publish the router answers once
+    echo's result is in; only the reply goes through a stream."""
 
 
 TIERS = {
@@ -47,11 +51,20 @@ TIERS = {
     for tier in (
         Tier("floor", "floor", envelopes=False, streams=False, result=False),
         Tier("floor+envelopes", "floor2", envelopes=True, streams=False, result=False),
+        Tier(
+            "floor+envelopes+journal+result",
+            "floor2j",
+            envelopes=True,
+            streams=True,
+            result=True,
+            journal=True,
+        ),
         Tier("floor+envelopes+streams", "floor3", envelopes=True, streams=True, result=False),
         Tier("floor+envelopes+streams+result", "floor4", envelopes=True, streams=True, result=True),
     )
 }
-"""Every tier, each adding one part to the one before."""
+"""Every tier, each adding one part to the one before; but the journal's, which has the top
+tier's parts with another delivery guarantee for chat input (the connector's, not a stream's)."""
 
 STORES_ONLY = Tier(
     "floor+envelopes+stores", "floor3s", envelopes=True, streams=True, result=False, backstops=False

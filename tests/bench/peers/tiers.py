@@ -14,6 +14,11 @@ the stream's copies through a backstop consumer and acknowledges them in passes.
 the command result once its reply is stored, and the router counts a line handled (its copy
 acknowledged) only then: message 10 of the hop table in docs/benchmarks.md.
 
+``floor+envelopes+journal+result``: as the one above, but the line is no stored publish: the
+connector keeps it in a journal (:mod:`tests.bench.peers.journal`) and sends it as a plain
+publish with a reply subject, which the router answers (``taken``) once echo's result is in
+(at once for a line that is no command); the reply is stored as above.
+
 None of eeveepy's runtime runs here (no Ipc, no Operator, no dispatch): what a tier costs over
 the one below is the part's, not eeveepy's implementation of it.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -39,6 +45,7 @@ from eeveepy.protocol.models import (
 )
 
 from .guarantee import Backstop, Seen, Stored
+from .journal import TAKEN, Journal
 from .relays import Tier, echo_lines, irc
 
 __all__ = ["CHAT_IN_STREAM", "CHAT_OUT_STREAM", "PREFIX", "job"]
@@ -46,6 +53,8 @@ __all__ = ["CHAT_IN_STREAM", "CHAT_OUT_STREAM", "PREFIX", "job"]
 PREFIX = "floor"
 """The subjects' prefix (eeveepy's is ``eevee``): streams ``FLOOR_CHAT_IN``, ``FLOOR_CHAT_OUT``."""
 NETWORK = "bench"
+JOURNAL = "chat-in-journal"
+"""The journal tier's connector's journal, in its working directory (``<nick>-chat-in-journal``)."""
 CHAT_IN_STREAM, CHAT_OUT_STREAM = "FLOOR_CHAT_IN", "FLOOR_CHAT_OUT"
 _RUN = f"{PREFIX}.command.run.echo"
 
@@ -59,6 +68,7 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
     nc = await _connect(url)
     encoder, decoder = EnvelopeEncoder(f"irc.{NETWORK}"), EnvelopeDecoder(OutgoingMessage)
     seen, stored = Seen(), Stored(nc, CHAT_IN_STREAM)
+    journal = Journal(nc, Path(f"{nick}-{JOURNAL}")) if tier.journal else None
     reader, writer = await irc(port, nick)
 
     async def out(msg: Msg) -> None:
@@ -69,8 +79,10 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
         writer.write(f"PRIVMSG {body.target} :{body.text}\r\n".encode())
 
     await nc.subscribe(f"{PREFIX}.chat.out.irc.{NETWORK}", cb=out)
-    backstop = None
-    if tier.streams:
+    backstop = sweep = None
+    if journal is not None:
+        sweep = await journal.start()
+    elif tier.streams:
         await stored.start()
     if tier.streams and tier.backstops:
         backstop = await Backstop(nc, PREFIX, CHAT_OUT_STREAM, "out_irc_bench", seen).start()
@@ -83,46 +95,57 @@ async def connector(tier: Tier, url: str, port: int, channel: str, nick: str) ->
         )
         msg_id, payload = encoder.encode(body)
         subject = f"{PREFIX}.chat.in.irc.{NETWORK}.{room}"
-        if tier.streams:
+        if journal is not None:
+            await journal.publish(subject, payload, msg_id)
+        elif tier.streams:
             await stored.publish(subject, payload, msg_id)
         else:
             await nc.publish(subject, payload)
-    if backstop is not None:
-        backstop.cancel()
+    for task in (backstop, sweep):
+        if task is not None:
+            task.cancel()
 
 
 async def router(tier: Tier, url: str) -> None:
     """``chat.message`` in, ``command.run`` out (a request when echo answers it)."""
     nc = await _connect(url)
     decoder, encoder = EnvelopeDecoder(ChatMessage), EnvelopeEncoder("router")
-    seen, results, waiting = Seen(), EnvelopeDecoder(CommandResult), dict[str, str]()
+    seen, results, waiting = Seen(), EnvelopeDecoder(CommandResult), dict[str, tuple[str, str]]()
     inbox, count = nc.new_inbox(), itertools.count()
 
     async def line(msg: Msg) -> None:
         env = decoder.decode(msg.data, msg.subject)
-        if tier.streams and not seen.take(env.id, done=not tier.result):
+        if tier.journal and msg.reply and seen.ids.get(env.id):
+            await nc.publish(msg.reply, TAKEN)  # a repeat of a line done: its answer was lost
             return
+        if tier.streams and not seen.take(env.id, done=not tier.result):
+            return  # a repeat (of a line not done yet: the journal's is sent again later)
         text = env.body.text
         if not text.startswith("!echo "):
+            if tier.journal and msg.reply:  # no command: done at once
+                seen.ids[env.id] = True
+                await nc.publish(msg.reply, TAKEN)
             return
         invocation = CommandInvocation(command="echo", text=text[6:], message=env.body)
         _, payload = encoder.encode(invocation, {"trace": env.trace})
         if tier.result:
             reply = f"{inbox}.{next(count)}"
-            waiting[reply] = env.id
+            waiting[reply] = (env.id, msg.reply or "")
             await nc.publish(_RUN, payload, reply=reply)
         else:
             await nc.publish(_RUN, payload)
 
     async def result(msg: Msg) -> None:
-        line_id = waiting.pop(msg.subject, "")
+        line_id, taken = waiting.pop(msg.subject, ("", ""))
         if results.decode(msg.data, msg.subject).body.ok and line_id in seen.ids:
             seen.ids[line_id] = True
+            if tier.journal and taken:
+                await nc.publish(taken, TAKEN)
 
     await nc.subscribe(f"{PREFIX}.chat.in.>", cb=line)
     if tier.result:
         await nc.subscribe(inbox + ".*", cb=result)
-    if tier.streams and tier.backstops:
+    if tier.streams and tier.backstops and not tier.journal:
         await Backstop(nc, PREFIX, CHAT_IN_STREAM, "router", seen).start()
     await asyncio.Event().wait()
 
