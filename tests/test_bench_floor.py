@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
 from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 pytest.register_assert_rewrite("tests.irc_servers")  # imported below, before its own tests
 
@@ -17,7 +19,7 @@ from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
 from tests.bench.peers import guarantee  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
-from tests.bench.peers.journal import undone  # noqa: E402
+from tests.bench.peers.journal import TAKEN, Journal, undone  # noqa: E402
 from tests.bench.peers.relays import STORES_ONLY, TIERS  # noqa: E402
 from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM, JOURNAL  # noqa: E402
 from tests.irc_servers import IrcClient, Ngircd  # noqa: E402
@@ -123,3 +125,35 @@ def test_each_tier_adds_one_part_to_the_one_below() -> None:
     )
     names = list(TIERS)
     assert names.index("floor+envelopes") < names.index(journal.name) < names.index(top.name)
+
+
+async def test_the_journal_sends_again_what_was_not_taken(nats_url: str, tmp_path: Path) -> None:
+    """A line left undone in the file is sent at the start, a line not taken is sent again
+    after ``resend``, and each is marked done once taken; a line done is never sent again."""
+    subject, path = f"jtier.{uuid.uuid4().hex}", tmp_path / JOURNAL
+    path.write_bytes(b"+ a %s left\n+ b %s done\n- b\n" % (subject.encode(), subject.encode()))
+    nc = await nats.connect(nats_url)
+    got: list[bytes] = []
+
+    async def router(msg: Msg) -> None:  # the first answer of each line is lost
+        got.append(msg.data)
+        if got.count(msg.data) > 1:
+            await nc.publish(msg.reply, TAKEN)
+
+    await nc.subscribe(subject, cb=router)
+    journal = Journal(nc, path, resend=0.3)
+    sweep = await journal.start()
+    try:
+        await journal.publish(subject, b"new", "c")
+        for _ in range(100):
+            if not undone(path):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        sweep.cancel()
+        journal.close()
+        await nc.close()
+    assert undone(path) == {}
+    assert sorted(got) == [b"left", b"left", b"new", b"new"]
+    new = b"+ c %s new" % subject.encode()
+    assert sorted(path.read_bytes().splitlines()[3:]) == sorted([new, b"- a", b"- c"])

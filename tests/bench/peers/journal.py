@@ -49,8 +49,8 @@ def undone(path: Path) -> dict[str, tuple[str, bytes]]:
 class Journal:
     """The connector's journal of chat input, and the lines it has sent and not seen taken."""
 
-    def __init__(self, nc: Client, path: Path) -> None:
-        self.nc, self.path = nc, path
+    def __init__(self, nc: Client, path: Path, resend: float = RESEND) -> None:
+        self.nc, self.path, self.resend = nc, path, resend
         self.inbox = nc.new_inbox()
         self.count = itertools.count()
         self.waiting: dict[str, tuple[str, str, bytes, float]] = {}
@@ -76,6 +76,12 @@ class Journal:
         self.waiting[reply] = (msg_id, subject, payload, asyncio.get_running_loop().time())
         await self.nc.publish(subject, payload, reply=reply)
 
+    def close(self) -> None:
+        """Close the file (the sweep's task is the caller's to cancel)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
     async def _taken(self, msg: Msg) -> None:
         line = self.waiting.pop(msg.subject, None)
         if line is None:
@@ -88,8 +94,8 @@ class Journal:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(SWEEP)
-            old = loop.time() - RESEND
+            await asyncio.sleep(min(SWEEP, self.resend))
+            old = loop.time() - self.resend
             late = [reply for reply, line in self.waiting.items() if line[3] < old]
             for reply in late:
                 msg_id, subject, payload, _ = self.waiting.pop(reply)
