@@ -19,6 +19,7 @@ from eeveepy.bus import backstop, delivery  # noqa: E402
 from tests.bench.ircload import burst, ready, round_trip  # noqa: E402
 from tests.bench.peers import guarantee  # noqa: E402
 from tests.bench.peers.floor import FloorBot, floor  # noqa: E402
+from tests.bench.peers.hops import Hop, label  # noqa: E402
 from tests.bench.peers.journal import TAKEN, Journal, undone  # noqa: E402
 from tests.bench.peers.relays import STORES_ONLY, TIERS  # noqa: E402
 from tests.bench.peers.tiers import CHAT_IN_STREAM, CHAT_OUT_STREAM, JOURNAL  # noqa: E402
@@ -157,3 +158,9 @@ async def test_the_journal_sends_again_what_was_not_taken(nats_url: str, tmp_pat
     assert sorted(got) == [b"left", b"left", b"new", b"new"]
     new = b"+ c %s new" % subject.encode()
     assert sorted(path.read_bytes().splitlines()[3:]) == sorted([new, b"- a", b"- c"])
+
+
+def test_the_routers_taken_is_told_apart_from_a_command_result() -> None:
+    taken = Hop(0.0, "_INBOX.c.1", "", TAKEN, len(TAKEN))
+    result = Hop(0.0, "_INBOX.r.1", "", b'{"v":1,', 200)
+    assert [label(h, "floor")[0] for h in (taken, result)] == ["guarantee", "result"]

@@ -153,8 +153,9 @@ def run(
         for eevee, system in systems:
             print(f"  {eevee.name}:")
             print(hops.describe(asyncio.run(hops.tap(system, ircd.port, eevee))))
-        top = [bot for bot in running if isinstance(bot, FloorBot) and bot.tier.streams][-1:]
-        for bot in top:
+        floors_run = [bot for bot in running if isinstance(bot, FloorBot) and bot.tier.streams]
+        top = [bot for bot in floors_run if not bot.tier.journal][-1:]
+        for bot in top + [bot for bot in floors_run if bot.tier.journal]:
             print(f"  {bot.name}:")
             print(hops.describe(asyncio.run(_tap_floor(bot, ircd.port))))
     return 0

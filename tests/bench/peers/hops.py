@@ -66,6 +66,8 @@ def label(hop: Hop, prefix: str) -> tuple[str, str]:
     if s.startswith("$JS.ACK."):
         what = "progress acknowledgement" if hop.head.startswith(b"+WPI") else "acknowledgement"
         return "guarantee", f"{what} of a stream's copy (a backstop's pass)"
+    if s.startswith("_INBOX.") and hop.head == b"taken":
+        return "guarantee", "taken: router -> connector, the journal's line is done"
     if s.startswith("_INBOX.") and hop.head.startswith(b'{"stream"'):
         return "guarantee", "stream receipt to the publisher"
     if s.startswith("_INBOX."):
