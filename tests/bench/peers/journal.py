@@ -9,7 +9,9 @@ file has without its ``done`` when the connector starts (the router's run-once m
 repeat harmless).
 
 The file's records, one a line: ``+ ID SUBJECT PAYLOAD`` (the envelope as sent: JSON, no
-newline in it) and ``- ID``.
+newline in it) and ``- ID``. The file is never compacted here (a benchmark's run is short);
+a connector of this design would rewrite it with its undone lines from time to time, as
+eeveepy's ``chat-out-sent`` is compacted.
 """
 
 from __future__ import annotations
