@@ -8,6 +8,9 @@ internals of nats-py 2.16:
   eeveepy's own subscriptions their raw bytes (the fast path);
 - ``Subscription._id``, the subscription id (sid) that call names;
 - ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too;
+- ``Client._ps``, the client's protocol parser, which :class:`EeveeClient` replaces with a
+  :class:`~eeveepy.bus.natsparser.FastParser`, and of nats-py's ``Parser`` what that one
+  uses: its ``buf``, ``state`` and ``needed``, and its reading of ``MSG`` lines;
 - ``Client._send_publish(subject, reply, payload, payload_size, headers)``, which
   :class:`EeveeClient` overrides to encode headers cheaply and to write what was published
   once per turn of the event loop, and what it uses for that: ``Client._send_command``
@@ -36,7 +39,9 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.protocol.parser import Parser
 
+from eeveepy.bus.natsparser import FastParser, parser_problems
 from eeveepy.errors import (
     BadBusSubjectError,
     BusClosedError,
@@ -182,6 +187,7 @@ class EeveeClient(_Publishing):
         super().__init__()
         self._fast_paths: dict[int, FastHandler] = {}
         self._header_paths: dict[int, HeaderHandler] = {}
+        self._ps = FastParser(self)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -286,6 +292,9 @@ def incompatibilities() -> list[str]:
         found.append("Client._send_command is gone or no longer a coroutine function")
     if getattr(NatsSubscription(nc, 7), "_id", None) != 7:
         found.append("Subscription(conn, id) no longer keeps its id as Subscription._id")
+    if not isinstance(getattr(nc, "_ps", None), Parser):
+        found.append("Client._ps is no longer the client's protocol parser")
+    found.extend(parser_problems())
     stats = nc.stats
     for key in ("in_msgs", "in_bytes"):
         if key not in stats:

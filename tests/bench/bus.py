@@ -231,12 +231,10 @@ async def _parse_cost(mode: str, count: int) -> float:
     subscriber side of each path costs per message; the process's CPU time, not the wall
     clock's, so that other work on the machine counts less.
     """
-    from nats.protocol.parser import Parser
-
     from eeveepy.bus.natsadapter import EeveeClient
 
     nc = EeveeClient()
-    parser = Parser(nc)
+    parser = nc._ps  # (the client's own: an eeveepy may have its own parser)
 
     async def no_send(*args: Any, **kwargs: Any) -> None:
         return None
