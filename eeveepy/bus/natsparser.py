@@ -43,64 +43,60 @@ class FastParser(Parser):
 
     async def parse(self, data: bytes = b"") -> None:
         """Parse ``data`` (bytes received), after what was left over from the last call."""
-        if self.state != AWAITING_CONTROL_LINE:
-            # A payload nats-py's parser is waiting for: give it that much, no more.
-            missing = self.needed + 2 - len(self.buf)
-            if len(data) < missing:
-                await super().parse(data)
-                return
-            await super().parse(data[:missing])
-            data = data[missing:]
-        if self.buf:
-            data = bytes(self.buf) + data
+        if self.buf and self.state == AWAITING_CONTROL_LINE:
+            data = bytes(self.buf) + data  # a control line the last read cut
             self.buf.clear()
-        nc = self._client
-        fast_paths = nc._fast_paths
-        stats = nc.stats
-        end = len(data)
-        pos = 0
-        match = _MSG.match
-        while pos < end:
-            msg = match(data, pos)
-            if msg is not None:
-                subject, sid, reply, size = msg.groups()
-                start = msg.end()
-                stop = start + int(size)
-                if stop + 2 > end:
-                    # The payload is not all here yet: nats-py's parser keeps it as it comes
-                    # (in one growing buffer, not copied again at each read).
-                    await super().parse(data[pos:])
-                    return
-                payload = data[start:stop]
-                pos = stop + 2
-                fast = fast_paths.get(int(sid))
-                if fast is None:
-                    await nc._process_msg(int(sid), subject, reply or b"", payload, b"")
-                else:
-                    stats["in_msgs"] += 1
-                    stats["in_bytes"] += stop - start
-                    fast(subject, reply or b"", payload)
-                continue
-            eol = data.find(b"\r\n", pos)
-            if eol < 0:
-                break  # a control line not complete yet
-            # Anything else: nats-py's parser, one control line (and the payload it announces).
-            line_end = eol + 2
-            await super().parse(data[pos:line_end])
-            pos = line_end
-            if self.buf:
-                # nats-py's parser did not take the line (too long to be refused yet): as
-                # nats-py does, keep it with what follows until more comes.
-                break
+        pos, end = 0, len(data)
+        while True:
             if self.state != AWAITING_CONTROL_LINE:
-                missing = self.needed + 2
+                # A payload nats-py's parser is waiting for: give it that much, no more.
+                missing = self.needed + 2 - len(self.buf)
                 if end - pos < missing:
                     await super().parse(data[pos:])
                     return
                 await super().parse(data[pos : pos + missing])
                 pos += missing
+            pos = await self._messages(data, pos)
+            eol = data.find(b"\r\n", pos)
+            if eol < 0:
+                break  # nothing more, or a control line not complete yet
+            # Anything else: nats-py's parser, one control line (and the payload it announces).
+            await super().parse(data[pos : eol + 2])
+            pos = eol + 2
+            if self.buf:
+                # nats-py's parser did not take the line (too long to be refused yet): as
+                # nats-py does, keep it with what follows until more comes.
+                break
         if pos < end:
             self.buf.extend(data[pos:])
+
+    async def _messages(self, data: bytes, pos: int) -> int:
+        """Hand on the ``MSG`` lines from ``pos`` on; returns where something else starts (or
+        ``len(data)`` once nats-py's parser has a payload cut by the end of ``data``)."""
+        nc = self._client
+        fast_paths = nc._fast_paths
+        stats = nc.stats
+        end = len(data)
+        match = _MSG.match
+        while msg := match(data, pos):
+            subject, sid, reply, size = msg.groups()
+            start = msg.end()
+            stop = start + int(size)
+            if stop + 2 > end:
+                # The payload is not all here yet: nats-py's parser keeps it as it comes (in
+                # one growing buffer, not copied again at each read).
+                await super().parse(data[pos:])
+                return end
+            payload = data[start:stop]
+            pos = stop + 2
+            fast = fast_paths.get(int(sid))
+            if fast is None:
+                await nc._process_msg(int(sid), subject, reply or b"", payload, b"")
+            else:
+                stats["in_msgs"] += 1
+                stats["in_bytes"] += stop - start
+                fast(subject, reply or b"", payload)
+        return pos
 
 
 def parser_problems() -> list[str]:
