@@ -67,6 +67,35 @@ async def test_headers_on_the_wire_are_what_nats_py_sends(nats_url: str) -> None
         await theirs.close()
 
 
+async def test_a_plain_publish_is_refused_and_delivered_as_nats_py_does(nats_url: str) -> None:
+    ours = await connect(BusConfig(url=nats_url), name="adapter-plain")
+    theirs = NatsClient()
+    await theirs.connect(servers=[nats_url])
+    subject = "adapter.plain." + uuid.uuid4().hex
+    try:
+        for bad in ("", "a b", "inject\r\nPUB x 1", "tab\there", "new\nline"):
+            for client in (ours, theirs):
+                with pytest.raises(nats.errors.BadSubjectError):
+                    await client.publish(bad, b"x")
+        for client in (ours, theirs):
+            with pytest.raises(nats.errors.MaxPayloadError):
+                await client.publish(subject, b"x" * (client.max_payload + 1))
+        sub = await theirs.subscribe(subject)
+        await barrier(theirs)
+        for i in range(300):  # more subjects than a client remembers, then this one again
+            await ours.publish(f"{subject}.{i}", b"")
+        for payload in (b"one", b"", b"PUB x 1\r\nthree"):
+            await ours.publish(subject, payload)
+        await ours.flush()
+        for payload in (b"one", b"", b"PUB x 1\r\nthree"):
+            msg = await sub.next_msg(timeout=WAIT)
+            assert (msg.subject, msg.data, msg.reply, msg.headers) == (subject, payload, "", None)
+        assert ours.stats["out_msgs"] == 303
+    finally:
+        await ours.close()
+        await theirs.close()
+
+
 async def test_what_one_turn_publishes_goes_out_in_one_write(nats_url: str) -> None:
     nc = await connect(BusConfig(url=nats_url), name="adapter-writes")
     subject = "adapter.writes." + uuid.uuid4().hex

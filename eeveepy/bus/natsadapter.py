@@ -8,12 +8,19 @@ internals of nats-py 2.16:
   eeveepy's own subscriptions their raw bytes (the fast path);
 - ``Subscription._id``, the subscription id (sid) that call names;
 - ``Client.stats["in_msgs"]`` / ``["in_bytes"]``, kept up to date on the fast path too;
+- ``Client._ps``, the client's protocol parser, which :class:`EeveeClient` replaces with a
+  :class:`~eeveepy.bus.natsparser.FastParser`, and of nats-py's ``Parser`` what that one
+  uses: its ``buf``, ``state`` and ``needed``, and its reading of ``MSG`` lines;
 - ``Client._send_publish(subject, reply, payload, payload_size, headers)``, which
   :class:`EeveeClient` overrides to encode headers cheaply and to write what was published
   once per turn of the event loop, and what it uses for that: ``Client._send_command``
   (queues a command in ``Client._pending``, counted in ``Client._pending_data_size``),
   ``Client._transport.writelines`` and ``Client._flush_queue`` (nats-py's own flusher, left
-  to the rest: subscriptions, pings, reconnects).
+  to the rest: subscriptions, pings, reconnects);
+- ``Client.publish(subject, payload, reply, headers)``, which it overrides for a plain
+  publish on a connected client, doing what nats-py's checks and ``_send_command`` do with
+  ``Client._status`` (``Client.CONNECTED``), ``_max_payload``, ``_max_pending_size``,
+  ``_skip_subject_validation`` and ``_flush_pending(force_flush=True)``;
 
 :func:`incompatibilities` checks them; ``tests/test_natsadapter.py`` runs it and the fast path
 against a real nats-server, so an upgrade of nats-py that changes them fails there, by name,
@@ -36,7 +43,9 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.protocol.parser import Parser
 
+from eeveepy.bus.natsparser import FastParser, parser_problems
 from eeveepy.errors import (
     BadBusSubjectError,
     BusClosedError,
@@ -64,12 +73,16 @@ HeaderHandler = Callable[[bytes, bytes, bytes, bytes], None]
 """Takes one received message as ``(subject, reply, payload, raw headers)`` bytes."""
 
 _PROCESS_MSG_PARAMS = ["self", "sid", "subject", "reply", "data", "headers"]
+_PUBLISH_PARAMS = ["self", "subject", "payload", "reply", "headers"]
 _SEND_PUBLISH_PARAMS = ["self", "subject", "reply", "payload", "payload_size", "headers"]
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """What a header name may be (an RFC 7230 token), as nats-py checks it."""
 _NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _KEYS_KEPT = 256
-"""Header names whose checked, encoded form a client remembers."""
+"""Header names (and subjects) whose checked, encoded form a client remembers."""
+_SUBJECT_INVALID = re.compile(r"[ \t\r\n]")
+"""What a subject may not contain, as nats-py checks it on publishing."""
+_CONNECTED = NatsClient.CONNECTED
 
 
 class _Publishing(NatsClient):
@@ -78,8 +91,54 @@ class _Publishing(NatsClient):
     def __init__(self) -> None:
         super().__init__()
         self._header_keys: dict[str, str] = {}
+        self._pub_heads: dict[str, bytes] = {}
         self._write_soon: asyncio.Handle | None = None
         self._eevee_loop: asyncio.AbstractEventLoop | None = None
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """nats-py's, in one call for the plain publish of a connected client.
+
+        nats-py checks the subject with a regular expression, the connection's state through
+        three properties and the size, then awaits two more coroutines to queue the command.
+        A publish without reply or headers, on a connected client, of a payload within the
+        server's limit (every other one is nats-py's) does that here: its subject checked
+        and encoded once (``PUB <subject>`` is remembered), refused as nats-py refuses it.
+        """
+        if (
+            reply
+            or headers is not None
+            or self._status != _CONNECTED
+            or len(payload) > self._max_payload
+        ):
+            await super().publish(subject, payload, reply, headers)
+            return
+        heads = self._pub_heads
+        head = heads.get(subject)
+        if head is None:
+            if not subject or (
+                not self._skip_subject_validation and _SUBJECT_INVALID.search(subject)
+            ):
+                raise nats.errors.BadSubjectError
+            if len(heads) >= _KEYS_KEPT:
+                heads.clear()
+            head = heads[subject] = b"PUB %s  " % subject.encode()
+        size = len(payload)
+        cmd = b"%s%d\r\n%s\r\n" % (head, size, payload)
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += size
+        self._pending.append(cmd)
+        self._pending_data_size += len(cmd)
+        if 0 < self._max_pending_size < self._pending_data_size:
+            await self._flush_pending(force_flush=True)  # (as nats-py's _send_command)
+        if self._write_soon is None:
+            self._write_at_end_of_turn()
 
     async def _send_publish(
         self,
@@ -121,10 +180,14 @@ class _Publishing(NatsClient):
         stats["out_bytes"] += payload_size
         await self._send_command(cmd)
         if self._write_soon is None:
-            loop = self._eevee_loop
-            if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
-                loop = self._eevee_loop = asyncio.get_running_loop()
-            self._write_soon = loop.call_soon(self._write_pending)
+            self._write_at_end_of_turn()
+
+    def _write_at_end_of_turn(self) -> None:
+        """Have :meth:`_write_pending` called once this turn's ready callbacks have run."""
+        loop = self._eevee_loop
+        if loop is None:  # (asyncio.get_running_loop() is a getpid() call on Python 3.11)
+            loop = self._eevee_loop = asyncio.get_running_loop()
+        self._write_soon = loop.call_soon(self._write_pending)
 
     def _header_block(self, headers: dict[str, Any]) -> bytes:
         """The ``NATS/1.0`` header block, as nats-py makes it: names checked (a bad one
@@ -182,6 +245,7 @@ class EeveeClient(_Publishing):
         super().__init__()
         self._fast_paths: dict[int, FastHandler] = {}
         self._header_paths: dict[int, HeaderHandler] = {}
+        self._ps = FastParser(self)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -275,17 +339,31 @@ def incompatibilities() -> list[str]:
         for name, params in (
             ("_process_msg", _PROCESS_MSG_PARAMS),
             ("_send_publish", _SEND_PUBLISH_PARAMS),
+            ("publish", _PUBLISH_PARAMS),
+            ("_flush_pending", ["self", "force_flush"]),
         )
         if (problem := _coroutine_problem(name, params))
     ]
     nc = NatsClient()
-    for name in ("_pending", "_pending_data_size", "_flush_queue", "_transport"):
+    for name in (
+        "_pending",
+        "_pending_data_size",
+        "_flush_queue",
+        "_transport",
+        "_status",
+        "_max_payload",
+        "_max_pending_size",
+        "_skip_subject_validation",
+    ):
         if not hasattr(nc, name):
             found.append(f"Client has no {name}")
     if not inspect.iscoroutinefunction(getattr(NatsClient, "_send_command", None)):
         found.append("Client._send_command is gone or no longer a coroutine function")
     if getattr(NatsSubscription(nc, 7), "_id", None) != 7:
         found.append("Subscription(conn, id) no longer keeps its id as Subscription._id")
+    if not isinstance(getattr(nc, "_ps", None), Parser):
+        found.append("Client._ps is no longer the client's protocol parser")
+    found.extend(parser_problems())
     stats = nc.stats
     for key in ("in_msgs", "in_bytes"):
         if key not in stats:

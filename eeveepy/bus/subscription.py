@@ -19,6 +19,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from pydantic import ValidationError
 
 from eeveepy.bus.backstop import Backstop
 from eeveepy.bus.concurrent import Concurrent
@@ -272,6 +273,7 @@ class Subscription:
         gate = dispatch.gate
         queue = inbox.queue
         decode = decoder.decode
+        validate, kind = decoder.validate_json, decoder.kind
         no_reply = dispatch.no_reply
         durable = dispatch.deliveries if self.durable else None
         provenance = Provenance(dispatch.ipc.subjects.prefix + ".")
@@ -298,7 +300,16 @@ class Subscription:
                         continue
                 reply = ""
             try:
-                env, problem = received(data, subject, decode, max_inbound, provenance)
+                # received() inlined for a valid envelope (two calls fewer per message); for
+                # anything else, received() itself says why.
+                try:
+                    env = validate(data) if len(data) <= max_inbound else None
+                except ValidationError:
+                    env = None
+                if env is not None and (kind is None or env.kind == kind):
+                    problem = provenance.problem(subject, env.source, env.body)
+                else:
+                    env, problem = received(data, subject, decode, max_inbound, provenance)
                 if problem is not None:
                     await dispatch.reject(stats, subject, reply, data, problem, delivery)
                     continue

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
@@ -186,13 +187,18 @@ class EnvelopeEncoder:
 class EnvelopeDecoder(Generic[B]):
     """Validates payloads as ``Envelope[model]`` and checks the kind."""
 
-    __slots__ = ("_adapter", "_validate", "kind", "model")
+    __slots__ = ("_adapter", "_validate", "kind", "model", "validate_json")
 
     def __init__(self, model: type[B]) -> None:
         self.model = model
-        self.kind = model.KIND
+        self.kind: str | None = model.KIND
+        """The kind a payload must have (:class:`AnyEnvelopeDecoder`'s: None, any)."""
         self._adapter: type[Envelope[B]] = Envelope[model]  # type: ignore[valid-type]
         self._validate = self._adapter.__pydantic_validator__.validate_json
+        self.validate_json: Callable[[bytes], Envelope[B]] = self._validate
+        """pydantic's validation alone: raises its ``ValidationError``, checks no ``kind``
+        (for a hot path that checks the kind itself and calls :meth:`decode` on failure, so
+        that the reason is :meth:`decode`'s)."""
 
     def decode(self, payload: bytes, subject: str = "") -> Envelope[B]:
         """Decode and validate, or raise :class:`EnvelopeError` saying what is wrong."""
@@ -224,10 +230,16 @@ def _peek_kind(payload: bytes) -> str | None:
 class AnyEnvelopeDecoder:
     """Validates the envelope around any body, keeping the body as a JSON object."""
 
-    __slots__ = ("_adapter",)
+    __slots__ = ("_adapter", "kind", "validate_json")
 
     def __init__(self) -> None:
         self._adapter: type[Envelope[dict[str, Any]]] = Envelope[dict[str, Any]]
+        self.kind: str | None = None
+        """Any kind will do."""
+        self.validate_json: Callable[[bytes], Envelope[dict[str, Any]]] = (
+            self._adapter.__pydantic_validator__.validate_json
+        )
+        """As :attr:`EnvelopeDecoder.validate_json`."""
 
     def decode(self, payload: bytes, subject: str = "") -> Envelope[dict[str, Any]]:
         """Decode and validate the envelope; the body only has to be a JSON object."""

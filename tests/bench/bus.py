@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import structlog
+from nats.aio.client import Client as NatsClient
 
 from eeveepy.bus.client import BusConfig, barrier, connect
 from eeveepy.bus.ipc import Ipc
@@ -42,8 +43,18 @@ def _message() -> ChatMessage:
     )
 
 
+async def _connect(url: str, mode: str, name: str) -> NatsClient:
+    """A connection for ``mode``: nats-py's own client for "raw" (the baseline is nats-py as
+    it comes, not eeveepy's client with its own parser and publishing), eeveepy's otherwise."""
+    if mode == "raw":
+        nc = NatsClient()
+        await nc.connect(servers=[url], name=name)
+        return nc
+    return await connect(BusConfig(url=url), name=name)
+
+
 async def _subscriber(url: str, mode: str, count: int) -> None:
-    nc = await connect(BusConfig(url=url), name=f"bench-sub-{mode}")
+    nc = await _connect(url, mode, f"bench-sub-{mode}")
     subjects = Subjects()
     subject = subjects.chat_in("irc", "libera", SUBJECT_ROOM)
     done = asyncio.Event()
@@ -85,11 +96,12 @@ async def _subscriber(url: str, mode: str, count: int) -> None:
 
 
 async def _publisher(url: str, mode: str, count: int) -> None:
-    nc = await connect(BusConfig(url=url), name=f"bench-pub-{mode}")
+    nc = await _connect(url, mode, f"bench-pub-{mode}")
     subjects = Subjects()
     subject = subjects.chat_in("irc", "libera", SUBJECT_ROOM)
     ipc = Ipc(subjects, "bench.pub")
-    await ipc.attach(nc)
+    if mode != "raw":
+        await ipc.attach(nc)
     body = _message()
     cpu = time.process_time()
     if mode == "raw":
@@ -231,12 +243,10 @@ async def _parse_cost(mode: str, count: int) -> float:
     subscriber side of each path costs per message; the process's CPU time, not the wall
     clock's, so that other work on the machine counts less.
     """
-    from nats.protocol.parser import Parser
-
     from eeveepy.bus.natsadapter import EeveeClient
 
-    nc = EeveeClient()
-    parser = Parser(nc)
+    nc = NatsClient() if mode == "raw" else EeveeClient()
+    parser = nc._ps  # (the client's own: eeveepy's has its own parser)
 
     async def no_send(*args: Any, **kwargs: Any) -> None:
         return None
