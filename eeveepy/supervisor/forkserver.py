@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -78,6 +78,10 @@ def serve(
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
     # the children's new objects to fill, page by shared page.)
+    # What makes each child die with this server, built once: a `ctypes.CDLL` built for each
+    # child (a class of its own each time) wrote to pages every child forked before shared
+    # with the server, and left each its own copy of them.
+    tie = die_with_parent()
     gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
@@ -111,7 +115,7 @@ def serve(
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
-                _spawn(sock, rfd, wfd, request, child_fds, compiled)
+                _spawn(sock, rfd, wfd, request, child_fds, tie, compiled)
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
@@ -138,10 +142,10 @@ def _spawn(
     wfd: int,
     request: dict[str, Any],
     fds: list[int],
+    tie: Callable[[], None] | None,
     compiled: Mapping[str, Compiled] | None,
 ) -> None:  # pragma: no cover - child
     n = request.get("spawn")
-    tie = die_with_parent()  # built here: the child's parent is this server
     try:
         pid = os.fork()
     except OSError as exc:
