@@ -46,6 +46,7 @@ from eeveepy.supervisor.preload import (
     rehearse_loop,
 )
 from eeveepy.supervisor.preload import preload as load
+from eeveepy.supervisor.prepare import Prepared
 
 if TYPE_CHECKING:
     from eeveepy.supervisor.prefork import ForkedProcess, PreForked
@@ -82,6 +83,7 @@ def serve(
     # child (a class of its own each time) wrote to pages every child forked before shared
     # with the server, and left each its own copy of them.
     tie = die_with_parent()
+    prepared = Prepared(compiled)
     gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
@@ -115,7 +117,8 @@ def serve(
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
-                _spawn(sock, rfd, wfd, request, child_fds, tie, compiled)
+                prepared.first_spawn(request)
+                _spawn(sock, rfd, wfd, request, child_fds, tie, prepared.compiled)
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child

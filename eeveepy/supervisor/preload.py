@@ -32,6 +32,7 @@ __all__ = [
     "PRELOAD",
     "REHEARSALS",
     "Compiled",
+    "compile_main",
     "compile_mains",
     "operator_imports",
     "prebuild",
@@ -157,21 +158,28 @@ def compile_mains(modules: Iterable[str]) -> dict[str, Compiled]:
     ≈0.8 MB each); one that cannot be read or compiled is left out (its child says why)."""
     table: dict[str, Compiled] = {}
     for module in modules:
-        if not (module == FIRST_PARTY or module.startswith(FIRST_PARTY + ".")):
-            continue
-        main = _main_file(module)
-        if main is None:
-            continue
-        name, path, _ = main
-        try:
-            stamp = source_stamp(path)
-            with open(path, "rb") as f:
-                source = f.read()
-            code = compile(source, path, "exec", dont_inherit=True)
-        except (OSError, SyntaxError, ValueError):
-            continue
-        table[module] = Compiled(name, path, stamp, code)
+        if module == FIRST_PARTY or module.startswith(FIRST_PARTY + "."):
+            main = compile_main(module)
+            if main is not None:
+                table[module] = main
     return table
+
+
+def compile_main(module: str) -> Compiled | None:
+    """The code that runs as ``__main__`` for ``module``, compiled (only its parent packages
+    are imported to find it); None when it cannot be found, read or compiled."""
+    main = _main_file(module)
+    if main is None:
+        return None
+    name, path, _ = main
+    try:
+        stamp = source_stamp(path)
+        with open(path, "rb") as f:
+            source = f.read()
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return Compiled(name, path, stamp, code)
 
 
 def prebuild() -> list[object]:
