@@ -173,8 +173,9 @@ class StderrJsonWriter:
             self._forked()
         if self._direct(line):
             return
+        q = self._queue if self._queue is not None else self._start_thread()
         try:
-            self._start_thread().put_nowait(line)
+            q.put_nowait(line)
         except queue.Full:
             self._count_drop()
 
