@@ -72,9 +72,9 @@ def serve(
     child of a module in ``compiled`` runs the code compiled there (see
     :func:`~eeveepy.supervisor.preload.compile_mains`)."""
     load(preload)
-    built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    built = prebuild()  # held for the server's life (this never returns): shared, not rebuilt
     preconfigure()
-    rehearse_loop()
+    built += rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for

@@ -247,18 +247,21 @@ def preconfigure() -> None:
         return
 
 
-def rehearse_loop() -> None:
+def rehearse_loop() -> list[object]:
     """Run an event loop of the operators' kind (:func:`~eeveepy.aio.loop_factory`: uvloop
     when installed) through what every operator's start does with one (tasks, an event, a
     wait with a timeout), then close it: what a first loop builds and the code specialised are
     the server's, shared, and no loop, thread or file of it is left (minimal operator USS
-    x0.985). One that fails leaves it to the children."""
+    x0.985). Returns the first instances made in it (:func:`_connection_parts`), to be held
+    as long as they are shared. One that fails leaves it to the children."""
+    held: list[object] = []
     try:
         import asyncio
 
         from eeveepy.aio import loop_factory, run
 
         async def rehearsal() -> None:
+            held.extend(_connection_parts())
             for _ in range(REHEARSALS):
                 event = asyncio.Event()
                 waiter = asyncio.ensure_future(event.wait())
@@ -268,4 +271,35 @@ def rehearse_loop() -> None:
 
         run(rehearsal(), loop_factory())
     except Exception:
-        return
+        return held
+    return held
+
+
+def _connection_parts() -> list[object]:
+    """First instances (as :func:`first_instances`) of what a child makes as it connects and
+    subscribes, made in a running loop and never connected: a stream reader and its protocol,
+    nats-py's transport, parser, subscription and queue, an inbox and gate of eeveepy's
+    (minimal operator USS x0.994)."""
+    import asyncio
+
+    from nats.aio.subscription import Subscription
+    from nats.aio.transport import TcpTransport
+    from nats.protocol.parser import Parser
+
+    from eeveepy.bus.dispatch import Gate, SubscriptionStats
+    from eeveepy.bus.natsadapter import EeveeClient
+    from eeveepy.bus.subscription import Inbox
+
+    reader = asyncio.StreamReader()
+    client = EeveeClient()
+    stats = SubscriptionStats()
+    return [
+        reader,
+        asyncio.StreamReaderProtocol(reader),
+        asyncio.Queue(),
+        TcpTransport(),  # type: ignore[no-untyped-call]
+        Parser(client),
+        Subscription(client, 1, "eevee.preload"),
+        Gate(),
+        Inbox(1, stats),
+    ]
