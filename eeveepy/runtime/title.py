@@ -28,8 +28,6 @@ def set_title(title: str) -> None:
         import setproctitle
     except ImportError:  # pragma: no cover - a dependency; a broken install only loses titles
         return
-    if setproctitle.getproctitle() == title:  # a forked operator's, set by the fork server's child
-        return
     ours = "SPT_NOENV" not in os.environ
     if ours:  # read when the title is first set; not left for the operator's own children
         os.environ["SPT_NOENV"] = "1"
