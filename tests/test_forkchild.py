@@ -20,6 +20,7 @@ from eeveepy.supervisor.preload import (
     prebuild,
     preload,
     rehearse_envelopes,
+    rehearse_loop,
     source_stamp,
 )
 
@@ -101,7 +102,26 @@ def test_the_envelopes_every_operator_uses_are_rehearsed_before_the_fork() -> No
     # prebuild() keeps going when the rehearsal fails (the children then build what it would
     # have): here it must run through, or it would silently share nothing.
     rehearse_envelopes()
-    assert [d.model for d in prebuild()] == list(BODY_MODELS)  # type: ignore[attr-defined]
+    built = prebuild()
+    decoders = built[: len(BODY_MODELS)]
+    assert [d.model for d in decoders] == list(BODY_MODELS)  # type: ignore[attr-defined]
+    # and the first instances of what every operator makes
+    assert [type(x).__name__ for x in built[len(BODY_MODELS) :]] == ["EeveeClient", "Operator"]
+
+
+def test_the_loop_rehearsal_runs_through_holding_first_instances_of_a_connection() -> None:
+    # Like prebuild(), it keeps going when something fails: here it must run through.
+    held = rehearse_loop()
+    assert [type(x).__name__ for x in held] == [
+        "StreamReader",
+        "StreamReaderProtocol",
+        "Queue",
+        "TcpTransport",
+        "Parser",
+        "Subscription",
+        "Gate",
+        "Inbox",
+    ]
 
 
 def test_an_operators_main_is_compiled_before_the_fork_as_the_interpreter_would() -> None:

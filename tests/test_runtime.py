@@ -420,6 +420,29 @@ async def test_serve_config_problems_exit_78(bus: Bus) -> None:
     assert await Operator(Recorded).serve(bus.env("x", EEVEE_SETTINGS="{nope")) == EXIT_CONFIG
 
 
+async def test_directories_are_made_with_their_parents_and_a_file_in_the_way_is_a_config_error(
+    bus: Bus,
+) -> None:
+    blocker = bus.tmp / "a file"
+    blocker.write_text("x")
+    env = bus.env("dirs", EEVEE_DATA_DIR=str(blocker))
+    assert await Operator(Recorded).serve(env) == EXIT_CONFIG
+    env = bus.env("dirs", EEVEE_DATA_DIR=str(blocker / "under"))
+    assert await Operator(Recorded).serve(env) == EXIT_CONFIG
+    deep = bus.tmp / "deep" / "er" / "data"
+    op = Operator(Recorded)
+    seen: list[bool] = []
+
+    @op.on_start
+    def started() -> None:
+        seen.append(op.data_dir.is_dir() and op.cache_dir.is_dir())
+        op.request_stop()
+
+    assert await op.serve(bus.env("dirs", EEVEE_DATA_DIR=str(deep))) == 0
+    assert seen == [True]
+    assert deep.stat().st_mode & 0o777 == 0o700
+
+
 async def test_failing_on_start_exits_1_without_ready(bus: Bus) -> None:
     op = Operator(operator_id="broken")
     ready = await bus.collect(bus.subjects.operator_ready("broken"), Ready)

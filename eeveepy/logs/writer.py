@@ -134,7 +134,8 @@ class StderrJsonWriter:
         self.capacity = capacity
         self.operator = operator
         self._lock = threading.Lock()
-        self._queue: queue.Queue[str | None] = queue.Queue(capacity)
+        # Made with the thread (as a forked child's own is): most writers never need them.
+        self._queue: queue.Queue[str | None] | None = None
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._dropped = 0
@@ -161,7 +162,7 @@ class StderrJsonWriter:
     @property
     def pending(self) -> int:
         """Lines queued and not written yet."""
-        return self._queue.qsize()
+        return 0 if self._queue is None else self._queue.qsize()
 
     def write(self, line: str) -> None:
         """Queue one line (without its newline); never blocks."""
@@ -172,10 +173,9 @@ class StderrJsonWriter:
             self._forked()
         if self._direct(line):
             return
-        if self._thread is None:
-            self._start_thread()
+        q = self._queue if self._queue is not None else self._start_thread()
         try:
-            self._queue.put_nowait(line)
+            q.put_nowait(line)
         except queue.Full:
             self._count_drop()
 
@@ -220,22 +220,25 @@ class StderrJsonWriter:
         """In a forked child: the parent's thread, lock, queue and descriptor are not ours."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._queue = queue.Queue(self.capacity)
+        self._queue = None
         self._thread = None
         if self._fd is not None and self._fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
         self._fd = None
 
-    def _start_thread(self) -> None:
+    def _start_thread(self) -> queue.Queue[str | None]:
+        """The queue the thread writes from, both started at the first call."""
         with self._lock:
-            if self._thread is not None:
-                return
+            if self._queue is not None:
+                return self._queue
+            q: queue.Queue[str | None] = queue.Queue(self.capacity)
             thread = threading.Thread(
-                target=self._run, args=(self._queue,), name="eevee-log-writer", daemon=True
+                target=self._run, args=(q,), name="eevee-log-writer", daemon=True
             )
-            self._thread = thread
+            self._queue, self._thread = q, thread
         thread.start()
+        return q
 
     def _run(self, q: queue.Queue[str | None]) -> None:
         while True:
@@ -283,6 +286,8 @@ class StderrJsonWriter:
     def flush(self, timeout: float = 1.0) -> bool:
         """Wait (at most ``timeout`` seconds) until every queued line is written."""
         q = self._queue
+        if q is None:
+            return True
         with q.all_tasks_done:
             return q.all_tasks_done.wait_for(lambda: q.unfinished_tasks == 0, timeout)
 
@@ -295,6 +300,6 @@ class StderrJsonWriter:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
                 self._fd = -1
-        if self._thread is not None and self._pid == os.getpid():
+        if self._queue is not None and self._pid == os.getpid():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)

@@ -37,12 +37,17 @@ class HookEvent(StrEnum):
     """At a graceful stop, after the drain."""
 
 
+_EVENTS = tuple(HookEvent)
+"""Every event, listed once (iterating the enum class runs its metaclass's code: a forked
+operator writes to the pages of what it runs)."""
+
+
 @dataclass
 class Hooks:
     """The registered hooks of one operator, by event."""
 
     registered: dict[HookEvent, list[Hook]] = field(
-        default_factory=lambda: {event: [] for event in HookEvent}
+        default_factory=lambda: {event: [] for event in _EVENTS}
     )
 
     def add(self, event: HookEvent, fn: HookT) -> HookT:

@@ -371,14 +371,23 @@ class Operator(Generic[S]):
         try:
             # The supervisor empties the cache directory before each start (the process
             # contract, for every language); the runtime only makes sure both exist.
-            launch.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            launch.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _make_dir(launch.cache_dir)
+            _make_dir(launch.data_dir)
         except OSError as exc:
             raise ConfigError("unusable directory", [(str(exc.filename), str(exc))]) from None
         return launch
 
     def _reload_settings(self) -> None:
         self._settings = load_settings(self._require_launch(), self._model, self.log)
+
+
+def _make_dir(path: Path) -> None:
+    """``path.mkdir(mode=0o700, parents=True, exist_ok=True)``, through :mod:`os`: a directory
+    that exists (under a supervisor both do) is one ``stat``, and runs none of pathlib's code
+    (whose pages a forked operator would copy)."""
+    name = str(path)
+    if not os.path.isdir(name):
+        os.makedirs(name, 0o700, exist_ok=True)
 
 
 def _logger(name: str | None, operator_id: str) -> FilteringBoundLogger:

@@ -34,7 +34,8 @@ def read_settings(launch: Launch, log: FilteringBoundLogger) -> tuple[str, Any]:
     path = launch.settings_file
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as f:  # (Path.read_text: more code run)
+                text = f.read()
         except FileNotFoundError:
             log.warning("settings file not found: using EEVEE_SETTINGS", path=str(path))
         except OSError as exc:

@@ -28,7 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -46,6 +46,7 @@ from eeveepy.supervisor.preload import (
     rehearse_loop,
 )
 from eeveepy.supervisor.preload import preload as load
+from eeveepy.supervisor.prepare import Prepared
 
 if TYPE_CHECKING:
     from eeveepy.supervisor.prefork import ForkedProcess, PreForked
@@ -71,13 +72,18 @@ def serve(
     child of a module in ``compiled`` runs the code compiled there (see
     :func:`~eeveepy.supervisor.preload.compile_mains`)."""
     load(preload)
-    built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
+    built = prebuild()  # held for the server's life (this never returns): shared, not rebuilt
     preconfigure()
-    rehearse_loop()
+    built += rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
     # the children's new objects to fill, page by shared page.)
+    # What makes each child die with this server, built once: a `ctypes.CDLL` built for each
+    # child (a class of its own each time) wrote to pages every child forked before shared
+    # with the server, and left each its own copy of them.
+    tie = die_with_parent()
+    prepared = Prepared(compiled)
     gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
@@ -111,7 +117,8 @@ def serve(
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
-                _spawn(sock, rfd, wfd, request, child_fds, compiled)
+                prepared.first_spawn(request)
+                _spawn(sock, rfd, wfd, request, child_fds, tie, prepared.compiled)
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
@@ -138,10 +145,10 @@ def _spawn(
     wfd: int,
     request: dict[str, Any],
     fds: list[int],
+    tie: Callable[[], None] | None,
     compiled: Mapping[str, Compiled] | None,
 ) -> None:  # pragma: no cover - child
     n = request.get("spawn")
-    tie = die_with_parent()  # built here: the child's parent is this server
     try:
         pid = os.fork()
     except OSError as exc:
