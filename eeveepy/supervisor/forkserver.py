@@ -65,15 +65,21 @@ SEND_TIMEOUT = 10.0
 
 
 def serve(
-    sock: socket.socket, preload: Sequence[str], compiled: Mapping[str, Compiled] | None = None
+    sock: socket.socket,
+    preload: Sequence[str],
+    compiled: Mapping[str, Compiled] | None = None,
+    *,
+    prepared: bool = False,
 ) -> None:  # pragma: no cover - child
     """Be the fork server on ``sock`` (never returns): preload, then fork on request; each
     child of a module in ``compiled`` runs the code compiled there (see
-    :func:`~eeveepy.supervisor.preload.compile_mains`)."""
-    load(preload)
-    built = prebuild()  # noqa: F841 - held for the server's life: the children find them built
-    preconfigure()
-    rehearse_loop()
+    :func:`~eeveepy.supervisor.preload.compile_mains`). ``prepared``: forked from a process
+    that did all of that already (see :mod:`~.prefork`)."""
+    if not prepared:
+        load(preload)
+        built = prebuild()  # noqa: F841 - held for the server's life: children find them built
+        preconfigure()
+        rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
