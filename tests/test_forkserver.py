@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -210,6 +211,42 @@ async def test_a_server_forked_from_the_supervisor_is_taken_over(tmp_path: Path)
     assert unused is not None
     unused.close()
     assert unused.process.returncode is not None
+
+
+@pytest.mark.parametrize("on_fd2", [True, False], ids=["stderr-fd2", "stderr-replaced"])
+async def test_a_pre_forked_servers_child_logs_as_its_operator_on_its_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_fd2: bool
+) -> None:
+    """``eevee up`` configures the operators' logging before it forks the server when its
+    ``sys.stderr`` writes to fd 2 (the server's own work after the fork wrote to pages the two
+    shared); when something else stands in for it (a test runner's capture), the server
+    configures it after the fork, on its fd 2. Either way a child's events go to its stderr."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()  # so that is_configured() tells who configured it
+    fd2 = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+    monkeypatch.setattr(sys, "stderr", fd2 if on_fd2 else io.StringIO())
+    forked = prefork()
+    assert forked is not None
+    assert structlog.is_configured() is on_fd2  # configured here, or left to the server
+    server = ForkServer()
+    try:
+        await server.start(forked=forked)
+        write_module(
+            tmp_path,
+            "fs_prelog",
+            "import structlog\nstructlog.get_logger('probe').info('hello', n=2)\n",
+        )
+        env = {"EEVEE_OPERATOR_ID": "echo.two", "EEVEE_SUPERVISOR": "sup"}
+        child = await server.spawn("fs_prelog", [], env, cwd=str(tmp_path))
+        assert child.stderr is not None
+        err = await asyncio.wait_for(child.stderr.read(), 10)
+        assert await asyncio.wait_for(child.wait(), 10) == 0
+        event = json.loads(err)
+        assert (event["event"], event["n"], event["operator"]) == ("hello", 2, "echo.two")
+    finally:
+        await server.stop()
+        structlog.reset_defaults()
+        structlog.configure(**saved)
 
 
 async def test_a_child_under_a_supervisor_logs_as_its_operator_through_the_servers_setup(

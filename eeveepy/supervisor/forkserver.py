@@ -66,15 +66,22 @@ SEND_TIMEOUT = 10.0
 
 
 def serve(
-    sock: socket.socket, preload: Sequence[str], compiled: Mapping[str, Compiled] | None = None
+    sock: socket.socket,
+    preload: Sequence[str],
+    compiled: Mapping[str, Compiled] | None = None,
+    *,
+    prepared: bool = False,
 ) -> None:  # pragma: no cover - child
     """Be the fork server on ``sock`` (never returns): preload, then fork on request; each
     child of a module in ``compiled`` runs the code compiled there (see
-    :func:`~eeveepy.supervisor.preload.compile_mains`)."""
-    load(preload)
-    built = prebuild()  # held for the server's life (this never returns): shared, not rebuilt
-    preconfigure()
-    built += rehearse_loop()
+    :func:`~eeveepy.supervisor.preload.compile_mains`). ``prepared``: forked from a process
+    that did all of that already (see :mod:`~.prefork`), which holds what it built."""
+    built: list[object] = []  # held for the server's life (this never returns): shared, not rebuilt
+    if not prepared:
+        load(preload)
+        built += prebuild()
+        preconfigure()
+        built += rehearse_loop()
     # Out of the collector's sight: a collection in a child would otherwise write to every
     # preloaded object's header, and copy each page the children share. (No collection
     # first: the collector is off since start-up, so what it would free leaves no holes for
