@@ -90,7 +90,7 @@ def serve(
     # child (a class of its own each time) wrote to pages every child forked before shared
     # with the server, and left each its own copy of them.
     tie = die_with_parent()
-    prepared = Prepared(compiled)
+    preparer = Prepared(compiled)
     gc.freeze()
     rfd, wfd = os.pipe()
     os.set_blocking(wfd, False)
@@ -124,8 +124,8 @@ def serve(
                 line, buf = buf.split(b"\n", 1)
                 request = json.loads(line)
                 child_fds, pending = pending[:MAX_FDS], pending[MAX_FDS:]
-                prepared.first_spawn(request)
-                _spawn(sock, rfd, wfd, request, child_fds, tie, prepared.compiled)
+                preparer.first_spawn(request)
+                _spawn(sock, rfd, wfd, request, child_fds, tie, preparer.compiled)
 
 
 def _close(sock: socket.socket, rfd: int, wfd: int) -> None:  # pragma: no cover - child
