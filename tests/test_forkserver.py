@@ -38,6 +38,15 @@ def write_module(root: Path, name: str, body: str) -> None:
     (root / f"{name}.py").write_text(body, encoding="utf-8")
 
 
+async def output_of(server: ForkServer, module: str, mods: Path) -> str:
+    """What a child of ``module`` (found in ``mods``) printed; it must exit 0."""
+    child = await server.spawn(module, [], {"PYTHONPATH": str(mods)})
+    assert child.stdout is not None
+    out = await asyncio.wait_for(child.stdout.read(), 10)
+    assert await asyncio.wait_for(child.wait(), 10) == 0
+    return out.decode()
+
+
 async def test_child_runs_module_with_env_path_output_and_exit_code(
     server: ForkServer, tmp_path: Path
 ) -> None:
@@ -75,11 +84,8 @@ async def test_the_server_leaves_out_what_operators_do_not_share_but_a_child_may
         "import aiohttp\n"
         "print(aiohttp.__name__, gc.isenabled(), gc.get_freeze_count() > 10000, flush=True)\n",
     )
-    child = await server.spawn("fs_unused", [], {"PYTHONPATH": str(tmp_path / "mods")})
-    assert child.stdout is not None
-    out = await asyncio.wait_for(child.stdout.read(), 10)
-    assert await asyncio.wait_for(child.wait(), 10) == 0
-    assert out.decode() == "[]\naiohttp True True\n"
+    out = await output_of(server, "fs_unused", tmp_path / "mods")
+    assert out == "[]\naiohttp True True\n"
 
 
 async def test_killed_child_reports_the_signal(server: ForkServer, tmp_path: Path) -> None:
@@ -301,11 +307,8 @@ async def test_a_child_runs_its_own_event_loop_after_the_servers_rehearsal(
         "    return type(asyncio.get_running_loop()).__module__\n"
         "print(run(main(), loop_factory()), flush=True)\n",
     )
-    child = await server.spawn("fs_loop", [], {"PYTHONPATH": str(tmp_path / "mods")})
-    assert child.stdout is not None
-    out = await asyncio.wait_for(child.stdout.read(), 10)
-    assert await asyncio.wait_for(child.wait(), 10) == 0
-    assert out.decode().splitlines() == ["None 1", "uvloop"]
+    out = await output_of(server, "fs_loop", tmp_path / "mods")
+    assert out.splitlines() == ["None 1", "uvloop"]
 
 
 BIG = "x" * (4 * 1024 * 1024)  # more than the socket between supervisor and server holds
